@@ -1,0 +1,497 @@
+"""Specialized ViT: separate CLS-path and patch-path weights for chosen layers of a timm ViT.
+
+The paper (design.md §1) gives selected layers two sets of weights: one for the CLS token
+(and, by choice, the register tokens), one for the patch tokens. We keep timm's
+VisionTransformer and swap each chosen leaf module (``blocks.i.norm1``, ``blocks.i.attn.qkv``,
+...) for a :class:`TokenSplit` that runs a CLS copy on the prefix slice of the sequence and a
+patch copy on the rest, then concatenates. Every token still goes through exactly one copy and
+Q, K, V of all tokens meet in the same attention, so FLOPs equal the plain model's; only
+parameters grow.
+
+Spec format (``model.specialize`` in study files, ``--spec`` on the command line):
+
+* a mapping ``component -> blocks`` where component is one of :data:`BLOCK_COMPONENTS` and
+  blocks is ``"all"``, ``"first_third"``, ``"first_half"``, an int ``k`` (the first k blocks),
+  a float fraction ``f`` in (0, 1] (the first ``max(1, floor(f * depth + 0.5))`` blocks, i.e.
+  rounded half up: a third of 12 blocks is 4, of 24 is 8, of 40 is 13, of 4 is 1), or a list of
+  block indices; plus ``final_norm: true`` and ``registers: cls | patch`` (where register tokens
+  go; default ``cls``, as in the paper). Note ``1`` is "the first block", ``1.0`` is "all".
+* a preset name, ``+`` combining several: see :data:`PRESETS`. Presets specialize the
+  components the model has (they skip ``ls1``/``ls2`` without LayerScale, ``q_norm``/``k_norm``
+  without qk_norm, and ``final_norm`` when global_pool='avg' moves the final norm after pooling);
+  an explicit mapping naming a missing component is an error (``skip_missing: true`` opts in).
+* ``None``, ``{}`` or ``"none"``: the plain ViT.
+
+DDP note: a specialized copy receives a gradient only if its tokens reach the loss. With a loss
+on the CLS token alone (token pooling, no dense loss), the patch path of ``final_norm`` and of
+the last block's ``proj``/``ls1``/``norm2``/``fc1``/``fc2``/``ls2`` cannot affect the loss, so
+either keep those out of the spec or run DDP with ``find_unused_parameters=True``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+import torch
+from timm.layers import SwiGLUPacked
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    flop_registry,
+    register_flop_formula,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
+
+__all__ = [
+    "BLOCK_COMPONENTS", "PRESETS", "SCALES", "ComponentParams", "Flops", "ParamReport", "Spec",
+    "SpecError", "TokenSplit", "build_vit", "flops", "param_report", "spec_from_state_dict",
+    "specialize",
+]
+
+# component -> (attribute path inside a timm Block, sequence dim of the module's input)
+_BLOCK_PATHS: dict[str, tuple[str, int]] = {
+    "norm1": ("norm1", 1),
+    "qkv": ("attn.qkv", 1),
+    "q_norm": ("attn.q_norm", 2),  # q/k are [B, heads, N, head_dim]
+    "k_norm": ("attn.k_norm", 2),
+    "proj": ("attn.proj", 1),
+    "ls1": ("ls1", 1),
+    "norm2": ("norm2", 1),
+    "fc1": ("mlp.fc1", 1),
+    "fc2": ("mlp.fc2", 1),
+    "ls2": ("ls2", 1),
+}
+BLOCK_COMPONENTS: tuple[str, ...] = tuple(_BLOCK_PATHS)
+_NAMED_FRACTIONS = {"first_third": 1 / 3, "first_half": 1 / 2}
+_SELECTION_HELP = ("'all', 'first_third', 'first_half', an int k >= 1 (first k blocks), "
+                   "a fraction in (0, 1] or a list of block indices")
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "norms": {"norm1": "all", "norm2": "all", "final_norm": True},
+    "norms_third": {"norm1": "first_third", "norm2": "first_third"},
+    "qkv_third": {"qkv": "first_third"},
+    "qkv_half": {"qkv": "first_half"},
+    "all": {**{c: "all" for c in BLOCK_COMPONENTS}, "final_norm": True},
+}
+
+# Giant follows timm's vit_giant_patch14_dinov2 (DINOv2 ViT-g: SwiGLU FFN, hidden 4096 per branch);
+# LayerScale is a training-recipe choice left to timm_kwargs (init_values) at every scale.
+SCALES: dict[str, dict[str, Any]] = {
+    "micro": dict(embed_dim=96, depth=4, num_heads=3),
+    "tiny": dict(embed_dim=192, depth=12, num_heads=3),
+    "small": dict(embed_dim=384, depth=12, num_heads=6),
+    "base": dict(embed_dim=768, depth=12, num_heads=12),
+    "large": dict(embed_dim=1024, depth=24, num_heads=16),
+    "giant": dict(embed_dim=1536, depth=40, num_heads=24, mlp_ratio=2.66667 * 2,
+                  mlp_layer=SwiGLUPacked, act_layer=nn.SiLU),
+}
+
+
+class SpecError(ValueError):
+    """A specialization spec a user can fix; the message names the key and what was expected."""
+
+
+Selection = Union[str, int, float, tuple[int, ...]]
+
+
+def _check_selection(component: str, value: Any) -> Selection:
+    if isinstance(value, bool):
+        raise SpecError(f"specialize.{component}: got {value!r}; expected {_SELECTION_HELP}")
+    if isinstance(value, str):
+        if value != "all" and value not in _NAMED_FRACTIONS:
+            raise SpecError(f"specialize.{component}: unknown block selection {value!r}; "
+                            f"expected {_SELECTION_HELP}")
+        return value
+    if isinstance(value, int):
+        if value < 1:
+            raise SpecError(f"specialize.{component}: first-k count {value} must be >= 1")
+        return value
+    if isinstance(value, float):
+        if not 0.0 < value <= 1.0:
+            raise SpecError(f"specialize.{component}: fraction {value} must be in (0, 1]")
+        return value
+    if isinstance(value, Sequence) and value and all(
+            isinstance(i, int) and not isinstance(i, bool) for i in value):
+        if min(value) < 0:
+            raise SpecError(f"specialize.{component}: block indices must be >= 0, got {list(value)}")
+        return tuple(sorted(set(value)))
+    raise SpecError(f"specialize.{component}: got {value!r}; expected {_SELECTION_HELP}")
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Which components get CLS/patch weights, in which blocks, and where registers go.
+
+    ``components`` holds ``(component, selection)`` pairs in :data:`BLOCK_COMPONENTS` order;
+    build it with :meth:`parse`, which validates.
+    """
+
+    components: tuple[tuple[str, Selection], ...] = ()
+    final_norm: bool = False
+    registers: Literal["cls", "patch"] | None = None
+    skip_missing: bool = False
+
+    @classmethod
+    def parse(cls, value: Spec | Mapping[str, Any] | str | None) -> Spec:
+        """Accept a Spec, a mapping (YAML form), a preset string ('norms+qkv_third') or None."""
+        if isinstance(value, Spec):
+            return value
+        if value is None:
+            return cls()
+        if isinstance(value, str):
+            merged: dict[str, Any] = {}
+            for name in value.split("+"):
+                name = name.strip()
+                if name not in PRESETS:
+                    raise SpecError(f"specialize: unknown preset {name!r}; expected one of "
+                                    f"{', '.join(PRESETS)} (combine with '+')")
+                for key, sel in PRESETS[name].items():
+                    if key in merged and merged[key] != sel:
+                        raise SpecError(f"specialize: presets in {value!r} disagree on {key} "
+                                        f"({merged[key]!r} vs {sel!r})")
+                    merged[key] = sel
+            return cls.parse({**merged, "skip_missing": True} if merged else {})
+        if not isinstance(value, Mapping):
+            raise SpecError(f"specialize: got {type(value).__name__}; expected a mapping "
+                            f"component -> blocks, a preset name or null")
+        unknown = set(value) - set(BLOCK_COMPONENTS) - {"final_norm", "registers", "skip_missing"}
+        if unknown:
+            raise SpecError(f"specialize: unknown component {sorted(unknown)[0]!r}; expected one of "
+                            f"{', '.join(BLOCK_COMPONENTS)}, final_norm, registers")
+        for key in ("final_norm", "skip_missing"):
+            if not isinstance(value.get(key, False), bool):
+                raise SpecError(f"specialize.{key}: got {value[key]!r}; expected true or false")
+        registers = value.get("registers")
+        if registers not in (None, "cls", "patch"):
+            raise SpecError(f"specialize.registers: got {registers!r}; expected 'cls' or 'patch'")
+        return cls(
+            components=tuple((c, _check_selection(c, value[c])) for c in BLOCK_COMPONENTS if c in value),
+            final_norm=value.get("final_norm", False),
+            registers=registers,
+            skip_missing=value.get("skip_missing", False),
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.components) or self.final_norm
+
+    def resolve(self, depth: int) -> dict[str, list[int]]:
+        """Component -> sorted block indices for a model of ``depth`` blocks."""
+        out = {}
+        for component, sel in self.components:
+            if isinstance(sel, tuple):
+                if sel[-1] >= depth:
+                    raise SpecError(f"specialize.{component}: block index {sel[-1]} out of range "
+                                    f"for depth {depth} (expected 0..{depth - 1})")
+                out[component] = list(sel)
+                continue
+            if isinstance(sel, int):
+                if sel > depth:
+                    raise SpecError(f"specialize.{component}: first {sel} blocks out of range "
+                                    f"for depth {depth}")
+                k = sel
+            else:
+                frac = 1.0 if sel == "all" else _NAMED_FRACTIONS.get(sel, sel)
+                k = max(1, math.floor(frac * depth + 0.5))
+            out[component] = list(range(k))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML/checkpoint form; ``Spec.parse(spec.to_dict()) == spec``."""
+        out: dict[str, Any] = {c: list(s) if isinstance(s, tuple) else s for c, s in self.components}
+        if self.final_norm:
+            out["final_norm"] = True
+        if self.registers is not None:
+            out["registers"] = self.registers
+        if self.skip_missing:
+            out["skip_missing"] = True
+        return out
+
+
+class TokenSplit(nn.Module):
+    """Runs ``cls`` on the first ``num_cls`` tokens and ``patch`` on the rest (along ``dim``).
+
+    Both start as copies of the wrapped module, so the output is unchanged at creation. A plain
+    state dict (``<prefix>weight``) loads into both copies through a load pre-hook.
+    """
+
+    def __init__(self, shared: nn.Module, num_cls: int, dim: int, component: str) -> None:
+        super().__init__()
+        self.cls = shared
+        self.patch = copy.deepcopy(shared)
+        self.num_cls = num_cls
+        self.dim = dim
+        self.component = component
+        self.register_load_state_dict_pre_hook(self._duplicate_plain_weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, total = self.num_cls, x.size(self.dim)
+        return torch.cat((self.cls(x.narrow(self.dim, 0, n)),
+                          self.patch(x.narrow(self.dim, n, total - n))), dim=self.dim)
+
+    def _duplicate_plain_weights(self, module: nn.Module, state_dict: dict[str, Any], prefix: str,
+                                 *args: Any) -> None:
+        for name in self.cls.state_dict():
+            plain = prefix + name
+            if plain in state_dict and prefix + "cls." + name not in state_dict:
+                tensor = state_dict.pop(plain)
+                state_dict[prefix + "cls." + name] = tensor
+                state_dict[prefix + "patch." + name] = tensor
+
+    def extra_repr(self) -> str:
+        return f"component={self.component}, num_cls={self.num_cls}, dim={self.dim}"
+
+
+class Specialization(nn.Module):
+    """Parameter-free child ``vit.specialization`` that carries the spec in the state dict.
+
+    Its extra state (key ``specialization._extra_state``) is ``{"spec": Spec.to_dict(),
+    "num_cls_tokens": int}``; loading a checkpoint with another spec raises SpecError, and a plain
+    timm state dict (without the key) loads as is.
+    """
+
+    def __init__(self, spec: Spec, num_cls: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.num_cls = num_cls
+        self.register_load_state_dict_pre_hook(self._accept_plain)
+
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"spec": self.spec.to_dict(), "num_cls_tokens": self.num_cls}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if Spec.parse(state["spec"]) != self.spec or state["num_cls_tokens"] != self.num_cls:
+            raise SpecError(f"checkpoint spec {state['spec']} ({state['num_cls_tokens']} CLS-path "
+                            f"tokens) differs from the model's {self.spec.to_dict()} "
+                            f"({self.num_cls}); specialize with spec_from_state_dict(state_dict)")
+
+    def _accept_plain(self, module: nn.Module, state_dict: dict[str, Any], prefix: str,
+                      *args: Any) -> None:
+        state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec.to_dict()}, num_cls={self.num_cls}"
+
+
+def _missing(module: nn.Module | None) -> bool:
+    return module is None or isinstance(module, nn.Identity)
+
+
+def specialize(vit: VisionTransformer, spec: Spec | Mapping[str, Any] | str | None) -> VisionTransformer:
+    """Specialize a timm VisionTransformer in place (and return it); outputs are unchanged.
+
+    Works on any timm ViT: built here, by ``timm.create_model`` or loaded from a checkpoint.
+    """
+    spec = Spec.parse(spec)
+    if not isinstance(vit, VisionTransformer):
+        raise SpecError(f"specialize: expected a timm VisionTransformer, got {type(vit).__name__}")
+    if hasattr(vit, "specialization"):
+        raise SpecError("specialize: the model is already specialized")
+    if spec.registers is not None and vit.num_reg_tokens == 0:
+        raise SpecError(f"specialize.registers: routed to {spec.registers!r} but the model has no "
+                        f"register tokens (registers: 0)")
+    if not spec:
+        return vit
+    if spec.registers == "patch":
+        num_cls = int(vit.has_class_token)  # timm order: [cls, registers..., patches]
+    else:
+        num_cls = vit.num_prefix_tokens
+    if num_cls == 0:
+        raise SpecError("specialize: the model has no CLS token (class_token=False) for the CLS path")
+
+    targets: list[tuple[nn.Module, str, int, str]] = []
+    for component, blocks in spec.resolve(len(vit.blocks)).items():
+        path, dim = _BLOCK_PATHS[component]
+        *parents, leaf = path.split(".")
+        for i in blocks:
+            parent = vit.blocks[i].get_submodule(".".join(parents)) if parents else vit.blocks[i]
+            if _missing(getattr(parent, leaf, None)):
+                if spec.skip_missing:
+                    break
+                raise SpecError(f"specialize.{component}: block {i} has no {path} "
+                                f"(e.g. ls1/ls2 need init_values, q_norm/k_norm need qk_norm=True)")
+            targets.append((parent, leaf, dim, component))
+    if spec.final_norm:
+        if not _missing(vit.norm):
+            targets.append((vit, "norm", 1, "final_norm"))
+        elif not spec.skip_missing:
+            raise SpecError("specialize.final_norm: the model has no token-level final norm "
+                            f"(global_pool={vit.global_pool!r} normalizes pooled patch features "
+                            "with fc_norm); drop final_norm from the spec")
+    for parent, leaf, dim, component in targets:
+        setattr(parent, leaf, TokenSplit(getattr(parent, leaf), num_cls, dim, component))
+    vit.specialization = Specialization(spec, num_cls)
+    return vit
+
+
+def spec_from_state_dict(state_dict: Mapping[str, Any]) -> Spec:
+    """The spec a checkpoint was saved with (an empty Spec for a plain timm state dict)."""
+    state = state_dict.get("specialization._extra_state")
+    return Spec.parse(state["spec"] if state else None)
+
+
+def build_vit(
+    scale: str = "tiny",
+    *,
+    img_size: int | tuple[int, int] = 224,
+    patch_size: int = 16,
+    num_classes: int = 1000,
+    registers: int = 0,
+    specialize: Spec | Mapping[str, Any] | str | None = None,
+    **timm_kwargs: Any,
+) -> VisionTransformer:
+    """A timm ViT of a named scale (:data:`SCALES`), specialized by ``specialize``.
+
+    ``timm_kwargs`` go to timm's VisionTransformer and override the scale's defaults (e.g.
+    ``depth=2`` for a shallow test model, ``init_values=1e-5`` for LayerScale, ``device='meta'``).
+    """
+    if scale not in SCALES:
+        raise SpecError(f"model.scale: unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
+    vit = VisionTransformer(img_size=img_size, patch_size=patch_size, num_classes=num_classes,
+                            reg_tokens=registers, **{**SCALES[scale], **timm_kwargs})
+    return _specialize(vit, specialize)
+
+
+_specialize = specialize  # build_vit's keyword argument shadows the function
+
+
+@dataclass(frozen=True)
+class ComponentParams:
+    component: str
+    blocks: tuple[int, ...]  # empty for final_norm
+    extra: int
+
+
+@dataclass(frozen=True)
+class ParamReport:
+    total: int
+    extra: int
+    components: tuple[ComponentParams, ...] = field(default=())
+
+    @property
+    def base(self) -> int:
+        """Parameters of the unspecialized model."""
+        return self.total - self.extra
+
+    @property
+    def extra_pct(self) -> float:
+        return 100.0 * self.extra / self.base
+
+
+def param_report(model: nn.Module) -> ParamReport:
+    """Total parameters, parameters added by specialization (the patch copies), per component."""
+    per: dict[str, tuple[list[int], int]] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, TokenSplit):
+            blocks, extra = per.get(module.component, ([], 0))
+            match = re.search(r"blocks\.(\d+)\.", name)
+            per[module.component] = (blocks + [int(match[1])] if match else blocks,
+                                      extra + sum(p.numel() for p in module.patch.parameters()))
+    order = [*BLOCK_COMPONENTS, "final_norm"]
+    comps = tuple(ComponentParams(c, tuple(per[c][0]), per[c][1]) for c in order if c in per)
+    return ParamReport(total=sum(p.numel() for p in model.parameters()),
+                       extra=sum(c.extra for c in comps), components=comps)
+
+
+# The CPU SDPA kernel has no formula in torch.utils.flop_counter (it would count 0).
+_CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+if _CPU_SDPA not in flop_registry:
+    @register_flop_formula(_CPU_SDPA)
+    def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    @register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
+    def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args,
+                                out_shape=None, **kwargs) -> int:
+        return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+@dataclass(frozen=True)
+class Flops:
+    forward: int
+    forward_backward: int
+
+
+def flops(model: VisionTransformer, img_size: int | tuple[int, int], batch_size: int = 1) -> Flops:
+    """FLOPs of one forward and one forward+backward pass (torch.utils.flop_counter).
+
+    Runs the model on random input on its own device (``meta`` works and is instant); the
+    backward uses autograd.grad, so ``.grad`` of the parameters is left untouched.
+    """
+    h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
+    param = next(model.parameters())
+    x = torch.randn(batch_size, model.patch_embed.proj.in_channels, h, w,
+                    device=param.device, dtype=param.dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    with FlopCounterMode(display=False) as fwd:
+        model(x)
+    with FlopCounterMode(display=False) as both:
+        torch.autograd.grad(model(x).sum(), params)
+    return Flops(fwd.get_total_flops(), both.get_total_flops())
+
+
+def _ranges(blocks: Sequence[int]) -> str:
+    """'0-3,7' for [0, 1, 2, 3, 7]; '-' for none (final_norm)."""
+    runs: list[list[int]] = []
+    for i in blocks:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "-"
+
+
+def _print_report(scale: str, spec: str, img_size: int, patch_size: int, registers: int,
+                  num_classes: int) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    kw = dict(img_size=img_size, patch_size=patch_size, num_classes=num_classes,
+              registers=registers, device="meta")
+    model = build_vit(scale, specialize=spec, **kw)
+    report = param_report(model)
+    fl, plain_fl = flops(model, img_size), flops(build_vit(scale, **kw), img_size)
+    table = Table(title=f"ViT-{scale} ({img_size}px, patch {patch_size}), spec {spec!r}")
+    for col in ("component", "blocks", "extra params", "% of base"):
+        table.add_column(col, justify="left" if col in ("component", "blocks") else "right")
+    for c in report.components:
+        table.add_row(c.component, _ranges(c.blocks), f"{c.extra:,}",
+                      f"{100 * c.extra / report.base:.3f}")
+    table.add_section()
+    table.add_row("total", "", f"{report.total:,}", f"+{report.extra_pct:.3f}")
+    table.add_row("base (plain ViT)", "", f"{report.base:,}", "")
+    table.add_section()
+    table.add_row("GFLOPs forward (plain ViT)", "", f"{fl.forward / 1e9:.3f}", f"({plain_fl.forward / 1e9:.3f})")
+    table.add_row("GFLOPs fwd+bwd (plain ViT)", "", f"{fl.forward_backward / 1e9:.3f}",
+                  f"({plain_fl.forward_backward / 1e9:.3f})")
+    Console().print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m model.vit", description=(
+        "Parameter report and FLOPs (batch 1, 2 FLOPs per multiply-add) of a specialized ViT; "
+        "built on the meta device, so any scale is instant."))
+    parser.add_argument("--scale", default="base", choices=list(SCALES))
+    parser.add_argument("--spec", default="none", help=f"preset(s) joined by '+': {', '.join(PRESETS)}")
+    parser.add_argument("--img-size", type=int, default=224)
+    parser.add_argument("--patch-size", type=int, default=16)
+    parser.add_argument("--registers", type=int, default=0)
+    parser.add_argument("--num-classes", type=int, default=1000)
+    args = parser.parse_args(argv)
+    try:
+        _print_report(args.scale, args.spec, args.img_size, args.patch_size, args.registers,
+                      args.num_classes)
+    except SpecError as err:
+        parser.exit(2, f"error: {err}\n")
+
+
+if __name__ == "__main__":
+    main()
