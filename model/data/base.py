@@ -42,11 +42,23 @@ class DatasetError(ValueError):
         super().__init__(f"{dataset} root {root}: {problem}")
 
 
+def require_root(dataset: str, root: str | Path) -> Path:
+    """``root`` as a Path if it is an existing directory, else the DatasetError saying so."""
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DatasetError(dataset, root, "does not exist")
+    if not path.is_dir():
+        raise DatasetError(dataset, root, "is not a directory")
+    return path
+
+
 def require_dir(dataset: str, root: Path, rel: str) -> Path:
-    """``root/rel`` if it is a directory, else the DatasetError that names what is missing."""
+    """``root/rel`` if it is a non-empty directory, else the DatasetError that names what is wrong."""
     path = root / rel
     if not path.is_dir():
         raise DatasetError(dataset, root, f"missing directory {rel}")
+    if next(path.iterdir(), None) is None:
+        raise DatasetError(dataset, root, f"directory {rel} is empty")
     return path
 
 
