@@ -1,0 +1,582 @@
+"""Study files: load and validate a study YAML, and expand it into content-addressed cells.
+
+A cell's key hashes the task and the fully resolved config only, so resources, executor
+settings, axis names and key order never change it, and an edited study re-uses every
+cell whose config it still produces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
+
+from sweeper.errors import SpecError, did_you_mean
+
+SEED_AXIS = "seed"
+TASK_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$"
+
+
+# ----------------------------------------------------------------------------- YAML
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that reads `1e-3` as a float (YAML 1.2) and rejects duplicate keys."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+][0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (each name may appear once)", key_node.start_mark
+            )
+        seen.add(key)
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(text: str, file: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as e:
+        def at(mark: yaml.Mark | None) -> str:
+            return f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+
+        context = f" ({e.context} at {at(e.context_mark)})" if e.context and e.context_mark else ""
+        raise SpecError(file, [(at(e.problem_mark), f"invalid YAML: {e.problem}{context}")]) from None
+    except yaml.YAMLError as e:
+        raise SpecError(file, [("", f"invalid YAML: {e}")]) from None
+
+
+# ----------------------------------------------------------------------------- config helpers
+
+
+def canonical(value: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace; equal configs give equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True)
+
+
+def cell_key(task: str, config: dict) -> str:
+    return hashlib.sha256(canonical({"task": task, "config": config}).encode()).hexdigest()[:16]
+
+
+def expand_dotted(mapping: dict, where: str, problems: list[tuple[str, str]]) -> dict:
+    """Turn {'a.b': 1} into {'a': {'b': 1}}, recursively; a leaf set twice is a problem."""
+    out: dict = {}
+    for raw_key, value in mapping.items():
+        key = str(raw_key)
+        if isinstance(value, dict):
+            value = expand_dotted(value, _join(where, key), problems)
+        parts = key.split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                problems.append((_join(where, ".".join(parts[: i + 1])), "set twice (as a value and as a mapping)"))
+                break
+            node = child
+        else:
+            leaf = parts[-1]
+            if leaf in node and isinstance(node[leaf], dict) and isinstance(value, dict):
+                node[leaf] = merge(node[leaf], value)
+            elif leaf in node:
+                problems.append((_join(where, key), "set twice"))
+            else:
+                node[leaf] = value
+    return out
+
+
+def merge(base: Any, override: Any) -> Any:
+    """Deep merge: mappings merge key by key; anything else replaces."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        out = dict(base)
+        for k, v in override.items():
+            out[k] = merge(base[k], v) if k in base else v
+        return out
+    return override
+
+
+def _set_path(config: dict, parts: tuple[str, ...], value: Any) -> dict:
+    """A copy of `config` with `value` merged at `parts`; only the spine is copied."""
+    out = dict(config)
+    head = parts[0]
+    if len(parts) == 1:
+        out[head] = merge(config.get(head), value) if isinstance(config.get(head), dict) else value
+    else:
+        child = config.get(head)
+        out[head] = _set_path(child if isinstance(child, dict) else {}, parts[1:], value)
+    return out
+
+
+def _join(*parts: str) -> str:
+    return ".".join(p for p in parts if p)
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+class _Strict(BaseModel):
+    """Rejects unknown keys with a did-you-mean, before pydantic's own checks."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            fields = list(cls.model_fields)
+            for key in data:
+                if key not in cls.model_fields:
+                    raise PydanticCustomError(
+                        "unknown_key",
+                        "unknown key{hint}; expected one of: {fields}",
+                        {"key": str(key), "hint": did_you_mean(str(key), fields), "fields": ", ".join(fields)},
+                    )
+        return data
+
+
+class ResourceSet(_Strict):
+    """Per-cell job resources; names follow submitit's SLURM parameters."""
+
+    timeout_min: PositiveInt | None = None
+    nodes: PositiveInt | None = None
+    gpus_per_node: int | None = Field(default=None, ge=0)
+    tasks_per_node: PositiveInt | None = None
+    cpus_per_task: PositiveInt | None = None
+    mem_gb: float | None = Field(default=None, gt=0)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    exclusive: bool | None = None
+    sbatch: dict[str, str | int | float | bool] | None = None  # extra #SBATCH options, passed through submitit
+
+    def resolved(self) -> dict:
+        return self.model_dump(exclude_none=True)
+
+
+class ResourceRule(_Strict):
+    when: dict[str, Any]
+    set: ResourceSet
+
+
+class Resources(_Strict):
+    default: ResourceSet = ResourceSet()
+    overrides: list[ResourceRule] = []
+
+
+class DebugExecutor(_Strict):
+    kind: Literal["debug"]
+
+
+class LocalExecutor(_Strict):
+    kind: Literal["local"]
+    parallelism: PositiveInt = 1
+
+
+class SlurmExecutor(_Strict):
+    kind: Literal["slurm"]
+    array_parallelism: PositiveInt = 256
+    max_array_size: PositiveInt | None = None  # None: ask the cluster (MaxArraySize)
+    signal_delay_s: int = Field(default=120, ge=0)
+
+
+Executor = Annotated[DebugExecutor | LocalExecutor | SlurmExecutor, Field(discriminator="kind")]
+
+
+class StudyFile(_Strict):
+    study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=128)
+    description: str = ""
+    task: str = Field(pattern=TASK_PATTERN)
+    base: dict[str, Any] = {}
+    axes: dict[str, Any] = {}
+    seeds: Any = 1  # a count or a list; checked by the expander for a clearer message
+    exclude: list[dict[str, Any]] = []
+    include: list[dict[str, Any]] = []
+    baseline: Any = None  # a variant name or {axis: label}; checked against the axes
+    resources: Resources = Resources()
+    executor: Executor = LocalExecutor(kind="local")
+    workdir: str = "runs"
+
+
+_EXPECTED = {
+    "string_pattern_mismatch": {
+        "task": "a 'module.path:function' string, e.g. 'model.experiment:run'",
+        "study": "a name of letters, digits and _ . + -",
+    },
+}
+
+
+def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        if loc[:1] == ["executor"] and len(loc) > 1:
+            loc.pop(1)  # the discriminator's tag ('local', 'slurm', …) is not a key the user wrote
+        if e["type"] == "unknown_key":
+            problems.append((_join(*loc, e["ctx"]["key"]), e["msg"]))
+        elif e["type"] in _EXPECTED and loc and loc[-1] in _EXPECTED[e["type"]]:
+            problems.append((_join(*loc), f"expected {_EXPECTED[e['type']][loc[-1]]}, got {e['input']!r}"))
+        else:
+            got = "" if e["type"] == "missing" else f", got {e['input']!r}"
+            problems.append((_join(*loc), f"{e['msg'].lower()}{got}"))
+    return problems
+
+
+# ----------------------------------------------------------------------------- the expanded study
+
+
+@dataclass(frozen=True)
+class Axis:
+    name: str  # the config path, without the '+' that declares it new
+    labels: tuple[Any, ...]  # variant names, or the values themselves
+    values: tuple[Any, ...]
+    named: bool  # named variants (labels are names) vs a list of values
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        return tuple(self.name.split("."))
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    key: str
+    config: dict
+    labels: dict  # axis name -> label, including 'seed'
+    seed: int
+    resources: dict
+
+
+@dataclass
+class Study:
+    name: str
+    description: str
+    task: str
+    file: str
+    text: str
+    spec_hash: str
+    axes: list[Axis]
+    seeds: list[int]
+    cells: list[Cell]
+    baseline: dict | None
+    executor: DebugExecutor | LocalExecutor | SlurmExecutor
+    workdir: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def axis_names(self) -> list[str]:
+        return [a.name for a in self.axes] + [SEED_AXIS]
+
+
+def load_study(path: str | Path) -> Study:
+    """Load, validate and expand a study file; raise SpecError naming every problem."""
+    file = str(path)
+    try:
+        text = Path(path).read_text()
+    except FileNotFoundError:
+        raise SpecError(file, [("", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(file, [("", f"cannot read: {e}")]) from None
+    return parse_study(text, file)
+
+
+def parse_study(text: str, file: str = "<study>") -> Study:
+    raw = load_yaml(text, file)
+    if not isinstance(raw, dict):
+        raise SpecError(file, [("", "expected a mapping with keys study, task, base, axes, …")])
+    try:
+        spec = StudyFile.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(file, _pydantic_problems(e)) from None
+    return _Expander(spec, file, text, raw).study()
+
+
+class _Expander:
+    """Resolves axes against base, applies rules, and builds the cells of one study file."""
+
+    def __init__(self, spec: StudyFile, file: str, text: str, raw: dict):
+        self.spec, self.file, self.text, self.raw = spec, file, text, raw
+        self.problems: list[tuple[str, str]] = []
+        self.warnings: list[str] = []
+
+    def fail_if_problems(self) -> None:
+        if self.problems:
+            raise SpecError(self.file, self.problems)
+
+    def study(self) -> Study:
+        spec = self.spec
+        base = expand_dotted(spec.base, "base", self.problems)
+        if SEED_AXIS in base:
+            self.problems.append(("base.seed", "the seed is set by the top-level 'seeds' key; remove it from base"))
+        seeds = self.seeds(spec.seeds)
+        factors = self.factors(base)
+        self.fail_if_problems()
+        axes = [axis for factor in factors for axis in factor]
+        seed_axis = Axis(SEED_AXIS, tuple(seeds), tuple(seeds), named=False)
+        include = [self.rule(r, f"include[{i}]", axes + [seed_axis]) for i, r in enumerate(spec.include)]
+        exclude = [self.rule(r, f"exclude[{i}]", axes + [seed_axis]) for i, r in enumerate(spec.exclude)]
+        overrides = [
+            (self.rule(o.when, f"resources.overrides[{i}].when", axes + [seed_axis]), o.set.resolved())
+            for i, o in enumerate(spec.resources.overrides)
+        ]
+        baseline = self.baseline(axes)
+        self.fail_if_problems()
+        cells = self.cells(base, factors, seeds, include, exclude, overrides)
+        self.fail_if_problems()
+        return Study(
+            name=spec.study,
+            description=spec.description,
+            task=spec.task,
+            file=self.file,
+            text=self.text,
+            spec_hash=hashlib.sha256(canonical(self.raw).encode()).hexdigest()[:16],
+            axes=axes,
+            seeds=seeds,
+            cells=cells,
+            baseline=baseline,
+            executor=spec.executor,
+            workdir=spec.workdir,
+            warnings=self.warnings,
+        )
+
+    def seeds(self, raw: Any) -> list[int]:
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+            return list(range(raw))
+        if isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
+            if len(set(raw)) != len(raw):
+                self.problems.append(("seeds", f"duplicate seeds in {raw}"))
+            return raw
+        self.problems.append(("seeds", f"expected a count >= 1 or a non-empty list of integers, got {raw!r}"))
+        return []
+
+    # -- axes
+
+    def factors(self, base: dict) -> list[list[Axis]]:
+        """Each factor varies on its own; a zip group is one factor of several axes."""
+        factors: list[list[Axis]] = []
+        for name, values in self.spec.axes.items():
+            if name == "zip":
+                groups = values if isinstance(values, list) else [values]
+                for g, group in enumerate(groups):
+                    where = f"axes.zip[{g}]"
+                    if not isinstance(group, dict) or len(group) < 2:
+                        self.problems.append((where, "expected a mapping of two or more axes that vary together"))
+                        continue
+                    zipped = [self.axis(n, v, f"{where}.{n}", base) for n, v in group.items()]
+                    zipped = [a for a in zipped if a]
+                    if len({len(a.values) for a in zipped}) > 1:
+                        lengths = ", ".join(f"{a.name}: {len(a.values)}" for a in zipped)
+                        self.problems.append((where, f"zipped axes need the same number of values ({lengths})"))
+                    factors.append(zipped)
+            else:
+                axis = self.axis(name, values, f"axes.{name}", base)
+                if axis:
+                    factors.append([axis])
+        names = [a.name for f in factors for a in f]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            self.problems.append((f"axes.{dup}", "this axis is declared more than once"))
+        return factors
+
+    def axis(self, raw_name: str, values: Any, where: str, base: dict) -> Axis | None:
+        declared_new = raw_name.startswith("+")
+        name = raw_name.lstrip("+")
+        if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", name):
+            self.problems.append((where, "expected a dotted config path such as 'model.scale'"))
+            return None
+        if name == SEED_AXIS:
+            self.problems.append((where, "'seed' is reserved; use the top-level 'seeds' key"))
+            return None
+        if isinstance(values, list):
+            if not values:
+                self.problems.append((where, "empty axis; expected at least one value"))
+                return None
+            seen = [canonical(v) for v in values]
+            dups = sorted({s for s in seen if seen.count(s) > 1})
+            if dups:
+                self.problems.append((where, f"duplicate values {', '.join(dups)}"))
+            self.check_path(base, name, where, declared_new)
+            return Axis(name, tuple(values), tuple(values), named=False)
+        if isinstance(values, dict):
+            if not values:
+                self.problems.append((where, "empty axis; expected at least one named variant"))
+                return None
+            variants = {str(k): v for k, v in values.items()}
+            resolved = []
+            for label, sub in variants.items():
+                sub = {} if sub is None else sub
+                if isinstance(sub, dict):
+                    sub = expand_dotted(sub, f"{where}.{label}", self.problems)
+                    for leaf in _leaf_paths(sub):
+                        self.check_path(base, _join(name, leaf), f"{where}.{label}.{leaf}", declared_new)
+                else:
+                    self.check_path(base, name, f"{where}.{label}", declared_new)
+                resolved.append(sub)
+            return Axis(name, tuple(variants), tuple(resolved), named=True)
+        self.problems.append((where, f"expected a list of values or a mapping of named variants, got {values!r}"))
+        return None
+
+    def check_path(self, base: dict, path: str, where: str, declared_new: bool) -> None:
+        """A path must exist in base, or lie under an empty mapping, or be declared new with '+'."""
+        node: Any = base
+        parts = path.split(".")
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict):
+                prefix = ".".join(parts[:i])
+                self.problems.append((where, f"'{prefix}' is a {type(node).__name__} in base, not a mapping"))
+                return
+            if part not in node:
+                if declared_new or not node:
+                    return
+                prefix = ".".join(parts[:i])
+                siblings = [_join(prefix, k) for k in node]
+                hint = did_you_mean(_join(prefix, part), siblings)
+                self.problems.append(
+                    (where, f"'{path}' is not in base{hint}; add it to base, or write '+{path}' to declare a new key")
+                )
+                return
+            node = node[part]
+
+    # -- rules
+
+    def rule(self, rule: dict, where: str, axes: list[Axis]) -> dict[str, set[str]]:
+        """A rule maps axis names to a label or a list of labels; returns canonical label sets."""
+        by_name = {a.name: a for a in axes}
+        out: dict[str, set[str]] = {}
+        if not rule:
+            self.problems.append((where, "empty rule; expected axis: value pairs"))
+        for name, wanted in rule.items():
+            axis = by_name.get(name)
+            if axis is None:
+                hint = did_you_mean(name, by_name)
+                self.problems.append((f"{where}.{name}", f"unknown axis{hint}; axes are: {', '.join(by_name)}"))
+                continue
+            known = {canonical(label) for label in axis.labels}
+            alternatives = wanted if isinstance(wanted, list) and canonical(wanted) not in known else [wanted]
+            for w in alternatives:
+                if canonical(w) not in known:
+                    hint = did_you_mean(str(w), map(str, axis.labels))
+                    shown = ", ".join(map(str, axis.labels))
+                    self.problems.append((f"{where}.{name}", f"{w!r} is not a value of this axis{hint}; expected one of: {shown}"))
+            out[name] = {canonical(w) for w in alternatives}
+        return out
+
+    def baseline(self, axes: list[Axis]) -> dict | None:
+        """The labels of the reference variant; the report pairs every other variant with it."""
+        raw = self.spec.baseline
+        if raw is None:
+            return None
+        if not isinstance(raw, str | dict):
+            self.problems.append(("baseline", f"expected a variant name or a mapping axis: value, got {raw!r}"))
+            return None
+        if isinstance(raw, str):
+            named = [a for a in axes if a.named]
+            if len(named) != 1:
+                self.problems.append(("baseline", f"a bare variant name needs exactly one named-variants axis (found {len(named)}); write baseline: {{axis: variant}}"))
+                return None
+            raw = {named[0].name: raw}
+        for name, labels in self.rule(raw, "baseline", axes).items():
+            if len(labels) != 1:
+                self.problems.append((f"baseline.{name}", "expected a single value, not a list"))
+        return raw
+
+    # -- cells
+
+    def cells(self, base, factors, seeds, include, exclude, overrides) -> list[Cell]:
+        task = self.spec.task
+        default_resources = self.spec.resources.default.resolved()
+        # Per factor entry: (labels, canonical labels, path updates), precomputed once.
+        choices = []
+        for factor in factors:
+            entries = []
+            for i in range(len(factor[0].values)):
+                labels = {a.name: a.labels[i] for a in factor}
+                entries.append((labels, {n: canonical(v) for n, v in labels.items()}, [(a.parts, a.values[i]) for a in factor]))
+            choices.append(entries)
+        choices.append([({SEED_AXIS: s}, {SEED_AXIS: canonical(s)}, [((SEED_AXIS,), s)]) for s in seeds])
+
+        def matches(rule: dict[str, set[str]], canon: dict[str, str]) -> bool:
+            return all(canon[name] in wanted for name, wanted in rule.items())
+
+        include_hits = [0] * len(include)
+        exclude_hits = [0] * len(exclude)
+        exclude_first = [0] * len(exclude)  # cells a rule is the first to exclude
+        cells: list[Cell] = []
+        origin: dict[str, dict] = {}
+        for combo in itertools.product(*choices):
+            canon = {k: v for entry in combo for k, v in entry[1].items()}
+            if include:
+                hit = [matches(r, canon) for r in include]
+                for i, h in enumerate(hit):
+                    include_hits[i] += h
+                if not any(hit):
+                    continue
+            hit = [matches(r, canon) for r in exclude]
+            if any(hit):
+                for i, h in enumerate(hit):
+                    exclude_hits[i] += h
+                exclude_first[hit.index(True)] += 1
+                continue
+            labels = {k: v for entry in combo for k, v in entry[0].items()}
+            config = base
+            for entry in combo:
+                for parts, value in entry[2]:
+                    config = _set_path(config, parts, value)
+            key = cell_key(task, config)
+            if key in origin:
+                self.problems.append(("axes", f"cells {_fmt(origin[key])} and {_fmt(labels)} resolve to the same config; make the variants differ"))
+                if len(self.problems) > 5:
+                    break
+                continue
+            origin[key] = labels
+            resources = dict(default_resources)
+            for rule, values in overrides:
+                if matches(rule, canon):
+                    resources.update(values)
+            cells.append(Cell(key, config, labels, labels[SEED_AXIS], resources))
+        for kind, hits in (("include", include_hits), ("exclude", exclude_hits)):
+            for i, n in enumerate(hits):
+                if n == 0:
+                    self.warnings.append(f"{self.file}: {kind}[{i}]: matches no cell")
+                elif kind == "exclude" and exclude_first[i] == 0:
+                    self.warnings.append(f"{self.file}: exclude[{i}]: excludes nothing that earlier rules do not")
+        if not cells and not self.problems:
+            self.problems.append(("", "the study has no cells (every combination is excluded)"))
+        return cells
+
+
+def _leaf_paths(mapping: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in mapping.items():
+        path = _join(prefix, str(k))
+        out.extend(_leaf_paths(v, path) if isinstance(v, dict) and v else [path])
+    return out
+
+
+def _fmt(labels: dict) -> str:
+    return "{" + ", ".join(f"{k}={v}" for k, v in labels.items()) + "}"

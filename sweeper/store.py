@@ -1,0 +1,422 @@
+"""The results store: an index of studies, cells, attempts and metrics over SQLAlchemy.
+
+Only the CLI process writes it (compute nodes write files in their run directories), so
+SQLite in WAL mode is safe; any SQLAlchemy URL (PostgreSQL included) works the same.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from sweeper.errors import UserError, did_you_mean
+from sweeper.spec import Study
+
+SCHEMA_VERSION = 1
+DEFAULT_URL = "sqlite:///results.db"
+_CHUNK = 5000  # bound on IN-list size (SQLite's variable limit)
+
+
+class CellState(StrEnum):
+    PLANNED = "PLANNED"  # recorded, never submitted
+    SUBMITTING = "SUBMITTING"  # intent recorded before the scheduler call
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    INTERRUPTED = "INTERRUPTED"  # preempted, timed out, node failure: resumable
+    CANCELLED = "CANCELLED"
+    PRUNED = "PRUNED"  # stopped early by a search pruner; final
+
+
+ACTIVE = frozenset({CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING})
+FINISHED = frozenset({CellState.COMPLETED, CellState.PRUNED})
+UNSUCCESSFUL = frozenset({CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED})
+
+
+def category(state: str) -> str:
+    """The plan's view of a state: what a launch would do with the cell."""
+    if state == CellState.PLANNED:
+        return "new"
+    if state in FINISHED:
+        return "done"
+    if state in ACTIVE:
+        return "running"
+    return "failed"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict: JSON}
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class StudyRow(Base):
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    file: Mapped[str] = mapped_column(Text)
+    spec_text: Mapped[str] = mapped_column(Text)
+    spec_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class CellRow(Base):
+    __tablename__ = "cells"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    task: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict]
+    seed: Mapped[int] = mapped_column(Integer)
+    # The latest attempt's state, kept beside the history so that plans and reports over
+    # thousands of cells are one indexed query.
+    state: Mapped[str] = mapped_column(String(16), default=CellState.PLANNED, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class Membership(Base):
+    """A cell in a study, with the labels that study gives it (the same cell may be in many)."""
+
+    __tablename__ = "study_cells"
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
+    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"), primary_key=True)
+    labels: Mapped[dict]
+    position: Mapped[int] = mapped_column(Integer)
+    orphaned: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Attempt(Base):
+    __tablename__ = "attempts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    executor: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(16))
+    cause: Mapped[str | None] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    host: Mapped[str | None] = mapped_column(String(255))
+    code_version: Mapped[str | None] = mapped_column(String(64))
+    run_dir: Mapped[str | None] = mapped_column(Text)
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"))
+    stage: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(255))
+    step: Mapped[int | None] = mapped_column(Integer)  # None: the final value
+    value: Mapped[float] = mapped_column(Float)
+    __table_args__ = (Index("ix_metrics_cell_name", "cell_key", "name"),)
+
+
+# Ordered migrations: MIGRATIONS[v] upgrades a schema at version v to v + 1.
+MIGRATIONS: dict[int, callable] = {}
+
+
+@dataclass
+class Plan:
+    """What recording a study changed, and what a launch would do with each of its cells."""
+
+    study: str
+    added: list[str] = field(default_factory=list)  # cells new to this study
+    kept: list[str] = field(default_factory=list)
+    orphaned: list[str] = field(default_factory=list)  # in the store, no longer in the file
+    states: dict[str, str] = field(default_factory=dict)  # cell key -> state, for the file's cells
+    per_axis: dict[str, dict[str, Counter]] = field(default_factory=dict)  # axis -> label -> category counts
+
+    def counts(self) -> Counter:
+        c = Counter(category(s) for s in self.states.values())
+        c["orphaned"] = len(self.orphaned)
+        return c
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    name: str
+    file: str
+    created_at: datetime
+    updated_at: datetime
+    cells: int
+    states: dict[str, int]
+
+
+@dataclass(frozen=True)
+class CellView:
+    key: str
+    labels: dict
+    seed: int
+    state: str
+    orphaned: bool
+    config: dict
+
+
+def resolve_url(url: str | None = None) -> str:
+    return url or os.environ.get("SWEEPER_DB") or DEFAULT_URL
+
+
+class Store:
+    """Open (creating or migrating) the store at `url`; default SWEEPER_DB or sqlite:///results.db."""
+
+    def __init__(self, url: str | None = None, *, echo: bool = False):
+        self.url = resolve_url(url)
+        try:
+            self.engine = create_engine(self.url, echo=echo, connect_args=_connect_args(self.url))
+        except (ArgumentError, NoSuchModuleError, ImportError) as e:
+            raise UserError(f"--db {self.url}: not a usable database URL ({e})") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self._prepare_schema()
+        except OperationalError as e:
+            raise UserError(f"--db {self.url}: cannot open the results store: {e.orig}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def _prepare_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+        with self.session() as s, s.begin():
+            row = s.get(Meta, "schema_version")
+            if row is None:
+                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                return
+            version = int(row.value)
+            if version > SCHEMA_VERSION:
+                raise UserError(
+                    f"{self.url}: written by a newer sweeper (schema v{version}, this one knows v{SCHEMA_VERSION}); upgrade sweeper"
+                )
+            while version < SCHEMA_VERSION:
+                MIGRATIONS[version](s)
+                version += 1
+            row.value = str(version)
+
+    @property
+    def schema_version(self) -> int:
+        with self.session() as s:
+            return int(s.get(Meta, "schema_version").value)
+
+    # ------------------------------------------------------------------ planning
+
+    def plan(self, study: Study, *, record: bool = True) -> Plan:
+        """Diff a study against the store; with record, upsert the study and its cells in one transaction."""
+        keys = [c.key for c in study.cells]
+        with self.session() as s, s.begin():
+            row = s.scalar(select(StudyRow).where(StudyRow.name == study.name))
+            states = dict(self._states(s, keys))
+            members = {} if row is None else {
+                key: (orphaned, labels, pos)
+                for key, orphaned, labels, pos in s.execute(
+                    select(Membership.cell_key, Membership.orphaned, Membership.labels, Membership.position)
+                    .where(Membership.study_id == row.id)
+                )
+            }
+            in_file = set(keys)
+            plan = Plan(study.name)
+            plan.added = [k for k in keys if k not in members]
+            plan.kept = [k for k in keys if k in members]
+            plan.orphaned = [k for k in members if k not in in_file]
+            plan.states = {k: states.get(k, CellState.PLANNED) for k in keys}
+            if record:
+                self._record(s, study, row, states, members, plan)
+        plan.per_axis = _per_axis(study, plan.states)
+        return plan
+
+    def _record(self, s: Session, study: Study, row: StudyRow | None, states, members, plan: Plan) -> None:
+        now = _now()
+        if row is None:
+            row = StudyRow(name=study.name, file=study.file, spec_text=study.text, spec_hash=study.spec_hash, created_at=now)
+            s.add(row)
+            s.flush()
+        elif row.spec_hash != study.spec_hash or row.file != study.file:
+            row.spec_text, row.spec_hash, row.file = study.text, study.spec_hash, study.file
+        row.updated_at = now
+        new_cells = [
+            {"key": c.key, "task": study.task, "config": c.config, "seed": c.seed, "state": CellState.PLANNED, "created_at": now}
+            for c in study.cells
+            if c.key not in states
+        ]
+        if new_cells:
+            s.execute(insert(CellRow), new_cells)
+        position = {c.key: i for i, c in enumerate(study.cells)}
+        added = set(plan.added)
+        new_members = [
+            {"study_id": row.id, "cell_key": c.key, "labels": c.labels, "position": position[c.key], "orphaned": False}
+            for c in study.cells
+            if c.key in added
+        ]
+        if new_members:
+            s.execute(insert(Membership), new_members)
+        revived = [k for k in plan.kept if members[k][0]]
+        for keys, orphaned in ((plan.orphaned, True), (revived, False)):
+            for chunk in _chunks(keys):
+                s.execute(
+                    update(Membership)
+                    .where(Membership.study_id == row.id, Membership.cell_key.in_(chunk))
+                    .values(orphaned=orphaned)
+                )
+        # Kept cells follow the file: labels (an axis may be renamed) and order.
+        changed = [
+            {"study_id": row.id, "cell_key": c.key, "labels": c.labels, "position": position[c.key]}
+            for c in study.cells
+            if c.key in members and members[c.key][1:] != (c.labels, position[c.key])
+        ]
+        if changed:
+            s.execute(update(Membership), changed)
+
+    @staticmethod
+    def _states(s: Session, keys: list[str]) -> Iterator[tuple[str, str]]:
+        for chunk in _chunks(keys):
+            yield from s.execute(select(CellRow.key, CellRow.state).where(CellRow.key.in_(chunk))).all()
+
+    # ------------------------------------------------------------------ reading
+
+    def studies(self) -> list[StudySummary]:
+        with self.session() as s:
+            counts: dict[int, Counter] = defaultdict(Counter)
+            q = (
+                select(Membership.study_id, CellRow.state, func.count())
+                .join(CellRow, CellRow.key == Membership.cell_key)
+                .where(Membership.orphaned.is_(False))
+                .group_by(Membership.study_id, CellRow.state)
+            )
+            for study_id, state, n in s.execute(q):
+                counts[study_id][state] = n
+            return [
+                StudySummary(r.name, r.file, r.created_at, r.updated_at, sum(counts[r.id].values()), dict(counts[r.id]))
+                for r in s.scalars(select(StudyRow).order_by(StudyRow.name))
+            ]
+
+    def study_row(self, name: str) -> StudyRow:
+        with self.session() as s:
+            row = s.scalar(select(StudyRow).where(StudyRow.name == name))
+        if row is None:
+            known = [st.name for st in self.studies()]
+            raise UserError(
+                f"no study named '{name}' in {self.url}{did_you_mean(name, known)}; known: {', '.join(known) or 'none'}"
+            )
+        return row
+
+    def cells(self, study: str, *, include_orphaned: bool = True) -> list[CellView]:
+        row = self.study_row(study)
+        with self.session() as s:
+            q = (
+                select(CellRow.key, Membership.labels, CellRow.seed, CellRow.state, Membership.orphaned, CellRow.config)
+                .join(Membership, Membership.cell_key == CellRow.key)
+                .where(Membership.study_id == row.id)
+                .order_by(Membership.orphaned, Membership.position)
+            )
+            if not include_orphaned:
+                q = q.where(Membership.orphaned.is_(False))
+            return [CellView(*r) for r in s.execute(q)]
+
+    # ------------------------------------------------------------------ attempts and metrics
+
+    def add_attempt(self, cell_key: str, *, executor: str, state: str = CellState.SUBMITTING, **fields) -> int:
+        """Record a new attempt (its number follows the cell's last) and move the cell to its state."""
+        with self.session() as s, s.begin():
+            number = (s.scalar(select(func.max(Attempt.number)).where(Attempt.cell_key == cell_key)) or 0) + 1
+            attempt = Attempt(cell_key=cell_key, number=number, executor=executor, state=state, **fields)
+            s.add(attempt)
+            s.execute(update(CellRow).where(CellRow.key == cell_key).values(state=state))
+            s.flush()
+            return attempt.id
+
+    def update_attempt(self, attempt_id: int, **fields) -> None:
+        """Change an attempt; a new state is mirrored on its cell."""
+        with self.session() as s, s.begin():
+            attempt = s.get(Attempt, attempt_id)
+            for k, v in fields.items():
+                setattr(attempt, k, v)
+            if "state" in fields:
+                s.execute(update(CellRow).where(CellRow.key == attempt.cell_key).values(state=fields["state"]))
+
+    def attempts(self, cell_key: str) -> list[Attempt]:
+        with self.session() as s:
+            return list(s.scalars(select(Attempt).where(Attempt.cell_key == cell_key).order_by(Attempt.number)))
+
+    def add_metrics(self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None) -> None:
+        rows = [{"cell_key": cell_key, "stage": stage, "name": n, "step": step, "value": float(v)} for n, v in values.items()]
+        with self.session() as s, s.begin():
+            s.execute(insert(Metric), rows)
+
+    def metrics(self, cell_key: str, *, final_only: bool = True) -> dict[str, float]:
+        """The cell's metric values by name (the last recorded wins)."""
+        with self.session() as s:
+            q = select(Metric.name, Metric.value).where(Metric.cell_key == cell_key).order_by(Metric.id)
+            if final_only:
+                q = q.where(Metric.step.is_(None))
+            return dict(s.execute(q).all())
+
+
+def _per_axis(study: Study, states: dict[str, str]) -> dict[str, dict[str, Counter]]:
+    out: dict[str, dict[str, Counter]] = {name: defaultdict(Counter) for name in study.axis_names}
+    for cell in study.cells:
+        cat = category(states[cell.key])
+        for name, label in cell.labels.items():
+            out[name][str(label)][cat] += 1
+    return {name: dict(labels) for name, labels in out.items()}
+
+
+def _chunks(items: list[str]) -> Iterable[list[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _connect_args(url: str) -> dict:
+    return {"timeout": 30} if url.startswith("sqlite") else {}
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
