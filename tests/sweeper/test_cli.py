@@ -1,0 +1,109 @@
+"""The sweeper CLI: plan / studies / show, JSON output, and user errors (exit 2, no traceback)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sweeper.cli import app
+
+GOOD = """
+study: demo
+task: model.experiment:run
+base:
+  model: {scale: tiny, specialize: {}}
+axes:
+  model.specialize:
+    baseline: {}
+    norms: {norm1: all}
+  model.scale: [tiny, small]
+seeds: 2
+baseline: baseline
+"""
+
+
+@pytest.fixture
+def run(tmp_path: Path, monkeypatch):
+    """Run the CLI in tmp_path against tmp_path/results.db."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("SWEEPER_DB", raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, list(args), catch_exceptions=False)
+
+    return invoke
+
+
+def test_plan_shows_counts_per_axis_value_and_records(run, write_study, tmp_path):
+    path = write_study(GOOD)
+    result = run("plan", str(path))
+    assert result.exit_code == 0, result.output
+    assert "demo: 8 cells (8 new, 0 running, 0 done, 0 failed, 0 orphaned)" in result.output
+    assert "norms" in result.output and "small" in result.output
+    assert (tmp_path / "results.db").exists()
+    again = run("plan", str(path), "--json")
+    data = json.loads(again.stdout)
+    assert data["counts"]["new"] == 8 and data["added"] == [] and data["kept"] == 8
+    assert data["per_axis"]["model.scale"]["small"] == {"new": 4}
+
+
+def test_plan_reports_orphans_after_an_edit(run, write_study):
+    path = write_study(GOOD)
+    run("plan", str(path))
+    path.write_text(GOOD.replace("[tiny, small]", "[tiny]"))
+    data = json.loads(run("plan", str(path), "--json").stdout)
+    assert (data["cells"], data["kept"], len(data["orphaned"])) == (4, 4, 4)
+    shown = json.loads(run("show", "demo", "--json", "--state", "orphaned").stdout)
+    assert len(shown) == 4 and all(c["labels"]["model.scale"] == "small" for c in shown)
+
+
+def test_studies_and_show(run, write_study):
+    run("plan", str(write_study(GOOD)))
+    listing = run("studies")
+    assert "demo" in listing.output and "8" in listing.output
+    assert json.loads(run("studies", "--json").stdout)[0]["states"] == {"PLANNED": 8}
+    shown = run("show", "demo")
+    assert shown.output.count("planned") == 8
+    assert run("show", str(write_study(GOOD))).exit_code == 0  # by file, too
+
+
+def test_db_option_and_environment_variable(run, write_study, tmp_path, monkeypatch):
+    path = write_study(GOOD)
+    assert run("--db", f"sqlite:///{tmp_path / 'other.db'}", "plan", str(path), "-q").exit_code == 0
+    assert (tmp_path / "other.db").exists() and not (tmp_path / "results.db").exists()
+    monkeypatch.setenv("SWEEPER_DB", f"sqlite:///{tmp_path / 'env.db'}")
+    assert run("plan", str(path), "-q").exit_code == 0
+    assert (tmp_path / "env.db").exists()
+
+
+def test_invalid_study_exits_2_and_records_nothing(run, write_study, tmp_path):
+    path = write_study(GOOD.replace("model.scale:", "model.scael:"))
+    result = run("plan", str(path))
+    assert result.exit_code == 2
+    assert f"{path}: axes.model.scael: 'model.scael' is not in base (did you mean 'model.scale'?)" in result.stderr
+    assert not (tmp_path / "results.db").exists()
+
+
+def test_unknown_study_exits_2(run):
+    result = run("show", "nope")
+    assert result.exit_code == 2 and "no study named 'nope'" in result.stderr
+
+
+def test_version(run):
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.startswith("sweeper ")
+
+
+def test_the_installed_command_prints_no_traceback(tmp_path, write_study):
+    path = write_study(GOOD.replace("task: model.experiment:run", "task: model.experiment.run"))
+    sweeper = Path(sys.executable).parent / "sweeper"
+    proc = subprocess.run([str(sweeper), "plan", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert "task: expected a 'module.path:function' string, e.g. 'model.experiment:run', got 'model.experiment.run'" in proc.stderr
