@@ -73,12 +73,17 @@ def _shape_mask(cls: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 @cache
+def _photos() -> tuple[PILImage.Image, ...]:
+    """The skimage photographs as RGB PIL images, read from the wheel once per process."""
+    return tuple(PILImage.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in TEXTURE_NAMES)
+
+
+@cache
 def _textures(resolution: int) -> tuple[np.ndarray, ...]:
-    """The skimage photographs as float32 H×W×3 in [0, 1], shorter side scaled to 2×resolution (or
-    left at full size when smaller), so that a crop at any position is a plain slice."""
+    """The photographs as float32 H×W×3 in [0, 1], shorter side scaled to 2×resolution (or left at
+    full size when smaller), so that a crop at any position is a plain slice."""
     out = []
-    for name in TEXTURE_NAMES:
-        img = PILImage.fromarray(getattr(skimage.data, name)()).convert("RGB")
+    for img in _photos():
         scale = min(1.0, 2 * resolution / min(img.size))
         size = (max(resolution, round(img.width * scale)), max(resolution, round(img.height * scale)))
         out.append(np.asarray(img.resize(size, PILImage.BILINEAR), dtype=np.float32) / 255)
