@@ -249,3 +249,11 @@ def test_shipped_studies_are_valid():
     assert len(paper.cells) == 5 * 3 * 2 * 3 and paper.baseline == {"model.specialize": "baseline"}
     large = [c for c in paper.cells if c.labels["model.scale"] == "large"]
     assert all(c.resources["nodes"] == 2 for c in large)
+
+
+def test_the_readme_example_is_a_valid_study():
+    readme = open("README.md").read()
+    example = readme.split("```yaml\n", 1)[1].split("```", 1)[0]
+    s = parse_study(example, "README.md")
+    assert len(s.cells) == 3 * 3 * 2 * 2 * 3 - 2 * 2 * 3  # minus the excluded large × norms
+    assert s.executor.kind == "slurm"
