@@ -216,6 +216,18 @@ class Spec:
         return out
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the incoming grad (a strided slice of cat's) contiguous."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
 class TokenSplit(nn.Module):
     """Runs ``cls`` on the first ``num_cls`` tokens and ``patch`` on the rest (along ``dim``).
 
@@ -233,9 +245,12 @@ class TokenSplit(nn.Module):
         self.register_load_state_dict_pre_hook(self._duplicate_plain_weights)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, total = self.num_cls, x.size(self.dim)
-        return torch.cat((self.cls(x.narrow(self.dim, 0, n)),
-                          self.patch(x.narrow(self.dim, n, total - n))), dim=self.dim)
+        # split (not two narrows): its backward is one cat, not two zero-filled full-size grads.
+        # Contiguous slices and grads keep the matmuls and bias-grad sums on their fast paths
+        # (measured: 1.07x instead of 1.3x for a fully specialized tiny ViT train step on CPU).
+        cls_x, patch_x = x.split([self.num_cls, x.size(self.dim) - self.num_cls], self.dim)
+        return torch.cat((_ContiguousGrad.apply(self.cls(cls_x.contiguous())),
+                          _ContiguousGrad.apply(self.patch(patch_x.contiguous()))), dim=self.dim)
 
     def _duplicate_plain_weights(self, module: nn.Module, state_dict: dict[str, Any], prefix: str,
                                  *args: Any) -> None:
