@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import sys
-from collections.abc import Callable
-from functools import wraps
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from sweeper.errors import UserError
+from sweeper.console import CATEGORIES, STYLE, Options, open_store, out, print_json, study_name, user_errors, err
 from sweeper.spec import Study, load_study
-from sweeper.store import Plan, Store, category
+from sweeper.store import Plan, category
 
 app = typer.Typer(
     help="Declarative ablation sweeps for vision-transformer research.",
@@ -24,17 +19,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-out = Console()
-err = Console(stderr=True)
-
-CATEGORIES = ("new", "running", "done", "failed", "orphaned")
-STYLE = {"new": "cyan", "running": "yellow", "done": "green", "failed": "red", "orphaned": "dim"}
-
-
-class _Options:
-    db: str | None = None
-
-
 def _version(value: bool) -> None:
     if value:
         out.print(f"sweeper {package_version('sweeper')}")
@@ -51,32 +35,7 @@ def main(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
 ) -> None:
-    _Options.db = db
-
-
-def user_errors(fn: Callable) -> Callable:
-    """User errors become one red message and exit code 2, never a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-    return wrapper
-
-
-def _print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _resolve_study_name(study: str) -> str:
-    """A study is named by its name, or by its file (whose `study:` key is read)."""
-    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
-        return load_study(study).name
-    return study
+    Options.db = db
 
 
 # ----------------------------------------------------------------------------- plan
@@ -91,12 +50,12 @@ def plan(
 ) -> None:
     """Validate and expand a study, record it, and show what a launch would do."""
     study = load_study(study_file)
-    with Store(_Options.db) as store:
+    with open_store() as store:
         result = store.plan(study)
     for w in study.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     if as_json:
-        _print_json(_plan_json(study, result))
+        print_json(_plan_json(study, result))
         return
     counts = result.counts()
     totals = ", ".join(f"[{STYLE[c]}]{counts[c]} {c}[/]" for c in CATEGORIES)
@@ -143,10 +102,10 @@ def _plan_json(study: Study, result: Plan) -> dict:
 @user_errors
 def studies(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """List the studies in the store."""
-    with Store(_Options.db) as store:
+    with open_store() as store:
         rows = store.studies()
     if as_json:
-        _print_json([r.__dict__ for r in rows])
+        print_json([r.__dict__ for r in rows])
         return
     if not rows:
         out.print("no studies yet; record one with `sweeper plan STUDY.yaml`")
@@ -171,14 +130,14 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List a study's cells with their labels and states."""
-    name = _resolve_study_name(study)
-    with Store(_Options.db) as store:
+    name = study_name(study)
+    with open_store() as store:
         cells = store.cells(name)
     if state:
         wanted = {s.upper() for s in state}
         cells = [c for c in cells if c.state in wanted or (c.orphaned and "ORPHANED" in wanted)]
     if as_json:
-        _print_json([c.__dict__ for c in cells])
+        print_json([c.__dict__ for c in cells])
         return
     axes = list(cells[0].labels) if cells else []
     table = Table(title=f"{name}: {len(cells)} cells", title_justify="left")

@@ -1,0 +1,58 @@
+"""CLI plumbing shared by every command: consoles, the store option, user-error handling."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from sweeper.errors import UserError
+from sweeper.spec import load_study
+from sweeper.store import Store
+
+out = Console()
+err = Console(stderr=True)
+
+CATEGORIES = ("new", "running", "done", "failed", "orphaned")
+STYLE = {"new": "cyan", "running": "yellow", "done": "green", "failed": "red", "orphaned": "dim"}
+
+
+class Options:
+    """Global options, set by the app's callback before any command runs."""
+
+    db: str | None = None
+
+
+def open_store() -> Store:
+    return Store(Options.db)
+
+
+def user_errors(fn: Callable) -> Callable:
+    """User errors become one red message and exit code 2, never a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def study_name(study: str) -> str:
+    """A study is named by its name, or by its file (whose `study:` key is read)."""
+    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
+        return load_study(study).name
+    return study
