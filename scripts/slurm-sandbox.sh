@@ -92,7 +92,7 @@ stop() {  # SIGTERM, wait up to 30 s (slurmctld saves state, MariaDB flushes), t
   IFS=: read -r name pf comm <<<"$(daemon "$1")"
   if p=$(pid_of "$pf" "$comm"); then
     kill "$p" 2>/dev/null || true
-    for _ in $(seq 60); do kill -0 "$p" 2>/dev/null || break; sleep 0.5; done
+    for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
     if kill -0 "$p" 2>/dev/null; then say "$name (pid $p) ignored SIGTERM for 30 s; killing"; kill -9 "$p" 2>/dev/null || true; fi
     say "stopped $name (pid $p)"
   fi
@@ -159,7 +159,7 @@ start_munge() {
 }
 
 start_mariadb() {
-  mkdir -p "$DB"; chown mysql:mysql "$DB"
+  mkdir -p "$DB"; chown -R mysql:mysql "$DB"  # -R: the mysql uid may differ after a package reinstall
   if [ ! -e "$DB/.installed" ]; then  # a half-initialised datadir is redone, not trusted
     rm -rf "$DB/data"
     mariadb-install-db --user=mysql --datadir="$DB/data" --skip-test-db >"$LOG/mariadb-install.log" 2>&1 ||
@@ -314,8 +314,11 @@ cmd_down() {
       for _ in $(seq 60); do [ -z "$(timeout 15 squeue -h 2>/dev/null)" ] && break; sleep 0.5; done
     fi
   fi
-  # reverse start order: compute side first, the database last
-  for d in slurmd slurmctld slurmdbd mariadbd munged; do stop "$d"; done
+  # Reverse start order, independent daemons in parallel: slurmctld flushes accounting to
+  # slurmdbd (authenticated by munge) on exit, slurmdbd flushes to MariaDB.
+  stop slurmd & stop slurmctld & wait
+  stop slurmdbd
+  stop mariadbd & stop munged & wait
   if pgrep -x slurmstepd >/dev/null; then say "warning: slurmstepd processes remain: $(pgrep -x slurmstepd | tr '\n' ' ')"; fi
   say "down in $((SECONDS - t0)) s"
 }
