@@ -1,0 +1,24 @@
+"""The notebook API: a study's results as a pandas DataFrame, straight from the store."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from sweeper.console import study_name
+from sweeper.report import load as _load
+from sweeper.store import Store
+
+
+def load(study: str, db: str | None = None, metrics: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per live cell of `study` (a name or its YAML file), in the study file's order.
+
+    Columns: `key`, one per axis (the cell's labels in this study), `seed`, `state`,
+    `category` (new / running / done / failed), then one per final metric (NaN where a cell
+    has not reported it). `metrics` globs restrict the metric columns; `db` is a store URL
+    (default: SWEEPER_DB, else sqlite:///results.db).
+    """
+    patterns = [metrics] if isinstance(metrics, str) else metrics
+    with Store(db) as store:
+        return _load(store, study_name(study), patterns).frame

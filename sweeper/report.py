@@ -1,0 +1,737 @@
+"""`sweeper report`: a study's results aggregated over seeds, with paired deltas against its
+baseline, partial-cell flags, a coverage view, and rich / markdown / LaTeX / CSV / JSON output.
+
+The pipeline is load -> summarize -> render. Loading is two queries (memberships with their
+cell states; final metrics joined on the memberships), pivoted with numpy, so a store of
+900k metric rows reports in well under a second (benchmarks/report.py).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+from scipy.stats import t as student_t  # scipy is installed with scikit-image, a declared dependency
+from sqlalchemy import not_, or_, select
+
+from sweeper.console import open_store, out, study_name, user_errors
+from sweeper.errors import UserError, did_you_mean
+from sweeper.spec import SEED_AXIS, canonical, load_yaml
+from sweeper.store import CellRow, Membership, Metric, Store, category
+
+# ----------------------------------------------------------------------------- metric direction
+
+# Last name segments (split on '.' and '_') that mean lower is better. Depth errors, losses and
+# error rates; everything else is higher-is-better unless it is neutral (below).
+LOWER_IS_BETTER = frozenset({"rmse", "absrel", "sqrel", "mae", "mse", "loss", "err", "error", "nll", "fid"})
+# Prefixes of metrics that describe the model rather than score it: never "best", no coloured deltas.
+NEUTRAL_PREFIXES = ("params.", "flops.", "analysis.", "time.", "memory.")
+
+
+def direction(metric: str) -> int:
+    """+1 if higher is better, -1 if lower is better, 0 if neither (parameters, FLOPs, analysis).
+
+    The rule reads the metric's last name segment: `linear_depth.nyu.rmse` and
+    `train.loss` are lower-is-better, `linear_seg.ade20k.miou` higher-is-better.
+    """
+    if metric.startswith(NEUTRAL_PREFIXES):
+        return 0
+    last = metric.rsplit(".", 1)[-1].lower()
+    return -1 if set(re.split(r"[_\-]", last)) & LOWER_IS_BETTER or last in LOWER_IS_BETTER else 1
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+@dataclass
+class Loaded:
+    """A study's members (one row per cell: key, labels, seed, state, one column per metric)."""
+
+    study: str
+    frame: pd.DataFrame
+    axes: list[str]  # non-seed axes, in file order
+    named_axes: list[str]  # axes of named variants (the default rows)
+    baseline: dict | None  # axis -> label of the reference variant
+    metrics: list[str]  # metric columns of `frame`, in report order
+
+
+def _study_meta(spec_text: str, file: str) -> tuple[list[str], list[str], dict | None]:
+    """Axis names, named-variant axes and baseline from the recorded study text.
+
+    Reads the YAML rather than re-expanding the study, which for 10,000 cells would cost more
+    than the whole report; the text was validated by `sweeper plan` when it was recorded.
+    """
+    raw = load_yaml(spec_text, file) or {}
+    axes: list[str] = []
+    named: list[str] = []
+    for name, values in (raw.get("axes") or {}).items():
+        group = (values if isinstance(values, list) else [values]) if name == "zip" else [{name: values}]
+        for sub in group:
+            for axis, v in sub.items():
+                axes.append(str(axis).lstrip("+"))
+                if isinstance(v, dict):
+                    named.append(axes[-1])
+    baseline = raw.get("baseline")
+    if isinstance(baseline, str):
+        baseline = {named[0]: baseline} if len(named) == 1 else None
+    return axes, named, baseline
+
+
+def _like(pattern: str) -> str:
+    """A SQL LIKE pattern (escape '\\') matching a superset of what the glob matches."""
+    out_: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out_.append("%")
+        elif c == "?":
+            out_.append("_")
+        elif c == "[":
+            j = i + 1
+            j += pattern[j : j + 1] == "!"
+            j += pattern[j : j + 1] == "]"
+            j = pattern.find("]", j)
+            if j == -1:
+                out_.append("[")
+            else:
+                out_.append("_")
+                i = j
+        elif c in "%_\\":
+            out_.append("\\" + c)
+        else:
+            out_.append(c)
+        i += 1
+    return "".join(out_)
+
+
+def _hashable(label: Any) -> Any:
+    """Labels are grouped and merged on; a list or mapping label is keyed by its canonical JSON."""
+    return canonical(label) if isinstance(label, list | dict) else label
+
+
+def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
+    """Every final metric but the per-block analysis ones, scores first, then parameters and FLOPs."""
+    chosen = sorted((n for n in names if not n.startswith("analysis.")), key=lambda n: (direction(n) == 0, n))
+    return chosen[:cap], max(0, len(chosen) - cap)
+
+
+def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, analysis: bool = True) -> Loaded:
+    """Load a study's live members and their final metrics (step IS NULL).
+
+    `patterns` are globs over metric names, pushed into SQL as LIKE filters so only the metrics
+    asked for are read; without them every metric is read (but analysis.* when `analysis` is
+    false). A glob that matches nothing is a UserError with a did-you-mean. When a final
+    metric was recorded twice, the last recorded wins (as in Store.metrics).
+    """
+    row = store.study_row(study)
+    axes, named, baseline = _study_meta(row.spec_text, row.file)
+    with store.engine.connect() as conn:
+        members = conn.execute(
+            select(Membership.position, Membership.cell_key, Membership.labels, CellRow.state)
+            .join(CellRow, CellRow.key == Membership.cell_key)
+            .where(Membership.study_id == row.id, Membership.orphaned.is_(False))
+            .order_by(Membership.position)
+        ).all()
+        q = (
+            select(Membership.position, Metric.name, Metric.value, Metric.id)
+            .join(Metric, Metric.cell_key == Membership.cell_key)
+            .where(Membership.study_id == row.id, Membership.orphaned.is_(False), Metric.step.is_(None))
+        )
+        if patterns:
+            q = q.where(or_(*(Metric.name.like(_like(p), escape="\\") for p in patterns)))
+        elif not analysis:
+            q = q.where(not_(Metric.name.like("analysis.%")))
+        metric_rows = conn.execute(q).all()
+
+    positions = np.fromiter((m[0] for m in members), dtype=np.int64, count=len(members))
+    labels = [m[2] for m in members]
+    all_axes = axes + [a for a in (labels[0] if labels else {}) if a not in axes and a != SEED_AXIS]
+    frame = pd.DataFrame(
+        {
+            "key": [m[1] for m in members],
+            **{a: [_hashable(lab.get(a)) for lab in labels] for a in all_axes},
+            SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels],
+            "state": [m[3] for m in members],
+        }
+    )
+    frame["category"] = frame["state"].map(category)
+
+    if metric_rows:
+        pos, names, values, ids = zip(*metric_rows, strict=True)
+        codes, uniques = pd.factorize(pd.Series(names, dtype=object))
+        rows = np.searchsorted(positions, np.asarray(pos, dtype=np.int64))
+        values = np.asarray(values, dtype=float)
+        flat = rows * len(uniques) + codes
+        if len(np.unique(flat)) != len(flat):  # a value recorded twice: keep the latest id
+            order = np.argsort(np.asarray(ids), kind="stable")
+            flat, values = flat[order], values[order]
+        matrix = np.full((len(frame), len(uniques)), np.nan)
+        matrix.reshape(-1)[flat] = values  # later writes win
+        found = list(uniques)
+    else:
+        matrix, found = np.empty((len(frame), 0)), []
+
+    if patterns:
+        metrics: list[str] = []
+        for p in patterns:
+            hits = sorted(n for n in found if fnmatchcase(n, p))
+            if not hits:
+                known = _metric_names(store, row.id)
+                shown = ", ".join(known[:12]) + (", …" if len(known) > 12 else "")
+                raise UserError(f"--metric {p}: matches no final metric of study '{study}'"
+                                f"{did_you_mean(p, known)}; metrics: {shown or 'none recorded yet'}")
+            metrics += [n for n in hits if n not in metrics]
+    else:
+        metrics = sorted(found, key=lambda n: (direction(n) == 0, n))
+    index = {n: i for i, n in enumerate(found)}
+    data = pd.DataFrame(matrix[:, [index[m] for m in metrics]], columns=metrics, index=frame.index)
+    frame = pd.concat([frame, data], axis=1)
+    return Loaded(study, frame, all_axes, [a for a in named if a in all_axes], baseline, metrics)
+
+
+def _metric_names(store: Store, study_id: int) -> list[str]:
+    with store.session() as s:
+        return list(s.scalars(
+            select(Metric.name).distinct()
+            .join(Membership, Membership.cell_key == Metric.cell_key)
+            .where(Membership.study_id == study_id, Metric.step.is_(None))
+            .order_by(Metric.name)
+        ))
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+CATEGORIES = ("done", "running", "failed", "new")  # sweeper.store.category's values
+FLAGS = {"running": "*", "failed": "†", "new": "‡"}
+FLAG_LEGEND = {
+    "running": "some seeds are still running or pending",
+    "failed": "some seeds failed, were interrupted or cancelled",
+    "new": "some seeds have not been run yet",
+}
+CI_LEVEL = 0.95
+
+
+@dataclass
+class Summary:
+    """The report's content: one tidy row per (row group, column group, metric), and coverage."""
+
+    study: str
+    rows: list[str]  # axes of the table's rows
+    cols: list[str]  # axes of its column groups
+    pooled: list[str]  # axes in neither: aggregated over together with the seeds
+    metrics: list[str]
+    baseline: dict | None
+    cells: pd.DataFrame  # rows..., cols..., metric, mean, std, n, expected, delta, delta_n, ci_low, ci_high, best, flags
+    coverage: pd.DataFrame  # rows..., cols..., done, running, failed, new, total
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def groups(self) -> list[str]:
+        return self.rows + self.cols
+
+
+def _check_axes(kind: str, names: Sequence[str], axes: list[str]) -> None:
+    for a in names:
+        if a not in axes:
+            hint = " (the report aggregates over seeds)" if a == SEED_AXIS else did_you_mean(a, axes)
+            raise UserError(f"{kind} {a}: not an axis of this study{hint}; axes: {', '.join(axes) or 'none'}")
+
+
+def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None) -> Summary:
+    """Aggregate over seeds per (rows × cols) group; pair seeds against the baseline for deltas.
+
+    A delta is the mean of per-seed differences between a variant's cell and the baseline cell
+    with the same labels on every other axis and the same seed; its 95 % interval comes from
+    the paired t distribution and needs at least two pairs.
+    """
+    axes = loaded.axes
+    _check_axes("--rows", rows or [], axes)
+    _check_axes("--cols", cols or [], axes)
+    row_axes = list(rows) if rows else (loaded.named_axes[:1] or axes[:1])
+    col_axes = list(cols) if cols is not None else [a for a in axes if a not in row_axes]
+    if set(row_axes) & set(col_axes):
+        raise UserError(f"--rows and --cols share {', '.join(sorted(set(row_axes) & set(col_axes)))}; an axis is one or the other")
+    pooled = [a for a in axes if a not in row_axes and a not in col_axes]
+    frame, metrics = loaded.frame, loaded.metrics
+    notes: list[str] = []
+    if pooled:
+        notes.append(f"pooled over {', '.join(pooled)} (in neither --rows nor --cols)")
+    groups = row_axes + col_axes
+    if not groups:  # a study without axes: one group
+        frame = frame.assign(study=loaded.study)
+        groups = row_axes = ["study"]
+
+    grouped = frame.groupby(groups, sort=False, dropna=False)
+    size = grouped.size()
+    per_category = frame.groupby([*groups, "category"], sort=False, dropna=False).size().unstack("category", fill_value=0)
+    coverage = per_category.reindex(index=size.index, columns=list(CATEGORIES), fill_value=0)
+    coverage["total"] = size
+
+    stats = pd.concat(
+        {
+            "mean": grouped[metrics].mean(),
+            "std": grouped[metrics].std(ddof=1),
+            "n": grouped[metrics].count(),
+        },
+        axis=1,
+    )
+    delta = _deltas(frame, loaded, groups, metrics, pooled, notes)
+    long = stats.stack(level=1, future_stack=True)
+    long.index = long.index.set_names([*groups, "metric"])
+    long = long.join(delta) if delta is not None else long.assign(delta=np.nan, delta_n=0, ci_low=np.nan, ci_high=np.nan)
+    long["n"] = long["n"].astype(int)
+    long["delta_n"] = long["delta_n"].fillna(0).astype(int)
+    long = long.reset_index().merge(coverage.reset_index(), on=groups, how="left").rename(columns={"total": "expected"})
+    sign = long["metric"].map(direction)
+    score = long["mean"] * sign
+    best_score = score.groupby([long[c] for c in col_axes] + [long["metric"]], sort=False, dropna=False).transform("max")
+    long["best"] = (sign != 0) & long["mean"].notna() & np.isclose(score, best_score) & (score.notna())
+    long["flags"] = ""
+    for cat, mark in FLAGS.items():
+        long.loc[long[cat] > 0, "flags"] += mark
+    long = long.drop(columns=list(CATEGORIES))
+    return Summary(loaded.study, row_axes, col_axes, pooled, metrics, loaded.baseline, long, coverage.reset_index(), notes)
+
+
+def _deltas(frame: pd.DataFrame, loaded: Loaded, groups: list[str], metrics: list[str], pooled: list[str],
+            notes: list[str]) -> pd.DataFrame | None:
+    """Per group and metric: mean paired difference against the baseline, n pairs, 95 % CI."""
+    baseline = loaded.baseline
+    if not baseline or not metrics:
+        return None
+    if missing := [a for a in baseline if a not in loaded.axes]:
+        notes.append(f"no deltas: the baseline names axes the study lacks ({', '.join(missing)})")
+        return None
+    if in_pooled := [a for a in baseline if a in pooled]:
+        notes.append(f"no deltas: the baseline axis {', '.join(in_pooled)} is pooled; put it in --rows or --cols")
+        return None
+    is_base = np.ones(len(frame), dtype=bool)
+    for axis, label in baseline.items():
+        is_base &= frame[axis].map(canonical).to_numpy() == canonical(label)
+    if not is_base.any():
+        notes.append("no deltas: no cell of the baseline variant is in the study")
+        return None
+    pair_on = [a for a in loaded.axes if a not in baseline] + [SEED_AXIS]
+    base = frame.loc[is_base, pair_on + metrics]
+    others = frame.loc[~is_base, list(dict.fromkeys(groups + pair_on)) + metrics]
+    paired = others.merge(base, on=pair_on, how="inner", suffixes=("", " @baseline"))
+    diff = pd.DataFrame(
+        paired[metrics].to_numpy() - paired[[f"{m} @baseline" for m in metrics]].to_numpy(),
+        columns=metrics, index=paired.index,
+    )
+    g = pd.concat([paired[groups], diff], axis=1).groupby(groups, sort=False, dropna=False)
+    out_ = pd.concat({"delta": g[metrics].mean(), "sd": g[metrics].std(ddof=1), "delta_n": g[metrics].count()}, axis=1)
+    out_ = out_.stack(level=1, future_stack=True)
+    out_.index = out_.index.set_names([*groups, "metric"])
+    n = out_["delta_n"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = student_t.ppf(0.5 + CI_LEVEL / 2, np.where(n >= 2, n - 1, np.nan)) * out_["sd"].to_numpy() / np.sqrt(n)
+    out_["ci_low"] = out_["delta"] - half
+    out_["ci_high"] = out_["delta"] + half
+    return out_.drop(columns="sd")
+
+
+# ----------------------------------------------------------------------------- number formatting
+
+
+def _decimals(values: Iterable[float]) -> int:
+    """Three significant digits of the column's largest magnitude: 47.3, 0.812, 812."""
+    finite = [abs(v) for v in values if v is not None and math.isfinite(v) and v != 0]
+    if not finite:
+        return 2
+    return int(min(4, max(0, 2 - math.floor(math.log10(max(finite))))))
+
+
+def _si(value: float) -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.1f}{suffix}"
+    return f"{value:g}"
+
+
+def _is_pct(metric: str) -> bool:
+    return metric.endswith(("pct", "percent"))
+
+
+def _is_count(metric: str) -> bool:
+    return metric.startswith(("params.", "flops.")) and not _is_pct(metric)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One table cell's parts, formatted; renderers only arrange and style them."""
+
+    value: str  # "47.3" (empty when there is no value)
+    spread: str  # "0.3" (empty when n < 2 or constant)
+    n: str  # "2/3" when fewer values than members, else ""
+    delta: str  # "+2.1"
+    interval: str  # "[1.5, 2.7]"
+    verdict: int  # +1 better than baseline (interval clear of 0), -1 worse, 0 neither
+    best: bool
+    flags: str
+
+
+def _entries(summary: Summary) -> dict[tuple, dict[tuple, Entry]]:
+    """(row labels) -> (col labels..., metric) -> Entry."""
+    cells = summary.cells
+    decimals = {m: _decimals(cells.loc[cells["metric"] == m, "mean"]) for m in summary.metrics}
+    table: dict[tuple, dict[tuple, Entry]] = {}
+    row_n, col_n = len(summary.rows), len(summary.cols)
+    fields = ["metric", "mean", "std", "n", "delta", "delta_n", "ci_low", "ci_high", "expected", "best", "flags"]
+    for rec in cells[[*summary.rows, *summary.cols, *fields]].itertuples(index=False, name=None):
+        labels = rec[: row_n + col_n]
+        metric, mean, std, n, delta, delta_n, lo, hi, expected, best, flags = rec[row_n + col_n :]
+        d = decimals[metric]
+        sign = direction(metric)
+        if n == 0 or not math.isfinite(mean):
+            value = spread = ""
+        elif _is_count(metric):
+            value, spread = _si(mean), (_si(std) if n > 1 and std > 0 else "")
+        elif _is_pct(metric):
+            value, spread = f"{mean:+.{max(d, 1)}f} %", (f"{std:.{max(d, 1)}f}" if n > 1 and std > 0 else "")
+        else:
+            value, spread = f"{mean:.{d}f}", (f"{std:.{d}f}" if n > 1 and std > 0 else "")
+        show_delta = sign != 0 and delta_n > 0 and math.isfinite(delta)
+        verdict = 0
+        if show_delta and delta_n >= 2 and math.isfinite(lo):
+            verdict = sign if lo > 0 else -sign if hi < 0 else 0
+        table.setdefault(labels[:row_n], {})[(*labels[row_n:], metric)] = Entry(
+            value=value,
+            spread=spread,
+            n=f"{n}/{expected}" if n < expected and n > 0 else "",
+            delta=f"{delta:+.{d}f}" if show_delta else "",
+            interval=f"[{lo:+.{d}f}, {hi:+.{d}f}]" if show_delta and delta_n >= 2 and math.isfinite(lo) else "",
+            verdict=verdict,
+            best=bool(best),
+            flags=flags,
+        )
+    return table
+
+
+def _columns(summary: Summary) -> list[tuple]:
+    """Column keys (col labels..., metric) in the order the groups first appear."""
+    groups = list(dict.fromkeys(map(tuple, summary.coverage[summary.cols].itertuples(index=False, name=None))))
+    return [(*g, m) for g in groups for m in summary.metrics]
+
+
+def _row_keys(summary: Summary) -> list[tuple]:
+    return list(dict.fromkeys(map(tuple, summary.coverage[summary.rows].itertuples(index=False, name=None))))
+
+
+def _col_title(summary: Summary, key: tuple, sep: str) -> str:
+    return sep.join([*(str(v) for v in key[:-1]), key[-1]])
+
+
+def _legend(summary: Summary, used: set[str]) -> list[str]:
+    lines = [f"{FLAGS[c]} {FLAG_LEGEND[c]}" for c in FLAGS if FLAGS[c] in used]
+    if summary.baseline:
+        base = ", ".join(f"{k}={v}" for k, v in summary.baseline.items())
+        lines.append(f"deltas: mean paired difference vs {base} (same seed), 95 % paired-t interval (n >= 2)")
+    lines.append("mean ± std over seeds; n/N when fewer seeds have the value than the group has cells")
+    return lines + summary.notes
+
+
+# ----------------------------------------------------------------------------- renderers
+
+
+class Format(StrEnum):
+    rich = "rich"
+    markdown = "markdown"
+    latex = "latex"
+    csv = "csv"
+    json = "json"
+
+
+EXTENSIONS = {".md": Format.markdown, ".markdown": Format.markdown, ".tex": Format.latex, ".csv": Format.csv,
+              ".json": Format.json, ".txt": Format.rich}
+RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows on a terminal
+RICH_MAX_ROWS = 400  # longer ones are cut with a note; the file formats are never cut
+
+
+def tidy(summary: Summary) -> pd.DataFrame:
+    """The long export: labels..., metric, mean, std, n, expected, delta, delta_n, ci_low, ci_high, best, flags."""
+    return summary.cells
+
+
+def render_csv(summary: Summary) -> str:
+    buf = io.StringIO()
+    tidy(summary).to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
+
+
+def render_json(summary: Summary) -> str:
+    frame = tidy(summary).astype(object).where(tidy(summary).notna(), None)
+    doc = {
+        "study": summary.study,
+        "rows": summary.rows,
+        "cols": summary.cols,
+        "pooled": summary.pooled,
+        "baseline": summary.baseline,
+        "metrics": summary.metrics,
+        "cells": frame.to_dict(orient="records"),
+        "coverage": summary.coverage.to_dict(orient="records"),
+        "notes": summary.notes,
+    }
+    return json.dumps(doc, indent=1, default=_json_default) + "\n"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    if isinstance(value, np.floating):
+        return float(value)
+    return str(value)
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*")
+
+
+def render_markdown(summary: Summary) -> str:
+    """A GitHub pipe table; the best value per column in bold; the legend below."""
+    entries, columns, rows = _entries(summary), _columns(summary), _row_keys(summary)
+    used: set[str] = set()
+    header = [*summary.rows, *(_col_title(summary, c, " · ") for c in columns)]
+    lines = ["| " + " | ".join(map(_md_escape, header)) + " |",
+             "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(columns)) + "|"]
+    for r in rows:
+        cells = [_md_escape(str(v)) for v in r]
+        for c in columns:
+            e = entries.get(r, {}).get(c)
+            if e is None or not e.value:
+                cells.append("–")
+                continue
+            text = e.value + (f" ± {e.spread}" if e.spread else "")
+            text = f"**{text}**" if e.best else text
+            if e.delta:
+                text += f" ({e.delta}{' ' + e.interval if e.interval else ''})"
+            if e.n:
+                text += f" n={e.n}"
+            text += _md_escape(e.flags)
+            used.update(e.flags)
+            cells.append(text)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {_md_escape(line)}" for line in _legend(summary, used)) + "\n"
+
+
+_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_TEX_FLAGS = {"*": r"$^{*}$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$"}
+
+
+def tex_escape(text: str) -> str:
+    return "".join(_TEX.get(c, c) for c in text)
+
+
+def render_latex(summary: Summary) -> str:
+    """A booktabs tabular: one multicolumn header per column group, `$\\mathbf{x} \\pm y$` cells."""
+    entries, columns, rows = _entries(summary), _columns(summary), _row_keys(summary)
+    nr, nm = len(summary.rows), len(summary.metrics)
+    used: set[str] = set()
+    lines = [r"\begin{tabular}{" + "l" * nr + "r" * len(columns) + "}", r"\toprule"]
+    if summary.cols:
+        groups = [columns[i][:-1] for i in range(0, len(columns), nm)]
+        spans = [r"\multicolumn{%d}{c}{%s}" % (nm, tex_escape(", ".join(map(str, g)))) for g in groups]
+        lines.append(" & ".join([""] * nr + spans) + r" \\")
+        lines.append(" ".join(r"\cmidrule(lr){%d-%d}" % (nr + 1 + i * nm, nr + (i + 1) * nm) for i in range(len(groups))))
+    lines.append(" & ".join([tex_escape(a) for a in summary.rows] + [tex_escape(c[-1]) for c in columns]) + r" \\")
+    lines.append(r"\midrule")
+    for r in rows:
+        cells = [tex_escape(str(v)) for v in r]
+        for c in columns:
+            e = entries.get(r, {}).get(c)
+            if e is None or not e.value:
+                cells.append("--")
+                continue
+            value = tex_escape(e.value)
+            core = rf"\mathbf{{{value}}}" if e.best else value
+            text = f"${core}" + (rf" \pm {e.spread}$" if e.spread else "$")
+            if e.delta:
+                text += rf" {{\scriptsize ${e.delta}$}}"
+            if e.n:
+                text += rf" {{\scriptsize n={e.n}}}"
+            text += "".join(_TEX_FLAGS[f] for f in e.flags)
+            used.update(e.flags)
+            cells.append(text)
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    legend = [f"% {line}" for line in _legend(summary, used)]
+    return "\n".join(lines + legend) + "\n"
+
+
+def render_rich(summary: Summary) -> Table:
+    """A terminal table: bold best value, delta in green (better, interval clear of 0) or red."""
+    if len(summary.cols) and len(summary.metrics) * summary.coverage[summary.cols].drop_duplicates().shape[0] > RICH_MAX_COLUMNS:
+        summary = _fold_cols_into_rows(summary)
+    entries, columns, rows = _entries(summary), _columns(summary), _row_keys(summary)
+    table = Table(title=f"{summary.study}", title_justify="left", show_lines=bool(summary.baseline))
+    for a in summary.rows:
+        table.add_column(a)
+    for c in columns:
+        table.add_column(_col_title(summary, c, "\n"), justify="right")
+    used: set[str] = set()
+    for r in rows[:RICH_MAX_ROWS]:
+        cells = [str(v) for v in r]
+        for c in columns:
+            e = entries.get(r, {}).get(c)
+            if e is None or not e.value:
+                cells.append("[dim]–[/]")
+                continue
+            text = e.value + (f" ± {e.spread}" if e.spread else "")
+            text = f"[bold]{text}[/]" if e.best else text
+            text += f"[yellow]{e.flags}[/]" if e.flags else ""
+            text += f" [dim]n={e.n}[/]" if e.n else ""
+            if e.delta:
+                style = {1: "green", -1: "red", 0: "dim"}[e.verdict]
+                text += f"\n[{style}]{e.delta}{' ' + e.interval if e.interval else ''}[/]"
+            used.update(e.flags)
+            cells.append(text)
+        table.add_row(*cells)
+    caption = _legend(summary, used)
+    if len(rows) > RICH_MAX_ROWS:
+        caption.insert(0, f"… {len(rows) - RICH_MAX_ROWS:,} more rows; use --format csv/markdown or --out FILE for all")
+    table.caption = "\n".join(caption)
+    table.caption_justify = "left"
+    return table
+
+
+def _fold_cols_into_rows(summary: Summary) -> Summary:
+    """The same summary with its column axes moved into the rows (columns: the metrics only)."""
+    rows = summary.rows + summary.cols
+    notes = summary.notes + [f"too many columns for a terminal: {', '.join(summary.cols)} shown as rows (see --cols)"]
+    return Summary(summary.study, rows, [], summary.pooled, summary.metrics, summary.baseline,
+                   summary.cells, summary.coverage, notes)
+
+
+def coverage_entries(summary: Summary) -> tuple[list[tuple], list[tuple], dict[tuple, str]]:
+    """Row keys, column-group keys and a compact text per group: '3/3 ✓', '1/3 ⟳1 ✗1'."""
+    rows = _row_keys(summary)
+    groups = list(dict.fromkeys(map(tuple, summary.coverage[summary.cols].itertuples(index=False, name=None))))
+    text = {}
+    for rec in summary.coverage.itertuples(index=False, name=None):
+        done, running, failed, new, total = rec[-5:]
+        parts = [f"{done}/{total}"]
+        if done == total:
+            parts.append("✓")
+        parts += [f"⟳{running}"] * bool(running) + [f"✗{failed}"] * bool(failed) + [f"·{new}"] * bool(new)
+        text[rec[: len(rec) - 5]] = " ".join(parts)
+    return rows, groups, text
+
+
+def render_coverage(summary: Summary, fmt: Format) -> str | Table:
+    """Which groups are done / running (⟳) / failed (✗) / not run (·), so one sees what a table awaits."""
+    if fmt in (Format.csv, Format.json):
+        frame = summary.coverage
+        return frame.to_csv(index=False, lineterminator="\n") if fmt == Format.csv else \
+            json.dumps(frame.to_dict(orient="records"), indent=1, default=_json_default) + "\n"
+    rows, groups, text = coverage_entries(summary)
+    titles = [", ".join(map(str, g)) or "cells" for g in groups]
+    grid = [[*map(str, r), *(text.get((*r, *g), "–") for g in groups)] for r in rows]
+    if fmt == Format.rich:
+        table = Table(title=f"{summary.study}: coverage", title_justify="left",
+                      caption="done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet", caption_justify="left")
+        for a in summary.rows:
+            table.add_column(a)
+        for t in titles:
+            table.add_column(t, justify="right")
+        for line in grid[:RICH_MAX_ROWS]:
+            table.add_row(*line)
+        return table
+    if fmt == Format.markdown:
+        lines = ["| " + " | ".join(map(_md_escape, [*summary.rows, *titles])) + " |",
+                 "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(titles)) + "|"]
+        lines += ["| " + " | ".join(map(_md_escape, line)) + " |" for line in grid]
+        return "\n".join(lines) + "\n"
+    lines = [r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}", r"\toprule",
+             " & ".join(map(tex_escape, [*summary.rows, *titles])) + r" \\", r"\midrule"]
+    lines += [" & ".join(tex_escape(c.replace("✓", "ok").replace("⟳", "run ").replace("✗", "fail ").replace("·", "new "))
+                         for c in line) + r" \\" for line in grid]
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def render(summary: Summary, fmt: Format) -> str | Table:
+    return {
+        Format.rich: render_rich,
+        Format.markdown: render_markdown,
+        Format.latex: render_latex,
+        Format.csv: render_csv,
+        Format.json: render_json,
+    }[fmt](summary)
+
+
+def _complete(summary: Summary) -> bool:
+    return bool((summary.coverage["done"] == summary.coverage["total"]).all())
+
+
+# ----------------------------------------------------------------------------- command
+
+DEFAULT_METRIC_CAP = 24
+
+
+def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None,
+          metrics: Sequence[str] | None = None) -> Summary:
+    """Load and summarize; without --metric, the default set (see default_metrics) capped with a note."""
+    loaded = load(store, study, metrics or None, analysis=False)
+    notes = []
+    if not metrics:
+        chosen, dropped = default_metrics(loaded.metrics, DEFAULT_METRIC_CAP)
+        if dropped:
+            notes.append(f"showing {len(chosen)} of {len(chosen) + dropped} metrics; choose with --metric GLOB")
+        loaded.metrics = chosen
+    summary = summarize(loaded, rows, cols)
+    summary.notes = notes + summary.notes
+    return summary
+
+
+def _write(text: str | Table, path: Path | None) -> None:
+    if isinstance(text, Table):
+        if path is None:
+            out.print(text)
+            return
+        with path.open("w") as fh:
+            Console(file=fh, width=max(120, 14 * len(text.columns)), color_system=None).print(text)
+        return
+    if path is None:
+        out.file.write(text)
+    else:
+        path.write_text(text)
+
+
+@user_errors
+def report_command(
+    study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
+    rows: Annotated[list[str] | None, typer.Option("--rows", help="Axes of the table's rows (repeatable; default: the named-variants axis).")] = None,
+    cols: Annotated[list[str] | None, typer.Option("--cols", help="Axes of the column groups (repeatable; default: the other axes).")] = None,
+    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric name glob (repeatable; default: every final metric but analysis.*).")] = None,
+    fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format (default: from --out's extension, else rich).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of the terminal.")] = None,
+    coverage: Annotated[bool, typer.Option("--coverage", help="Only the coverage view: done / running / failed / missing per group.")] = False,
+) -> None:
+    """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged."""
+    if fmt is None:
+        fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
+    with open_store() as store:
+        summary = build(store, study_name(study), rows, cols or None, metric)
+    if coverage:
+        _write(render_coverage(summary, fmt), out_file)
+        return
+    if fmt == Format.rich and out_file is None and not _complete(summary):
+        out.print(render_coverage(summary, fmt))
+    _write(render(summary, fmt), out_file)
+    if out_file is not None:
+        out.print(f"wrote {out_file} ({fmt})", highlight=False)

@@ -1,0 +1,317 @@
+"""`sweeper report`: aggregates against hand-computed numbers, partial studies, shared cells,
+every export format parsed back, the CLI command and the notebook API."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sweeper.api import load as api_load
+from sweeper.console import Options
+from sweeper.errors import UserError
+from sweeper.report import (
+    Format,
+    build,
+    direction,
+    render,
+    render_coverage,
+    report_command,
+)
+from sweeper.spec import load_study
+from sweeper.store import CellState, Store
+
+STUDY = """
+study: {name}
+task: model.experiment:run
+base:
+  model: {{scale: small, specialize: {{}}}}
+axes:
+  model.specialize:
+{variants}
+  model.scale: [small, base]
+seeds: 3
+baseline: {baseline}
+"""
+VARIANTS = {"baseline": "{}", "norms": "{norm1: all}"}
+T_975_DF2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (tables)
+
+
+def write(write_study, name="abl", variants=VARIANTS, baseline="baseline", file="abl.yaml"):
+    body = "\n".join(f"    {k}: {v}" for k, v in variants.items())
+    return load_study(write_study(STUDY.format(name=name, variants=body, baseline=baseline), file))
+
+
+def finish(store: Store, study, values: dict[tuple, dict[str, float]], states: dict[tuple, str] | None = None):
+    """Give cells (variant, scale, seed) a final state and final metrics."""
+    by_labels = {(c.labels["model.specialize"], c.labels["model.scale"], c.seed): c.key for c in study.cells}
+    for labels, metrics in values.items():
+        attempt = store.add_attempt(by_labels[labels], executor="debug", state=CellState.RUNNING)
+        store.update_attempt(attempt, state=CellState.COMPLETED)
+        store.add_metrics(by_labels[labels], "eval", metrics)
+    for labels, state in (states or {}).items():
+        store.add_attempt(by_labels[labels], executor="debug", state=state)
+
+
+MIOU = {("baseline", "small"): [40, 41, 42], ("norms", "small"): [42, 44, 43],
+        ("baseline", "base"): [50, 52, 54], ("norms", "base"): [51, 52, 56]}
+RMSE = {("baseline", "small"): [0.5, 0.5, 0.5], ("norms", "small"): [0.4, 0.45, 0.5],
+        ("baseline", "base"): [0.3, 0.3, 0.3], ("norms", "base"): [0.3, 0.3, 0.3]}
+
+
+@pytest.fixture
+def full(tmp_path, write_study):
+    study = write(write_study)
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store.plan(study)
+    finish(store, study, {
+        (v, s, seed): {"linear_seg.ade20k.miou": MIOU[v, s][seed], "linear_depth.nyu.rmse": RMSE[v, s][seed],
+                       "params.total": 22e6 if v == "baseline" else 22.1e6,
+                       "analysis.procedural.block0.cos_cls_patch_pre_norm1": 0.1}
+        for v, s in MIOU for seed in range(3)
+    })
+    yield store, study
+    store.close()
+
+
+def cell(summary, variant, scale, metric):
+    c = summary.cells
+    (row,) = c[(c["model.specialize"] == variant) & (c["model.scale"] == scale) & (c["metric"] == metric)].to_dict("records")
+    return row
+
+
+def test_direction_rule():
+    assert direction("linear_seg.ade20k.miou") == 1 and direction("knn.imagenet.top1") == 1
+    assert direction("linear_depth.nyu.rmse") == -1 and direction("linear_depth.nyu.absrel") == -1
+    assert direction("train.loss") == -1 and direction("val.top1_err") == -1
+    assert direction("params.extra_pct") == 0 and direction("flops.fwd") == 0
+    assert direction("analysis.procedural.block3.cos_cls_patch_pre_norm1") == 0
+
+
+def test_means_stds_and_paired_deltas_match_hand_computation(full):
+    store, _ = full
+    summary = build(store, "abl")
+    assert summary.rows == ["model.specialize"] and summary.cols == ["model.scale"]
+    # Default metrics: scores first, then params; per-block analysis metrics left out.
+    assert summary.metrics == ["linear_depth.nyu.rmse", "linear_seg.ade20k.miou", "params.total"]
+    base = cell(summary, "baseline", "small", "linear_seg.ade20k.miou")
+    assert (base["mean"], base["std"], base["n"], base["expected"]) == (41, 1, 3, 3)
+    assert math.isnan(base["delta"]) and base["flags"] == ""
+    norms = cell(summary, "norms", "small", "linear_seg.ade20k.miou")
+    assert norms["mean"] == pytest.approx(43) and norms["std"] == pytest.approx(1)
+    # Paired differences 2, 3, 1: mean 2, sd 1, n 3.
+    half = T_975_DF2 * 1 / math.sqrt(3)
+    assert norms["delta"] == pytest.approx(2) and norms["delta_n"] == 3
+    assert (norms["ci_low"], norms["ci_high"]) == (pytest.approx(2 - half), pytest.approx(2 + half))
+    # ViT-B: differences 1, 0, 2 -> mean 1, sd 1; mean 53 ± 2.6458 (sample std of 51, 52, 56).
+    norms_b = cell(summary, "norms", "base", "linear_seg.ade20k.miou")
+    assert norms_b["mean"] == pytest.approx(53) and norms_b["std"] == pytest.approx(math.sqrt(7))
+    assert norms_b["delta"] == pytest.approx(1) and norms_b["ci_low"] == pytest.approx(1 - half)
+    # Best per column: highest mIoU, lowest RMSE; params are neither better nor worse.
+    assert norms["best"] and not base["best"]
+    assert cell(summary, "norms", "small", "linear_depth.nyu.rmse")["best"]
+    assert cell(summary, "norms", "small", "linear_depth.nyu.rmse")["delta"] == pytest.approx(-0.05)
+    assert not cell(summary, "norms", "small", "params.total")["best"]
+    # A tie is best for both.
+    assert cell(summary, "norms", "base", "linear_depth.nyu.rmse")["best"]
+    assert cell(summary, "baseline", "base", "linear_depth.nyu.rmse")["best"]
+
+
+def test_rows_cols_and_metric_globs(full):
+    store, _ = full
+    summary = build(store, "abl", rows=["model.scale"], cols=["model.specialize"], metrics=["*.miou", "params.*"])
+    assert summary.metrics == ["linear_seg.ade20k.miou", "params.total"]
+    assert cell(summary, "norms", "small", "linear_seg.ade20k.miou")["delta"] == pytest.approx(2)
+    # Rows only: the other axis is pooled with the seeds (6 values per group).
+    pooled = build(store, "abl", rows=["model.specialize"], cols=[], metrics=["linear_seg.ade20k.miou"])
+    assert pooled.pooled == ["model.scale"]
+    assert pooled.cells.set_index("model.specialize")["mean"].to_dict() == pytest.approx({"baseline": 46.5, "norms": 48})
+    # Character classes and '?' are honoured exactly, though SQL only pre-filters with LIKE.
+    assert build(store, "abl", metrics=["linear_[sd]e?.*.miou"]).metrics == ["linear_seg.ade20k.miou"]
+
+
+def test_user_errors_name_the_problem_with_a_did_you_mean(full):
+    store, _ = full
+    with pytest.raises(UserError, match=r"--rows model\.scal: not an axis.*did you mean 'model\.scale'"):
+        build(store, "abl", rows=["model.scal"])
+    with pytest.raises(UserError, match=r"--metric linear_seg\.ade20k\.mio: matches no final metric.*did you mean 'linear_seg\.ade20k\.miou'"):
+        build(store, "abl", metrics=["linear_seg.ade20k.mio"])
+    with pytest.raises(UserError, match="aggregates over seeds"):
+        build(store, "abl", rows=["seed"])
+    with pytest.raises(UserError, match="share model.scale"):
+        build(store, "abl", rows=["model.scale"], cols=["model.scale"])
+    with pytest.raises(UserError, match="no study named 'abk'.*did you mean 'abl'"):
+        build(store, "abk")
+
+
+def test_partial_study_flags_missing_running_and_failed_seeds(tmp_path, write_study):
+    study = write(write_study)
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        store.plan(study)
+        done = {("baseline", "small", s): {"m.top1": 70 + s} for s in range(3)}
+        done |= {("norms", "small", 0): {"m.top1": 75}, ("norms", "small", 1): {"m.top1": 73}}
+        done |= {("baseline", "base", 0): {"m.top1": 80}}
+        finish(store, study, done, states={("norms", "small", 2): CellState.RUNNING,
+                                          ("baseline", "base", 1): CellState.FAILED})
+        summary = build(store, "abl")
+        norms = cell(summary, "norms", "small", "m.top1")
+        assert (norms["n"], norms["expected"], norms["flags"]) == (2, 3, "*")
+        assert norms["delta"] == pytest.approx(((75 - 70) + (73 - 71)) / 2) and norms["delta_n"] == 2
+        base = cell(summary, "baseline", "base", "m.top1")
+        assert (base["n"], base["flags"]) == (1, "†‡")  # one failed, one never run
+        assert math.isnan(base["std"])
+        missing = cell(summary, "norms", "base", "m.top1")
+        assert missing["n"] == 0 and math.isnan(missing["mean"]) and missing["flags"] == "‡"
+        cov = summary.coverage.set_index(["model.specialize", "model.scale"])
+        assert cov.loc[("norms", "small")].to_dict() == {"done": 2, "running": 1, "failed": 0, "new": 0, "total": 3}
+        assert cov.loc[("baseline", "base")].to_dict() == {"done": 1, "running": 0, "failed": 1, "new": 1, "total": 3}
+        text = render_coverage(summary, Format.markdown)
+        assert "| baseline | 3/3 ✓ | 1/3 ✗1 ·1 |" in text and "| norms | 2/3 ⟳1 | 0/3 ·3 |" in text
+        md = render(summary, Format.markdown)
+        assert "n=2/3\\*" in md and "n=1/3" in md
+        assert "some seeds are still running" in md and "not been run yet" in md
+
+
+def test_one_delta_pair_has_no_interval(tmp_path, write_study):
+    study = write(write_study)
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        store.plan(study)
+        finish(store, study, {("baseline", "small", 0): {"a.top1": 1.0}, ("norms", "small", 0): {"a.top1": 1.5}})
+        norms = cell(build(store, "abl"), "norms", "small", "a.top1")
+        assert norms["delta"] == 0.5 and norms["delta_n"] == 1 and math.isnan(norms["ci_low"])
+
+
+def test_two_studies_sharing_cells_report_each_with_its_own_labels(tmp_path, write_study):
+    a = write(write_study)
+    # Study b names the same two configs differently and has its own baseline.
+    b = write(write_study, name="b", variants={"plain": "{}", "n1": "{norm1: all}"}, baseline="n1", file="b.yaml")
+    assert {c.key for c in a.cells} == {c.key for c in b.cells}
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        store.plan(a)
+        store.plan(b)
+        finish(store, a, {(v, s, seed): {"x.top1": MIOU[v, s][seed]} for v, s in MIOU for seed in range(3)})
+        sa, sb = build(store, "abl"), build(store, "b")
+        assert cell(sb, "plain", "small", "x.top1")["mean"] == cell(sa, "baseline", "small", "x.top1")["mean"] == 41
+        # b's baseline is the norms config: deltas have the opposite sign.
+        assert cell(sb, "plain", "small", "x.top1")["delta"] == pytest.approx(-2)
+        assert set(sb.cells["model.specialize"]) == {"plain", "n1"}
+        frame = api_load("b", db=store.url)
+        assert len(frame) == 12 and set(frame["model.specialize"]) == {"plain", "n1"}
+
+
+def test_orphaned_cells_and_superseded_values_are_not_reported(tmp_path, write_study):
+    study = write(write_study)
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        store.plan(study)
+        finish(store, study, {(v, s, seed): {"x.top1": 1.0} for v, s in MIOU for seed in range(3)})
+        key = next(c.key for c in study.cells if c.labels["model.specialize"] == "baseline" and c.seed == 0
+                   and c.labels["model.scale"] == "small")
+        store.add_metrics(key, "eval", {"x.top1": 4.0})  # re-ingested: the last recorded wins
+        store.plan(write(write_study, variants={"baseline": "{}"}))  # norms leaves the file
+        summary = build(store, "abl")
+        assert set(summary.cells["model.specialize"]) == {"baseline"}
+        assert cell(summary, "baseline", "small", "x.top1")["mean"] == pytest.approx(2.0)
+
+
+# ----------------------------------------------------------------------------- formats parse back
+
+
+def test_markdown_is_a_pipe_table_with_one_cell_per_column(full):
+    store, _ = full
+    text = render(build(store, "abl"), Format.markdown)
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table]
+    assert len({len(r) for r in rows}) == 1 and len(rows[0]) == 1 + 2 * 3
+    assert rows[0][:3] == ["model.specialize", "small · linear_depth.nyu.rmse", "small · linear_seg.ade20k.miou"]
+    assert set(rows[1][1:]) == {"---:"}
+    by_variant = {r[0]: r for r in rows[2:]}
+    assert by_variant["baseline"][2] == "41.0 ± 1.0"
+    assert by_variant["norms"][2].startswith("**43.0 ± 1.0** (+2.0 [-0.5, +4.5])")
+    assert by_variant["norms"][3] == "22.1M (+100000.0)" or by_variant["norms"][3] == "22.1M"
+
+
+def test_latex_is_a_booktabs_tabular_with_matching_columns(full):
+    store, _ = full
+    text = render(build(store, "abl"), Format.latex)
+    spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", text).group(1)
+    body = text[text.index(r"\midrule") + len(r"\midrule"): text.index(r"\bottomrule")]
+    rows = [r for r in body.split(r"\\") if r.strip()]
+    assert len(rows) == 2
+    for row in rows:
+        assert len(re.split(r"(?<!\\)&", row)) == len(spec) == 1 + 6
+    header = text.splitlines()[2]
+    assert header.count(r"\multicolumn{3}{c}") == 2
+    assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == 1
+    assert r"model.specialize & linear\_depth.nyu.rmse" in text  # underscores escaped
+    assert r"$\mathbf{43.0} \pm 1.0$ {\scriptsize $+2.0$}" in text
+    assert text.count("{") == text.count("}")
+
+
+def test_csv_and_json_round_trip(full):
+    store, _ = full
+    summary = build(store, "abl")
+    records = list(csv.DictReader(io.StringIO(render(summary, Format.csv))))
+    assert len(records) == 2 * 2 * 3
+    row = next(r for r in records if (r["model.specialize"], r["model.scale"], r["metric"]) == ("norms", "small", "linear_seg.ade20k.miou"))
+    assert float(row["mean"]) == 43 and float(row["std"]) == 1 and int(row["n"]) == 3 and float(row["delta"]) == 2
+    assert float(row["ci_low"]) == pytest.approx(2 - T_975_DF2 / math.sqrt(3))
+    doc = json.loads(render(summary, Format.json))
+    assert doc["baseline"] == {"model.specialize": "baseline"} and doc["rows"] == ["model.specialize"]
+    cells = {(c["model.specialize"], c["model.scale"], c["metric"]): c for c in doc["cells"]}
+    assert cells["norms", "base", "linear_seg.ade20k.miou"]["delta"] == pytest.approx(1)
+    assert cells["baseline", "base", "linear_seg.ade20k.miou"]["delta"] is None  # NaN -> null, valid JSON
+    assert doc["coverage"][0] == {"model.specialize": "baseline", "model.scale": "small",
+                                  "done": 3, "running": 0, "failed": 0, "new": 0, "total": 3}
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+@pytest.fixture
+def cli(full, monkeypatch, tmp_path):
+    store, _ = full
+    app = typer.Typer()
+    app.command("report")(report_command)
+    app.command("other")(lambda: None)  # two commands, so `report` is a subcommand as in sweeper's app
+    monkeypatch.setattr(Options, "db", store.url)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["report", *args], catch_exceptions=False)
+
+
+def test_cli_writes_the_format_its_out_file_names(cli, tmp_path):
+    result = cli("abl", "--out", "t.tex")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "t.tex").read_text().startswith(r"\begin{tabular}")
+    assert cli("abl", "-m", "*.miou", "--format", "json", "--out", "t.txt").exit_code == 0
+    assert json.loads((tmp_path / "t.txt").read_text())["metrics"] == ["linear_seg.ade20k.miou"]
+
+
+def test_cli_rich_and_coverage(cli):
+    result = cli("abl", "--metric", "*.miou")
+    assert result.exit_code == 0
+    assert "43.0 ± 1.0" in result.output and "+2.0 [-0.5, +4.5]" in result.output
+    coverage = cli("abl", "--coverage")
+    assert "3/3 ✓" in coverage.output and "43.0" not in coverage.output
+
+
+def test_cli_user_error_exits_2_without_traceback(cli):
+    result = cli("abl", "--rows", "scale")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_api_load_returns_cells_by_metrics(full):
+    store, study = full
+    frame = api_load("abl", db=store.url)
+    assert list(frame.columns[:6]) == ["key", "model.specialize", "model.scale", "seed", "state", "category"]
+    assert list(frame["key"]) == [c.key for c in study.cells]
+    assert "analysis.procedural.block0.cos_cls_patch_pre_norm1" in frame.columns  # every final metric
+    norms_small = frame[(frame["model.specialize"] == "norms") & (frame["model.scale"] == "small")]
+    assert list(norms_small["linear_seg.ade20k.miou"]) == [42, 44, 43]
+    assert list(api_load("abl", db=store.url, metrics="*.rmse").columns[6:]) == ["linear_depth.nyu.rmse"]
