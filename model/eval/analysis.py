@@ -145,7 +145,7 @@ def analysis(model: nn.Module, config: AnalysisConfig, cache: FeatureCache | Non
     try:
         with any_size(model):
             for batch in progress_iter(config.loader(subset), "analysis", progress):
-                model.forward_features(batch["image"])
+                model.forward_features(batch["image"].to(next(model.parameters()).device))
     finally:
         recorder.remove()
     out = {}

@@ -148,9 +148,10 @@ def grid(model: nn.Module, height: int, width: int) -> tuple[int, int]:
 
 @torch.no_grad()
 def tokens(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CLS [B, D], patch tokens [B, D, h, w]) of the last layer after the final norm."""
+    """(CLS [B, D], patch tokens [B, D, h, w]) of the last layer after the final norm, on the CPU
+    whatever the backbone's device (heads are small; features of a split may not fit a GPU)."""
     with any_size(model):
-        out = model.forward_features(images)
+        out = model.forward_features(images.to(next(model.parameters()).device)).float().cpu()
     h, w = grid(model, *images.shape[-2:])
     patches = out[:, model.num_prefix_tokens:]
     return out[:, 0], patches.transpose(1, 2).reshape(out.shape[0], -1, h, w)

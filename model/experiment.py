@@ -1,0 +1,260 @@
+"""The trial task ``model.experiment:run``: a cell's config -> pretraining -> evaluations -> metrics.
+
+Stages are cached separately (design.md §3):
+
+- pretraining is keyed by :func:`training_key` (model, framework, data, train, seed; not eval) and
+  lives in ``<cache>/pretrain/<training key>/`` where ``<cache>`` is ``ctx.cache_dir`` (shared by the
+  cells of a study) or, without one, the cell's run directory. Cells that differ only in their
+  evaluations re-use one backbone; cells sharing a training key that start together serialise on
+  an ``fcntl.flock`` of ``.lock`` in that directory, so one trains and the others then load it;
+- each evaluation is keyed by :func:`eval_key` (training key, eval name, its resolved config) and
+  its metrics are a small JSON ``<cache>/eval/<eval key>.json``, so re-running an unchanged
+  evaluation is free and adding one to a study runs only that one.
+
+Metrics are flat: ``<eval>.<dataset>.<metric>`` (e.g. ``knn.procedural.top1``,
+``analysis.procedural.block3.attn_cls_entropy``), plus ``params.total``, ``params.extra``,
+``params.extra_pct``, ``flops.fwd``, ``flops.fwd_bwd`` and the pretraining's ``pretrain.*``.
+
+Standalone: ``python -m model.experiment config.yaml [--run-dir DIR] [--cache-dir DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+import yaml
+from torch import nn
+
+from model.data import DatasetError, check_root
+from model.eval import EVALS, EvalConfig, EvalError, parse_eval, run_eval
+from model.vit import SCALES, Spec, SpecError, flops, param_report
+
+TRAINING_KEYS: tuple[str, ...] = ("model", "framework", "data", "train", "seed")
+# Bump when an evaluation's protocol changes in a way its config does not show: old results
+# then miss the cache instead of being mixed with new ones.
+EVAL_PROTOCOL_VERSION = 1
+
+
+class Context(Protocol):
+    """What the orchestrator passes (sweeper.worker.TaskContext satisfies it; duck-typed)."""
+
+    run_dir: Path
+    cache_dir: Path | None
+
+    def report(self, step: int, metrics: dict[str, float]) -> None: ...
+
+    def checkpoint_if_requested(self, save: Callable[[], None]) -> None: ...
+
+
+class LocalContext:
+    """The context of a standalone run: metrics appended to ``run_dir/metrics.jsonl``, no
+    checkpoint requests (there is no scheduler to ask for one)."""
+
+    def __init__(self, run_dir: Path, cache_dir: Path | None = None, echo: bool = False) -> None:
+        self.run_dir, self.cache_dir, self.echo = Path(run_dir), cache_dir and Path(cache_dir), echo
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        line = json.dumps({"step": int(step), "time": time.time(), "metrics": metrics})
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(line + "\n")
+        if self.echo:
+            print(f"step {step}: {len(metrics)} metrics", file=sys.stderr)
+
+    def checkpoint_if_requested(self, save: Callable[[], None]) -> None:
+        return None
+
+
+def _hash(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def training_key(config: Mapping[str, Any]) -> str:
+    """Hash of the config parts that change the pretrained backbone (never ``eval``)."""
+    return _hash({k: config.get(k) for k in TRAINING_KEYS})
+
+
+def eval_key(train_key: str, config: EvalConfig) -> str:
+    """Hash of (training key, evaluation name, its resolved config with defaults filled in)."""
+    return _hash({"training_key": train_key, "eval": config.name, "config": config.to_dict(),
+                  "protocol": EVAL_PROTOCOL_VERSION})
+
+
+def parse_evals(config: Mapping[str, Any]) -> dict[str, EvalConfig]:
+    """Every ``eval.<name>`` of the config, validated; EvalError names the first bad key."""
+    evals = config.get("eval") or {}
+    if not isinstance(evals, Mapping):
+        raise EvalError(f"eval: got {type(evals).__name__}; expected a mapping name -> eval config")
+    return {name: parse_eval(name, raw, config.get("data")) for name, raw in evals.items()}
+
+
+def check(config: Mapping[str, Any]) -> list[str]:
+    """Cheap problems the orchestrator can show before submitting: unknown model scale or spec,
+    framework, evaluation names or keys, and dataset roots that cannot serve the needed splits."""
+    problems: list[str] = []
+    for key in ("model", "data", "train"):
+        if not isinstance(config.get(key), Mapping):
+            problems.append(f"{key}: missing or not a mapping")
+    model_cfg, data_cfg = config.get("model") or {}, config.get("data") or {}
+    if isinstance(model_cfg, Mapping):
+        if model_cfg.get("scale", "tiny") not in SCALES:
+            problems.append(f"model.scale: unknown scale {model_cfg.get('scale')!r}; expected one of {', '.join(SCALES)}")
+        try:
+            Spec.parse(model_cfg.get("specialize"))
+        except SpecError as err:
+            problems.append(f"model.{err}")
+    framework = (config.get("framework") or {}).get("name")
+    known = _known_frameworks()
+    if known is not None and framework not in known:
+        problems.append(f"framework.name: unknown framework {framework!r}; expected one of {', '.join(sorted(known))}")
+    if isinstance(data_cfg, Mapping):
+        try:
+            check_root(str(data_cfg.get("name")), data_cfg.get("root"), splits=("train",))
+        except (DatasetError, ValueError) as err:
+            problems.append(f"data: {err}")
+    try:
+        evals = parse_evals(config)
+    except EvalError as err:
+        return [*problems, str(err)]
+    for name, cfg in evals.items():
+        try:
+            check_root(cfg.dataset, cfg.dataset_kwargs.get("root"), splits=(cfg.train_split, cfg.val_split))
+        except (DatasetError, ValueError) as err:
+            problems.append(f"eval.{name}: {err}")
+    return problems
+
+
+def _known_frameworks() -> set[str] | None:
+    """Framework names model.train exposes (``FRAMEWORKS``), or None when it does not say."""
+    try:
+        from model import train
+    except ImportError:
+        return None
+    names = getattr(train, "FRAMEWORKS", None)
+    return set(names) if names is not None else None
+
+
+@contextmanager
+def _exclusive(directory: Path, enabled: bool) -> Iterator[None]:
+    """Hold an exclusive flock on ``directory/.lock`` (blocking) while the body runs."""
+    directory.mkdir(parents=True, exist_ok=True)
+    if not enabled:
+        yield
+        return
+    with (directory / ".lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write-to-temp + rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(value, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _model_metrics(model: nn.Module, img_size: int) -> dict[str, float]:
+    report = param_report(model)
+    # FLOPs on a meta copy: instant, and the frozen (requires_grad=False) backbone stays untouched.
+    meta = copy.deepcopy(model).to("meta").requires_grad_(True)
+    counted = flops(meta, img_size)
+    return {"params.total": float(report.total), "params.extra": float(report.extra),
+            "params.extra_pct": float(report.extra_pct), "flops.fwd": float(counted.forward),
+            "flops.fwd_bwd": float(counted.forward_backward)}
+
+
+def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, float]:
+    """Pretrain (or load the pretrained backbone of the same training key), run every configured
+    evaluation (or read its cached result) and return the flat metrics."""
+    from model.train import pretrain  # imported here so that check() never needs the trainer
+
+    ctx = ctx if ctx is not None else LocalContext(Path.cwd())
+    evals = parse_evals(config)  # fail on a bad eval config before hours of training
+    progress = sys.stderr.isatty()
+    rank = getattr(ctx, "rank", 0)
+    train_key = training_key(config)
+    root = Path(ctx.cache_dir) if getattr(ctx, "cache_dir", None) else Path(ctx.run_dir)
+
+    # Only rank 0 of a multi-process job takes the lock: the other ranks must not queue behind it,
+    # they meet rank 0 in pretrain's collectives.
+    pretrain_dir = root / "pretrain" / train_key
+    with _exclusive(pretrain_dir, enabled=rank == 0):
+        model, pretrain_metrics = pretrain(dict(config), pretrain_dir, ctx=ctx, progress=progress)
+    step = int(pretrain_metrics.get("pretrain.steps", 0))
+    metrics = {k: float(v) for k, v in pretrain_metrics.items()}
+    metrics.update(_model_metrics(model, int(config["model"].get("img_size", 224))))
+    ctx.report(step, metrics)
+
+    features: dict = {}  # shared by evaluations on the same dataset/split/size within this run
+    for name, eval_cfg in evals.items():
+        ctx.checkpoint_if_requested(lambda: None)  # finished evaluations are already cached
+        path = root / "eval" / f"{eval_key(train_key, eval_cfg)}.json"
+        if path.exists():
+            result = json.loads(path.read_text())["metrics"]
+        else:
+            started = time.perf_counter()
+            result = run_eval(model, eval_cfg, cache=features, progress=progress)
+            if rank == 0:
+                _write_json(path, {"eval": name, "training_key": train_key, "config": eval_cfg.to_dict(),
+                                   "seconds": time.perf_counter() - started, "metrics": result})
+        metrics.update({f"{name}.{eval_cfg.dataset}.{metric}": float(v) for metric, v in result.items()})
+        ctx.report(step, metrics)
+    return metrics
+
+
+def _print_table(metrics: Mapping[str, float]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in metrics.items():
+        table.add_row(key, f"{value:,.0f}" if abs(value) >= 1e5 else f"{value:.4g}")
+    Console().print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m model.experiment", description=(
+        "Run one trial without the orchestrator: pretrain (or load), evaluate, print the metrics."))
+    parser.add_argument("config", type=Path, help="a resolved cell config (YAML)")
+    parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<training key>")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="shared stage cache (pretrained backbones, eval results); default: the run dir")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    args = parser.parse_args(argv)
+    try:
+        config = yaml.safe_load(args.config.read_text())
+        if not isinstance(config, dict):
+            raise EvalError(f"{args.config}: expected a mapping (model, framework, data, train, eval, seed)")
+        problems = check(config)
+        if problems:
+            raise EvalError("; ".join(f"{args.config}: {p}" for p in problems))
+        run_dir = args.run_dir or Path("runs") / training_key(config)
+        metrics = run(config, LocalContext(run_dir, args.cache_dir, echo=not args.json))
+    except (OSError, yaml.YAMLError, EvalError, SpecError, DatasetError) as err:
+        parser.exit(2, f"error: {err}\n")
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        _print_table(metrics)
+
+
+if __name__ == "__main__":
+    main()
