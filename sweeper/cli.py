@@ -1,16 +1,20 @@
-"""The `sweeper` command line: plan, studies, show."""
+"""The `sweeper` command line: plan, studies, show, launch, status, resume, cancel, logs."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Group
 from rich.table import Table
 
 from sweeper.console import CATEGORIES, STYLE, Options, open_store, out, print_json, study_name, user_errors, err
-from sweeper.spec import Study, load_study
+from sweeper.errors import UserError
+from sweeper.spec import Study, load_study, parse_study
 from sweeper.store import Plan, category
 
 app = typer.Typer(
@@ -150,3 +154,203 @@ def show(
         label = c.state.lower() + (" (orphaned)" if c.orphaned else "")
         table.add_row(c.key, *(str(c.labels.get(a, "")) for a in axes), f"[{STYLE[cat]}]{label}[/]")
     out.print(table)
+
+
+# ----------------------------------------------------------------------------- launch / status / resume / cancel / logs
+
+OnlyOption = Annotated[list[str] | None, typer.Option("--only", help="Only cells with axis=value (repeatable).")]
+MaxCellsOption = Annotated[int | None, typer.Option("--max-cells", min=1, help="Submit at most this many cells.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+FINAL_BAD = {"FAILED", "INTERRUPTED", "CANCELLED"}
+
+
+@app.command()
+@user_errors
+def launch(
+    study_file: Annotated[Path, typer.Argument(help="The study YAML file.", show_default=False)],
+    only: OnlyOption = None,
+    max_cells: MaxCellsOption = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be submitted; submit nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the cells until they finish.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Submit every cell of a study that is neither done nor running (idempotent)."""
+    from sweeper.launch import launch as do_launch
+
+    study = load_study(study_file)
+    for w in study.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    with open_store() as store:
+        submission, chosen = do_launch(store, study, only=only, max_cells=max_cells, dry_run=dry_run)
+        if as_json:
+            print_json({"study": study.name, "dry_run": dry_run, "token": submission.token,
+                        "submitted": submission.keys, "would_submit": [c.key for c in chosen] if dry_run else None,
+                        "jobs": submission.jobs})
+        elif dry_run:
+            out.print(f"[bold]{study.name}[/]: would submit {len(chosen)} cells with the {study.executor.kind} executor")
+        else:
+            out.print(f"[bold]{study.name}[/]: submitted {len(submission.keys)} cells "
+                      f"({submission.jobs} jobs, {study.executor.kind})" + (f", token {submission.token}" if submission.token else ""))
+        if wait and not dry_run:
+            raise typer.Exit(_follow(store, study, quiet=as_json))
+
+
+@app.command()
+@user_errors
+def status(
+    study: Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Ingest run directories and scheduler states; show progress, heartbeats and failure causes."""
+    from sweeper.ingest import ingest
+
+    spec = _study_spec(study)
+    with open_store() as store:
+        statuses = ingest(store, spec)
+    if as_json:
+        print_json([s.__dict__ for s in statuses])
+        return
+    out.print(_status_view(spec, statuses, detail=True))
+
+
+@app.command()
+@user_errors
+def resume(
+    study: Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)],
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also retry cells whose task raised or hit NaN.")] = False,
+    only: OnlyOption = None,
+    max_cells: MaxCellsOption = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the cells until they finish.")] = False,
+) -> None:
+    """Resubmit interrupted, failed and lost cells by the policy of their cause."""
+    from sweeper.launch import resume as do_resume
+
+    spec = _study_spec(study)
+    with open_store() as store:
+        submission = do_resume(store, spec, retry_failed=retry_failed, only=only, max_cells=max_cells)
+        out.print(f"[bold]{spec.name}[/]: resubmitted {len(submission.keys)} cells")
+        for key, why in submission.skipped.items():
+            out.print(f"  [dim]{key}[/] not resubmitted: {why}", highlight=False)
+        if wait:
+            raise typer.Exit(_follow(store, spec))
+
+
+@app.command()
+@user_errors
+def cancel(
+    study: Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)],
+    only: OnlyOption = None,
+) -> None:
+    """Cancel a study's submitted and running cells (`resume` submits them again)."""
+    from sweeper.launch import cancel as do_cancel
+
+    spec = _study_spec(study)
+    with open_store() as store:
+        keys = do_cancel(store, spec, only=only)
+    out.print(f"[bold]{spec.name}[/]: cancelled {len(keys)} cells")
+
+
+@app.command()
+@user_errors
+def logs(
+    cell: Annotated[str, typer.Argument(help="A cell key (or a unique prefix of one).", show_default=False)],
+    stream: Annotated[str, typer.Option("--stream", help="out, err or both.")] = "both",
+    tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines of each.")] = None,
+) -> None:
+    """Print stdout and stderr of a cell's last attempt."""
+    with open_store() as store:
+        key = store.resolve_key(cell)
+        attempts = store.attempts(key)
+    if not attempts or not attempts[-1].run_dir:
+        raise UserError(f"cell {key} has not been submitted yet")
+    last = attempts[-1]
+    shown = False
+    for suffix in ("out", "err"):
+        if stream not in (suffix, "both"):
+            continue
+        path = Path(last.run_dir) / "logs" / f"attempt-{last.number}.{suffix}"
+        if path.exists():
+            lines = path.read_text(errors="replace").splitlines()
+            out.rule(f"{key} attempt {last.number} std{suffix} ({path})")
+            out.print("\n".join(lines[-tail:] if tail else lines), markup=False, highlight=False)
+            shown = True
+    if not shown:
+        out.print(f"no logs yet for {key} (attempt {last.number}, {last.state.lower()})")
+
+
+def _study_spec(study: str) -> Study:
+    """The study as its file says (a name is looked up in the store's record of the file)."""
+    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
+        return load_study(study)
+    with open_store() as store:
+        row = store.study_row(study)
+    return parse_study(row.spec_text, row.file)
+
+
+def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
+    counts = Counter(s.state for s in statuses)
+    order = ["PLANNED", "SUBMITTING", "PENDING", "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CANCELLED", "PRUNED"]
+    colour = {"COMPLETED": "green", "RUNNING": "yellow", "PENDING": "yellow", "FAILED": "red", "INTERRUPTED": "red"}
+    parts: list = [f"[bold]{study.name}[/]: {len(statuses)} cells — " + ", ".join(
+        f"[{colour.get(st, 'white')}]{counts[st]} {st.lower()}[/]" for st in order if counts[st])]
+    if not detail:
+        return Group(*parts)
+    by_axis = Table(title="by axis value", title_justify="left")
+    for col in ("axis", "value", "done", "running", "failed", "new"):
+        by_axis.add_column(col, justify="right" if col not in ("axis", "value") else "left")
+    for axis in study.axis_names:
+        values: dict[str, Counter] = {}
+        for s in statuses:
+            values.setdefault(str(s.labels[axis]), Counter())[category(s.state)] += 1
+        for i, (label, c) in enumerate(values.items()):
+            by_axis.add_row(axis if i == 0 else "", label, *(str(c.get(k, 0) or "·") for k in ("done", "running", "failed", "new")))
+        by_axis.add_section()
+    parts.append(by_axis)
+    running = [s for s in statuses if s.state == "RUNNING"]
+    if running:
+        t = Table(title="running", title_justify="left")
+        for col in ("key", "cell", "attempt", "step", "last values", "heartbeat"):
+            t.add_column(col)
+        for s in running:
+            p = s.progress or {}
+            values = ", ".join(f"{k}={v:.4g}" for k, v in list(p.get("metrics", {}).items())[:3])
+            age = f"{s.heartbeat_age:.0f}s ago" if s.heartbeat_age is not None else "—"
+            t.add_row(s.key, _labels(s.labels), str(s.attempt), str(p.get("step", "—")), values, age)
+        parts.append(t)
+    bad = [s for s in statuses if s.state in FINAL_BAD]
+    if bad:
+        t = Table(title="failed and interrupted (see `sweeper logs KEY`; `sweeper resume` retries by cause)", title_justify="left")
+        for col in ("key", "cell", "attempt", "state", "cause", "detail"):
+            t.add_column(col)
+        for s in bad:
+            t.add_row(s.key, _labels(s.labels), str(s.attempt), f"[red]{s.state.lower()}[/]", s.cause or "", (s.detail or "")[:80])
+        parts.append(t)
+    return Group(*parts)
+
+
+def _labels(labels: dict) -> str:
+    return " ".join(f"{v}" for v in labels.values())
+
+
+def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) -> int:
+    """Ingest until no cell is active; exit code 1 if any cell ended unsuccessfully."""
+    from rich.live import Live
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from sweeper.ingest import ingest
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    bar = progress.add_task(study.name, total=len(study.cells))
+    with Live(console=err, refresh_per_second=2, transient=False, redirect_stdout=False) as live:
+        while True:
+            statuses = ingest(store, study)
+            done = sum(s.state in ("COMPLETED", "PRUNED") or s.state in FINAL_BAD for s in statuses)
+            progress.update(bar, completed=done)
+            if not quiet:
+                live.update(Group(progress, _status_view(study, statuses, detail=False)))
+            if not any(s.state in ("SUBMITTING", "PENDING", "RUNNING") for s in statuses):
+                break
+            time.sleep(interval)
+    if not quiet:
+        out.print(_status_view(study, statuses, detail=True))
+    return 1 if any(s.state in FINAL_BAD for s in statuses) else 0

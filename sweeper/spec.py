@@ -207,6 +207,13 @@ class SlurmExecutor(_Strict):
     signal_delay_s: int = Field(default=120, ge=0)
 
 
+class Retry(_Strict):
+    """`sweeper resume` policy: attempts per cell, and memory growth after an out-of-memory kill."""
+
+    max_attempts: PositiveInt = 3
+    oom_memory_factor: float | None = Field(default=None, gt=1)
+
+
 Executor = Annotated[DebugExecutor | LocalExecutor | SlurmExecutor, Field(discriminator="kind")]
 
 
@@ -222,6 +229,7 @@ class StudyFile(_Strict):
     baseline: Any = None  # a variant name or {axis: label}; checked against the axes
     resources: Resources = Resources()
     executor: Executor = LocalExecutor(kind="local")
+    retry: Retry = Retry()
     workdir: str = "runs"
 
 
@@ -286,6 +294,7 @@ class Study:
     cells: list[Cell]
     baseline: dict | None
     executor: DebugExecutor | LocalExecutor | SlurmExecutor
+    retry: Retry
     workdir: str
     warnings: list[str] = field(default_factory=list)
 
@@ -361,6 +370,7 @@ class _Expander:
             cells=cells,
             baseline=baseline,
             executor=spec.executor,
+            retry=spec.retry,
             workdir=spec.workdir,
             warnings=self.warnings,
         )

@@ -123,8 +123,9 @@ class Attempt(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"), index=True)
     number: Mapped[int] = mapped_column(Integer)
+    token: Mapped[str] = mapped_column(String(32), index=True)  # the submission that made it
     executor: Mapped[str] = mapped_column(String(16))
-    job_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    job_id: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
@@ -343,6 +344,14 @@ class Store:
             )
         return row
 
+    def resolve_key(self, prefix: str) -> str:
+        """A full cell key from a unique prefix of it."""
+        with self.session() as s:
+            keys = list(s.scalars(select(CellRow.key).where(CellRow.key.startswith(prefix, autoescape=True)).limit(2)))
+        if len(keys) != 1:
+            raise UserError(f"cell '{prefix}': {'no cell has' if not keys else 'several cells have'} this key (prefix)")
+        return keys[0]
+
     def cells(self, study: str, *, include_orphaned: bool = True) -> list[CellView]:
         row = self.study_row(study)
         with self.session() as s:
@@ -358,11 +367,76 @@ class Store:
 
     # ------------------------------------------------------------------ attempts and metrics
 
-    def add_attempt(self, cell_key: str, *, executor: str, state: str = CellState.SUBMITTING, **fields) -> int:
-        """Record a new attempt (its number follows the cell's last) and move the cell to its state."""
+    def claim(self, cells: list[dict], *, from_states: Iterable[str], token: str, executor: str) -> list[str]:
+        """Atomically move cells from `from_states` to SUBMITTING and record an attempt for each.
+
+        `cells` are {"key", "run_dir"} dicts. Returns the keys this call won: a concurrent
+        launch of the same cells gets none of them, so nothing is submitted twice.
+        """
+        allowed = list(from_states)
+        won: list[str] = []
+        now = _now()
+        with self.session() as s, s.begin():
+            for chunk in _chunks([c["key"] for c in cells]):
+                won.extend(
+                    s.scalars(
+                        update(CellRow)
+                        .where(CellRow.key.in_(chunk), CellRow.state.in_(allowed))
+                        .values(state=CellState.SUBMITTING)
+                        .returning(CellRow.key)
+                    )
+                )
+            if not won:
+                return []
+            numbers = self._max_numbers(s, won)
+            run_dirs = {c["key"]: c["run_dir"] for c in cells}
+            s.execute(
+                insert(Attempt),
+                [
+                    {"cell_key": k, "number": numbers.get(k, 0) + 1, "token": token, "executor": executor,
+                     "state": CellState.SUBMITTING, "submitted_at": now, "run_dir": run_dirs[k]}
+                    for k in won
+                ],
+            )
+        return won
+
+    @staticmethod
+    def _max_numbers(s: Session, keys: list[str]) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for chunk in _chunks(keys):
+            out.update(s.execute(
+                select(Attempt.cell_key, func.max(Attempt.number)).where(Attempt.cell_key.in_(chunk)).group_by(Attempt.cell_key)
+            ).all())
+        return out
+
+    def attempts_of(self, token: str) -> list[Attempt]:
+        with self.session() as s:
+            return list(s.scalars(select(Attempt).where(Attempt.token == token)))
+
+    def latest_attempts(self, keys: list[str]) -> dict[str, Attempt]:
+        """The newest attempt of each cell that has one."""
+        out: dict[str, Attempt] = {}
+        with self.session() as s:
+            for chunk in _chunks(keys):
+                for a in s.scalars(select(Attempt).where(Attempt.cell_key.in_(chunk)).order_by(Attempt.number)):
+                    out[a.cell_key] = a
+        return out
+
+    def update_attempts(self, changes: list[dict]) -> None:
+        """Bulk-change attempts ({"id", field: value…}); a new state is mirrored on the cell."""
+        if not changes:
+            return
+        with self.session() as s, s.begin():
+            s.execute(update(Attempt), changes)
+            cell_states = [{"key": c["cell_key"], "state": c["state"]} for c in changes if "state" in c]
+            if cell_states:
+                s.execute(update(CellRow), cell_states)
+
+    def add_attempt(self, cell_key: str, *, executor: str, state: str = CellState.SUBMITTING, token: str = "manual", **fields) -> int:
+        """Record one attempt (its number follows the cell's last) and move the cell to its state."""
         with self.session() as s, s.begin():
             number = (s.scalar(select(func.max(Attempt.number)).where(Attempt.cell_key == cell_key)) or 0) + 1
-            attempt = Attempt(cell_key=cell_key, number=number, executor=executor, state=state, **fields)
+            attempt = Attempt(cell_key=cell_key, number=number, executor=executor, state=state, token=token, **fields)
             s.add(attempt)
             s.execute(update(CellRow).where(CellRow.key == cell_key).values(state=state))
             s.flush()
@@ -377,14 +451,25 @@ class Store:
             if "state" in fields:
                 s.execute(update(CellRow).where(CellRow.key == attempt.cell_key).values(state=fields["state"]))
 
+    def reset_cells(self, keys: list[str], state: str = CellState.PLANNED) -> None:
+        with self.session() as s, s.begin():
+            for chunk in _chunks(keys):
+                s.execute(update(CellRow).where(CellRow.key.in_(chunk)).values(state=state))
+
     def attempts(self, cell_key: str) -> list[Attempt]:
         with self.session() as s:
             return list(s.scalars(select(Attempt).where(Attempt.cell_key == cell_key).order_by(Attempt.number)))
 
     def add_metrics(self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None) -> None:
-        rows = [{"cell_key": cell_key, "stage": stage, "name": n, "step": step, "value": float(v)} for n, v in values.items()]
-        with self.session() as s, s.begin():
-            s.execute(insert(Metric), rows)
+        self.add_metric_rows(
+            [{"cell_key": cell_key, "stage": stage, "name": n, "step": step, "value": float(v)} for n, v in values.items()]
+        )
+
+    def add_metric_rows(self, rows: list[dict]) -> None:
+        """Bulk insert of {cell_key, stage, name, step, value} rows."""
+        if rows:
+            with self.session() as s, s.begin():
+                s.execute(insert(Metric), rows)
 
     def metrics(self, cell_key: str, *, final_only: bool = True) -> dict[str, float]:
         """The cell's metric values by name (the last recorded wins)."""

@@ -1,0 +1,198 @@
+"""Submitting cells: launch (new cells), resume (by failure cause), cancel.
+
+Every submission follows the same order so that a controller killed at any point loses and
+duplicates nothing: (1) a manifest naming this launch's process, (2) in one transaction the
+cells are claimed (only from the states this command may take them from, so a concurrent
+launch gets none of them) and an attempt is recorded for each — the intent, (3) the run
+directories get the config and the attempt's token, (4) the scheduler call, (5) the job ids.
+A worker runs a cell only if the run directory still names its token, and ingestion adopts
+any job that wrote a status under its token, so a launch killed between (2) and (5) is
+reconciled by the next `status`, `launch` or `resume`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sweeper.errors import UserError, did_you_mean
+from sweeper.ingest import CellStatus, ingest, submissions_dir
+from sweeper.rundir import RunDir, read_json, write_json
+from sweeper.scheduler import Group, backend
+from sweeper.spec import Cell, Study, canonical
+from sweeper.store import CellState, Store
+
+RESUMABLE = {"PREEMPTED", "TIMEOUT", "NODE_FAIL", "KILLED", "LOST", "REQUEUED", "CANCELLED", "NOT_SUBMITTED"}
+USER_FAULTS = {"EXCEPTION", "NAN"}
+_RETRY_FROM = {CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED}
+
+
+@dataclass
+class Submission:
+    token: str | None = None
+    keys: list[str] = field(default_factory=list)
+    jobs: int = 0  # distinct job ids (an array counts its tasks)
+    skipped: dict[str, str] = field(default_factory=dict)  # key -> why not submitted
+
+
+def parse_only(study: Study, only: list[str] | None) -> dict[str, set[str]]:
+    """`--only axis=value` filters (repeatable; several values of one axis are alternatives)."""
+    out: dict[str, set[str]] = defaultdict(set)
+    labels = {name: set() for name in study.axis_names}
+    for cell in study.cells:
+        for name, label in cell.labels.items():
+            labels[name].add(str(label))
+    for item in only or []:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UserError(f"--only {item}: expected axis=value, e.g. --only model.scale=base")
+        if name not in labels:
+            raise UserError(f"--only {item}: unknown axis '{name}'{did_you_mean(name, labels)}; axes: {', '.join(labels)}")
+        if value not in labels[name]:
+            raise UserError(f"--only {item}: '{value}' is not a value of {name}; values: {', '.join(sorted(labels[name]))}")
+        out[name].add(value)
+    return out
+
+
+def _selected(cell: Cell, only: dict[str, set[str]]) -> bool:
+    return all(str(cell.labels[name]) in values for name, values in only.items())
+
+
+def _maybe_fault(point: str) -> None:
+    """Fault injection for the crash tests: SWEEPER_FAULT=<point> kills this process there."""
+    if os.environ.get("SWEEPER_FAULT") == point:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def submit(store: Store, study: Study, cells: list[Cell], *, from_states: set[str],
+           resources: dict[str, dict] | None = None) -> Submission:
+    """Claim, record intent, write run directories, submit, record job ids (module docstring)."""
+    if not cells:
+        return Submission()
+    workdir = Path(study.workdir).resolve()
+    token = secrets.token_hex(6)
+    write_json(submissions_dir(workdir) / f"{token}.json",
+               {"token": token, "study": study.name, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+    runs = {c.key: RunDir.of(workdir, c.key) for c in cells}
+    won = set(store.claim([{"key": c.key, "run_dir": str(runs[c.key].path)} for c in cells],
+                          from_states=from_states, token=token, executor=study.executor.kind))
+    cells = [c for c in cells if c.key in won]
+    if not cells:
+        return Submission()
+    attempts = {a.cell_key: a for a in store.attempts_of(token)}
+    for c in cells:
+        run = runs[c.key]
+        if not run.config.exists():
+            write_json(run.config, c.config)
+        run.cancel.unlink(missing_ok=True)
+        write_json(run.attempt, {"token": token, "number": attempts[c.key].number})
+    groups: dict[str, Group] = {}
+    for c in cells:
+        res = (resources or {}).get(c.key, c.resources)
+        groups.setdefault(canonical(res), Group([], res)).keys.append(c.key)
+    _maybe_fault("before-submit")
+    try:
+        ids = backend(study.executor, workdir / "submitit").submit(
+            study.task, str(workdir), token, list(groups.values()), name=f"sweeper-{study.name}"
+        )
+    except Exception as e:  # the scheduler refused: nothing ran, say why, and leave the cells resumable
+        store.update_attempts([
+            {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": "NOT_SUBMITTED", "detail": str(e)}
+            for a in attempts.values()
+        ])
+        raise UserError(f"submission to {study.executor.kind} failed: {e}") from None
+    _maybe_fault("after-submit")
+    store.update_attempts([
+        {"id": attempts[k].id, "cell_key": k, "state": CellState.PENDING, "job_id": job_id} for k, job_id in ids.items()
+    ])
+    return Submission(token, [c.key for c in cells], len({j for v in ids.values() for j in v.split(",")}))
+
+
+def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cells: int | None = None,
+           dry_run: bool = False) -> tuple[Submission, list[Cell]]:
+    """Submit every selected cell that was never submitted; returns (submission, the cells chosen)."""
+    filters = parse_only(study, only)
+    if not dry_run:
+        ingest(store, study)  # settles earlier launches (incl. killed ones) before choosing
+    plan = store.plan(study, record=not dry_run)
+    chosen = [c for c in study.cells if plan.states[c.key] == CellState.PLANNED and _selected(c, filters)]
+    chosen = chosen[:max_cells] if max_cells is not None else chosen
+    if dry_run:
+        return Submission(), chosen
+    result = submit(store, study, chosen, from_states={CellState.PLANNED})
+    if study.executor.kind == "debug":
+        ingest(store, study)
+    return result, chosen
+
+
+def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list[str] | None = None,
+           max_cells: int | None = None) -> Submission:
+    """Resubmit interrupted, failed and lost cells by the policy of their cause, with bounded attempts."""
+    filters = parse_only(study, only)
+    statuses = {s.key: s for s in ingest(store, study)}
+    chosen, resources, skipped = [], {}, {}
+    for cell in study.cells:
+        s = statuses[cell.key]
+        if s.state not in _RETRY_FROM or not _selected(cell, filters):
+            continue
+        if s.attempt >= study.retry.max_attempts:
+            skipped[cell.key] = f"gave up after {s.attempt} attempts (retry.max_attempts)"
+        elif s.cause in USER_FAULTS and not retry_failed:
+            skipped[cell.key] = f"{s.cause}: a fault of the task; fix it and pass --retry-failed"
+        elif s.cause == "OUT_OF_MEMORY":
+            factor = study.retry.oom_memory_factor
+            if factor is None or "mem_gb" not in cell.resources:
+                skipped[cell.key] = "OUT_OF_MEMORY: set retry.oom_memory_factor (and resources mem_gb) to retry with more"
+            else:
+                ooms = sum(a.cause == "OUT_OF_MEMORY" for a in store.attempts(cell.key))
+                resources[cell.key] = cell.resources | {"mem_gb": round(cell.resources["mem_gb"] * factor**ooms, 1)}
+                chosen.append(cell)
+        else:
+            chosen.append(cell)
+    chosen = chosen[:max_cells] if max_cells is not None else chosen
+    result = submit(store, study, chosen, from_states=set(_RETRY_FROM), resources=resources)
+    result.skipped = skipped
+    if study.executor.kind == "debug":
+        ingest(store, study)
+    return result
+
+
+def cancel(store: Store, study: Study, *, only: list[str] | None = None) -> list[str]:
+    """Cancel the selected cells that are submitted or running; returns their keys."""
+    filters = parse_only(study, only)
+    statuses = ingest(store, study)
+    keys = {c.key for c in study.cells if _selected(c, filters)}
+    targets = [s for s in statuses if s.key in keys and s.state in {CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING}]
+    if not targets:
+        return []
+    workdir = Path(study.workdir).resolve()
+    latest = store.latest_attempts([s.key for s in targets])
+    for s in targets:  # a lane or a requeued job that has not reached the cell yet skips it
+        RunDir.of(workdir, s.key).cancel.touch()
+    if study.executor.kind == "slurm":
+        backend(study.executor, workdir / "submitit").cancel(sorted({s.job_id for s in targets if s.job_id}))
+    else:
+        _stop_local(workdir, targets)
+    store.update_attempts([
+        {"id": latest[s.key].id, "cell_key": s.key, "state": CellState.CANCELLED, "cause": "CANCELLED",
+         "detail": "cancelled by sweeper cancel"}
+        for s in targets
+    ])
+    return [s.key for s in targets]
+
+
+def _stop_local(workdir: Path, targets: list[CellStatus]) -> None:
+    """Stop the workers running the targets; the lanes' other cells go on in the remaining lanes."""
+    for s in targets:
+        status = read_json(RunDir.of(workdir, s.key).status) or {}
+        if s.state == CellState.RUNNING and status.get("host") == socket.gethostname() and status.get("pid"):
+            try:
+                os.kill(int(status["pid"]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -1,0 +1,65 @@
+"""Local execution: `parallelism` submitit local jobs ("lanes") on this machine.
+
+Every lane gets the whole list of cells and claims them one at a time (an O_EXCL file in the
+cell's run directory), so the lanes balance themselves and a launch can return at once: the
+lanes are detached processes that outlive it, as SLURM jobs outlive their sbatch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import submitit
+
+from sweeper.scheduler import Group, JobState
+from sweeper.spec import LocalExecutor
+from sweeper.worker import Worker
+
+_FOREVER_MIN = 60 * 24 * 365  # submitit's local default (2 min) would stop the lanes
+
+
+class LocalBackend:
+    kind = "local"
+
+    def __init__(self, executor: LocalExecutor, folder: Path):
+        self.parallelism = executor.parallelism
+        self.folder = folder
+
+    def submit(self, task: str, workdir: str, token: str, groups: list[Group], name: str) -> dict[str, str]:
+        keys = [k for g in groups for k in g.keys]
+        executor = submitit.AutoExecutor(folder=self.folder, cluster="local")
+        executor.update_parameters(timeout_min=_FOREVER_MIN, name=name)
+        lanes = min(self.parallelism, len(keys))
+        jobs = [executor.submit(Worker(task, workdir, keys, token, lane=i)) for i in range(lanes)]
+        for job in jobs:
+            job._cancel_at_deletion = False  # the lanes outlive this process
+        job_id = ",".join(job.job_id for job in jobs)
+        return dict.fromkeys(keys, job_id)
+
+    def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        """A lane set is RUNNING while any of its controller processes lives."""
+        return {j: JobState("RUNNING" if any(_alive(int(p)) for p in j.split(",")) else "FINISHED") for j in job_ids}
+
+    def cancel(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            for pid in job_id.split(","):
+                try:
+                    os.kill(int(pid), signal.SIGINT)  # as submitit does: the controller then kills its tasks
+                except ProcessLookupError:
+                    pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie (exited, not yet reaped by its parent) is not alive
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -1,0 +1,127 @@
+"""SLURM through submitit: one job array per resource group, split by MaxArraySize, one
+sbatch per array; states for every job from a single sacct call."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import submitit
+
+from sweeper.errors import UserError
+from sweeper.scheduler import Group, JobState
+from sweeper.spec import SlurmExecutor
+from sweeper.worker import Worker
+
+# sacct state -> (sweeper's view, cause)
+_SACCT = {
+    "PENDING": ("PENDING", None),
+    "REQUEUED": ("PENDING", None),
+    "RESIZING": ("PENDING", None),
+    "SUSPENDED": ("PENDING", None),
+    "RUNNING": ("RUNNING", None),
+    "COMPLETING": ("RUNNING", None),
+    "COMPLETED": ("FINISHED", None),
+    "FAILED": ("FAILED", "KILLED"),
+    "CANCELLED": ("CANCELLED", "CANCELLED"),
+    "TIMEOUT": ("INTERRUPTED", "TIMEOUT"),
+    "PREEMPTED": ("INTERRUPTED", "PREEMPTED"),
+    "NODE_FAIL": ("INTERRUPTED", "NODE_FAIL"),
+    "BOOT_FAIL": ("INTERRUPTED", "NODE_FAIL"),
+    "OUT_OF_MEMORY": ("FAILED", "OUT_OF_MEMORY"),
+    "DEADLINE": ("INTERRUPTED", "TIMEOUT"),
+}
+
+# resources key -> submitit parameter
+_PARAMS = {
+    "timeout_min": "timeout_min",
+    "nodes": "nodes",
+    "gpus_per_node": "gpus_per_node",
+    "tasks_per_node": "tasks_per_node",
+    "cpus_per_task": "cpus_per_task",
+    "mem_gb": "mem_gb",
+    "partition": "slurm_partition",
+    "account": "slurm_account",
+    "qos": "slurm_qos",
+    "constraint": "slurm_constraint",
+    "exclusive": "slurm_exclusive",
+    "sbatch": "slurm_additional_parameters",
+}
+
+
+class SlurmBackend:
+    kind = "slurm"
+
+    def __init__(self, executor: SlurmExecutor, folder: Path):
+        self.config = executor
+        self.folder = folder
+
+    def max_array_size(self) -> int:
+        if self.config.max_array_size:
+            return self.config.max_array_size
+        try:
+            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60, check=True).stdout
+        except (OSError, subprocess.SubprocessError) as e:
+            raise UserError(f"cannot reach SLURM (scontrol show config: {e}); is this a cluster login node?") from None
+        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
+        return int(match.group(1)) if match else 1001
+
+    def parameters(self, resources: dict, name: str) -> dict:
+        params = {_PARAMS[k]: v for k, v in resources.items()}
+        params.setdefault("timeout_min", 60)
+        return params | {
+            "name": name,
+            "slurm_array_parallelism": self.config.array_parallelism,
+            "slurm_signal_delay_s": self.config.signal_delay_s,
+        }
+
+    def submit(self, task: str, workdir: str, token: str, groups: list[Group], name: str) -> dict[str, str]:
+        size = self.max_array_size() - 1  # array indices run 0 .. MaxArraySize - 1
+        ids: dict[str, str] = {}
+        for group in groups:
+            executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
+            executor.update_parameters(**self.parameters(group.resources, name))
+            for start in range(0, len(group.keys), size):
+                chunk = group.keys[start : start + size]
+                with executor.batch():
+                    jobs = [executor.submit(Worker(task, workdir, [key], token)) for key in chunk]
+                ids.update({key: job.job_id for key, job in zip(chunk, jobs)})
+        return ids
+
+    def states(self, job_ids: list[str]) -> dict[str, JobState]:
+        """One sacct call for all arrays; a pending range like 12_[3-9] covers its tasks."""
+        bases = sorted({j.split("_")[0] for j in job_ids})
+        if not bases:
+            return {}
+        try:
+            out = subprocess.run(
+                ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)],
+                capture_output=True, text=True, timeout=120, check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError):
+            return {j: JobState("UNKNOWN") for j in job_ids}
+        seen: dict[str, JobState] = {}
+        for line in out.splitlines():
+            job, _, raw = line.partition("|")
+            state, cause = _SACCT.get(raw.split()[0] if raw else "", ("UNKNOWN", None))
+            for one in _expand(job):
+                seen[one] = JobState(state, cause)
+        return {j: seen.get(j, JobState("UNKNOWN")) for j in job_ids}
+
+    def cancel(self, job_ids: list[str]) -> None:
+        if job_ids:
+            subprocess.run(["scancel", *job_ids], capture_output=True, timeout=120, check=False)
+
+
+def _expand(job: str) -> list[str]:
+    """'12_[3-5,8%2]' -> ['12_3', '12_4', '12_5', '12_8']; anything else as is."""
+    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job)
+    if not match:
+        return [job]
+    base, spec = match.group(1), match.group(2).split("%")[0]
+    out = []
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
+    return out

@@ -1,0 +1,256 @@
+"""What runs inside a job: the cells of one submission, each through the study's task.
+
+A job runs one or more cells in turn (an array task runs its pack, a local lane claims cells
+from the whole list). For each cell it writes the run-directory files (sweeper.rundir), keeps a
+heartbeat, captures stdout/stderr, and records a result or a failure with its cause.
+
+Preemption and time limits: submitit calls `Worker.checkpoint` from its signal handler in the
+main thread. The task runs in a second thread, so the handler can ask it to save at its next
+step boundary (`ctx.checkpoint_if_requested`) and wait for that before submitit requeues the
+job. The requeued job runs the same cells again; finished ones are skipped and the
+interrupted one resumes from its checkpoint.
+
+Kept light on imports: every job pays for them at start-up.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from sweeper.rundir import RunDir, read_json, write_json
+
+HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
+CHECKPOINT_GRACE_S = float(os.environ.get("SWEEPER_CHECKPOINT_GRACE_S", "60"))
+
+
+class Interrupted(BaseException):
+    """Unwinds a task after it saved its checkpoint on request (not an Exception: tasks must not catch it)."""
+
+
+class TaskContext:
+    """What a task gets from the orchestrator besides its config."""
+
+    def __init__(self, run: RunDir, cache_dir: Path, key: str, attempt: int, rank: int, requested: threading.Event):
+        self.run_dir = run.path
+        self.cache_dir = cache_dir
+        self.key = key
+        self.attempt = attempt
+        self.rank = rank
+        self._run = run
+        self._requested = requested
+        self.saved = threading.Event()
+
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        """Record intermediate values (progress, pruning); appended to metrics.jsonl."""
+        if self.rank != 0:
+            return
+        line = json.dumps({"step": int(step), "time": time.time(), "metrics": {k: float(v) for k, v in metrics.items()}})
+        with self._run.metrics.open("a") as f:
+            f.write(line + "\n")
+
+    @property
+    def checkpoint_requested(self) -> bool:
+        return self._requested.is_set()
+
+    def checkpoint_if_requested(self, save: Callable[[], None]) -> None:
+        """Call at step boundaries: when the scheduler asked for a checkpoint, save and unwind."""
+        if self._requested.is_set():
+            save()
+            self.saved.set()
+            raise Interrupted()
+
+
+def failure_cause(exc: BaseException) -> str:
+    """The worker's own classification; resume policy follows it."""
+    name = type(exc).__name__
+    if name in {"OutOfMemoryError", "MemoryError"}:
+        return "OUT_OF_MEMORY"
+    if "NonFinite" in name or "NaN" in name:
+        return "NAN"
+    return "EXCEPTION"
+
+
+class Worker(submitit.helpers.Checkpointable):
+    """The callable submitted to submitit: runs `keys` with the task named `task`."""
+
+    def __init__(self, task: str, workdir: str, keys: list[str], token: str, *, lane: int | None = None):
+        # lane: local lanes share one list of cells and claim them; array tasks run their own pack.
+        self.task, self.workdir, self.keys, self.token, self.lane = task, workdir, keys, token, lane
+        self._requested: threading.Event | None = None
+        self._ctx: TaskContext | None = None
+        self._current: RunDir | None = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _requested=None, _ctx=None, _current=None)
+
+    # ------------------------------------------------------------------ job entry point
+
+    def __call__(self) -> dict[str, str]:
+        self._requested = threading.Event()
+        env = _job_environment()
+        rank = env.global_rank if env else 0
+        if env and env.num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        fn = _import_task(self.task)
+        job_id = env.job_id if env else str(os.getpid())
+        states = {}
+        for key in self.keys:
+            run = RunDir.of(self.workdir, key)
+            if not self._should_run(run, rank):
+                states[key] = "SKIPPED"
+                continue
+            states[key] = self._run_cell(fn, run, key, rank, job_id)
+        return states
+
+    def _should_run(self, run: RunDir, rank: int) -> bool:
+        if run.result.exists() or run.cancel.exists():
+            return False
+        expected = read_json(run.attempt) or {}
+        if expected.get("token") != self.token:
+            return False  # resubmitted since: a newer attempt owns this cell
+        if self.lane is not None and rank == 0:
+            claim = run.path / f"claim-{self.token}"
+            try:
+                fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                return claim.read_text() == str(self.lane)  # our own claim, after a requeue
+            os.write(fd, str(self.lane).encode())
+            os.close(fd)
+        return True
+
+    def _run_cell(self, fn: Callable, run: RunDir, key: str, rank: int, job_id: str) -> str:
+        attempt = (read_json(run.attempt) or {}).get("number", 1)
+        previous = read_json(run.status) or {}
+        restarts = previous.get("restarts", -1) + 1 if previous.get("token") == self.token else 0
+        status = {
+            "state": "RUNNING", "token": self.token, "attempt": attempt, "job_id": job_id,
+            "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "restarts": restarts,
+        }
+        if rank == 0:
+            write_json(run.status, status)
+        config = read_json(run.config)
+        ctx = TaskContext(run, Path(self.workdir).resolve() / "cache", key, attempt, rank, self._requested)
+        self._ctx, self._current = ctx, run
+        outcome: dict[str, Any] = {}
+        with _Heartbeat(run.heartbeat if rank == 0 else None), _capture(run.logs, attempt if rank == 0 else None):
+            thread = threading.Thread(target=_call_task, args=(fn, config, ctx, outcome), name=f"task-{key}", daemon=True)
+            thread.start()
+            while thread.is_alive():
+                thread.join(timeout=1.0)
+        self._ctx = self._current = None
+        if "interrupted" in outcome:  # saved on request outside a signal (e.g. a cooperative stop)
+            return "INTERRUPTED"
+        status["ended"] = time.time()
+        if "error" in outcome:
+            exc, tb = outcome["error"]
+            status |= {"state": "FAILED", "cause": failure_cause(exc), "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
+            if rank == 0:
+                write_json(run.status, status)
+                print(tb, file=sys.stderr, flush=True)
+            return "FAILED"
+        if rank == 0:
+            write_json(run.result, outcome["result"])
+            write_json(run.status, status | {"state": "COMPLETED"})
+        return "COMPLETED"
+
+    # ------------------------------------------------------------------ preemption / time limit
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Ask the running task to save, wait for it (bounded), then let submitit requeue us."""
+        ctx, run = self._ctx, self._current
+        if self._requested is not None:
+            self._requested.set()
+        if ctx is not None and run is not None:
+            ctx.saved.wait(timeout=CHECKPOINT_GRACE_S)
+            status = read_json(run.status) or {}
+            if ctx.rank == 0:
+                write_json(run.status, status | {"state": "INTERRUPTED", "cause": "REQUEUED",
+                                                 "checkpointed": ctx.saved.is_set(), "ended": time.time()})
+        return super().checkpoint(*args, **kwargs)
+
+
+def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> None:
+    try:
+        result = fn(config, ctx)
+        if not isinstance(result, dict):
+            raise TypeError(f"the task returned {type(result).__name__}; expected a dict of metric name -> number")
+        outcome["result"] = {str(k): float(v) for k, v in result.items()}
+    except Interrupted:
+        outcome["interrupted"] = True
+    except BaseException as exc:  # noqa: BLE001 - every failure of the task is recorded, none escapes the thread
+        outcome["error"] = (exc, traceback.format_exc())
+
+
+def _import_task(spec: str) -> Callable:
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _job_environment() -> submitit.JobEnvironment | None:
+    try:
+        return submitit.JobEnvironment()
+    except RuntimeError:  # not inside a submitit job (debug executor, tests)
+        return None
+
+
+class _Heartbeat:
+    """Touches a file every HEARTBEAT_S seconds so a dead worker shows as a stale heartbeat."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.stop = threading.Event()
+
+    def __enter__(self) -> _Heartbeat:
+        if self.path is not None:
+            self.path.touch()
+            threading.Thread(target=self._beat, daemon=True, name="heartbeat").start()
+        return self
+
+    def _beat(self) -> None:
+        while not self.stop.wait(HEARTBEAT_S):
+            self.path.touch()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+
+
+class _capture:
+    """Send fds 1 and 2 (C-level output too) to the cell's log files for the duration of a cell."""
+
+    def __init__(self, logs: Path, attempt: int | None):
+        self.logs, self.attempt = logs, attempt
+
+    def __enter__(self) -> _capture:
+        if self.attempt is None:
+            return self
+        self.logs.mkdir(parents=True, exist_ok=True)
+        sys.stdout.flush(), sys.stderr.flush()
+        self.saved = [os.dup(1), os.dup(2)]
+        for fd, suffix in ((1, "out"), (2, "err")):
+            target = os.open(self.logs / f"attempt-{self.attempt}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.attempt is None:
+            return
+        sys.stdout.flush(), sys.stderr.flush()
+        for fd, saved in zip((1, 2), self.saved):
+            os.dup2(saved, fd)
+            os.close(saved)

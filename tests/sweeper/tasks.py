@@ -1,0 +1,55 @@
+"""Small tasks with the trial contract `task(config, ctx) -> metrics`, for the orchestrator tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def _log_start(config: dict, ctx, extra: str = "") -> None:
+    """Append one line per execution to a shared file, so tests can count runs per cell."""
+    if config.get("log"):
+        with open(config["log"], "a") as f:
+            f.write(f"{ctx.key} {os.getpid()} {extra}\n")
+
+
+def echo(config: dict, ctx) -> dict:
+    _log_start(config, ctx)
+    time.sleep(config.get("sleep", 0))
+    return {"score": config["x"] * 2 + config["seed"], "seed": config["seed"]}
+
+
+def steps(config: dict, ctx) -> dict:
+    """A resumable loop: a checkpoint every `every` steps and whenever the scheduler asks."""
+    path = ctx.run_dir / "ckpt.json"
+    start = json.loads(path.read_text())["step"] if path.exists() else 0
+    _log_start(config, ctx, f"from={start}")
+    step = start
+
+    def save() -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"step": step}))
+        os.replace(tmp, path)
+
+    while step < config["steps"]:
+        time.sleep(config.get("dt", 0.05))
+        step += 1
+        ctx.report(step, {"loss": 1.0 / step})
+        if step % config.get("every", 10) == 0:
+            save()
+        ctx.checkpoint_if_requested(save)
+    return {"steps": step, "resumed_from": start}
+
+
+def boom(config: dict, ctx) -> dict:
+    _log_start(config, ctx)
+    raise ValueError(f"bad value x={config['x']}")
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def nan(config: dict, ctx) -> dict:
+    raise NonFiniteLoss("loss is nan at step 3")
