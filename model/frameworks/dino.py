@@ -1,0 +1,161 @@
+"""DINO: a student and an EMA teacher, a DINO head on the CLS token, centering and sharpening of
+the teacher's output, multi-crop (the teacher sees the global crops, the student all crops).
+
+The same class carries iBOT's masked patch loss and DINOv2's KoLeo term, switched on by the
+options of model.frameworks.ibot and model.frameworks.dinov2, so the three share one code path.
+Defaults are scaled for CPU-size runs (out_dim 1024 rather than 65536, momentum 0.99 rather than
+0.996 for runs of a few hundred steps, 4 local crops).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from timm.models.vision_transformer import VisionTransformer
+from torch import nn
+from torchvision.transforms import v2
+
+from model.data import MultiCrop, Sample, Transform
+from model.frameworks.base import (
+    Framework, KeepKeys, build_backbone, cosine_schedule, forward_masked, patch_tokens,
+)
+from model.frameworks.heads import DINOHead
+from model.frameworks.losses import TeacherTargets, koleo_loss, soft_cross_entropy
+from model.frameworks.masking import AddBlockMasks
+
+
+@dataclass(frozen=True)
+class DINOOptions:
+    out_dim: int = 1024  # prototypes of the DINO head
+    hidden_dim: int = 512
+    bottleneck_dim: int = 128
+    head_layers: int = 3
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_steps: int | None = None  # None: the first 30% of the steps
+    momentum_teacher: float = 0.99  # cosine to momentum_teacher_end over the run
+    momentum_teacher_end: float = 1.0
+    centering: str = "center"  # or "sinkhorn" (Sinkhorn-Knopp, DINOv2)
+    center_momentum: float = 0.9
+    n_local: int = 4
+    local_size: int | None = None  # None: half the image size (a multiple of the patch size)
+    global_scale: tuple[float, float] = (0.32, 1.0)
+    local_scale: tuple[float, float] = (0.05, 0.32)
+    layerscale: float | None = None  # LayerScale init (timm init_values); None: none
+    dino_weight: float = 1.0
+
+
+class DINO(Framework):
+    """Self-distillation on the CLS token (plus masked patch tokens and KoLeo when enabled)."""
+
+    name = "dino"
+    Options = DINOOptions
+
+    def __init__(self, model_cfg: Mapping[str, Any], opts: DINOOptions, *, num_classes: int | None,
+                 total_steps: int) -> None:
+        super().__init__()
+        self.opts = opts
+        self.total_steps = total_steps
+        self.ibot_weight = getattr(opts, "ibot_weight", 0.0)
+        self.koleo_weight = getattr(opts, "koleo_weight", 0.0)
+        # dynamic_img_size: local crops are smaller than global ones (interpolated pos. embedding)
+        self.student = build_backbone(model_cfg, init_values=opts.layerscale, dynamic_img_size=True)
+        dim = self.student.embed_dim
+        head = dict(out_dim=opts.out_dim, hidden_dim=opts.hidden_dim,
+                    bottleneck_dim=opts.bottleneck_dim, nlayers=opts.head_layers)
+        self.head = DINOHead(dim, **head)
+        self.targets = TeacherTargets(opts.out_dim, opts.centering, opts.center_momentum)
+        if self.ibot_weight:
+            self.ibot_head = DINOHead(dim, **{**head, "out_dim": opts.ibot_out_dim or opts.out_dim})
+            self.patch_targets = TeacherTargets(opts.ibot_out_dim or opts.out_dim, opts.centering,
+                                                opts.center_momentum)
+            self.mask_token = nn.Parameter(torch.zeros(1, dim))
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher_head = copy.deepcopy(self.head)
+        self.teacher_ibot_head = copy.deepcopy(self.ibot_head) if self.ibot_weight else None
+        self.teacher.requires_grad_(False)
+        self.teacher_head.requires_grad_(False)
+        if self.teacher_ibot_head is not None:
+            self.teacher_ibot_head.requires_grad_(False)
+        self.teacher_temp_warmup = (opts.warmup_teacher_temp_steps if opts.warmup_teacher_temp_steps
+                                    is not None else int(0.3 * total_steps))
+
+    def _pairs(self) -> list[tuple[nn.Module, nn.Module]]:
+        pairs = [(self.student, self.teacher), (self.head, self.teacher_head)]
+        if self.teacher_ibot_head is not None:
+            pairs.append((self.ibot_head, self.teacher_ibot_head))
+        return pairs
+
+    def train(self, mode: bool = True) -> DINO:
+        super().train(mode)
+        for _, teacher in self._pairs():
+            teacher.eval()  # no stochastic depth or dropout in the teacher
+        return self
+
+    def train_transform(self) -> Transform:
+        img, patch = self.student.patch_embed.img_size[0], self.student.patch_embed.patch_size[0]
+        local = self.opts.local_size or max(patch, img // 2 // patch * patch)
+        steps: list[Any] = [
+            MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale), tuple(self.opts.local_scale)),
+            KeepKeys("image"),
+        ]
+        if self.ibot_weight:
+            steps.append(AddBlockMasks(self.student.patch_embed.grid_size, 2, self.opts.mask_probability,
+                                       tuple(self.opts.mask_ratio)))
+        return v2.Compose(steps)
+
+    def teacher_temp(self, step: int) -> float:
+        return cosine_schedule(step, self.total_steps, self.opts.teacher_temp, self.opts.teacher_temp,
+                               self.teacher_temp_warmup, self.opts.warmup_teacher_temp)
+
+    def forward(self, batch: Sample, step: int) -> dict[str, torch.Tensor]:
+        crops = batch["image"]
+        globals_ = torch.cat(crops[:2])
+        temp, student_temp = self.teacher_temp(step), self.opts.student_temp
+        masks = torch.cat(batch["ibot_mask"].unbind(1)) if self.ibot_weight else None  # 2B×N
+        with torch.no_grad():
+            t_tokens = self.teacher.forward_features(globals_)
+            t_cls = self.targets(self.teacher_head(t_tokens[:, 0]), temp).chunk(2)
+            if masks is not None:
+                t_patch = self.teacher_ibot_head(patch_tokens(self.teacher, t_tokens)[masks])
+                t_patch = self.patch_targets(t_patch, temp)
+
+        if masks is not None:
+            s_tokens = forward_masked(self.student, globals_, masks, self.mask_token)
+        else:
+            s_tokens = self.student.forward_features(globals_)
+        s_cls = list(self.head(s_tokens[:, 0]).chunk(2))
+        if len(crops) > 2:
+            s_cls += self.head(self.student.forward_features(torch.cat(crops[2:]))[:, 0]).chunk(len(crops) - 2)
+        terms = [soft_cross_entropy(t_cls[i], s_cls[v], student_temp).mean()
+                 for i in range(2) for v in range(len(s_cls)) if v != i]
+        losses = {"dino": sum(terms) / len(terms)}
+        loss = self.opts.dino_weight * losses["dino"]
+
+        if masks is not None:
+            s_patch = self.ibot_head(patch_tokens(self.student, s_tokens)[masks])
+            # each image's masked tokens weigh 1 / its count; the sum is averaged over all images
+            weight = (1.0 / masks.sum(-1).clamp(min=1)).unsqueeze(1).expand_as(masks)[masks]
+            losses["ibot"] = (soft_cross_entropy(t_patch, s_patch, student_temp) * weight).sum() / masks.shape[0]
+            loss = loss + self.ibot_weight * losses["ibot"]
+        if self.koleo_weight:
+            losses["koleo"] = sum(koleo_loss(c) for c in s_tokens[:, 0].chunk(2))
+            loss = loss + self.koleo_weight * losses["koleo"]
+        return {"loss": loss, **losses}
+
+    @torch.no_grad()
+    def after_step(self, step: int) -> None:
+        """EMA of the student into the teacher, momentum on a cosine schedule towards 1."""
+        m = cosine_schedule(step, self.total_steps, self.opts.momentum_teacher, self.opts.momentum_teacher_end)
+        for student, teacher in self._pairs():
+            t_params = list(teacher.parameters())
+            torch._foreach_mul_(t_params, m)
+            torch._foreach_add_(t_params, [p.detach() for p in student.parameters()], alpha=1 - m)
+
+    def backbone(self) -> VisionTransformer:
+        return self.teacher

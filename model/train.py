@@ -1,0 +1,320 @@
+"""The pretraining loop: one function, ``pretrain(config, ckpt_dir)``, for every framework.
+
+AdamW with warmup + cosine schedules (learning rate, weight decay; teacher momentum and
+temperature live in the framework), gradient clipping, bf16 autocast on CUDA, DDP through
+torch.distributed (env:// from torchrun, or SLURM via submitit), atomic checkpoints every
+``train.checkpoint_every`` steps, on demand (``ctx.checkpoint_if_requested``) and at the end.
+
+Reproducibility, and why a resumed run matches the uninterrupted one: every random draw is a
+function of the seed and a position, never of process history. Sample ``p`` of the stream (global
+position ``step * batch_size + j``) is image ``perm(epoch)[p mod N]``, augmented under a torch
+seed derived from ``(seed, p)``; the model's own randomness (stochastic depth) is reseeded from
+``(seed, step, rank)`` before each step. So the step is the data position and the RNG state at
+once: a checkpoint holds the framework (student, teacher, heads, centers), the optimizer and the
+step, and the run continues identically on any number of data workers. Rank ``r`` of ``W`` takes
+positions ``r, r + W, ...`` of each global batch, so DDP sees exactly the single-process batches.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import pathlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from timm.optim import param_groups_weight_decay
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from model.data import Sample, Transform, VisionDataset, build_dataset, dataset_class, finalize
+from model.frameworks import Framework, build_framework, cosine_schedule
+from model.frameworks.base import parse_options
+from model.vit import TokenSplit
+
+__all__ = ["CHECKPOINT_NAME", "NonFiniteLoss", "TrainConfig", "pretrain"]
+
+CHECKPOINT_NAME = "last.pt"
+_NO_WEIGHT_DECAY = ("*pos_embed", "*cls_token", "*reg_token", "*mask_token")
+
+
+class NonFiniteLoss(RuntimeError):
+    """A NaN or infinite loss; the message names the step and the value of every loss term."""
+
+    def __init__(self, step: int, total: int, losses: Mapping[str, float]) -> None:
+        self.step, self.losses = step, dict(losses)
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
+        super().__init__(f"non-finite loss at step {step} of {total}: {terms}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The ``train`` section of a cell's config. ``steps`` or ``epochs`` is required."""
+
+    steps: int | None = None  # optimizer steps in total
+    epochs: float | None = None  # used when steps is absent: ceil(epochs * len(data) / batch_size)
+    batch_size: int = 64  # global, over all DDP ranks
+    lr: float = 1e-3  # peak, after warmup (not scaled by batch size)
+    min_lr: float = 1e-6  # at the last step
+    warmup_steps: int | None = None  # None: 10% of the steps
+    weight_decay: float = 0.04
+    weight_decay_end: float | None = None  # None: constant weight decay (DINO: 0.04 -> 0.4)
+    betas: tuple[float, float] = (0.9, 0.999)
+    clip_grad: float | None = 3.0  # max gradient norm; None or 0: no clipping
+    checkpoint_every: int = 200  # steps; 0: only at the end and on demand
+    num_workers: int = 0
+    log_every: int = 10  # steps between ctx.report calls (and the window of the reported mean)
+
+
+class Context(Protocol):
+    """What the experiment passes as ``ctx`` (see sweeper's worker)."""
+
+    def report(self, step: int, metrics: dict[str, float]) -> None: ...
+    def checkpoint_if_requested(self, save: Callable[[], None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Dist:
+    rank: int
+    world: int
+    device: torch.device
+
+
+def _init_distributed() -> _Dist:
+    """Join the process group named by the environment (torchrun's RANK/WORLD_SIZE/MASTER_ADDR,
+    or a multi-task SLURM job through submitit); one process otherwise. A group the caller has
+    already initialised is used as is; the group is left up for the caller (evaluation)."""
+    cuda = torch.cuda.is_available()
+    if not dist.is_initialized():
+        if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            import submitit.helpers
+            submitit.helpers.TorchDistributedEnvironment().export()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return _Dist(rank, world, torch.device("cuda", local))
+    return _Dist(rank, world, torch.device("cpu"))
+
+
+def _mix(*keys: int) -> int:
+    """A 63-bit seed from integer keys (numpy's SeedSequence hashing: nearby keys, unrelated seeds)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> 1)
+
+
+_SAMPLE, _STEP, _EPOCH = 1, 2, 3  # seed domains
+
+
+class _SampleStream(Dataset):
+    """Item ``p`` of an endless stream over ``dataset``: epoch ``p // N`` in its own permutation,
+    augmented with a torch RNG seeded by ``(seed, p)``; see the module docstring."""
+
+    def __init__(self, dataset: VisionDataset, transform: Transform, seed: int) -> None:
+        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+    @lru_cache(maxsize=2)
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(_mix(self.seed, _EPOCH, epoch))
+        return torch.randperm(len(self.dataset), generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> Sample:
+        epoch, offset = divmod(position, len(self.dataset))
+        sample = self.dataset.load(int(self._permutation(epoch)[offset]))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_mix(self.seed, _SAMPLE, position))
+            return finalize(self.transform(sample))
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return [_to_device(v, device) for v in batch]
+    return batch
+
+
+def _save(path: pathlib.Path, state: dict[str, Any]) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path``: a
+    reader (or a resume after a kill mid-write) sees the old checkpoint or the new one, whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _data_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    data = dict(config.get("data") or {"name": "procedural"})
+    name = data.pop("name", "procedural")
+    if "resolution" in inspect.signature(dataset_class(name).__init__).parameters:
+        data.setdefault("resolution", (config.get("model") or {}).get("img_size", 32))
+    return name, data
+
+
+def _total_steps(train: TrainConfig, dataset_len: int) -> int:
+    if train.steps is not None:
+        return int(train.steps)
+    if train.epochs is None:
+        raise ValueError("train: set steps (optimizer steps in total) or epochs")
+    return math.ceil(train.epochs * dataset_len / train.batch_size)
+
+
+def _progress(enabled: bool, total: int, start: int):  # -> rich Progress | None
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} img/s"),
+                        TimeRemainingColumn())
+    progress.add_task("pretrain", total=total, completed=start, loss="-", rate="-")
+    return progress
+
+
+def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None,
+             progress: bool = True) -> tuple[nn.Module, dict[str, float]]:
+    """Pretrain the backbone described by config; resume from ckpt_dir when it holds a checkpoint.
+
+    Returns (the backbone — a specialized timm VisionTransformer, the teacher's for
+    self-distillation frameworks, in eval mode —, summary metrics: ``pretrain.loss`` (mean of the
+    last ``log_every`` steps) and its terms, ``pretrain.steps`` (in total), ``pretrain.steps_run``
+    (by this call; 0 when ckpt_dir already holds the finished run), ``pretrain.img_per_s``,
+    ``pretrain.seconds``). Raises NonFiniteLoss on a NaN/inf loss, before any update with it.
+    """
+    ckpt_path = pathlib.Path(ckpt_dir) / CHECKPOINT_NAME
+    seed = int(config.get("seed", 0))
+    model_cfg = dict(config.get("model") or {})
+    framework_cfg = dict(config.get("framework") or {"name": "dinov2"})
+    train = parse_options(TrainConfig, dict(config.get("train") or {}), "train")
+    env = _init_distributed()
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
+
+    if checkpoint is not None and checkpoint["step"] >= checkpoint["total_steps"]:
+        torch.manual_seed(seed)
+        framework = build_framework(model_cfg, framework_cfg, num_classes=checkpoint["num_classes"],
+                                    total_steps=checkpoint["total_steps"])
+        framework.load_state_dict(checkpoint["framework"])
+        return framework.backbone().eval(), {**checkpoint["summary"], "pretrain.steps_run": 0}
+
+    data_name, data_cfg = _data_config(config)
+    dataset = build_dataset(data_name, "train", **data_cfg)
+    total = _total_steps(train, len(dataset))
+    if train.batch_size % env.world != 0:
+        raise ValueError(f"train.batch_size {train.batch_size} is not divisible by the "
+                         f"{env.world} DDP processes")
+    torch.manual_seed(seed)
+    framework = build_framework(model_cfg, framework_cfg, num_classes=dataset.num_classes,
+                                total_steps=total).to(env.device)
+    groups = param_groups_weight_decay(framework, train.weight_decay,
+                                       no_weight_decay_list=_NO_WEIGHT_DECAY)
+    for group in groups:
+        group["wd_scale"] = 1.0 if group["weight_decay"] > 0 else 0.0
+    optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
+    params = [p for g in groups for p in g["params"]]
+    start = 0
+    if checkpoint is not None:
+        framework.load_state_dict(checkpoint["framework"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start = checkpoint["step"]
+
+    model: nn.Module = framework
+    if env.world > 1:
+        specialized = any(isinstance(m, TokenSplit) for m in framework.modules())
+        model = DistributedDataParallel(
+            framework, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            find_unused_parameters=specialized and not framework.dense_loss,
+            broadcast_buffers=False)  # buffers (centers) are kept equal by all-reduced updates
+    local_batch = train.batch_size // env.world
+    loader = DataLoader(
+        _SampleStream(dataset, framework.train_transform(), seed),
+        batch_size=local_batch, sampler=range(start * train.batch_size + env.rank, total * train.batch_size, env.world),
+        num_workers=train.num_workers, pin_memory=env.device.type == "cuda")
+    warmup = train.warmup_steps if train.warmup_steps is not None else total // 10
+    wd_end = train.weight_decay if train.weight_decay_end is None else train.weight_decay_end
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
+
+    def state(step: int, summary: dict[str, float] | None = None) -> dict[str, Any]:
+        return {"step": step, "total_steps": total, "num_classes": dataset.num_classes,
+                "framework": framework.state_dict(), "optimizer": optimizer.state_dict(),
+                "train": asdict(train), "summary": summary}
+
+    def save(step: int, summary: dict[str, float] | None = None) -> None:
+        if env.rank == 0:
+            _save(ckpt_path, state(step, summary))
+
+    bar = _progress(progress and env.rank == 0, total, start)
+    window: list[dict[str, float]] = []
+    begun = time.perf_counter()
+    tick, tick_step = begun, start
+    framework.train()
+    try:
+        if bar is not None:
+            bar.start()
+        batches = iter(loader)
+        for step in range(start, total):
+            if ctx is not None:
+                ctx.checkpoint_if_requested(lambda: save(step))
+            batch = _to_device(next(batches), env.device)
+            torch.manual_seed(_mix(seed, _STEP, step, env.rank))
+            lr = cosine_schedule(step, total, train.lr, train.min_lr, warmup)
+            wd = cosine_schedule(step, total, train.weight_decay, wd_end)
+            for group in optimizer.param_groups:
+                group["lr"], group["weight_decay"] = lr, wd * group["wd_scale"]
+            with autocast:
+                losses = model(batch, step)
+            values = torch.stack([v.detach().float() for v in losses.values()])
+            if env.world > 1:
+                dist.all_reduce(values)
+                values /= env.world
+            logged = dict(zip(losses, values.tolist()))
+            if not all(math.isfinite(v) for v in logged.values()):
+                raise NonFiniteLoss(step + 1, total, logged)
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if train.clip_grad:
+                nn.utils.clip_grad_norm_(params, train.clip_grad)
+            optimizer.step()
+            framework.after_step(step)
+            window = [*window[-(train.log_every - 1):], logged] if train.log_every > 1 else [logged]
+
+            done = step + 1
+            if done % train.log_every == 0 or done == total:
+                now = time.perf_counter()
+                rate = (done - tick_step) * train.batch_size / (now - tick)
+                tick, tick_step = now, done
+                mean = {f"pretrain.{k}": sum(w[k] for w in window) / len(window) for k in logged}
+                if ctx is not None and env.rank == 0:
+                    ctx.report(done, {**mean, "pretrain.lr": lr, "pretrain.img_per_s": rate})
+                if bar is not None:
+                    bar.update(bar.task_ids[0], completed=done, loss=f"{mean['pretrain.loss']:.4f}",
+                               rate=f"{rate:.1f}")
+            if train.checkpoint_every and done % train.checkpoint_every == 0 and done < total:
+                save(done)
+    finally:
+        if bar is not None:
+            bar.stop()
+
+    seconds = time.perf_counter() - begun
+    summary = {f"pretrain.{k}": sum(w[k] for w in window) / len(window) for k in window[0]} if window else {}
+    summary.update({"pretrain.steps": float(total), "pretrain.steps_run": float(total - start),
+                    "pretrain.img_per_s": (total - start) * train.batch_size / seconds if seconds else 0.0,
+                    "pretrain.seconds": seconds})
+    save(total, {**summary, "pretrain.steps_run": 0.0})
+    return framework.backbone().eval(), summary
