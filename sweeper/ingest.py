@@ -119,34 +119,52 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     changes, metric_rows, not_submitted = [], [], []
     for a in active:
         run = RunDir(Path(a.run_dir))
-        if a.state == CellState.SUBMITTING and not (read_json(run.status) or {}).get("token") == a.token:
+        job_id = a.job_id
+        if a.state == CellState.SUBMITTING:
             if launcher_alive(workdir, a.token):
-                continue
-            if a.job_id is None:  # the launch died before its jobs were recorded
+                continue  # still submitting
+            job_id = _submitted_job(workdir, a.token, a.cell_key)
+            if job_id is None:  # the launch died before the scheduler call returned
                 not_submitted.append(a)
                 continue
-        job = jobs.get(a.job_id or "", JobState("UNKNOWN"))
+            jobs |= _job_states(study, [_Adopted(a.executor, job_id)])
+        job = jobs.get(job_id or "", JobState("UNKNOWN"))
         state, cause, detail = decide(a.state, a.token, run, job)
         status = read_json(run.status) or {}
         change = {"id": a.id, "cell_key": a.cell_key, "state": state, "cause": cause, "detail": detail}
+        if job_id != a.job_id:
+            change["job_id"] = job_id
         if status.get("token") == a.token:
-            change |= {"host": status.get("host"), "job_id": status.get("job_id") or a.job_id}
+            change |= {"host": status.get("host")}
             if status.get("started"):
                 change["started_at"] = _utc(status["started"])
         if state in {CellState.COMPLETED, CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED}:
             change["ended_at"] = _utc(status.get("ended") or time.time())
         if state == CellState.COMPLETED:
             metric_rows.extend(_metric_rows(a.cell_key, run))
-        if (state, cause, detail) != (a.state, a.cause, a.detail) or "host" in change:
+        if (state, cause, detail) != (a.state, a.cause, a.detail) or "host" in change or "job_id" in change:
             changes.append(change)
     changes.extend(
         {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": "NOT_SUBMITTED",
-         "detail": "the launch was killed before submitting; `sweeper launch` or `resume` submits it again"}
+         "detail": "the launch was killed before submitting; the next `sweeper launch` submits it"}
         for a in not_submitted
     )
     store.update_attempts(changes)
+    store.reset_cells([a.cell_key for a in not_submitted])  # never reached the scheduler: new again
     store.add_metric_rows(metric_rows)
     return _statuses(store, study, workdir)
+
+
+@dataclass(frozen=True)
+class _Adopted:
+    executor: str
+    job_id: str
+
+
+def _submitted_job(workdir: Path, token: str, key: str) -> str | None:
+    """The job id a killed launch got from the scheduler, from its manifest, if it got that far."""
+    manifest = read_json(submissions_dir(workdir) / f"{token}.json") or {}
+    return manifest.get("jobs", {}).get(key)
 
 
 def _job_states(study: Study, attempts: list) -> dict[str, JobState]:
@@ -185,7 +203,8 @@ def _statuses(store: Store, study: Study, workdir: Path) -> list[CellStatus]:
         if a is None:
             out.append(CellStatus(cell.key, cell.labels, CellState.PLANNED))
             continue
-        row = CellStatus(cell.key, cell.labels, a.state, a.cause, a.detail, a.number, a.job_id)
+        state = CellState.PLANNED if a.cause == "NOT_SUBMITTED" else a.state
+        row = CellStatus(cell.key, cell.labels, state, a.cause, a.detail, a.number, a.job_id)
         if a.state == CellState.RUNNING:
             run = RunDir.of(workdir, cell.key)
             row.heartbeat_age, row.progress = run.heartbeat_age(), run.last_report()

@@ -77,8 +77,9 @@ def submit(store: Store, study: Study, cells: list[Cell], *, from_states: set[st
         return Submission()
     workdir = Path(study.workdir).resolve()
     token = secrets.token_hex(6)
-    write_json(submissions_dir(workdir) / f"{token}.json",
-               {"token": token, "study": study.name, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()})
+    manifest_path = submissions_dir(workdir) / f"{token}.json"
+    manifest = {"token": token, "study": study.name, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+    write_json(manifest_path, manifest)
     runs = {c.key: RunDir.of(workdir, c.key) for c in cells}
     won = set(store.claim([{"key": c.key, "run_dir": str(runs[c.key].path)} for c in cells],
                           from_states=from_states, token=token, executor=study.executor.kind))
@@ -101,12 +102,14 @@ def submit(store: Store, study: Study, cells: list[Cell], *, from_states: set[st
         ids = backend(study.executor, workdir / "submitit").submit(
             study.task, str(workdir), token, list(groups.values()), name=f"sweeper-{study.name}"
         )
-    except Exception as e:  # the scheduler refused: nothing ran, say why, and leave the cells resumable
+    except Exception as e:  # the scheduler refused: nothing ran; say why and leave the cells as they were
         store.update_attempts([
             {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": "NOT_SUBMITTED", "detail": str(e)}
             for a in attempts.values()
         ])
+        store.reset_cells(list(attempts), CellState.PLANNED)
         raise UserError(f"submission to {study.executor.kind} failed: {e}") from None
+    write_json(manifest_path, manifest | {"jobs": ids})  # what ingestion adopts if we die before the store
     _maybe_fault("after-submit")
     store.update_attempts([
         {"id": attempts[k].id, "cell_key": k, "state": CellState.PENDING, "job_id": job_id} for k, job_id in ids.items()

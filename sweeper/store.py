@@ -7,6 +7,7 @@ SQLite in WAL mode is safe; any SQLAlchemy URL (PostgreSQL included) works the s
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -31,7 +32,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from sweeper.errors import UserError, did_you_mean
@@ -204,6 +206,9 @@ class Store:
             raise UserError(f"--db {self.url}: not a usable database URL ({e})") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            # Take the write lock when a transaction begins: two launches then queue (busy
+            # timeout) instead of failing to upgrade a read lock ("database is locked").
+            event.listen(self.engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         try:
             self._prepare_schema()
         except OperationalError as e:
@@ -222,12 +227,17 @@ class Store:
         return Session(self.engine, expire_on_commit=False)
 
     def _prepare_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        for tries_left in (2, 1, 0):  # another process may be creating the same schema right now
+            try:
+                Base.metadata.create_all(self.engine)
+                break
+            except (OperationalError, ProgrammingError, IntegrityError):
+                if not tries_left:
+                    raise
+                time.sleep(0.2)
         with self.session() as s, s.begin():
+            s.execute(_insert(s, Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
             row = s.get(Meta, "schema_version")
-            if row is None:
-                s.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-                return
             version = int(row.value)
             if version > SCHEMA_VERSION:
                 raise UserError(
@@ -272,9 +282,10 @@ class Store:
     def _record(self, s: Session, study: Study, row: StudyRow | None, states, members, plan: Plan) -> None:
         now = _now()
         if row is None:
-            row = StudyRow(name=study.name, file=study.file, spec_text=study.text, spec_hash=study.spec_hash, created_at=now)
-            s.add(row)
-            s.flush()
+            s.execute(_insert(s, StudyRow).values(
+                name=study.name, file=study.file, spec_text=study.text, spec_hash=study.spec_hash, created_at=now
+            ).on_conflict_do_nothing())
+            row = s.scalar(select(StudyRow).where(StudyRow.name == study.name))
         elif row.spec_hash != study.spec_hash or row.file != study.file:
             row.spec_text, row.spec_hash, row.file = study.text, study.spec_hash, study.file
         row.updated_at = now
@@ -283,8 +294,8 @@ class Store:
             for c in study.cells
             if c.key not in states
         ]
-        if new_cells:
-            s.execute(insert(CellRow), new_cells)
+        if new_cells:  # another study's plan may be adding the same cells right now (PostgreSQL)
+            s.execute(_insert(s, CellRow).on_conflict_do_nothing(), new_cells)
         position = {c.key: i for i, c in enumerate(study.cells)}
         added = set(plan.added)
         new_members = [
@@ -293,7 +304,7 @@ class Store:
             if c.key in added
         ]
         if new_members:
-            s.execute(insert(Membership), new_members)
+            s.execute(_insert(s, Membership).on_conflict_do_nothing(), new_members)
         revived = [k for k in plan.kept if members[k][0]]
         for keys, orphaned in ((plan.orphaned, True), (revived, False)):
             for chunk in _chunks(keys):
@@ -487,6 +498,16 @@ def _per_axis(study: Study, states: dict[str, str]) -> dict[str, dict[str, Count
         for name, label in cell.labels.items():
             out[name][str(label)][cat] += 1
     return {name: dict(labels) for name, labels in out.items()}
+
+
+def _insert(s: Session, table: type[Base]):
+    """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL share the API)."""
+    dialect = s.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise UserError(f"the results store supports SQLite and PostgreSQL, not {dialect}")
 
 
 def _chunks(items: list[str]) -> Iterable[list[str]]:

@@ -161,7 +161,6 @@ class Worker(submitit.helpers.Checkpointable):
             status |= {"state": "FAILED", "cause": failure_cause(exc), "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
             if rank == 0:
                 write_json(run.status, status)
-                print(tb, file=sys.stderr, flush=True)
             return "FAILED"
         if rank == 0:
             write_json(run.result, outcome["result"])
@@ -194,6 +193,7 @@ def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> N
         outcome["interrupted"] = True
     except BaseException as exc:  # noqa: BLE001 - every failure of the task is recorded, none escapes the thread
         outcome["error"] = (exc, traceback.format_exc())
+        print(outcome["error"][1], file=sys.stderr, flush=True)  # into the cell's log
 
 
 def _import_task(spec: str) -> Callable:

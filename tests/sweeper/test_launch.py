@@ -1,0 +1,213 @@
+"""Launch, status, resume and cancel with real submitit jobs on the local executor (and debug)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from sweeper.ingest import ingest
+from sweeper.launch import cancel, launch, resume
+from sweeper.rundir import RunDir, read_json
+from sweeper.spec import load_study
+from sweeper.store import CellState, Store
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch):
+    """A study directory as a user has it: results.db and runs/ in the cwd; tasks importable."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("SWEEPER_HEARTBEAT_S", "1")
+    monkeypatch.delenv("SWEEPER_DB", raising=False)
+    monkeypatch.delenv("SWEEPER_FAULT", raising=False)
+    return tmp_path
+
+
+def write(path: Path, task: str, base: dict, axes: str, seeds: int = 1, executor: str = "{kind: local, parallelism: 2}", extra: str = ""):
+    path.write_text(textwrap.dedent(f"""
+        study: {path.stem}
+        task: tests.sweeper.tasks:{task}
+        base: {json.dumps(base)}
+        axes:
+        {textwrap.indent(axes, '  ')}
+        seeds: {seeds}
+        executor: {executor}
+        {extra}
+    """))
+    return load_study(path)
+
+
+def wait_done(store: Store, study, timeout: float = 90) -> list:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        statuses = ingest(store, study)
+        if not any(s.state in (CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING) for s in statuses):
+            return statuses
+        time.sleep(0.3)
+    raise AssertionError(f"cells still active after {timeout}s: {Counter(s.state for s in statuses)}")
+
+
+def wait_for(pred, timeout: float = 30, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def runs_per_cell(log: Path) -> Counter:
+    return Counter(line.split()[0] for line in log.read_text().splitlines()) if log.exists() else Counter()
+
+
+def test_a_12_cell_study_completes_and_every_result_is_in_the_store(env):
+    study = write(env / "twelve.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4, 5, 6]", seeds=2)
+    with Store() as store:
+        submission, _ = launch(store, study)
+        assert len(submission.keys) == 12 and submission.jobs == 2  # two lanes
+        statuses = wait_done(store, study)
+        assert {s.state for s in statuses} == {CellState.COMPLETED}
+        for cell in study.cells:
+            assert store.metrics(cell.key) == {"score": cell.config["x"] * 2 + cell.seed, "seed": cell.seed}
+        assert set(runs_per_cell(env / "runs.log").values()) == {1}
+        # A relaunch after everything completed submits nothing.
+        again, _ = launch(store, study)
+        assert again.keys == []
+
+
+def test_a_failing_cell_is_failed_with_its_traceback_and_others_are_unaffected(env, capsys):
+    study = write(env / "mixed.yaml", "echo", {"x": 1}, "x: [1, 2]")
+    boom = write(env / "boom.yaml", "boom", {"x": 7}, "x: [7]")
+    with Store() as store:
+        launch(store, study)
+        launch(store, boom)
+        assert {s.state for s in wait_done(store, study)} == {CellState.COMPLETED}
+        (failed,) = wait_done(store, boom)
+        assert (failed.state, failed.cause) == (CellState.FAILED, "EXCEPTION")
+        assert failed.detail == "ValueError: bad value x=7"
+        err = (RunDir.of("runs", failed.key).logs / "attempt-1.err").read_text()
+        assert "Traceback" in err and "raise ValueError" in err
+        # A fault of the task is not retried unless asked.
+        assert resume(store, boom).keys == []
+        assert resume(store, boom, retry_failed=True).keys == [failed.key]
+        (again,) = wait_done(store, boom)
+        assert (again.state, again.attempt) == (CellState.FAILED, 2)
+
+
+def test_nan_is_its_own_cause(env):
+    study = write(env / "nan.yaml", "nan", {"x": 1}, "x: [1]", executor="{kind: debug}")
+    with Store() as store:
+        launch(store, study)  # debug: runs in this process
+        (s,) = ingest(store, study)
+    assert (s.state, s.cause) == (CellState.FAILED, "NAN")
+
+
+def test_a_killed_worker_is_detected_and_resumed_from_its_checkpoint(env):
+    study = write(env / "kill.yaml", "steps", {"steps": 60, "dt": 0.05, "every": 10}, "+variant: [a]",
+                  executor="{kind: local, parallelism: 1}")
+    key = study.cells[0].key
+    run = RunDir.of("runs", key)
+    with Store() as store:
+        launch(store, study)
+        wait_for(lambda: (read_json(run.path / "ckpt.json") or {}).get("step", 0) >= 20, what="two checkpoints")
+        os.kill(read_json(run.status)["pid"], signal.SIGKILL)
+        (s,) = wait_done(store, study)
+        assert (s.state, s.cause) == (CellState.INTERRUPTED, "KILLED")
+        assert resume(store, study).keys == [key]
+        (s,) = wait_done(store, study)
+        assert s.state == CellState.COMPLETED
+        result = store.metrics(key)
+        assert result["steps"] == 60 and result["resumed_from"] >= 20  # continued, not restarted
+
+
+def test_a_preempted_cell_checkpoints_on_the_signal_and_resumes_by_itself(env):
+    study = write(env / "preempt.yaml", "steps", {"steps": 80, "dt": 0.05, "every": 1000}, "+variant: [a]",
+                  executor="{kind: local, parallelism: 1}")
+    key = study.cells[0].key
+    run = RunDir.of("runs", key)
+    with Store() as store:
+        launch(store, study)
+        wait_for(lambda: (run.last_report() or {}).get("step", 0) >= 15, what="15 steps")
+        pid = read_json(run.status)["pid"]
+        os.kill(pid, signal.SIGUSR2)  # what SLURM sends before preemption or the time limit
+        wait_for(lambda: (read_json(run.status) or {}).get("pid") not in (None, pid), what="the requeued worker")
+        (s,) = wait_done(store, study)
+        assert s.state == CellState.COMPLETED
+        result = store.metrics(key)
+        # No periodic checkpoint was due: the step counter continues only thanks to the signal.
+        assert result["steps"] == 80 and result["resumed_from"] >= 15
+        assert read_json(run.status)["restarts"] == 1
+
+
+def test_two_concurrent_launches_submit_each_cell_once(env):
+    write(env / "race.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4]", seeds=2)
+    cmd = [str(Path(sys.executable).parent / "sweeper"), "launch", "race.yaml", "--json"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert sorted(len(o["submitted"]) for o in outs) in ([0, 8], [1, 7], [2, 6], [3, 5], [4, 4])
+    assert not set(outs[0]["submitted"]) & set(outs[1]["submitted"])
+    study = load_study("race.yaml")
+    with Store() as store:
+        assert {s.state for s in wait_done(store, study)} == {CellState.COMPLETED}
+    assert runs_per_cell(env / "runs.log") == Counter({c.key: 1 for c in study.cells})
+
+
+@pytest.mark.parametrize("fault", ["before-submit", "after-submit"])
+def test_a_controller_killed_mid_submission_loses_and_duplicates_nothing(env, fault):
+    study = write(env / "crash.yaml", "echo", {"x": 1, "sleep": 0.5, "log": str(env / "runs.log")}, "x: [1, 2, 3]", seeds=2)
+    cmd = [str(Path(sys.executable).parent / "sweeper"), "launch", "crash.yaml"]
+    killed = subprocess.run(cmd, env=os.environ | {"SWEEPER_FAULT": fault}, capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    relaunch = subprocess.run(cmd + ["--wait"], capture_output=True, text=True, timeout=180)
+    assert relaunch.returncode == 0, relaunch.stdout + relaunch.stderr
+    with Store() as store:
+        assert {s.state for s in wait_done(store, study)} == {CellState.COMPLETED}
+    assert runs_per_cell(env / "runs.log") == Counter({c.key: 1 for c in study.cells})
+
+
+def test_cancel_then_resume(env):
+    study = write(env / "cancel.yaml", "steps", {"steps": 400, "dt": 0.05, "every": 5}, "+variant: [a, b, c]",
+                  executor="{kind: local, parallelism: 1}")
+    with Store() as store:
+        launch(store, study)
+        wait_for(lambda: any(s.state == CellState.RUNNING for s in ingest(store, study)), what="a running cell")
+        assert len(cancel(store, study)) == 3
+        statuses = wait_done(store, study)
+        assert {(s.state, s.cause) for s in statuses} == {(CellState.CANCELLED, "CANCELLED")}
+        assert len(resume(store, study, only=["variant=a"]).keys) == 1
+
+
+def test_only_max_cells_and_dry_run(env):
+    study = write(env / "sel.yaml", "echo", {"x": 1}, "x: [1, 2, 3]", seeds=2, executor="{kind: debug}")
+    with Store() as store:
+        _, chosen = launch(store, study, dry_run=True)
+        assert len(chosen) == 6 and store.studies() == []  # a dry run records nothing
+        submission, _ = launch(store, study, only=["x=2"])
+        assert len(submission.keys) == 2
+        submission, _ = launch(store, study, max_cells=3)
+        assert len(submission.keys) == 3
+        assert Counter(s.state for s in ingest(store, study)) == {CellState.COMPLETED: 5, CellState.PLANNED: 1}
+
+
+def test_the_cli_follows_a_launch_and_shows_logs(env):
+    write(env / "cli.yaml", "echo", {"x": 1}, "x: [1, 2]", executor="{kind: local, parallelism: 2}")
+    sweeper = str(Path(sys.executable).parent / "sweeper")
+    done = subprocess.run([sweeper, "launch", "cli.yaml", "--wait"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "2 completed" in done.stdout
+    status = subprocess.run([sweeper, "status", "cli", "--json"], capture_output=True, text=True, timeout=60)
+    rows = json.loads(status.stdout)
+    assert [r["state"] for r in rows] == ["COMPLETED", "COMPLETED"]
+    bad = subprocess.run([sweeper, "launch", "cli.yaml", "--only", "x=9"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "'9' is not a value of x" in bad.stderr
