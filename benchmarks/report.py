@@ -1,0 +1,123 @@
+"""Time `sweeper report` on a store of 10,000 cells x 3 seeds x 30 final metrics (900k metric rows).
+
+The study: 10 named variants x 10 scales x 10 frameworks x 10 learning rates, 3 seeds; every
+cell COMPLETED with 9 scores / parameter / FLOP metrics and 21 per-block analysis metrics.
+The store is built with bulk inserts (not timed); then each phase of the report is timed:
+load (the two queries + pivot), summarize (seed statistics, paired deltas, coverage),
+render (each format), for the default metric set and for all 30 metrics.
+
+    python benchmarks/report.py [--db sqlite:///report-bench.db]   # an existing bench store is reused
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from sqlalchemy import func, insert, select, update
+
+from sweeper.report import Format, build, load, render, render_coverage, summarize
+from sweeper.spec import load_study
+from sweeper.store import CellRow, CellState, Membership, Metric, Store, StudyRow
+
+N = 10  # labels per axis: N**4 variant combinations
+SEEDS = 3
+SCORES = ["linear_seg.ade20k.miou", "linear_seg.cityscapes.miou", "knn.imagenet.top1", "linear_cls.imagenet.top1",
+          "linear_depth.nyu.rmse", "linear_depth.nyu.absrel"]
+MODEL = ["params.total", "params.extra_pct", "flops.fwd"]
+ANALYSIS = [f"analysis.procedural.block{b}.cos_{kind}_pre_norm1" for b in range(7) for kind in ("cls_patch", "patch_patch", "cls_reg")]
+METRICS = SCORES + MODEL + ANALYSIS
+assert len(METRICS) == 30
+
+STUDY = """
+study: bench
+task: model.experiment:run
+base:
+  model: {{scale: base, specialize: {{}}}}
+  framework: {{name: dinov2}}
+  train: {{lr: 5.0e-4}}
+axes:
+  model.specialize:
+{variants}
+  model.scale: {scales}
+  framework.name: {frameworks}
+  train.lr: {lrs}
+seeds: {seeds}
+baseline: v0
+"""
+
+
+def build_store(url: str, tmp: Path) -> None:
+    path = tmp / "bench.yaml"
+    variants = "\n".join(["    v0: {}"] + [f"    v{i}: {{norm1: {{first: {i}}}}}" for i in range(1, N)])
+    path.write_text(STUDY.format(variants=variants, scales=[f"s{i}" for i in range(N)],
+                                 frameworks=[f"f{i}" for i in range(N)], lrs=[round(1e-4 * (i + 1), 6) for i in range(N)],
+                                 seeds=SEEDS))
+    study = load_study(path)
+    rng = np.random.default_rng(0)
+    with Store(url) as store:
+        store.plan(study)
+        with store.engine.begin() as conn:
+            conn.execute(update(CellRow).values(state=CellState.COMPLETED))
+            keys = [c.key for c in study.cells]
+            values = rng.normal(50, 2, size=(len(keys), len(METRICS)))
+            rows = [{"cell_key": k, "stage": "eval", "name": m, "step": None, "value": float(values[i, j])}
+                    for i, k in enumerate(keys) for j, m in enumerate(METRICS)]
+            for i in range(0, len(rows), 100_000):
+                conn.execute(insert(Metric), rows[i : i + 100_000])
+
+
+def timed(fn):
+    t = time.perf_counter()
+    result = fn()
+    return result, time.perf_counter() - t
+
+
+def rich_text(table) -> str:
+    buf = io.StringIO()
+    Console(file=buf, width=200, color_system=None).print(table)
+    return buf.getvalue()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", help="store URL; built when it has no 'bench' study (default: a fresh SQLite file)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url = args.db or f"sqlite:///{Path(tmp) / 'results.db'}"
+        with Store(url) as store, store.session() as s:
+            exists = s.scalar(select(StudyRow.id).where(StudyRow.name == "bench")) is not None
+        if not exists:
+            _, t_build = timed(lambda: build_store(url, Path(tmp)))
+            print(f"built the store in {t_build:.1f} s (not part of the report)")
+        with Store(url) as store:
+            with store.session() as s:
+                members = s.scalar(select(func.count()).select_from(Membership))
+                metric_rows = s.scalar(select(func.count()).select_from(Metric))
+            print(f"store: {url.split(':')[0]}, {members:,} cells ({N**4:,} variant combinations x {SEEDS} seeds), "
+                  f"{metric_rows:,} metric rows")
+            for title, patterns in (("default metrics (9: all but analysis.*)", None), ("all 30 metrics (--metric '*')", ["*"])):
+                loaded, t_load = timed(lambda: load(store, "bench", patterns, analysis=False))
+                summary, t_sum = timed(lambda: summarize(loaded))
+                print(f"\n{title}: {len(summary.cells):,} table cells, {len(summary.coverage):,} groups")
+                print(f"  load (queries + pivot) {t_load:6.3f} s")
+                print(f"  summarize              {t_sum:6.3f} s")
+                for fmt in Format:
+                    text, t_render = timed(lambda: render(summary, fmt))
+                    if fmt == Format.rich:
+                        _, t_print = timed(lambda: rich_text(text))
+                        t_render += t_print
+                    total = t_load + t_sum + t_render
+                    print(f"  render {fmt:<9}       {t_render:6.3f} s   -> report total {total:6.3f} s (target < 1 s)")
+            summary, t_cov = timed(lambda: build(store, "bench"))
+            _, t_cov_r = timed(lambda: rich_text(render_coverage(summary, Format.rich)))
+            print(f"\n`sweeper report bench --coverage` (rich): {t_cov + t_cov_r:6.3f} s")
+
+
+if __name__ == "__main__":
+    main()
