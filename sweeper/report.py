@@ -14,7 +14,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -26,7 +26,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 from scipy.stats import t as student_t  # scipy is installed with scikit-image, a declared dependency
-from sqlalchemy import not_, or_, select
+from sqlalchemy import Connection, Select, Text, cast, not_, or_, select
 
 from sweeper.console import open_store, out, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
@@ -140,26 +140,32 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     """
     row = store.study_row(study)
     axes, named, baseline = _study_meta(row.spec_text, row.file)
+    live = (Membership.study_id == row.id, Membership.orphaned.is_(False))
+    q = (
+        select(Membership.position, Metric.name, Metric.value)
+        .join(Metric, Metric.cell_key == Membership.cell_key)
+        .where(*live, Metric.step.is_(None))
+    )
+    if patterns:
+        q = q.where(or_(*(Metric.name.like(_like(p), escape="\\") for p in patterns)))
+    elif not analysis:
+        q = q.where(not_(Metric.name.like("analysis.%")))
     with store.engine.connect() as conn:
+        # Labels as JSON text, parsed in one call: 30,000 json.loads cost more than the query.
         members = conn.execute(
-            select(Membership.position, Membership.cell_key, Membership.labels, CellRow.state)
+            select(Membership.position, Membership.cell_key, cast(Membership.labels, Text), CellRow.state)
             .join(CellRow, CellRow.key == Membership.cell_key)
-            .where(Membership.study_id == row.id, Membership.orphaned.is_(False))
+            .where(*live)
             .order_by(Membership.position)
         ).all()
-        q = (
-            select(Membership.position, Metric.name, Metric.value, Metric.id)
-            .join(Metric, Metric.cell_key == Membership.cell_key)
-            .where(Membership.study_id == row.id, Membership.orphaned.is_(False), Metric.step.is_(None))
-        )
-        if patterns:
-            q = q.where(or_(*(Metric.name.like(_like(p), escape="\\") for p in patterns)))
-        elif not analysis:
-            q = q.where(not_(Metric.name.like("analysis.%")))
-        metric_rows = conn.execute(q).all()
+        # The DBAPI cursor's plain tuples: building 900k Row objects would double the load time.
+        metric_rows = _fetch_plain(conn, q)
+        pivot = _pivot(members, metric_rows)
+        if pivot is None:  # a final value recorded twice (re-ingested): read again in id order, last wins
+            pivot = _pivot(members, _fetch_plain(conn, q.order_by(Metric.id)), ordered=True)
+    matrix, found = pivot
 
-    positions = np.fromiter((m[0] for m in members), dtype=np.int64, count=len(members))
-    labels = [m[2] for m in members]
+    labels = json.loads("[" + ",".join(m[2] for m in members) + "]")
     all_axes = axes + [a for a in (labels[0] if labels else {}) if a not in axes and a != SEED_AXIS]
     frame = pd.DataFrame(
         {
@@ -170,21 +176,6 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
         }
     )
     frame["category"] = frame["state"].map(category)
-
-    if metric_rows:
-        pos, names, values, ids = zip(*metric_rows, strict=True)
-        codes, uniques = pd.factorize(pd.Series(names, dtype=object))
-        rows = np.searchsorted(positions, np.asarray(pos, dtype=np.int64))
-        values = np.asarray(values, dtype=float)
-        flat = rows * len(uniques) + codes
-        if len(np.unique(flat)) != len(flat):  # a value recorded twice: keep the latest id
-            order = np.argsort(np.asarray(ids), kind="stable")
-            flat, values = flat[order], values[order]
-        matrix = np.full((len(frame), len(uniques)), np.nan)
-        matrix.reshape(-1)[flat] = values  # later writes win
-        found = list(uniques)
-    else:
-        matrix, found = np.empty((len(frame), 0)), []
 
     if patterns:
         metrics: list[str] = []
@@ -202,6 +193,33 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     data = pd.DataFrame(matrix[:, [index[m] for m in metrics]], columns=metrics, index=frame.index)
     frame = pd.concat([frame, data], axis=1)
     return Loaded(study, frame, all_axes, [a for a in named if a in all_axes], baseline, metrics)
+
+
+def _fetch_plain(conn: Connection, q: Select) -> list[tuple]:
+    result = conn.execute(q)
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
+
+
+def _pivot(members: Sequence[tuple], rows: list[tuple], *, ordered: bool = False) -> tuple[np.ndarray, list[str]] | None:
+    """(members x metrics matrix, metric names) from (position, name, value) rows.
+
+    Returns None when a (member, metric) pair occurs twice and `rows` is not known to be in
+    insertion order, so the caller can re-read them ordered and let the last value win.
+    """
+    positions = np.fromiter((m[0] for m in members), dtype=np.int64, count=len(members))
+    if not rows:
+        return np.empty((len(members), 0)), []
+    records = pd.DataFrame.from_records(rows, columns=["position", "name", "value"])
+    codes, names = pd.factorize(records["name"])
+    flat = np.searchsorted(positions, records["position"].to_numpy(dtype=np.int64)) * len(names) + codes
+    matrix = np.full((len(members), len(names)), np.nan)
+    if not ordered and np.bincount(flat, minlength=matrix.size).max() > 1:
+        return None
+    matrix.reshape(-1)[flat] = records["value"].to_numpy(dtype=float)  # in order: later writes win
+    return matrix, list(names)
 
 
 def _metric_names(store: Store, study_id: int) -> list[str]:
@@ -257,7 +275,8 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
 
     A delta is the mean of per-seed differences between a variant's cell and the baseline cell
     with the same labels on every other axis and the same seed; its 95 % interval comes from
-    the paired t distribution and needs at least two pairs.
+    the paired t distribution and needs at least two pairs. Groups are numbered once
+    (ngroup) and every statistic is a (groups × metrics) array, so no index joins are needed.
     """
     axes = loaded.axes
     _check_axes("--rows", rows or [], axes)
@@ -276,74 +295,74 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
         frame = frame.assign(study=loaded.study)
         groups = row_axes = ["study"]
 
-    grouped = frame.groupby(groups, sort=False, dropna=False)
-    size = grouped.size()
-    per_category = frame.groupby([*groups, "category"], sort=False, dropna=False).size().unstack("category", fill_value=0)
-    coverage = per_category.reindex(index=size.index, columns=list(CATEGORIES), fill_value=0)
-    coverage["total"] = size
+    gid = frame.groupby(groups, sort=False, dropna=False).ngroup().to_numpy()
+    n_groups = int(gid.max()) + 1 if len(gid) else 0
+    labels = frame.loc[~pd.Series(gid).duplicated().to_numpy(), groups].reset_index(drop=True)  # in gid order
 
-    stats = pd.concat(
-        {
-            "mean": grouped[metrics].mean(),
-            "std": grouped[metrics].std(ddof=1),
-            "n": grouped[metrics].count(),
-        },
-        axis=1,
-    )
-    delta = _deltas(frame, loaded, groups, metrics, pooled, notes)
-    long = stats.stack(level=1, future_stack=True)
-    long.index = long.index.set_names([*groups, "metric"])
-    long = long.join(delta) if delta is not None else long.assign(delta=np.nan, delta_n=0, ci_low=np.nan, ci_high=np.nan)
-    long["n"] = long["n"].astype(int)
-    long["delta_n"] = long["delta_n"].fillna(0).astype(int)
-    long = long.reset_index().merge(coverage.reset_index(), on=groups, how="left").rename(columns={"total": "expected"})
-    sign = long["metric"].map(direction)
-    score = long["mean"] * sign
-    best_score = score.groupby([long[c] for c in col_axes] + [long["metric"]], sort=False, dropna=False).transform("max")
-    long["best"] = (sign != 0) & long["mean"].notna() & np.isclose(score, best_score) & (score.notna())
-    long["flags"] = ""
+    coverage = labels.copy()
+    for cat in CATEGORIES:
+        coverage[cat] = np.bincount(gid[(frame["category"] == cat).to_numpy()], minlength=n_groups)
+    coverage["total"] = np.bincount(gid, minlength=n_groups)
+
+    grouped = frame[metrics].groupby(gid, sort=True)
+    mean = grouped.mean().to_numpy()
+    std = grouped.std(ddof=1).to_numpy()
+    n = grouped.count().to_numpy()
+    delta, delta_n, ci_low, ci_high = _deltas(frame, gid, n_groups, loaded, metrics, pooled, notes)
+
+    sign = np.array([direction(m) for m in metrics])
+    score = np.where(sign != 0, mean * sign, np.nan)
+    column_of = labels.groupby(col_axes, sort=False, dropna=False).ngroup().to_numpy() if col_axes else np.zeros(n_groups)
+    best_score = pd.DataFrame(score).groupby(column_of).transform("max").to_numpy()
+    best = ~np.isnan(score) & np.isclose(score, best_score)
+
+    flags = np.full(n_groups, "", dtype=object)
     for cat, mark in FLAGS.items():
-        long.loc[long[cat] > 0, "flags"] += mark
-    long = long.drop(columns=list(CATEGORIES))
-    return Summary(loaded.study, row_axes, col_axes, pooled, metrics, loaded.baseline, long, coverage.reset_index(), notes)
+        flags = np.where(coverage[cat].to_numpy() > 0, flags + mark, flags)
+
+    m = len(metrics)
+    cells = labels.loc[labels.index.repeat(m)].reset_index(drop=True)
+    cells["metric"] = np.tile(np.array(metrics, dtype=object), n_groups)
+    for name, values in (("mean", mean), ("std", std), ("n", n), ("expected", np.repeat(coverage["total"].to_numpy(), m)),
+                         ("delta", delta), ("delta_n", delta_n), ("ci_low", ci_low), ("ci_high", ci_high),
+                         ("best", best), ("flags", np.repeat(flags, m))):
+        cells[name] = np.asarray(values).reshape(-1)
+    return Summary(loaded.study, row_axes, col_axes, pooled, metrics, loaded.baseline, cells, coverage, notes)
 
 
-def _deltas(frame: pd.DataFrame, loaded: Loaded, groups: list[str], metrics: list[str], pooled: list[str],
-            notes: list[str]) -> pd.DataFrame | None:
-    """Per group and metric: mean paired difference against the baseline, n pairs, 95 % CI."""
+def _deltas(frame: pd.DataFrame, gid: np.ndarray, n_groups: int, loaded: Loaded, metrics: list[str],
+            pooled: list[str], notes: list[str]) -> tuple[np.ndarray, ...]:
+    """Per group and metric: mean paired difference against the baseline, n pairs, 95 % CI bounds."""
+    shape = (n_groups, len(metrics))
+    none = (np.full(shape, np.nan), np.zeros(shape, dtype=int), np.full(shape, np.nan), np.full(shape, np.nan))
     baseline = loaded.baseline
     if not baseline or not metrics:
-        return None
+        return none
     if missing := [a for a in baseline if a not in loaded.axes]:
         notes.append(f"no deltas: the baseline names axes the study lacks ({', '.join(missing)})")
-        return None
+        return none
     if in_pooled := [a for a in baseline if a in pooled]:
         notes.append(f"no deltas: the baseline axis {', '.join(in_pooled)} is pooled; put it in --rows or --cols")
-        return None
+        return none
     is_base = np.ones(len(frame), dtype=bool)
     for axis, label in baseline.items():
         is_base &= frame[axis].map(canonical).to_numpy() == canonical(label)
     if not is_base.any():
         notes.append("no deltas: no cell of the baseline variant is in the study")
-        return None
+        return none
     pair_on = [a for a in loaded.axes if a not in baseline] + [SEED_AXIS]
     base = frame.loc[is_base, pair_on + metrics]
-    others = frame.loc[~is_base, list(dict.fromkeys(groups + pair_on)) + metrics]
+    others = frame.loc[~is_base, pair_on + metrics].assign(_gid=gid[~is_base])
     paired = others.merge(base, on=pair_on, how="inner", suffixes=("", " @baseline"))
-    diff = pd.DataFrame(
-        paired[metrics].to_numpy() - paired[[f"{m} @baseline" for m in metrics]].to_numpy(),
-        columns=metrics, index=paired.index,
-    )
-    g = pd.concat([paired[groups], diff], axis=1).groupby(groups, sort=False, dropna=False)
-    out_ = pd.concat({"delta": g[metrics].mean(), "sd": g[metrics].std(ddof=1), "delta_n": g[metrics].count()}, axis=1)
-    out_ = out_.stack(level=1, future_stack=True)
-    out_.index = out_.index.set_names([*groups, "metric"])
-    n = out_["delta_n"].to_numpy(dtype=float)
+    diff = pd.DataFrame(paired[metrics].to_numpy() - paired[[f"{m} @baseline" for m in metrics]].to_numpy())
+    g = diff.groupby(paired["_gid"].to_numpy())
+    index = pd.RangeIndex(n_groups)
+    delta = g.mean().reindex(index).to_numpy()
+    sd = g.std(ddof=1).reindex(index).to_numpy()
+    n = g.count().reindex(index, fill_value=0).to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
-        half = student_t.ppf(0.5 + CI_LEVEL / 2, np.where(n >= 2, n - 1, np.nan)) * out_["sd"].to_numpy() / np.sqrt(n)
-    out_["ci_low"] = out_["delta"] - half
-    out_["ci_high"] = out_["delta"] + half
-    return out_.drop(columns="sd")
+        half = student_t.ppf(0.5 + CI_LEVEL / 2, np.where(n >= 2, n - 1, np.nan)) * sd / np.sqrt(n)
+    return delta, n, delta - half, delta + half
 
 
 # ----------------------------------------------------------------------------- number formatting
@@ -372,7 +391,7 @@ def _is_count(metric: str) -> bool:
     return metric.startswith(("params.", "flops.")) and not _is_pct(metric)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Entry:
     """One table cell's parts, formatted; renderers only arrange and style them."""
 
@@ -389,36 +408,38 @@ class Entry:
 def _entries(summary: Summary) -> dict[tuple, dict[tuple, Entry]]:
     """(row labels) -> (col labels..., metric) -> Entry."""
     cells = summary.cells
-    decimals = {m: _decimals(cells.loc[cells["metric"] == m, "mean"]) for m in summary.metrics}
+    means = cells.groupby("metric", sort=False)["mean"]
+    kind = {m: ("count" if _is_count(m) else "pct" if _is_pct(m) else "") for m in summary.metrics}
+    decimals = {m: _decimals(means.get_group(m).tolist()) if m in means.groups else 2 for m in summary.metrics}
+    decimals |= {m: max(d, 1) for m, d in decimals.items() if kind[m] == "pct"}
+    sign = {m: direction(m) for m in summary.metrics}
     table: dict[tuple, dict[tuple, Entry]] = {}
-    row_n, col_n = len(summary.rows), len(summary.cols)
+    nr, nl = len(summary.rows), len(summary.rows) + len(summary.cols)
     fields = ["metric", "mean", "std", "n", "delta", "delta_n", "ci_low", "ci_high", "expected", "best", "flags"]
-    for rec in cells[[*summary.rows, *summary.cols, *fields]].itertuples(index=False, name=None):
-        labels = rec[: row_n + col_n]
-        metric, mean, std, n, delta, delta_n, lo, hi, expected, best, flags = rec[row_n + col_n :]
-        d = decimals[metric]
-        sign = direction(metric)
+    columns = [cells[c].tolist() for c in [*summary.rows, *summary.cols, *fields]]
+    for rec in zip(*columns, strict=True):
+        metric, mean, std, n, delta, delta_n, lo, hi, expected, best, flags = rec[nl:]
+        d, k = decimals[metric], kind[metric]
+        spread = ""
         if n == 0 or not math.isfinite(mean):
-            value = spread = ""
-        elif _is_count(metric):
+            value = ""
+        elif k == "count":
             value, spread = _si(mean), (_si(std) if n > 1 and std > 0 else "")
-        elif _is_pct(metric):
-            value, spread = f"{mean:+.{max(d, 1)}f} %", (f"{std:.{max(d, 1)}f}" if n > 1 and std > 0 else "")
         else:
-            value, spread = f"{mean:.{d}f}", (f"{std:.{d}f}" if n > 1 and std > 0 else "")
-        show_delta = sign != 0 and delta_n > 0 and math.isfinite(delta)
-        verdict = 0
-        if show_delta and delta_n >= 2 and math.isfinite(lo):
-            verdict = sign if lo > 0 else -sign if hi < 0 else 0
-        table.setdefault(labels[:row_n], {})[(*labels[row_n:], metric)] = Entry(
-            value=value,
-            spread=spread,
-            n=f"{n}/{expected}" if n < expected and n > 0 else "",
-            delta=f"{delta:+.{d}f}" if show_delta else "",
-            interval=f"[{lo:+.{d}f}, {hi:+.{d}f}]" if show_delta and delta_n >= 2 and math.isfinite(lo) else "",
-            verdict=verdict,
-            best=bool(best),
-            flags=flags,
+            value = f"{mean:+.{d}f} %" if k == "pct" else f"{mean:.{d}f}"
+            spread = f"{std:.{d}f}" if n > 1 and std > 0 else ""
+        show_delta = sign[metric] != 0 and delta_n > 0 and math.isfinite(delta)
+        has_interval = show_delta and delta_n >= 2 and math.isfinite(lo)
+        verdict = (sign[metric] if lo > 0 else -sign[metric] if hi < 0 else 0) if has_interval else 0
+        table.setdefault(rec[:nr], {})[(*rec[nr:nl], metric)] = Entry(
+            value,
+            spread,
+            f"{n}/{expected}" if 0 < n < expected else "",
+            f"{delta:+.{d}f}" if show_delta else "",
+            f"[{lo:+.{d}f}, {hi:+.{d}f}]" if has_interval else "",
+            verdict,
+            best,
+            flags,
         )
     return table
 
@@ -475,27 +496,19 @@ def render_csv(summary: Summary) -> str:
 
 
 def render_json(summary: Summary) -> str:
-    frame = tidy(summary).astype(object).where(tidy(summary).notna(), None)
-    doc = {
+    """One object; its `cells` (the tidy rows) and `coverage` are serialized by pandas (NaN -> null)."""
+    head = {
         "study": summary.study,
         "rows": summary.rows,
         "cols": summary.cols,
         "pooled": summary.pooled,
         "baseline": summary.baseline,
         "metrics": summary.metrics,
-        "cells": frame.to_dict(orient="records"),
-        "coverage": summary.coverage.to_dict(orient="records"),
         "notes": summary.notes,
     }
-    return json.dumps(doc, indent=1, default=_json_default) + "\n"
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer | np.bool_):
-        return value.item()
-    if isinstance(value, np.floating):
-        return float(value)
-    return str(value)
+    frames = [f'"{name}": {frame.to_json(orient="records", double_precision=15)}'
+              for name, frame in (("cells", tidy(summary)), ("coverage", summary.coverage))]
+    return json.dumps(head, default=str)[:-1] + ", " + ", ".join(frames) + "}\n"
 
 
 def _md_escape(text: str) -> str:
@@ -578,14 +591,19 @@ def render_rich(summary: Summary) -> Table:
     """A terminal table: bold best value, delta in green (better, interval clear of 0) or red."""
     if len(summary.cols) and len(summary.metrics) * summary.coverage[summary.cols].drop_duplicates().shape[0] > RICH_MAX_COLUMNS:
         summary = _fold_cols_into_rows(summary)
-    entries, columns, rows = _entries(summary), _columns(summary), _row_keys(summary)
+    rows = _row_keys(summary)
+    shown = rows[:RICH_MAX_ROWS]
+    if len(rows) > RICH_MAX_ROWS:  # format only what is shown
+        keys = pd.MultiIndex.from_frame(summary.cells[summary.rows])
+        summary = replace(summary, cells=summary.cells[keys.isin(pd.MultiIndex.from_tuples(shown))])
+    entries, columns = _entries(summary), _columns(summary)
     table = Table(title=f"{summary.study}", title_justify="left", show_lines=bool(summary.baseline))
     for a in summary.rows:
         table.add_column(a)
     for c in columns:
         table.add_column(_col_title(summary, c, "\n"), justify="right")
     used: set[str] = set()
-    for r in rows[:RICH_MAX_ROWS]:
+    for r in shown:
         cells = [str(v) for v in r]
         for c in columns:
             e = entries.get(r, {}).get(c)
@@ -614,8 +632,7 @@ def _fold_cols_into_rows(summary: Summary) -> Summary:
     """The same summary with its column axes moved into the rows (columns: the metrics only)."""
     rows = summary.rows + summary.cols
     notes = summary.notes + [f"too many columns for a terminal: {', '.join(summary.cols)} shown as rows (see --cols)"]
-    return Summary(summary.study, rows, [], summary.pooled, summary.metrics, summary.baseline,
-                   summary.cells, summary.coverage, notes)
+    return replace(summary, rows=rows, cols=[], notes=notes)
 
 
 def coverage_entries(summary: Summary) -> tuple[list[tuple], list[tuple], dict[tuple, str]]:
@@ -637,8 +654,7 @@ def render_coverage(summary: Summary, fmt: Format) -> str | Table:
     """Which groups are done / running (⟳) / failed (✗) / not run (·), so one sees what a table awaits."""
     if fmt in (Format.csv, Format.json):
         frame = summary.coverage
-        return frame.to_csv(index=False, lineterminator="\n") if fmt == Format.csv else \
-            json.dumps(frame.to_dict(orient="records"), indent=1, default=_json_default) + "\n"
+        return frame.to_csv(index=False, lineterminator="\n") if fmt == Format.csv else frame.to_json(orient="records") + "\n"
     rows, groups, text = coverage_entries(summary)
     titles = [", ".join(map(str, g)) or "cells" for g in groups]
     grid = [[*map(str, r), *(text.get((*r, *g), "–") for g in groups)] for r in rows]
