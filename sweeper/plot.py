@@ -1,0 +1,135 @@
+"""`sweeper plot`: a metric against an axis (or against the block index) per hue, mean over
+seeds with error bars, written as PNG / PDF / SVG through matplotlib.
+
+Figures are built on `matplotlib.figure.Figure` (the Agg / PDF canvases), never pyplot, so
+no GUI backend or global state is involved: it works on a login node without a display.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from matplotlib.figure import Figure
+from scipy.stats import t as student_t
+
+from sweeper.console import open_store, out, study_name, user_errors
+from sweeper.errors import UserError, did_you_mean
+from sweeper.report import CI_LEVEL, Loaded, load
+from sweeper.spec import SEED_AXIS
+
+BLOCK_AXIS = "block"
+BLOCK = re.compile(r"(?<![^.])block(\d+)(?![^.])")  # a whole name segment: analysis.x.block3.cos…
+SUFFIXES = (".png", ".pdf", ".svg")
+
+
+class ErrorBar(StrEnum):
+    std = "std"
+    ci = "ci"
+
+
+def _long(loaded: Loaded, x: str, series: list[str], facet: str | None) -> pd.DataFrame:
+    """One row per (member, metric) value: facet, series axes, x, value (NaN values dropped)."""
+    frame = loaded.frame
+    long = frame.melt(id_vars=[*loaded.axes, SEED_AXIS], value_vars=loaded.metrics, var_name="metric", value_name="value")
+    long = long[long["value"].notna()]
+    if x == BLOCK_AXIS:
+        blocks = long["metric"].str.extract(BLOCK, expand=False)
+        long = long.assign(block=blocks.astype(int), family=long["metric"].str.replace(BLOCK, "block*", regex=True))
+    return long[[*(c for c in (facet,) if c), *series, x, "value"]]
+
+
+def plot_data(loaded: Loaded, x: str, hue: str | None = None, col: str | None = None,
+              error: ErrorBar = ErrorBar.std) -> pd.DataFrame:
+    """Mean over seeds per (col, hue, x) with its error half-width (std, or the 95 % t interval).
+
+    With x = 'block', the metrics are per-block ones (name segment `block<N>`); when they form
+    several families (e.g. pre_norm1 and pre_norm2), each family is its own series.
+    """
+    axes = loaded.axes
+    for option, name in (("--x", x), ("--hue", hue), ("--col", col)):
+        if name is not None and name not in axes and not (option == "--x" and name == BLOCK_AXIS):
+            known = axes + ([BLOCK_AXIS] if option == "--x" else [])
+            raise UserError(f"{option} {name}: not an axis of this study{did_you_mean(name, known)}; "
+                            f"choose from: {', '.join(known)}")
+    series = [hue] if hue else []
+    if x == BLOCK_AXIS:
+        unblocked = [m for m in loaded.metrics if not BLOCK.search(m)]
+        if unblocked:
+            raise UserError(f"--x block: these metrics have no block<N> name segment: {', '.join(unblocked[:5])}")
+        if len({BLOCK.sub("block*", m) for m in loaded.metrics}) > 1:
+            series.append("family")
+    elif len(loaded.metrics) != 1:
+        raise UserError(f"--y matches {len(loaded.metrics)} metrics ({', '.join(loaded.metrics[:6])}"
+                        f"{', …' if len(loaded.metrics) > 6 else ''}); against an axis, plot one metric")
+    keys = [*(c for c in (col,) if c), *series, x]
+    g = _long(loaded, x, series, col).groupby(keys, sort=False)["value"]
+    data = pd.concat({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}, axis=1).reset_index()
+    if error == ErrorBar.ci:
+        n = data["n"].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            data["err"] = student_t.ppf(0.5 + CI_LEVEL / 2, np.where(n >= 2, n - 1, np.nan)) * data["std"] / np.sqrt(n)
+    else:
+        data["err"] = data["std"]
+    data["err"] = data["err"].fillna(0.0)  # a single seed: a point without a bar
+    return data
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in values)
+
+
+def draw(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, error: ErrorBar, path: Path) -> None:
+    """One panel per `col` label, one line per series, error bars; saved by the file's suffix."""
+    series = [c for c in (hue, "family" if "family" in data else None) if c]
+    facets = list(dict.fromkeys(data[col])) if col else [None]
+    xs = list(dict.fromkeys(data[x]))
+    numeric = _numeric(xs)
+    position = {v: (v if numeric else i) for i, v in enumerate(xs)}
+    fig = Figure(figsize=(4.2 * len(facets) + 1.0, 3.6), layout="constrained")
+    panels = fig.subplots(1, len(facets), sharey=True, squeeze=False)[0]
+    for ax, facet in zip(panels, facets, strict=True):
+        part = data if facet is None else data[data[col] == facet]
+        for name, line in (part.groupby(series, sort=False) if series else [((), part)]):
+            label = ", ".join(map(str, name if isinstance(name, tuple) else (name,))) or None
+            ax.errorbar([position[v] for v in line[x]], line["mean"], yerr=line["err"], marker="o", markersize=4,
+                        capsize=3, label=label)
+        if not numeric:
+            ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=30 if len(xs) > 4 else 0, ha="right" if len(xs) > 4 else "center")
+        if facet is not None:
+            ax.set_title(f"{col} = {facet}")
+        ax.set_xlabel(x)
+        ax.grid(alpha=0.3)
+    panels[0].set_ylabel(f"{y}  (mean ± {'95 % CI' if error == ErrorBar.ci else 'std'} over seeds)")
+    if series:
+        panels[-1].legend(title=" / ".join(series), fontsize="small")
+    fig.savefig(path)
+
+
+@user_errors
+def plot_command(
+    study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
+    x: Annotated[str, typer.Option("--x", help="Axis on the x axis, or 'block' for per-block metrics.")],
+    y: Annotated[str, typer.Option("--y", help="Metric name or glob (with --x block: the per-block metrics).")],
+    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .png, .pdf or .svg.")],
+    hue: Annotated[str | None, typer.Option("--hue", help="Axis whose labels are separate lines.")] = None,
+    col: Annotated[str | None, typer.Option("--col", help="Axis whose labels are separate panels.")] = None,
+    error: Annotated[ErrorBar, typer.Option("--error", help="Error bars: std over seeds, or the 95 % t interval.")] = ErrorBar.std,
+) -> None:
+    """Plot a metric against an axis (or the block index), mean over seeds with error bars."""
+    if out_file.suffix.lower() not in SUFFIXES:
+        raise UserError(f"--out {out_file}: expected a {', '.join(SUFFIXES)} file")
+    with open_store() as store:
+        loaded = load(store, study_name(study), [y])
+    data = plot_data(loaded, x, hue, col, error)
+    if data.empty:
+        raise UserError(f"no values of {y} recorded yet for study '{loaded.study}'")
+    draw(data, x, y, hue, col, error, out_file)
+    out.print(f"wrote {out_file}", highlight=False)
+

@@ -1,0 +1,99 @@
+"""`sweeper plot`: the plotted means and error bars, per-block curves, files written, user errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from sweeper.console import Options
+from sweeper.errors import UserError
+from sweeper.plot import ErrorBar, plot_command, plot_data
+from sweeper.report import load
+from sweeper.store import Store
+from tests.sweeper.test_report import MIOU, T_975_DF2, finish, write
+
+NORM1 = "analysis.procedural.block{}.cos_cls_patch_pre_norm1"
+NORM2 = "analysis.procedural.block{}.cos_cls_patch_pre_norm2"
+
+
+def cos(variant: str, block: int, seed: int) -> float:
+    """Baseline CLS-patch cosine stays high; specialization drives it to ~0 in early blocks."""
+    return (0.5 if variant == "baseline" else 0.1 * block) + 0.01 * seed
+
+
+@pytest.fixture
+def store(tmp_path, write_study):
+    study = write(write_study)
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        store.plan(study)
+        finish(store, study, {
+            (v, s, seed): {"linear_seg.ade20k.miou": MIOU[v, s][seed],
+                           **{NORM1.format(b): cos(v, b, seed) for b in range(4)},
+                           **{NORM2.format(b): 2 * cos(v, b, seed) for b in range(4)}}
+            for v, s in MIOU for seed in range(3)
+        })
+        yield store
+
+
+def test_metric_against_an_axis_per_hue_with_std_or_ci_bars(store):
+    data = plot_data(load(store, "abl", ["*.miou"]), x="model.scale", hue="model.specialize")
+    row = data.set_index(["model.specialize", "model.scale"]).loc[("norms", "base")]
+    assert (row["mean"], row["err"], row["n"]) == (pytest.approx(53), pytest.approx(math.sqrt(7)), 3)
+    ci = plot_data(load(store, "abl", ["*.miou"]), x="model.scale", hue="model.specialize", error=ErrorBar.ci)
+    row = ci.set_index(["model.specialize", "model.scale"]).loc[("baseline", "small")]
+    assert row["err"] == pytest.approx(T_975_DF2 * 1 / math.sqrt(3))
+
+
+def test_per_block_curves_parse_the_block_index_and_split_families(store):
+    data = plot_data(load(store, "abl", [NORM1.format("*")]), x="block", hue="model.specialize", col="model.scale")
+    assert "family" not in data
+    curve = data[(data["model.specialize"] == "norms") & (data["model.scale"] == "small")]
+    assert list(curve["block"]) == [0, 1, 2, 3]
+    assert list(curve["mean"]) == pytest.approx([0.01, 0.11, 0.21, 0.31])  # seeds 0..2 add 0.01 on average
+    both = plot_data(load(store, "abl", ["analysis.*.cos_cls_patch_*"]), x="block", hue="model.specialize")
+    assert set(both["family"]) == {NORM1.format("*"), NORM2.format("*")}
+    assert len(both) == 2 * 2 * 4  # variants x families x blocks
+
+
+def test_plot_errors_are_user_errors(store):
+    with pytest.raises(UserError, match="--x model.scal: not an axis.*did you mean 'model.scale'"):
+        plot_data(load(store, "abl", ["*.miou"]), x="model.scal")
+    with pytest.raises(UserError, match="--y matches 9 metrics"):
+        plot_data(load(store, "abl", ["*"]), x="model.scale")
+    with pytest.raises(UserError, match="no block<N> name segment: linear_seg.ade20k.miou"):
+        plot_data(load(store, "abl", ["*"]), x="block")
+
+
+@pytest.fixture
+def cli(store, monkeypatch, tmp_path):
+    app = typer.Typer()
+    app.command("plot")(plot_command)
+    app.command("other")(lambda: None)
+    monkeypatch.setattr(Options, "db", store.url)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, ["plot", *args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize(("name", "magic"), [("miou.png", b"\x89PNG"), ("miou.pdf", b"%PDF")])
+def test_plot_command_writes_a_non_empty_file(cli, tmp_path, name, magic):
+    result = cli("abl", "--x", "model.scale", "--y", "linear_seg.ade20k.miou", "--hue", "model.specialize",
+                 "--error", "ci", "--out", name)
+    assert result.exit_code == 0, result.output
+    data = (tmp_path / name).read_bytes()
+    assert data.startswith(magic) and len(data) > 1000
+
+
+def test_plot_command_block_curves_in_panels(cli, tmp_path):
+    result = cli("abl", "--x", "block", "--y", "analysis.*.cos_cls_patch_pre_norm1", "--hue", "model.specialize",
+                 "--col", "model.scale", "--out", "tokens.png")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "tokens.png").stat().st_size > 1000
+
+
+def test_plot_command_rejects_an_unknown_file_type(cli):
+    result = cli("abl", "--x", "model.scale", "--y", "*.miou", "--out", "plot.jpgg")
+    assert result.exit_code == 2 and not (result.output or "").count("Traceback")
