@@ -85,28 +85,38 @@ def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in values)
 
 
-def draw(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, error: ErrorBar, path: Path) -> None:
-    """One panel per `col` label, one line per series, error bars; saved by the file's suffix."""
+def draw(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, error: ErrorBar, path: Path,
+         title: str = "") -> None:
+    """One panel per `col` label, one line per series, error bars; saved by the file's suffix.
+
+    Series are shifted sideways by a few percent of the x spacing so that bars do not overlap.
+    """
     series = [c for c in (hue, "family" if "family" in data else None) if c]
     facets = list(dict.fromkeys(data[col])) if col else [None]
     xs = list(dict.fromkeys(data[x]))
     numeric = _numeric(xs)
-    position = {v: (v if numeric else i) for i, v in enumerate(xs)}
+    position = {v: (float(v) if numeric else float(i)) for i, v in enumerate(xs)}
+    spacing = float(np.diff(sorted(position.values())).min()) if len(xs) > 1 else 1.0
     fig = Figure(figsize=(4.2 * len(facets) + 1.0, 3.6), layout="constrained")
     panels = fig.subplots(1, len(facets), sharey=True, squeeze=False)[0]
     for ax, facet in zip(panels, facets, strict=True):
         part = data if facet is None else data[data[col] == facet]
-        for name, line in (part.groupby(series, sort=False) if series else [((), part)]):
+        lines = list(part.groupby(series, sort=False)) if series else [((), part)]
+        for i, (name, line) in enumerate(lines):
             label = ", ".join(map(str, name if isinstance(name, tuple) else (name,))) or None
-            ax.errorbar([position[v] for v in line[x]], line["mean"], yerr=line["err"], marker="o", markersize=4,
-                        capsize=3, label=label)
+            shift = (i - (len(lines) - 1) / 2) * 0.04 * spacing
+            ax.errorbar([position[v] + shift for v in line[x]], line["mean"], yerr=line["err"], marker="o",
+                        markersize=4, capsize=3, label=label)
         if not numeric:
-            ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=30 if len(xs) > 4 else 0, ha="right" if len(xs) > 4 else "center")
+            ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=30 if len(xs) > 4 else 0,
+                          ha="right" if len(xs) > 4 else "center")
         if facet is not None:
             ax.set_title(f"{col} = {facet}")
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
-    panels[0].set_ylabel(f"{y}  (mean ± {'95 % CI' if error == ErrorBar.ci else 'std'} over seeds)")
+    panels[0].set_ylabel(y)
+    bars = "95 % t interval" if error == ErrorBar.ci else "std"
+    fig.suptitle(f"{title}{': ' if title else ''}mean over seeds, bars: {bars}", fontsize="medium")
     if series:
         panels[-1].legend(title=" / ".join(series), fontsize="small")
     fig.savefig(path)
@@ -130,6 +140,6 @@ def plot_command(
     data = plot_data(loaded, x, hue, col, error)
     if data.empty:
         raise UserError(f"no values of {y} recorded yet for study '{loaded.study}'")
-    draw(data, x, y, hue, col, error, out_file)
+    draw(data, x, y, hue, col, error, out_file, title=loaded.study)
     out.print(f"wrote {out_file}", highlight=False)
 
