@@ -7,8 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,57 +17,7 @@ from sweeper.launch import cancel, launch, resume
 from sweeper.rundir import RunDir, read_json
 from sweeper.spec import load_study
 from sweeper.store import CellState, Store
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def env(tmp_path: Path, monkeypatch):
-    """A study directory as a user has it: results.db and runs/ in the cwd; tasks importable."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    monkeypatch.setenv("SWEEPER_HEARTBEAT_S", "1")
-    monkeypatch.delenv("SWEEPER_DB", raising=False)
-    monkeypatch.delenv("SWEEPER_FAULT", raising=False)
-    return tmp_path
-
-
-def write(path: Path, task: str, base: dict, axes: str, seeds: int = 1, executor: str = "{kind: local, parallelism: 2}", extra: str = ""):
-    path.write_text(textwrap.dedent(f"""
-        study: {path.stem}
-        task: tests.sweeper.tasks:{task}
-        base: {json.dumps(base)}
-        axes:
-        {textwrap.indent(axes, '  ')}
-        seeds: {seeds}
-        executor: {executor}
-        {extra}
-    """))
-    return load_study(path)
-
-
-def wait_done(store: Store, study, timeout: float = 90) -> list:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        statuses = ingest(store, study)
-        if not any(s.state in (CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING) for s in statuses):
-            return statuses
-        time.sleep(0.3)
-    raise AssertionError(f"cells still active after {timeout}s: {Counter(s.state for s in statuses)}")
-
-
-def wait_for(pred, timeout: float = 30, what: str = "condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def runs_per_cell(log: Path) -> Counter:
-    return Counter(line.split()[0] for line in log.read_text().splitlines()) if log.exists() else Counter()
+from tests.sweeper.orchestration import runs_per_cell, wait_done, wait_for, write
 
 
 def test_a_12_cell_study_completes_and_every_result_is_in_the_store(env):

@@ -1,0 +1,51 @@
+"""Helpers for the orchestrator tests: write a small study, wait for its cells, count runs."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+from sweeper.ingest import ingest
+from sweeper.spec import load_study
+from sweeper.store import CellState, Store
+
+
+def write(path: Path, task: str, base: dict, axes: str, seeds: int = 1, executor: str = "{kind: local, parallelism: 2}", extra: str = ""):
+    path.write_text(textwrap.dedent(f"""
+        study: {path.stem}
+        task: tests.sweeper.tasks:{task}
+        base: {json.dumps(base)}
+        axes:
+        {textwrap.indent(axes, '  ')}
+        seeds: {seeds}
+        executor: {executor}
+        {extra}
+    """))
+    return load_study(path)
+
+
+def wait_done(store: Store, study, timeout: float = 90) -> list:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        statuses = ingest(store, study)
+        if not any(s.state in (CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING) for s in statuses):
+            return statuses
+        time.sleep(0.3)
+    raise AssertionError(f"cells still active after {timeout}s: {Counter(s.state for s in statuses)}")
+
+
+def wait_for(pred, timeout: float = 30, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def runs_per_cell(log: Path) -> Counter:
+    return Counter(line.split()[0] for line in log.read_text().splitlines()) if log.exists() else Counter()

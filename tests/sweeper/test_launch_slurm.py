@@ -1,0 +1,90 @@
+"""The orchestrator on a real SLURM (scripts/slurm-sandbox.sh): arrays, scancel, requeue, kill -9.
+
+Skipped without SLURM_CONF, except under CI=true, where it fails: CI brings the sandbox up.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from sweeper.ingest import ingest
+from sweeper.launch import launch, resume
+from sweeper.rundir import RunDir, read_json
+from sweeper.store import CellState, Store
+from tests.sweeper.orchestration import runs_per_cell, wait_done, wait_for, write
+
+if not (os.environ.get("SLURM_CONF") and shutil.which("sbatch")):
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI=true but SLURM is unavailable (scripts/slurm-sandbox.sh up; eval its env)", pytrace=False)
+    pytest.skip("no SLURM (bash scripts/slurm-sandbox.sh up && eval \"$(bash scripts/slurm-sandbox.sh env)\")",
+                allow_module_level=True)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]
+SLURM = "{kind: slurm, array_parallelism: 4, signal_delay_s: 30}"
+
+
+def test_a_12_cell_study_runs_as_one_array_and_lands_in_the_store(env):
+    study = write(env / "arr.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4, 5, 6]", seeds=2,
+                  executor=SLURM, extra="resources: {default: {timeout_min: 5, cpus_per_task: 1}}")
+    with Store() as store:
+        submission, _ = launch(store, study)
+        assert len(submission.keys) == 12 and submission.jobs == 12
+        arrays = {a.job_id.split("_")[0] for a in store.attempts_of(submission.token)}
+        assert len(arrays) == 1  # one sbatch
+        assert {s.state for s in wait_done(store, study, timeout=240)} == {CellState.COMPLETED}
+        for cell in study.cells:
+            assert store.metrics(cell.key)["score"] == cell.config["x"] * 2 + cell.seed
+        assert launch(store, study)[0].keys == []
+    assert set(runs_per_cell(env / "runs.log").values()) == {1}
+
+
+def _running(store, study, run: RunDir, min_step: int) -> dict:
+    wait_for(lambda: (read_json(run.path / "ckpt.json") or {}).get("step", 0) >= min_step, timeout=120, what="checkpoints")
+    return read_json(run.status)
+
+
+def test_scancel_is_cancelled_and_resume_continues_from_the_checkpoint(env):
+    study = write(env / "scancel.yaml", "steps", {"steps": 200, "dt": 0.05, "every": 10}, "+variant: [a]", executor=SLURM)
+    run = RunDir.of("runs", study.cells[0].key)
+    with Store() as store:
+        launch(store, study)
+        status = _running(store, study, run, 20)
+        subprocess.run(["scancel", status["job_id"]], check=True, timeout=30)
+        (s,) = wait_done(store, study, timeout=120)
+        assert (s.state, s.cause) == (CellState.CANCELLED, "CANCELLED")
+        assert resume(store, study).keys == [s.key]
+        (s,) = wait_done(store, study, timeout=240)
+        assert s.state == CellState.COMPLETED and store.metrics(s.key)["resumed_from"] >= 20
+
+
+def test_a_killed_worker_is_detected_and_resumed(env):
+    study = write(env / "kill.yaml", "steps", {"steps": 200, "dt": 0.05, "every": 10}, "+variant: [a]", executor=SLURM)
+    run = RunDir.of("runs", study.cells[0].key)
+    with Store() as store:
+        launch(store, study)
+        status = _running(store, study, run, 20)
+        os.kill(status["pid"], signal.SIGKILL)
+        (s,) = wait_done(store, study, timeout=120)
+        assert s.state == CellState.INTERRUPTED and s.cause in {"KILLED"}
+        resume(store, study)
+        (s,) = wait_done(store, study, timeout=240)
+        assert s.state == CellState.COMPLETED and store.metrics(s.key)["resumed_from"] >= 20
+
+
+def test_a_requeued_job_resumes_from_its_checkpoint_by_itself(env):
+    study = write(env / "requeue.yaml", "steps", {"steps": 300, "dt": 0.05, "every": 10}, "+variant: [a]", executor=SLURM)
+    run = RunDir.of("runs", study.cells[0].key)
+    with Store() as store:
+        launch(store, study)
+        status = _running(store, study, run, 20)
+        subprocess.run(["scontrol", "requeue", status["job_id"]], check=True, timeout=30)
+        wait_for(lambda: (read_json(run.status) or {}).get("pid") not in (None, status["pid"]), timeout=180, what="restart")
+        assert any(s.state in (CellState.RUNNING, CellState.PENDING) for s in ingest(store, study))
+        (s,) = wait_done(store, study, timeout=240)
+        assert s.state == CellState.COMPLETED and store.metrics(s.key)["resumed_from"] >= 20
+        assert read_json(run.status)["restarts"] == 1
