@@ -70,6 +70,11 @@ waitfor() {
   local deadline=$((SECONDS + TIMEOUT))
   while ((SECONDS < deadline)); do
     timeout 15 "$@" >/dev/null 2>&1 && return 0
+    # WATCH_PID: the daemon we just started; when it has died, waiting longer is pointless
+    if [ -n "${WATCH_PID:-}" ] && ! kill -0 "$WATCH_PID" 2>/dev/null; then
+      # shellcheck disable=SC2086
+      fail "$what: the process (pid $WATCH_PID) exited" $logs
+    fi
     sleep 0.5
   done
   # shellcheck disable=SC2086
@@ -166,21 +171,24 @@ start_mariadb() {
       fail "mariadb-install-db failed" "$LOG/mariadb-install.log"
     touch "$DB/.installed"
   fi
+  local WATCH_PID=
   if ! alive mariadbd; then
-    # --no-defaults: ignore /etc/mysql; loopback only, own socket, small buffer pool (2-core CI boxes)
+    # --no-defaults: ignore /etc/mysql; loopback only, own socket, small buffer pool (2-core CI boxes).
+    # Its logs go in $DB: mariadbd runs as mysql and cannot write the root-owned $LOG.
     setsid mariadbd --no-defaults --user=mysql --datadir="$DB/data" --socket="$DB/mysqld.sock" \
       --pid-file="$DB/mysqld.pid" --bind-address=127.0.0.1 --port="$DB_PORT" \
-      --log-error="$LOG/mariadb.err" --innodb-buffer-pool-size=128M </dev/null >/dev/null 2>&1 9>&- &
+      --log-error="$DB/mariadb.err" --innodb-buffer-pool-size=128M </dev/null >>"$DB/mariadbd.out" 2>&1 9>&- &
+    WATCH_PID=$!
     STARTED=1
   fi
-  waitfor "MariaDB on $DB/mysqld.sock" "$LOG/mariadb.err" \
+  waitfor "MariaDB on $DB/mysqld.sock" "$DB/mariadb.err $DB/mariadbd.out" \
     mariadb --socket="$DB/mysqld.sock" -u root -e 'select 1'
   mariadb --socket="$DB/mysqld.sock" -u root -e "
     CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY 'slurm';
     CREATE USER IF NOT EXISTS 'slurm'@'127.0.0.1' IDENTIFIED BY 'slurm';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost';
     GRANT ALL ON slurm_acct_db.* TO 'slurm'@'127.0.0.1';" ||
-    fail "could not create the slurm database user" "$LOG/mariadb.err"
+    fail "could not create the slurm database user" "$DB/mariadb.err"
 }
 
 write_configs() {  # returns via globals: CONF_CHANGED, DBD_CONF_CHANGED
@@ -270,7 +278,7 @@ cmd_up() {
     slurmdbd </dev/null >>"$LOG/slurmdbd.out" 2>&1 9>&- || fail "slurmdbd did not start" "$LOG/slurmdbd.out" "$LOG/slurmdbd.log"
     STARTED=1
   fi
-  waitfor "slurmdbd (sacctmgr list cluster)" "$LOG/slurmdbd.log $LOG/mariadb.err" sacctmgr -n list cluster
+  waitfor "slurmdbd (sacctmgr list cluster)" "$LOG/slurmdbd.log $DB/mariadb.err" sacctmgr -n list cluster
   if ! alive slurmctld; then
     slurmctld -f "$CONF" </dev/null >>"$LOG/slurmctld.out" 2>&1 9>&- ||
       fail "slurmctld did not start" "$LOG/slurmctld.out" "$LOG/slurmctld.log"
