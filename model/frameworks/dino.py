@@ -35,7 +35,7 @@ class DINOOptions:
     bottleneck_dim: int = 128
     head_layers: int = 3
     student_temp: float = 0.1
-    teacher_temp: float = 0.07
+    teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.04
     warmup_teacher_temp_steps: int | None = None  # None: the first 30% of the steps
     momentum_teacher: float = 0.99  # cosine to momentum_teacher_end over the run

@@ -1,0 +1,142 @@
+"""model.train.pretrain: resume equals the uninterrupted run, a finished run is not retrained,
+DDP over 2 CPU processes (gloo) equals one process, a non-finite loss stops the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from model.train import CHECKPOINT_NAME, NonFiniteLoss, pretrain
+
+torch.set_num_threads(2)
+
+MODEL = {"scale": "micro", "img_size": 16, "patch_size": 4, "depth": 2, "specialize": "norms+qkv_third"}
+SMALL_HEAD = {"out_dim": 128, "hidden_dim": 64, "bottleneck_dim": 32, "n_local": 2}
+DATA = {"name": "procedural", "num_classes": 4, "size": 24}
+
+
+def _config(framework: dict, steps: int = 6, **train) -> dict:
+    return {"seed": 1, "model": dict(MODEL), "framework": framework, "data": dict(DATA),
+            "train": {"steps": steps, "batch_size": 8, "log_every": 1, "warmup_steps": 2, **train}}
+
+
+class Preempted(Exception):
+    pass
+
+
+class Recorder:
+    """The ``ctx`` of pretrain; asks for a checkpoint (then unwinds, as sweeper's worker does)
+    at step ``preempt_at``."""
+
+    def __init__(self, preempt_at: int | None = None) -> None:
+        self.losses: dict[int, float] = {}
+        self.preempt_at, self.boundaries = preempt_at, 0
+
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        self.losses[step] = metrics["pretrain.loss"]
+
+    def checkpoint_if_requested(self, save) -> None:
+        if self.boundaries == self.preempt_at:
+            save()
+            raise Preempted
+        self.boundaries += 1
+
+
+def _state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in module.state_dict().items() if isinstance(v, torch.Tensor)}
+
+
+# dinov2 with stochastic depth: teacher, centers, mask token, KoLeo and model randomness all resume
+def test_resumed_run_matches_uninterrupted_run(tmp_path):
+    config = _config({"name": "dinov2", **SMALL_HEAD}, steps=6)
+    config["model"]["drop_path_rate"] = 0.1
+    whole = Recorder()
+    backbone, summary = pretrain(config, tmp_path / "whole", ctx=whole, progress=False)
+
+    interrupted = Recorder(preempt_at=3)
+    with pytest.raises(Preempted):
+        pretrain(config, tmp_path / "resumed", ctx=interrupted, progress=False)
+    assert sorted(interrupted.losses) == [1, 2, 3]
+    assert torch.load(tmp_path / "resumed" / CHECKPOINT_NAME, weights_only=False)["step"] == 3
+    rest = Recorder()
+    resumed, resumed_summary = pretrain(config, tmp_path / "resumed", ctx=rest, progress=False)
+
+    assert sorted(rest.losses) == [4, 5, 6] and resumed_summary["pretrain.steps_run"] == 3
+    for step in (4, 5, 6):
+        assert rest.losses[step] == pytest.approx(whole.losses[step], rel=1e-4)
+    for key, value in _state(backbone).items():
+        torch.testing.assert_close(_state(resumed)[key], value, rtol=1e-4, atol=1e-5)
+
+
+def test_finished_run_is_returned_without_training(tmp_path):
+    config = _config({"name": "supervised"}, steps=4, checkpoint_every=2)
+    backbone, summary = pretrain(config, tmp_path, progress=False)
+    assert summary["pretrain.steps_run"] == 4
+    assert [p.name for p in tmp_path.iterdir()] == [CHECKPOINT_NAME]  # no temp file left behind
+    again, cached = pretrain(config, tmp_path, progress=False)
+    assert cached["pretrain.steps_run"] == 0 and cached["pretrain.steps"] == 4
+    assert cached["pretrain.loss"] == summary["pretrain.loss"] and not again.training
+    for key, value in _state(backbone).items():
+        torch.testing.assert_close(_state(again)[key], value, rtol=0, atol=0)
+
+
+def test_epochs_set_the_number_of_steps(tmp_path):
+    config = _config({"name": "supervised"}, steps=None, epochs=1)  # 24 images / batch 8
+    assert pretrain(config, tmp_path, progress=False)[1]["pretrain.steps"] == 3
+
+
+def test_non_finite_loss_stops_the_run_naming_the_step(tmp_path):
+    # lr 1e30: the first update blows the weights past float32 range, the second loss is inf/NaN
+    config = _config({"name": "supervised"}, steps=5, lr=1e30, warmup_steps=0, clip_grad=None)
+    with pytest.raises(NonFiniteLoss, match=r"non-finite loss at step 2 of 5: loss=(nan|inf)"):
+        pretrain(config, tmp_path, progress=False)
+    assert not (tmp_path / CHECKPOINT_NAME).exists()
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ValueError, match="known: supervised, deit3"):
+        pretrain(_config({"name": "simclr"}), tmp_path, progress=False)
+    with pytest.raises(ValueError, match=r"train: unknown key\(s\) \['step'\]"):
+        pretrain({**_config({"name": "dino"}), "train": {"step": 3}}, tmp_path, progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, config: dict, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    recorder = Recorder()
+    backbone, _ = pretrain(config, __import__("pathlib").Path(out) / "ckpt", ctx=recorder, progress=False)
+    if rank == 0:
+        torch.save({"losses": recorder.losses, "state": _state(backbone)}, os.path.join(out, "rank0.pt"))
+    torch.distributed.destroy_process_group()
+
+
+# dino + spec "all": a CLS-only loss leaves the patch path of the last layers unused (DDP must find
+# them); ibot + sinkhorn: the Sinkhorn marginals and the masked-token counts are global statistics
+@pytest.mark.parametrize("framework,spec", [
+    ({"name": "dino"}, "all"),
+    pytest.param({"name": "ibot", "centering": "sinkhorn"}, "norms+qkv_third", marks=pytest.mark.slow),
+])
+def test_ddp_two_processes_match_one(tmp_path, framework, spec):
+    config = _config({**framework, **SMALL_HEAD}, steps=4)
+    config["model"]["specialize"] = spec
+    single = Recorder()
+    backbone, _ = pretrain(config, tmp_path / "single", ctx=single, progress=False)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), config, str(tmp_path)), nprocs=2, join=True)
+    ddp = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    assert sorted(ddp["losses"]) == [1, 2, 3, 4]
+    for step, loss in single.losses.items():
+        assert ddp["losses"][step] == pytest.approx(loss, rel=1e-4), json.dumps([single.losses, ddp["losses"]])
+    for key, value in _state(backbone).items():
+        torch.testing.assert_close(ddp["state"][key], value, rtol=1e-3, atol=1e-4)
