@@ -119,9 +119,11 @@ def _like(pattern: str) -> str:
     return "".join(out_)
 
 
-def _hashable(label: Any) -> Any:
-    """Labels are grouped and merged on; a list or mapping label is keyed by its canonical JSON."""
-    return canonical(label) if isinstance(label, list | dict) else label
+def _column(labels: list[Any]) -> list[Any]:
+    """Labels are grouped and merged on: list or mapping labels are keyed by their canonical JSON."""
+    if any(isinstance(v, list | dict) for v in labels):
+        return [canonical(v) if isinstance(v, list | dict) else v for v in labels]
+    return labels
 
 
 def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
@@ -170,7 +172,7 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     frame = pd.DataFrame(
         {
             "key": [m[1] for m in members],
-            **{a: [_hashable(lab.get(a)) for lab in labels] for a in all_axes},
+            **{a: _column([lab.get(a) for lab in labels]) for a in all_axes},
             SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels],
             "state": [m[3] for m in members],
         }
@@ -212,13 +214,13 @@ def _pivot(members: Sequence[tuple], rows: list[tuple], *, ordered: bool = False
     positions = np.fromiter((m[0] for m in members), dtype=np.int64, count=len(members))
     if not rows:
         return np.empty((len(members), 0)), []
-    records = pd.DataFrame.from_records(rows, columns=["position", "name", "value"])
-    codes, names = pd.factorize(records["name"])
-    flat = np.searchsorted(positions, records["position"].to_numpy(dtype=np.int64)) * len(names) + codes
+    position, name, value = zip(*rows, strict=True)
+    codes, names = pd.factorize(np.array(name, dtype=object))
+    flat = np.searchsorted(positions, np.array(position, dtype=np.int64)) * len(names) + codes
     matrix = np.full((len(members), len(names)), np.nan)
     if not ordered and np.bincount(flat, minlength=matrix.size).max() > 1:
         return None
-    matrix.reshape(-1)[flat] = records["value"].to_numpy(dtype=float)  # in order: later writes win
+    matrix.reshape(-1)[flat] = np.array(value, dtype=float)  # in order: later writes win
     return matrix, list(names)
 
 
@@ -481,7 +483,7 @@ class Format(StrEnum):
 EXTENSIONS = {".md": Format.markdown, ".markdown": Format.markdown, ".tex": Format.latex, ".csv": Format.csv,
               ".json": Format.json, ".txt": Format.rich}
 RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows on a terminal
-RICH_MAX_ROWS = 400  # longer ones are cut with a note; the file formats are never cut
+RICH_MAX_ROWS = 100  # longer ones are cut with a note (rich is slow and a terminal short); files never are
 
 
 def tidy(summary: Summary) -> pd.DataFrame:

@@ -315,3 +315,18 @@ def test_api_load_returns_cells_by_metrics(full):
     norms_small = frame[(frame["model.specialize"] == "norms") & (frame["model.scale"] == "small")]
     assert list(norms_small["linear_seg.ade20k.miou"]) == [42, 44, 43]
     assert list(api_load("abl", db=store.url, metrics="*.rmse").columns[6:]) == ["linear_depth.nyu.rmse"]
+
+
+def test_a_study_with_nothing_run_yet_shows_its_coverage(tmp_path, write_study, monkeypatch):
+    study = write(write_study, baseline="null")
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        store.plan(study)
+        summary = build(store, "abl")
+        assert summary.metrics == [] and summary.baseline is None
+        assert set(summary.coverage["new"]) == {3}
+    app = typer.Typer()
+    app.command("report")(report_command)
+    app.command("other")(lambda: None)
+    monkeypatch.setattr(Options, "db", f"sqlite:///{tmp_path / 'r.db'}")
+    result = CliRunner().invoke(app, ["report", "abl"], catch_exceptions=False)
+    assert result.exit_code == 0 and result.output.count("0/3 ·3") == 4
