@@ -8,7 +8,6 @@ cell states; final metrics joined on the memberships), pivoted with numpy, so a 
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -486,14 +485,10 @@ RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows on a 
 RICH_MAX_ROWS = 100  # longer ones are cut with a note (rich is slow and a terminal short); files never are
 
 
-def tidy(summary: Summary) -> pd.DataFrame:
-    """The long export: labels..., metric, mean, std, n, expected, delta, delta_n, ci_low, ci_high, best, flags."""
-    return summary.cells
-
-
 def render_csv(summary: Summary) -> str:
+    """Tidy rows: labels..., metric, mean, std, n, expected, delta, delta_n, ci_low, ci_high, best, flags."""
     buf = io.StringIO()
-    tidy(summary).to_csv(buf, index=False, lineterminator="\n")
+    summary.cells.to_csv(buf, index=False, lineterminator="\n")
     return buf.getvalue()
 
 
@@ -509,7 +504,7 @@ def render_json(summary: Summary) -> str:
         "notes": summary.notes,
     }
     frames = [f'"{name}": {frame.to_json(orient="records", double_precision=15)}'
-              for name, frame in (("cells", tidy(summary)), ("coverage", summary.coverage))]
+              for name, frame in (("cells", summary.cells), ("coverage", summary.coverage))]
     return json.dumps(head, default=str)[:-1] + ", " + ", ".join(frames) + "}\n"
 
 
@@ -657,6 +652,8 @@ def render_coverage(summary: Summary, fmt: Format) -> str | Table:
     if fmt in (Format.csv, Format.json):
         frame = summary.coverage
         return frame.to_csv(index=False, lineterminator="\n") if fmt == Format.csv else frame.to_json(orient="records") + "\n"
+    if fmt == Format.rich and len(summary.coverage[summary.cols].drop_duplicates()) > RICH_MAX_COLUMNS // 2:
+        summary = _fold_cols_into_rows(summary)
     rows, groups, text = coverage_entries(summary)
     titles = [", ".join(map(str, g)) or "cells" for g in groups]
     grid = [[*map(str, r), *(text.get((*r, *g), "–") for g in groups)] for r in rows]
