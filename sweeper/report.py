@@ -489,9 +489,12 @@ RICH_MAX_ROWS = 100  # longer ones are cut with a note (rich is slow and a termi
 
 
 def render_csv(summary: Summary) -> str:
-    """Tidy rows: labels..., metric, mean, std, n, expected, delta, delta_n, ci_low, ci_high, best, flags."""
+    """Tidy rows: labels..., metric, mean, std, n, expected, delta, delta_n, ci_low, ci_high, best, flags.
+
+    Floats keep 12 significant digits (statistics, not raw data; formatting them is most of the cost).
+    """
     buf = io.StringIO()
-    summary.cells.to_csv(buf, index=False, lineterminator="\n")
+    summary.cells.to_csv(buf, index=False, lineterminator="\n", float_format="%.12g")
     return buf.getvalue()
 
 
