@@ -72,6 +72,23 @@ def build_store(url: str, tmp: Path) -> None:
                 conn.execute(insert(Metric), rows[i : i + 100_000])
 
 
+class Clock:
+    """Wall and process-CPU seconds: on a shared, loaded machine CPU time is the steadier figure."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def __call__(self, fn):
+        w, c = time.perf_counter(), time.process_time()
+        result = fn()
+        self.wall += time.perf_counter() - w
+        self.cpu += time.process_time() - c
+        return result
+
+    def __str__(self) -> str:
+        return f"{self.wall:6.3f} s wall {self.cpu:6.3f} s CPU"
+
+
 def timed(fn):
     t = time.perf_counter()
     result = fn()
@@ -102,22 +119,23 @@ def main() -> None:
             print(f"store: {url.split(':')[0]}, {members:,} cells ({N**4:,} variant combinations x {SEEDS} seeds), "
                   f"{metric_rows:,} metric rows")
             for title, patterns in (("default metrics (9: all but analysis.*)", None), ("all 30 metrics (--metric '*')", ["*"])):
-                loaded, t_load = timed(lambda: load(store, "bench", patterns, analysis=False))
-                summary, t_sum = timed(lambda: summarize(loaded))
+                load_clock, sum_clock = Clock(), Clock()
+                loaded = load_clock(lambda: load(store, "bench", patterns, analysis=False))
+                summary = sum_clock(lambda: summarize(loaded))
                 print(f"\n{title}: {len(summary.cells):,} table cells, {len(summary.coverage):,} groups")
-                print(f"  load (queries + pivot) {t_load:6.3f} s")
-                print(f"  summarize              {t_sum:6.3f} s")
+                print(f"  load (queries + pivot) {load_clock}")
+                print(f"  summarize              {sum_clock}")
                 for fmt in Format:
-                    text, t_render = timed(lambda: render(summary, fmt))
+                    clock = Clock()
+                    text = clock(lambda: render(summary, fmt))
                     if fmt == Format.rich:
-                        _, t_print = timed(lambda: rich_text(text))
-                        t_render += t_print
-                    total = t_load + t_sum + t_render
-                    print(f"  render {fmt:<9}       {t_render:6.3f} s   -> report total {total:6.3f} s (target < 1 s)")
-            summary, t_cov = timed(lambda: build(store, "bench"))
-            _, t_cov_r = timed(lambda: rich_text(render_coverage(summary, Format.rich)))
-            print(f"\n`sweeper report bench --coverage` (rich): {t_cov + t_cov_r:6.3f} s")
-
+                        clock(lambda: rich_text(text))
+                    print(f"  render {fmt:<9}       {clock}   -> report total {load_clock.wall + sum_clock.wall + clock.wall:6.3f} s wall"
+                          f" {load_clock.cpu + sum_clock.cpu + clock.cpu:6.3f} s CPU (target < 1 s)")
+            clock = Clock()
+            summary = clock(lambda: build(store, "bench"))
+            clock(lambda: rich_text(render_coverage(summary, Format.rich)))
+            print(f"\n`sweeper report bench --coverage` (rich): {clock}")
 
 if __name__ == "__main__":
     main()
