@@ -25,9 +25,9 @@ def cos(variant: str, block: int, seed: int) -> float:
 
 
 @pytest.fixture
-def store(tmp_path, write_study):
+def store(store_url, write_study):
     study = write(write_study)
-    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+    with Store(store_url) as store:
         store.plan(study)
         finish(store, study, {
             (v, s, seed): {"linear_seg.ade20k.miou": MIOU[v, s][seed],

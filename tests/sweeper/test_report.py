@@ -66,9 +66,9 @@ RMSE = {("baseline", "small"): [0.5, 0.5, 0.5], ("norms", "small"): [0.4, 0.45, 
 
 
 @pytest.fixture
-def full(tmp_path, write_study):
+def full(store_url, write_study):
     study = write(write_study)
-    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    store = Store(store_url)
     store.plan(study)
     finish(store, study, {
         (v, s, seed): {"linear_seg.ade20k.miou": MIOU[v, s][seed], "linear_depth.nyu.rmse": RMSE[v, s][seed],
@@ -150,9 +150,9 @@ def test_user_errors_name_the_problem_with_a_did_you_mean(full):
         build(store, "abk")
 
 
-def test_partial_study_flags_missing_running_and_failed_seeds(tmp_path, write_study):
+def test_partial_study_flags_missing_running_and_failed_seeds(store_url, write_study):
     study = write(write_study)
-    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+    with Store(store_url) as store:
         store.plan(study)
         done = {("baseline", "small", s): {"m.top1": 70 + s} for s in range(3)}
         done |= {("norms", "small", 0): {"m.top1": 75}, ("norms", "small", 1): {"m.top1": 73}}
@@ -178,21 +178,21 @@ def test_partial_study_flags_missing_running_and_failed_seeds(tmp_path, write_st
         assert "some seeds are still running" in md and "not been run yet" in md
 
 
-def test_one_delta_pair_has_no_interval(tmp_path, write_study):
+def test_one_delta_pair_has_no_interval(store_url, write_study):
     study = write(write_study)
-    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+    with Store(store_url) as store:
         store.plan(study)
         finish(store, study, {("baseline", "small", 0): {"a.top1": 1.0}, ("norms", "small", 0): {"a.top1": 1.5}})
         norms = cell(build(store, "abl"), "norms", "small", "a.top1")
         assert norms["delta"] == 0.5 and norms["delta_n"] == 1 and math.isnan(norms["ci_low"])
 
 
-def test_two_studies_sharing_cells_report_each_with_its_own_labels(tmp_path, write_study):
+def test_two_studies_sharing_cells_report_each_with_its_own_labels(store_url, write_study):
     a = write(write_study)
     # Study b names the same two configs differently and has its own baseline.
     b = write(write_study, name="b", variants={"plain": "{}", "n1": "{norm1: all}"}, baseline="n1", file="b.yaml")
     assert {c.key for c in a.cells} == {c.key for c in b.cells}
-    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+    with Store(store_url) as store:
         store.plan(a)
         store.plan(b)
         finish(store, a, {(v, s, seed): {"x.top1": MIOU[v, s][seed]} for v, s in MIOU for seed in range(3)})
@@ -205,9 +205,9 @@ def test_two_studies_sharing_cells_report_each_with_its_own_labels(tmp_path, wri
         assert len(frame) == 12 and set(frame["model.specialize"]) == {"plain", "n1"}
 
 
-def test_orphaned_cells_and_superseded_values_are_not_reported(tmp_path, write_study):
+def test_orphaned_cells_and_superseded_values_are_not_reported(store_url, write_study):
     study = write(write_study)
-    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+    with Store(store_url) as store:
         store.plan(study)
         finish(store, study, {(v, s, seed): {"x.top1": 1.0} for v, s in MIOU for seed in range(3)})
         key = next(c.key for c in study.cells if c.labels["model.specialize"] == "baseline" and c.seed == 0
@@ -317,9 +317,9 @@ def test_api_load_returns_cells_by_metrics(full):
     assert list(api_load("abl", db=store.url, metrics="*.rmse").columns[6:]) == ["linear_depth.nyu.rmse"]
 
 
-def test_a_study_with_nothing_run_yet_shows_its_coverage(tmp_path, write_study, monkeypatch):
+def test_a_study_with_nothing_run_yet_shows_its_coverage(store_url, write_study, monkeypatch):
     study = write(write_study, baseline="null")
-    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+    with Store(store_url) as store:
         store.plan(study)
         summary = build(store, "abl")
         assert summary.metrics == [] and summary.baseline is None
@@ -327,6 +327,6 @@ def test_a_study_with_nothing_run_yet_shows_its_coverage(tmp_path, write_study, 
     app = typer.Typer()
     app.command("report")(report_command)
     app.command("other")(lambda: None)
-    monkeypatch.setattr(Options, "db", f"sqlite:///{tmp_path / 'r.db'}")
+    monkeypatch.setattr(Options, "db", store_url)
     result = CliRunner().invoke(app, ["report", "abl"], catch_exceptions=False)
     assert result.exit_code == 0 and result.output.count("0/3 ·3") == 4
