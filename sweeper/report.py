@@ -384,7 +384,7 @@ def _si(value: float) -> str:
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
             return f"{value / scale:.1f}{suffix}"
-    return f"{value:g}"
+    return f"{value:.3g}"
 
 
 def _is_pct(metric: str) -> bool:
