@@ -16,12 +16,10 @@ from typing import Annotated, Any
 import numpy as np
 import pandas as pd
 import typer
-from matplotlib.figure import Figure
-from scipy.stats import t as student_t
 
 from sweeper.console import open_store, out, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
-from sweeper.report import CI_LEVEL, Loaded, load
+from sweeper.report import Loaded, load, t_quantile
 from sweeper.spec import SEED_AXIS
 
 BLOCK_AXIS = "block"
@@ -72,9 +70,7 @@ def plot_data(loaded: Loaded, x: str, hue: str | None = None, col: str | None = 
     g = _long(loaded, x, series, col).groupby(keys, sort=False)["value"]
     data = pd.concat({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}, axis=1).reset_index()
     if error == ErrorBar.ci:
-        n = data["n"].to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            data["err"] = student_t.ppf(0.5 + CI_LEVEL / 2, np.where(n >= 2, n - 1, np.nan)) * data["std"] / np.sqrt(n)
+        data["err"] = t_quantile(data["n"].to_numpy()) * data["std"] / np.sqrt(data["n"])
     else:
         data["err"] = data["std"]
     data["err"] = data["err"].fillna(0.0)  # a single seed: a point without a bar
@@ -90,7 +86,10 @@ def draw(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, e
     """One panel per `col` label, one line per series, error bars; saved by the file's suffix.
 
     Series are shifted sideways by a few percent of the x spacing so that bars do not overlap.
+    matplotlib is imported here, on first use, to keep it out of every `sweeper` command's startup.
     """
+    from matplotlib.figure import Figure
+
     series = [c for c in (hue, "family" if "family" in data else None) if c]
     facets = list(dict.fromkeys(data[col])) if col else [None]
     xs = list(dict.fromkeys(data[x]))
