@@ -495,7 +495,7 @@ class Format(StrEnum):
 EXTENSIONS = {".md": Format.markdown, ".markdown": Format.markdown, ".tex": Format.latex, ".csv": Format.csv,
               ".json": Format.json, ".txt": Format.rich}
 RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows on a terminal
-RICH_MAX_ROWS = 100  # longer ones are cut with a note (rich is slow and a terminal short); files never are
+RICH_MAX_ROWS = 50  # longer tables are cut with a note (a terminal shows ~50 rows; rich takes ~7 ms a row); files never are
 
 
 def render_csv(summary: Summary) -> str:
