@@ -223,6 +223,10 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 # schedule within seconds, not the default minute, so tests and requeues are quick
 SchedulerParameters=bf_interval=2,sched_interval=5
+# room for a 10,000-cell study (every array task counts as a job) next to finished jobs,
+# which are forgotten 60 s after they end
+MaxJobCount=50000
+MinJobAge=60
 # an ordinary cluster limit (indices 0..1000); the orchestrator splits larger arrays by it
 MaxArraySize=$MAX_ARRAY_SIZE
 # submitit ignores SIGTERM, so a cancelled job's step lives until SIGKILL and holds its core:

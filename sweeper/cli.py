@@ -1,4 +1,4 @@
-"""The `sweeper` command line: plan, studies, show, launch, status, resume, cancel, logs."""
+"""The `sweeper` command line: plan, studies, show, launch, status, resume, cancel, logs, report, plot."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from rich.table import Table
 
 from sweeper.console import CATEGORIES, STYLE, Options, open_store, out, print_json, study_name, user_errors, err
 from sweeper.errors import UserError
+from sweeper.plot import plot_command
+from sweeper.report import report_command
 from sweeper.spec import Study, load_study, parse_study
 from sweeper.store import Plan, category
 
@@ -354,3 +356,7 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
     if not quiet:
         out.print(_status_view(study, statuses, detail=True))
     return 1 if any(s.state in FINAL_BAD for s in statuses) else 0
+
+
+app.command("report")(report_command)
+app.command("plot")(plot_command)

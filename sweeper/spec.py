@@ -205,6 +205,7 @@ class SlurmExecutor(_Strict):
     array_parallelism: PositiveInt = 256
     max_array_size: PositiveInt | None = None  # None: ask the cluster (MaxArraySize)
     signal_delay_s: int = Field(default=120, ge=0)
+    cells_per_job: PositiveInt = 1  # >1 packs short cells into one array task: one start-up for several
 
 
 class Retry(_Strict):

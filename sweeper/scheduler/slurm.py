@@ -78,15 +78,19 @@ class SlurmBackend:
 
     def submit(self, task: str, workdir: str, token: str, groups: list[Group], name: str) -> dict[str, str]:
         size = self.max_array_size() - 1  # array indices run 0 .. MaxArraySize - 1
+        per_job = self.config.cells_per_job
         ids: dict[str, str] = {}
         for group in groups:
             executor = submitit.AutoExecutor(folder=self.folder, cluster="slurm")
-            executor.update_parameters(**self.parameters(group.resources, name))
-            for start in range(0, len(group.keys), size):
-                chunk = group.keys[start : start + size]
+            params = self.parameters(group.resources, name)
+            params["timeout_min"] *= per_job  # a pack runs its cells one after another
+            executor.update_parameters(**params)
+            packs = [group.keys[i : i + per_job] for i in range(0, len(group.keys), per_job)]
+            for start in range(0, len(packs), size):
+                chunk = packs[start : start + size]
                 with executor.batch():
-                    jobs = [executor.submit(Worker(task, workdir, [key], token)) for key in chunk]
-                ids.update({key: job.job_id for key, job in zip(chunk, jobs)})
+                    jobs = [executor.submit(Worker(task, workdir, pack, token)) for pack in chunk]
+                ids.update({key: job.job_id for pack, job in zip(chunk, jobs) for key in pack})
         return ids
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
