@@ -13,17 +13,13 @@ from sweeper.spec import load_study
 from sweeper.store import CellState, Store
 
 
-def write(path: Path, task: str, base: dict, axes: str, seeds: int = 1, executor: str = "{kind: local, parallelism: 2}", extra: str = ""):
-    path.write_text(textwrap.dedent(f"""
-        study: {path.stem}
-        task: tests.sweeper.tasks:{task}
-        base: {json.dumps(base)}
-        axes:
-        {textwrap.indent(axes, '  ')}
-        seeds: {seeds}
-        executor: {executor}
-        {extra}
-    """))
+def write(path: Path, task: str, base: dict, axes: str, seeds: int = 1, executor: str = "{kind: local, parallelism: 2}",
+          extra: str = ""):
+    """Write a study running tests.sweeper.tasks:<task>; `axes` and `extra` are YAML lines."""
+    path.write_text("\n".join([
+        f"study: {path.stem}", f"task: tests.sweeper.tasks:{task}", f"base: {json.dumps(base)}",
+        "axes:", textwrap.indent(axes, "  "), f"seeds: {seeds}", f"executor: {executor}", extra, "",
+    ]))
     return load_study(path)
 
 

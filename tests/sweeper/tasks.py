@@ -53,3 +53,7 @@ class NonFiniteLoss(RuntimeError):
 
 def nan(config: dict, ctx) -> dict:
     raise NonFiniteLoss("loss is nan at step 3")
+
+
+def oom(config: dict, ctx) -> dict:
+    raise MemoryError("CUDA out of memory")

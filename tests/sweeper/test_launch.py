@@ -159,3 +159,21 @@ def test_the_cli_follows_a_launch_and_shows_logs(env):
     assert [r["state"] for r in rows] == ["COMPLETED", "COMPLETED"]
     bad = subprocess.run([sweeper, "launch", "cli.yaml", "--only", "x=9"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "'9' is not a value of x" in bad.stderr
+
+
+def test_out_of_memory_is_retried_only_with_more_memory_configured(env):
+    plain = write(env / "oom.yaml", "oom", {"x": 1}, "x: [1]", executor="{kind: debug}",
+                  extra="resources: {default: {mem_gb: 8}}")
+    with Store() as store:
+        launch(store, plain)
+        (s,) = ingest(store, plain)
+        assert (s.state, s.cause) == (CellState.FAILED, "OUT_OF_MEMORY")
+        skipped = resume(store, plain)
+        assert skipped.keys == [] and "retry.oom_memory_factor" in skipped.skipped[s.key]
+        grow = write(env / "oom.yaml", "oom", {"x": 1}, "x: [1]", executor="{kind: debug}",
+                     extra="resources: {default: {mem_gb: 8}}\nretry: {max_attempts: 2, oom_memory_factor: 2}")
+        assert resume(store, grow).keys == [s.key]
+        (s,) = ingest(store, grow)
+        assert (s.state, s.attempt) == (CellState.FAILED, 2)
+        gave_up = resume(store, grow)  # bounded: two attempts were allowed
+        assert gave_up.keys == [] and "gave up after 2 attempts" in gave_up.skipped[s.key]

@@ -88,3 +88,14 @@ def test_a_requeued_job_resumes_from_its_checkpoint_by_itself(env):
         (s,) = wait_done(store, study, timeout=240)
         assert s.state == CellState.COMPLETED and store.metrics(s.key)["resumed_from"] >= 20
         assert read_json(run.status)["restarts"] == 1
+
+
+def test_short_cells_are_packed_several_per_array_task(env):
+    packed = SLURM.replace("}", ", cells_per_job: 3}")
+    study = write(env / "pack.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4, 5, 6, 7]",
+                  executor=packed)
+    with Store() as store:
+        submission, _ = launch(store, study)
+        assert submission.jobs == 3  # 7 cells in packs of 3
+        assert {s.state for s in wait_done(store, study, timeout=240)} == {CellState.COMPLETED}
+    assert set(runs_per_cell(env / "runs.log").values()) == {1}
