@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sweeper.errors import UserError, did_you_mean
 from sweeper.ingest import CellStatus, ingest, submissions_dir
+from sweeper.precheck import precheck
 from sweeper.rundir import RunDir, read_json, write_json
 from sweeper.scheduler import Group, backend
 from sweeper.spec import Cell, Study, canonical
@@ -126,6 +127,7 @@ def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cel
     plan = store.plan(study, record=not dry_run)
     chosen = [c for c in study.cells if plan.states[c.key] == CellState.PLANNED and _selected(c, filters)]
     chosen = chosen[:max_cells] if max_cells is not None else chosen
+    precheck(study, chosen)
     if dry_run:
         return Submission(), chosen
     result = submit(store, study, chosen, from_states={CellState.PLANNED})
@@ -159,6 +161,7 @@ def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list
         else:
             chosen.append(cell)
     chosen = chosen[:max_cells] if max_cells is not None else chosen
+    precheck(study, chosen)
     result = submit(store, study, chosen, from_states=set(_RETRY_FROM), resources=resources)
     result.skipped = skipped
     if study.executor.kind == "debug":

@@ -222,6 +222,7 @@ class StudyFile(_Strict):
     study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=128)
     description: str = ""
     task: str = Field(pattern=TASK_PATTERN)
+    check: str | None = Field(default=None, pattern=TASK_PATTERN)  # config -> list of problems, run before submitting
     base: dict[str, Any] = {}
     axes: dict[str, Any] = {}
     seeds: Any = 1  # a count or a list; checked by the expander for a clearer message
@@ -237,6 +238,7 @@ class StudyFile(_Strict):
 _EXPECTED = {
     "string_pattern_mismatch": {
         "task": "a 'module.path:function' string, e.g. 'model.experiment:run'",
+        "check": "a 'module.path:function' string, e.g. 'model.experiment:check'",
         "study": "a name of letters, digits and _ . + -",
     },
 }
@@ -287,6 +289,7 @@ class Study:
     name: str
     description: str
     task: str
+    check: str | None
     file: str
     text: str
     spec_hash: str
@@ -363,6 +366,7 @@ class _Expander:
             name=spec.study,
             description=spec.description,
             task=spec.task,
+            check=spec.check,
             file=self.file,
             text=self.text,
             spec_hash=hashlib.sha256(canonical(self.raw).encode()).hexdigest()[:16],

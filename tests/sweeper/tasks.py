@@ -57,3 +57,9 @@ def nan(config: dict, ctx) -> dict:
 
 def oom(config: dict, ctx) -> dict:
     raise MemoryError("CUDA out of memory")
+
+
+def check(config: dict) -> list[str]:
+    """A study's pre-submission check: a data root that must exist."""
+    root = config.get("root")
+    return [] if root is None or os.path.isdir(root) else [f"root: {root} does not exist"]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from sweeper.errors import UserError
 from sweeper.ingest import ingest
 from sweeper.launch import cancel, launch, resume
 from sweeper.rundir import RunDir, read_json
@@ -177,3 +178,19 @@ def test_out_of_memory_is_retried_only_with_more_memory_configured(env):
         assert (s.state, s.attempt) == (CellState.FAILED, 2)
         gave_up = resume(store, grow)  # bounded: two attempts were allowed
         assert gave_up.keys == [] and "gave up after 2 attempts" in gave_up.skipped[s.key]
+
+
+def test_the_studys_check_runs_before_anything_is_submitted(env):
+    (env / "data").mkdir()
+    study = write(env / "checked.yaml", "echo", {"x": 1, "root": str(env / "data")}, "root: [data, /no/such/dir]",
+                  executor="{kind: debug}", extra="check: tests.sweeper.tasks:check")
+    with Store() as store, pytest.raises(UserError) as e:
+        launch(store, study)
+    assert "checked.yaml: cell {root=/no/such/dir}: root: /no/such/dir does not exist" in str(e.value)
+    assert "root=data}" not in str(e.value)
+    with Store() as store:
+        assert [s.state for s in ingest(store, study)] == [CellState.PLANNED] * 2  # nothing submitted
+        broken = write(env / "checked.yaml", "echo", {"x": 1}, "x: [1]", executor="{kind: debug}",
+                       extra="check: tests.sweeper.no_such_module:check")
+        with pytest.raises(UserError, match="could not run"):
+            launch(store, broken)
