@@ -28,13 +28,17 @@ def precheck(study: Study, cells: list[Cell]) -> None:
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
         raise UserError(f"{study.file}: check: {study.check} could not run:\n{tail}")
-    lines = []
+    found: dict[str, list[Cell]] = {}  # one line per problem, however many cells share it
     for cell, problems in zip(unique.values(), json.loads(proc.stdout)):
-        where = ", ".join(f"{k}={v}" for k, v in cell.labels.items() if k != "seed")
-        lines.extend(f"{study.file}: cell {{{where}}}: {p}" for p in problems)
-    if lines:
-        shown = lines[:20] + ([f"… and {len(lines) - 20} more"] if len(lines) > 20 else [])
-        raise UserError("the study's check found problems; nothing was submitted\n" + "\n".join(shown))
+        for problem in problems:
+            found.setdefault(problem, []).append(cell)
+    if found:
+        lines = []
+        for problem, where in found.items():
+            example = "{" + ", ".join(f"{k}={v}" for k, v in where[0].labels.items() if k != "seed") + "}"
+            scope = f"cell {example}" if len(where) == 1 else f"{len(where)} configs, e.g. cell {example}"
+            lines.append(f"{study.file}: {scope}: {problem}")
+        raise UserError("the study's check found problems; nothing was submitted\n" + "\n".join(lines))
 
 
 def main() -> None:
