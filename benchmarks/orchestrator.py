@@ -32,11 +32,12 @@ SWEEPER = str(Path(sys.executable).parent / "sweeper")
 
 
 def study_file(folder: Path, name: str, n: int, executor: str, sleep: float = 0.0) -> Path:
+    """A study of n echo cells; its name is in the config, so two studies never share cells."""
     path = folder / f"{name}.yaml"
     path.write_text(textwrap.dedent(f"""
         study: {name}
         task: tests.sweeper.tasks:echo
-        base: {{x: 0, sleep: {sleep}}}
+        base: {{x: 0, sleep: {sleep}, name: {name}}}
         axes:
           x: {list(range(n))}
         executor: {executor}
