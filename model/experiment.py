@@ -15,6 +15,11 @@ Metrics are flat: ``<eval>.<dataset>.<metric>`` (e.g. ``knn.procedural.top1``,
 ``analysis.procedural.block3.attn_cls_entropy``), plus ``params.total``, ``params.extra``,
 ``params.extra_pct``, ``flops.fwd``, ``flops.fwd_bwd`` and the pretraining's ``pretrain.*``.
 
+``runtime`` holds settings that do not change the results and so stay out of the training key:
+``runtime.threads`` caps torch's intra-op threads of the cell. The local executor runs several
+cells side by side with nothing pinning them, and torch would otherwise start one thread per core
+in each, oversubscribing the machine (2 cells x 2 threads on 2 cores run slower than 2 x 1).
+
 Standalone: ``python -m model.experiment config.yaml [--run-dir DIR] [--cache-dir DIR]``.
 """
 
@@ -33,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
 import yaml
 from torch import nn
 
@@ -107,6 +113,10 @@ def check(config: Mapping[str, Any]) -> list[str]:
     for key in ("model", "data", "train"):
         if not isinstance(config.get(key), Mapping):
             problems.append(f"{key}: missing or not a mapping")
+    try:
+        _threads(config)
+    except ValueError as err:
+        problems.append(str(err))
     model_cfg, data_cfg = config.get("model") or {}, config.get("data") or {}
     if isinstance(model_cfg, Mapping):
         if model_cfg.get("scale", "tiny") not in SCALES:
@@ -144,6 +154,17 @@ def _known_frameworks() -> set[str] | None:
         return None
     names = getattr(train, "FRAMEWORKS", None)
     return set(names) if names is not None else None
+
+
+def _threads(config: Mapping[str, Any]) -> int | None:
+    """``runtime.threads`` of the config (None: torch's default); ValueError names a bad value."""
+    runtime = config.get("runtime") or {}
+    if not isinstance(runtime, Mapping) or set(runtime) - {"threads"}:
+        raise ValueError(f"runtime: got {runtime!r}; expected a mapping with the only key 'threads'")
+    threads = runtime.get("threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"runtime.threads: got {threads!r}; expected an integer >= 1")
+    return threads
 
 
 @contextmanager
@@ -186,6 +207,9 @@ def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, floa
 
     ctx = ctx if ctx is not None else LocalContext(Path.cwd())
     evals = parse_evals(config)  # fail on a bad eval config before hours of training
+    threads = _threads(config)
+    if threads is not None:
+        torch.set_num_threads(threads)
     progress = sys.stderr.isatty()
     rank = getattr(ctx, "rank", 0)
     train_key = training_key(config)

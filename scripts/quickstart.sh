@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job on a fresh clone: install the environment when absent, then plan the
-# quickstart study (micro ViT, procedural data, local executor) into ./results.db.
+# The main job on a fresh clone: install the environment when absent, run the quickstart study
+# (micro ViT, DINOv2, procedural data; 2 local cells at a time) into ./results.db and ./runs,
+# wait for it, and print the ablation table (mean ± std over seeds, deltas vs the baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(bash scripts/venv.sh)
-"$venv/bin/sweeper" plan studies/quickstart.yaml
+"$venv/bin/sweeper" launch studies/quickstart.yaml --wait
+"$venv/bin/sweeper" report quickstart

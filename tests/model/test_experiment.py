@@ -31,17 +31,26 @@ def test_check_accepts_the_quickstart_and_names_bad_keys(tmp_path):
     assert check({**QUICKSTART, "eval": {"knn2": {"dataset": "procedural"}}}) == [
         "eval.knn2: unknown evaluation; expected one of knn, linear_cls, linear_seg, linear_depth, analysis"]
     assert any(p.startswith("model.scale") for p in check({**QUICKSTART, "model": {"scale": "huge"}}))
+    assert check({**QUICKSTART, "runtime": {"threads": 0}}) == [
+        "runtime.threads: got 0; expected an integer >= 1"]
 
 
 def test_eval_only_rerun_and_a_new_eval_do_not_retrain(tmp_path):
+    import torch
+
     from model.experiment import LocalContext, run
 
     config = {"model": {"scale": "micro", "img_size": 32, "patch_size": 4, "depth": 2},
               "framework": {"name": "supervised"}, "data": {"name": "procedural", "num_classes": 4, "size": 128},
               "train": {"steps": 3, "batch_size": 16, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 2},
               "eval": {"knn": {"dataset": "procedural", "size": 64}}, "seed": 0}
-    first = run(config, LocalContext(tmp_path / "a", tmp_path / "cache"))
-    assert first["pretrain.steps_run"] == 3
+    threads = torch.get_num_threads()
+    try:
+        first = run({**config, "runtime": {"threads": 1}}, LocalContext(tmp_path / "a", tmp_path / "cache"))
+        assert torch.get_num_threads() == 1  # a cell sharing the cores with others keeps to its share
+    finally:
+        torch.set_num_threads(threads)
+    assert first["pretrain.steps_run"] == 3  # runtime is not part of the training key: reused below
     assert {"knn.procedural.top1", "params.total", "params.extra_pct", "flops.fwd"} <= set(first)
     again = run(config, LocalContext(tmp_path / "b", tmp_path / "cache"))
     assert again["pretrain.steps_run"] == 0 and again["knn.procedural.top1"] == first["knn.procedural.top1"]
