@@ -86,11 +86,12 @@ def test_mask_token_replaces_masked_patches_only():
 
 
 def test_sinkhorn_targets_are_balanced_distributions():
-    logits = torch.nn.functional.normalize(torch.randn(64, 16), dim=-1)
+    generator = torch.Generator().manual_seed(0)  # unseeded, the factor-2 claim failed 1 draw in 5
+    logits = torch.nn.functional.normalize(torch.randn(64, 16, generator=generator), dim=-1)
     q = sinkhorn_knopp(logits, temp=0.05)  # DINOv2's 3 iterations: balance improved, not exact
     torch.testing.assert_close(q.sum(-1), torch.ones(64))
     softmax = torch.softmax(logits / 0.05, dim=-1)
-    assert q.sum(0).std() < 0.5 * softmax.sum(0).std()
+    assert q.sum(0).std() < softmax.sum(0).std()  # held for 500 of 500 seeds; the median ratio is 0.41
     converged = sinkhorn_knopp(logits, temp=0.05, iterations=200)
     torch.testing.assert_close(converged.sum(0), torch.full((16,), 64 / 16), rtol=0.01, atol=0.0)
 
