@@ -178,10 +178,12 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     )
     frame["category"] = frame["state"].map(category)
 
+    # A metric named like a label column (a task returning its "seed") would shadow the label.
+    reported = [n for n in found if n not in frame.columns]
     if patterns:
         metrics: list[str] = []
         for p in patterns:
-            hits = sorted(n for n in found if fnmatchcase(n, p))
+            hits = sorted(n for n in reported if fnmatchcase(n, p))
             if not hits:
                 known = _metric_names(store, row.id)
                 shown = ", ".join(known[:12]) + (", …" if len(known) > 12 else "")
@@ -189,7 +191,7 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
                                 f"{did_you_mean(p, known)}; metrics: {shown or 'none recorded yet'}")
             metrics += [n for n in hits if n not in metrics]
     else:
-        metrics = sorted(found, key=lambda n: (direction(n) == 0, n))
+        metrics = sorted(reported, key=lambda n: (direction(n) == 0, n))
     index = {n: i for i, n in enumerate(found)}
     data = pd.DataFrame(matrix[:, [index[m] for m in metrics]], columns=metrics, index=frame.index)
     frame = pd.concat([frame, data], axis=1)
@@ -469,7 +471,8 @@ def _row_keys(summary: Summary) -> list[tuple]:
 
 
 def _col_title(summary: Summary, key: tuple, sep: str) -> str:
-    return sep.join([*(str(v) for v in key[:-1]), key[-1]])
+    """'model.scale=base · linear_seg.ade20k.miou': a bare value would not say which axis it is."""
+    return sep.join([*(f"{a}={v}" for a, v in zip(summary.cols, key[:-1])), key[-1]])
 
 
 def _legend(summary: Summary, used: set[str]) -> list[str]:

@@ -228,7 +228,7 @@ def test_markdown_is_a_pipe_table_with_one_cell_per_column(full):
     table = [line for line in text.splitlines() if line.startswith("|")]
     rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table]
     assert len({len(r) for r in rows}) == 1 and len(rows[0]) == 1 + 2 * 3
-    assert rows[0][:3] == ["model.specialize", "small · linear_depth.nyu.rmse", "small · linear_seg.ade20k.miou"]
+    assert rows[0][:3] == ["model.specialize", "model.scale=small · linear_depth.nyu.rmse", "model.scale=small · linear_seg.ade20k.miou"]
     assert set(rows[1][1:]) == {"---:"}
     by_variant = {r[0]: r for r in rows[2:]}
     assert by_variant["baseline"][2] == "41.0 ± 1.0"
