@@ -330,3 +330,15 @@ def test_a_study_with_nothing_run_yet_shows_its_coverage(store_url, write_study,
     monkeypatch.setattr(Options, "db", store_url)
     result = CliRunner().invoke(app, ["report", "abl"], catch_exceptions=False)
     assert result.exit_code == 0 and result.output.count("0/3 ·3") == 4
+
+
+def test_a_metric_named_like_a_label_column_does_not_shadow_it(store_url, write_study):
+    study = write(write_study)
+    with Store(store_url) as store:
+        store.plan(study)
+        finish(store, study, {(v, s, seed): {"seed": 99.0, "linear_seg.ade20k.miou": MIOU[v, s][seed]}
+                              for v, s in MIOU for seed in range(3)})
+        summary = build(store, "abl")
+    assert summary.metrics == ["linear_seg.ade20k.miou"]
+    norms = summary.cells[(summary.cells["model.specialize"] == "norms") & (summary.cells["model.scale"] == "small")]
+    assert norms["delta"].iloc[0] == pytest.approx((2 + 3 + 1) / 3)  # still paired by the real seed
