@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image as PILImage
 from torchvision import datasets
 
 from model.data.base import IGNORE_INDEX, Sample, Transform, VisionDataset, raw_sample, require_dir, require_root
