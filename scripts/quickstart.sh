@@ -6,4 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(bash scripts/venv.sh)
 "$venv/bin/sweeper" launch studies/quickstart.yaml --wait
-"$venv/bin/sweeper" report quickstart
+# the science columns only: all 18 metrics do not fit an 80-column terminal
+"$venv/bin/sweeper" report quickstart -m "knn.*.top1" -m "linear_seg.*.miou" -m params.extra_pct
