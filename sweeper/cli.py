@@ -298,14 +298,17 @@ def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
     if not detail:
         return Group(*parts)
     by_axis = Table(title="by axis value", title_justify="left")
-    for col in ("axis", "value", "done", "running", "failed", "new"):
+    columns = ("done", "running", "pending", "failed", "new")
+    for col in ("axis", "value", *columns):
         by_axis.add_column(col, justify="right" if col not in ("axis", "value") else "left")
     for axis in study.axis_names:
         values: dict[str, Counter] = {}
         for s in statuses:
-            values.setdefault(str(s.labels[axis]), Counter())[category(s.state)] += 1
+            # Submitted but not started is "pending", not "running", as in the header line.
+            kind = "running" if s.state == "RUNNING" else "pending" if s.state in ("SUBMITTING", "PENDING") else category(s.state)
+            values.setdefault(str(s.labels[axis]), Counter())[kind] += 1
         for i, (label, c) in enumerate(values.items()):
-            by_axis.add_row(axis if i == 0 else "", label, *(str(c.get(k, 0) or "·") for k in ("done", "running", "failed", "new")))
+            by_axis.add_row(axis if i == 0 else "", label, *(str(c.get(k, 0) or "·") for k in columns))
         by_axis.add_section()
     parts.append(by_axis)
     running = [s for s in statuses if s.state == "RUNNING"]
