@@ -85,9 +85,12 @@ def failure_cause(exc: BaseException) -> str:
 class Worker(submitit.helpers.Checkpointable):
     """The callable submitted to submitit: runs `keys` with the task named `task`."""
 
-    def __init__(self, task: str, workdir: str, keys: list[str], token: str, *, lane: int | None = None):
+    def __init__(self, task: str, workdir: str, keys: list[str], token: str, *, lane: int | None = None,
+                 threads: int | None = None):
         # lane: local lanes share one list of cells and claim them; array tasks run their own pack.
+        # threads: a cap for OpenMP/MKL (hence torch) when several lanes share one machine.
         self.task, self.workdir, self.keys, self.token, self.lane = task, workdir, keys, token, lane
+        self.threads = threads
         self._requested: threading.Event | None = None
         self._ctx: TaskContext | None = None
         self._current: RunDir | None = None
@@ -106,6 +109,9 @@ class Worker(submitit.helpers.Checkpointable):
         rank = env.global_rank if env else 0
         if env and env.num_tasks > 1:
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        if self.threads:  # before the task imports torch, which reads these once
+            for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+                os.environ.setdefault(var, str(self.threads))
         fn = _import_task(self.task)
         job_id = env.job_id if env else str(os.getpid())
         states = {}

@@ -63,3 +63,7 @@ def check(config: dict) -> list[str]:
     """A study's pre-submission check: a data root that must exist."""
     root = config.get("root")
     return [] if root is None or os.path.isdir(root) else [f"root: {root} does not exist"]
+
+
+def threads(config: dict, ctx) -> dict:
+    return {"omp_threads": float(os.environ.get("OMP_NUM_THREADS", "0"))}

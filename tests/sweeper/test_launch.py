@@ -194,3 +194,16 @@ def test_the_studys_check_runs_before_anything_is_submitted(env):
                        extra="check: tests.sweeper.no_such_module:check")
         with pytest.raises(UserError, match="could not run"):
             launch(store, broken)
+
+
+def test_local_lanes_share_the_cores_instead_of_oversubscribing(env, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    shared = write(env / "share.yaml", "threads", {"x": 1}, "x: [1, 2]", executor="{kind: local, parallelism: 2}")
+    pinned = write(env / "pin.yaml", "threads", {"x": 1}, "x: [3]", executor="{kind: local, parallelism: 2}",
+                   extra="resources: {default: {cpus_per_task: 3}}")
+    with Store() as store:
+        for study in (shared, pinned):
+            launch(store, study)
+            wait_done(store, study)
+        assert {store.metrics(c.key)["omp_threads"] for c in shared.cells} == {max(1, (os.cpu_count() or 1) // 2)}
+        assert store.metrics(pinned.cells[0].key)["omp_threads"] == 3
