@@ -86,11 +86,12 @@ class Worker(submitit.helpers.Checkpointable):
     """The callable submitted to submitit: runs `keys` with the task named `task`."""
 
     def __init__(self, task: str, workdir: str, keys: list[str], token: str, *, lane: int | None = None,
-                 threads: int | None = None):
+                 threads: int | None = None, capture: bool = True):
         # lane: local lanes share one list of cells and claim them; array tasks run their own pack.
         # threads: a cap for OpenMP/MKL (hence torch) when several lanes share one machine.
+        # capture: send the cell's stdout/stderr to its log files (off in-process, so pdb talks to you).
         self.task, self.workdir, self.keys, self.token, self.lane = task, workdir, keys, token, lane
-        self.threads = threads
+        self.threads, self.capture = threads, capture
         self._requested: threading.Event | None = None
         self._ctx: TaskContext | None = None
         self._current: RunDir | None = None
@@ -153,7 +154,7 @@ class Worker(submitit.helpers.Checkpointable):
         ctx = TaskContext(run, Path(self.workdir).resolve() / "cache", key, attempt, rank, self._requested)
         self._ctx, self._current = ctx, run
         outcome: dict[str, Any] = {}
-        with _Heartbeat(run.heartbeat if rank == 0 else None), _capture(run.logs, attempt if rank == 0 else None):
+        with _Heartbeat(run.heartbeat if rank == 0 else None), _capture(run.logs, attempt if rank == 0 and self.capture else None):
             thread = threading.Thread(target=_call_task, args=(fn, config, ctx, outcome), name=f"task-{key}", daemon=True)
             thread.start()
             while thread.is_alive():

@@ -21,7 +21,7 @@ class DebugBackend:
     def submit(self, task: str, workdir: str, token: str, groups: list[Group], name: str) -> dict[str, str]:
         keys = [k for g in groups for k in g.keys]
         executor = submitit.AutoExecutor(folder=self.folder, cluster="debug")
-        job = executor.submit(Worker(task, workdir, keys, token))
+        job = executor.submit(Worker(task, workdir, keys, token, capture=False))
         job_id = f"debug-{os.getpid()}"
         job.result()  # runs the cells here and now; failures are recorded in the run directories
         return dict.fromkeys(keys, job_id)
