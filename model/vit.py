@@ -6,7 +6,10 @@ VisionTransformer and swap each chosen leaf module (``blocks.i.norm1``, ``blocks
 ...) for a :class:`TokenSplit` that runs a CLS copy on the prefix slice of the sequence and a
 patch copy on the rest, then concatenates. Every token still goes through exactly one copy and
 Q, K, V of all tokens meet in the same attention, so FLOPs equal the plain model's; only
-parameters grow.
+parameters grow. In a timm ``Block`` with a specialized linear layer or LayerScale, the two
+paths stay in separate tensors across each run of token-wise layers and meet only in attention
+and at the block output (:class:`_SplitBlock`), which costs far less than a split and a
+concatenation around every layer; the parameters and their names are the same.
 
 Spec format (``model.specialize`` in study files, ``--spec`` on the command line):
 
@@ -39,8 +42,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
 import torch
-from timm.layers import SwiGLUPacked
-from timm.models.vision_transformer import VisionTransformer
+import torch.nn.functional as F
+from timm.layers import DropPath, GluMlp, Mlp, SwiGLUPacked
+from timm.layers.attention import Attention
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 from torch.utils.flop_counter import (
     FlopCounterMode,
@@ -265,6 +270,143 @@ class TokenSplit(nn.Module):
         return f"component={self.component}, num_cls={self.num_cls}, dim={self.dim}"
 
 
+def _path(module: nn.Module, route: int) -> nn.Module:
+    """The copy of ``module`` that tokens of ``route`` (0: CLS path, 1: patch path) go through."""
+    if isinstance(module, TokenSplit):
+        return module.cls if route == 0 else module.patch
+    return module
+
+
+def _streamable_mlp(mlp: nn.Module) -> bool:
+    linear = (isinstance(_path(getattr(mlp, "fc1", None), 0), nn.Linear)
+              and isinstance(_path(getattr(mlp, "fc2", None), 0), nn.Linear))
+    return linear and (type(mlp) is Mlp or (type(mlp) is GluMlp and mlp.chunk_dim == -1))
+
+
+def _mlp(mlp: nn.Module, route: int, x: torch.Tensor) -> torch.Tensor:
+    """timm's Mlp / GluMlp forward on the tokens of one path."""
+    x = _path(mlp.fc1, route)(x)
+    if type(mlp) is GluMlp:
+        x1, x2 = x.chunk(2, dim=-1)
+        x = x1 * mlp.act(x2) if mlp.gate_last else mlp.act(x1) * x2
+    else:
+        x = mlp.act(x)
+    return mlp.drop2(_path(mlp.fc2, route)(mlp.norm(mlp.drop1(x))))
+
+
+def _drop_path_mask(drop: nn.Module, x: torch.Tensor, training: bool) -> torch.Tensor | None:
+    """timm's per-sample stochastic-depth factor (one draw shared by both paths), or None."""
+    if isinstance(drop, nn.Identity) or drop.drop_prob == 0.0 or not training:
+        return None
+    keep = 1.0 - drop.drop_prob
+    mask = x.new_empty((x.shape[0], 1, 1)).bernoulli_(keep)
+    return mask.div_(keep) if keep > 0.0 and drop.scale_by_keep else mask
+
+
+class _SplitBlock(Block):
+    """A timm Block with specialized layers that keeps the CLS-path and patch-path tokens in two
+    tensors across each run of specialized token-wise layers, instead of splitting and joining
+    the sequence around every specialized layer.
+
+    * norm1 -> qkv: with qkv specialized, both run per path and the paths meet once, where attention
+      needs all tokens (one concatenation of the QKV output; specialized q_norm/k_norm run per
+      path before it). With qkv shared, norm1 (a TokenSplit if specialized) runs as a layer.
+    * proj -> ls1 -> residual, norm2 -> fc1 -> act -> fc2 -> ls2 -> residual: with proj or ls1
+      specialized, the attention output is split while it is reshaped (a copy timm makes anyway)
+      and the residual stream stays split through the MLP half when that half has a specialized
+      layer; the block joins the two paths once, at its output.
+    * A half without specialized linear layers or LayerScale runs on the whole sequence as in
+      timm (a specialized norm there is a TokenSplit): running shared layers on the two paths
+      in turn costs more than splitting around one norm (measured on CPU).
+
+    Same parameters, module names and FLOPs as the Block it replaces (``specialize`` swaps the
+    class); stochastic depth draws one per-sample mask for both paths, as timm does. A forward
+    or backward hook anywhere inside the block (e.g. on ``norm1`` or ``attn.qkv``, which must see
+    the whole sequence), an attention mask or causal attention take timm's own forward, where each
+    TokenSplit splits and joins.
+    """
+
+    num_cls: int
+
+    @staticmethod
+    def supports(block: nn.Module) -> bool:
+        attn = getattr(block, "attn", None)
+        return (type(block) is Block and type(attn) is Attention and attn.gate is None
+                and isinstance(_path(attn.qkv, 0), nn.Linear) and _streamable_mlp(block.mlp)
+                and all(isinstance(d, (nn.Identity, DropPath))
+                        for d in (block.drop_path1, block.drop_path2)))
+
+    def _hooked(self) -> bool:
+        return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                   or m._backward_pre_hooks for m in self.modules() if m is not self)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        if attn_mask is not None or is_causal or self._hooked():
+            return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
+        attn, mlp, p = self.attn, self.mlp, self.num_cls
+        batch, n, _ = x.shape
+        sizes, routes = (p, n - p), (0, 1)
+        heads, head_dim = attn.num_heads, attn.head_dim
+
+        def split(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            # split, not two slices: its backward is one concatenation of the paths' grads
+            return t.split(sizes, 1)
+
+        # attention input
+        if isinstance(attn.qkv, TokenSplit):
+            xs = split(x)
+            qkv = [attn.qkv.cls(_path(self.norm1, 0)(xs[0])),
+                   attn.qkv.patch(_path(self.norm1, 1)(xs[1]))]
+            if isinstance(attn.q_norm, TokenSplit) or isinstance(attn.k_norm, TokenSplit):
+                per = [t.reshape(batch, sizes[r], 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+                       for r, t in enumerate(qkv)]
+                q = torch.cat([_path(attn.q_norm, r)(per[r][0]) for r in routes], 2)
+                k = torch.cat([_path(attn.k_norm, r)(per[r][1]) for r in routes], 2)
+                v = torch.cat([per[r][2] for r in routes], 2)
+            else:
+                q, k, v = (torch.cat(qkv, 1).reshape(batch, n, 3, heads, head_dim)
+                           .permute(2, 0, 3, 1, 4).unbind(0))
+                q, k = attn.q_norm(q), attn.k_norm(k)
+        else:
+            q, k, v = (attn.qkv(self.norm1(x)).reshape(batch, n, 3, heads, head_dim)
+                       .permute(2, 0, 3, 1, 4).unbind(0))
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        if attn.fused_attn:
+            o = F.scaled_dot_product_attention(
+                q, k, v, dropout_p=attn.attn_drop.p if self.training else 0.0)
+        else:
+            o = attn.attn_drop(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)) @ v
+
+        # attention output and residual
+        state: torch.Tensor | list[torch.Tensor]
+        if isinstance(attn.proj, TokenSplit) or isinstance(self.ls1, TokenSplit):
+            xs = split(x)
+            mask = _drop_path_mask(self.drop_path1, x, self.training)
+            state = []
+            for r, t in enumerate(o.split(sizes, 2)):
+                t = t.transpose(1, 2).reshape(batch, sizes[r], attn.attn_dim)
+                y = _path(self.ls1, r)(attn.proj_drop(_path(attn.proj, r)(attn.norm(t))))
+                state.append(xs[r] + (y if mask is None else y * mask))
+        else:
+            o = attn.proj(attn.norm(o.transpose(1, 2).reshape(batch, n, attn.attn_dim)))
+            state = x + self.drop_path1(self.ls1(attn.proj_drop(o)))
+
+        # MLP and residual
+        split_mlp = any(isinstance(m, TokenSplit) for m in (mlp.fc1, mlp.fc2, self.ls2))
+        if split_mlp or (isinstance(state, list) and isinstance(self.norm2, TokenSplit)):
+            xs = split(state) if isinstance(state, torch.Tensor) else state
+            mask = _drop_path_mask(self.drop_path2, x, self.training)
+            out = []
+            for r in routes:
+                y = _path(self.ls2, r)(_mlp(mlp, r, _path(self.norm2, r)(xs[r])))
+                out.append(xs[r] + (y if mask is None else y * mask))
+            return torch.cat(out, 1)
+        if isinstance(state, list):
+            state = torch.cat(state, 1)
+        return state + self.drop_path2(self.ls2(mlp(self.norm2(state))))
+
+
 class Specialization(nn.Module):
     """Parameter-free child ``vit.specialization`` that carries the spec in the state dict.
 
@@ -343,6 +485,11 @@ def specialize(vit: VisionTransformer, spec: Spec | Mapping[str, Any] | str | No
                             "with fc_norm); drop final_norm from the spec")
     for parent, leaf, dim, component in targets:
         setattr(parent, leaf, TokenSplit(getattr(parent, leaf), num_cls, dim, component))
+    for block in vit.blocks:  # a block whose only specialized layers are norms keeps timm's forward
+        if _SplitBlock.supports(block) and any(isinstance(m, TokenSplit) for m in (
+                block.attn.qkv, block.attn.proj, block.ls1, block.mlp.fc1, block.mlp.fc2, block.ls2)):
+            block.__class__ = _SplitBlock
+            block.num_cls = num_cls
     vit.specialization = Specialization(spec, num_cls)
     return vit
 

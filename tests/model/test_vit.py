@@ -11,6 +11,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from timm.models.vision_transformer import Block
+
 from model.vit import (
     BLOCK_COMPONENTS,
     Spec,
@@ -126,6 +128,47 @@ def test_ddp_without_unused_parameters(tmp_path):
             opt.zero_grad()
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("spec", ["all", "norms+qkv_third", {"proj": "all", "fc2": [1]},
+                                  {"ls1": "all", "k_norm": "all", "registers": "patch"}])
+def test_streamed_blocks_match_per_layer_forward_and_hooks_see_the_whole_sequence(spec):
+    """The block forward that keeps the two paths apart equals timm's per-layer forward (values and
+    gradients, in training with stochastic depth), and a forward hook on norm1 / attn.qkv (as
+    model/eval/analysis.py sets) makes the block take the per-layer forward and see all tokens."""
+    _, streamed = _pair(spec, registers=2, drop_path_rate=0.5)
+    per_layer = _micro(registers=2, drop_path_rate=0.5)
+    specialize(per_layer, spec).load_state_dict(streamed.state_dict())
+    for block in per_layer.blocks:
+        block.__class__ = Block  # timm's forward: every TokenSplit splits and concatenates
+    linear = ("attn.qkv", "attn.proj", "ls1", "mlp.fc1", "mlp.fc2", "ls2")
+    for block in streamed.blocks:
+        has_linear = any(isinstance(block.get_submodule(n), TokenSplit) for n in linear)
+        assert (type(block) is not Block) == has_linear
+    assert any(type(b) is not Block for b in streamed.blocks)
+    x = _x()
+    for model in (streamed, per_layer):
+        model.train()
+        torch.manual_seed(3)  # the same stochastic-depth draws
+        _loss_on_all_tokens(model, x).backward()
+    grads = dict(per_layer.named_parameters())
+    for name, p in streamed.named_parameters():
+        assert (p.grad - grads[name].grad).abs().max() <= 1e-5, name
+
+    seen = []
+    streamed.eval()
+    block = streamed.blocks[0]
+    hooks = [block.norm1.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.shape))),
+             block.attn.qkv.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.shape)))]
+    with torch.no_grad():
+        hooked = streamed(x)
+    for h in hooks:
+        h.remove()
+    with torch.no_grad():
+        assert (hooked - streamed(x)).abs().max() <= 1e-5
+    n, d = (IMG // 4) ** 2 + 3, 96
+    assert seen == [(torch.Size([3, n, d]), torch.Size([3, n, d])),
+                    (torch.Size([3, n, d]), torch.Size([3, n, 3 * d]))]
 
 
 def test_flops_equal_plain_forward_and_backward():
