@@ -163,6 +163,7 @@ def show(
 OnlyOption = Annotated[list[str] | None, typer.Option("--only", help="Only cells with axis=value (repeatable).")]
 MaxCellsOption = Annotated[int | None, typer.Option("--max-cells", min=1, help="Submit at most this many cells.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+StudyArgument = Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)]
 FINAL_BAD = {"FAILED", "INTERRUPTED", "CANCELLED"}
 
 
@@ -200,7 +201,7 @@ def launch(
 @app.command()
 @user_errors
 def status(
-    study: Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)],
+    study: StudyArgument,
     as_json: JsonOption = False,
 ) -> None:
     """Ingest run directories and scheduler states; show progress, heartbeats and failure causes."""
@@ -218,7 +219,7 @@ def status(
 @app.command()
 @user_errors
 def resume(
-    study: Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)],
+    study: StudyArgument,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also retry cells whose task raised or hit NaN.")] = False,
     only: OnlyOption = None,
     max_cells: MaxCellsOption = None,
@@ -240,7 +241,7 @@ def resume(
 @app.command()
 @user_errors
 def cancel(
-    study: Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)],
+    study: StudyArgument,
     only: OnlyOption = None,
 ) -> None:
     """Cancel a study's submitted and running cells (`resume` submits them again)."""
