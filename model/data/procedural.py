@@ -94,7 +94,14 @@ class ProceduralShapes(VisionDataset):
     """Textured shapes with label, segmentation mask and depth; see the module docstring.
 
     Config: ``size`` (items), ``num_classes`` (1..10 shape classes), ``resolution`` (pixels, square),
-    ``seed``, ``max_distractors``, ``split`` (train / val / test: disjoint streams).
+    ``seed``, ``max_distractors``, ``split`` (train / val / test: disjoint streams), ``texture``
+    (weight of the photo texture in every fill, 1 by default; 0 gives flat-coloured shapes on a
+    flat background: an easier variant whose only cue is the outline, for CPU runs of a minute or
+    two that cannot learn shapes through texture. The random draws are the same for every value,
+    so an item's layout, colours and label do not depend on it), ``contrast`` (False by default;
+    True: light shapes (fills mapped to [0.6, 1]) on a dark background ([0, 0.4]) without haze, so
+    a shape's outline is a sign-consistent edge even a linear patch embedding sees; the random
+    draws are again unchanged, only the colours are remapped).
     """
 
     name = "procedural"
@@ -109,16 +116,18 @@ class ProceduralShapes(VisionDataset):
         resolution: int = 32,
         seed: int = 0,
         max_distractors: int = 2,
+        texture: float = 1.0,
+        contrast: bool = False,
         transform: Transform | None = None,
     ) -> None:
         super().__init__(split, transform)
         if not 1 <= num_classes <= len(SHAPES):
             raise ValueError(f"procedural: num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
-        if resolution < 8 or size < 1 or max_distractors < 0:
-            raise ValueError("procedural: need resolution >= 8, size >= 1 and max_distractors >= 0")
+        if resolution < 8 or size < 1 or max_distractors < 0 or not 0 <= texture <= 1:
+            raise ValueError("procedural: need resolution >= 8, size >= 1, max_distractors >= 0 and 0 <= texture <= 1")
         self.size, self.resolution, self.seed = size, resolution, seed
         self.num_classes, self.num_seg_classes = num_classes, num_classes + 1
-        self.max_distractors = max_distractors
+        self.max_distractors, self.texture, self.contrast = max_distractors, float(texture), bool(contrast)
         self._coords = np.arange(resolution, dtype=np.float32) + 0.5
 
     def __len__(self) -> int:
@@ -131,9 +140,12 @@ class ProceduralShapes(VisionDataset):
         return tex[y : y + h, x : x + w]
 
     def _fill(self, rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-        """A colour blended with a texture crop: colour and texture are independent of the class."""
-        alpha = rng.uniform(0.35, 0.75)
-        return alpha * rng.uniform(0, 1, 3).astype(np.float32) + (1 - alpha) * self._texture_crop(rng, h, w)
+        """A colour blended with a texture crop (weight ``(1 - alpha) * texture``): colour and texture
+        are independent of the class."""
+        weight = (1 - rng.uniform(0.35, 0.75)) * self.texture
+        colour = rng.uniform(0, 1, 3).astype(np.float32)
+        crop = self._texture_crop(rng, h, w)  # drawn even when unused: same draws for every texture
+        return np.float32(1 - weight) * colour + np.float32(weight) * crop
 
     def _draw(self, rng, image, mask, depth, cls: int, radius: float, centre, dist: float) -> None:
         """Paint one shape over the canvas (painter's order: callers draw far to near)."""
@@ -149,7 +161,10 @@ class ProceduralShapes(VisionDataset):
         u, v = cos * dx + sin * dy, cos * dy - sin * dx
         inside = _shape_mask(cls, u, v)
         tilt = rng.uniform(-0.15, 0.15, 2)
-        image[y0:y1, x0:x1][inside] = self._fill(rng, y1 - y0, x1 - x0)[inside]
+        fill = self._fill(rng, y1 - y0, x1 - x0)
+        if self.contrast:
+            fill = np.float32(0.6) + np.float32(0.4) * fill
+        image[y0:y1, x0:x1][inside] = fill[inside]
         mask[y0:y1, x0:x1][inside] = cls + 1
         depth[y0:y1, x0:x1][inside] = (dist * (1 + tilt[0] * u + tilt[1] * v))[inside]
 
@@ -165,6 +180,8 @@ class ProceduralShapes(VisionDataset):
         inv = inv_top + (inv_bottom - inv_top) * (rows + rng.uniform(-0.2, 0.2) * (cols - 0.5))
         depth = (1 / inv).astype(np.float32)
         image = self._fill(rng, res, res).copy()
+        if self.contrast:
+            image *= np.float32(0.4)
         mask = np.zeros((res, res), np.int64)
 
         label = int(rng.integers(self.num_classes))
@@ -176,6 +193,8 @@ class ProceduralShapes(VisionDataset):
         self._draw(rng, image, mask, depth, label, radius * res, rng.uniform(0.35, 0.65, 2) * res, near)
 
         haze = np.exp(-rng.uniform(0.03, 0.1) * depth)[..., None]
-        image = image * haze + rng.uniform(0.6, 0.9, 3).astype(np.float32) * (1 - haze)
+        air = rng.uniform(0.6, 0.9, 3).astype(np.float32)
+        if not self.contrast:
+            image = image * haze + air * (1 - haze)
         pixels = (image * 255 + 0.5).clip(0, 255).astype(np.uint8)
         return raw_sample(pixels, label=label, mask=mask, depth=depth)

@@ -83,6 +83,23 @@ def test_shape_classes_are_distinct() -> None:
             assert iou < 0.85, (SHAPES[i], SHAPES[j], iou)
 
 
+def test_procedural_easy_variant_keeps_layout_and_makes_shapes_light_on_dark() -> None:
+    """texture=0 + contrast (the quickstart's easy variant) only recolours: same draws, so the same
+    labels, masks and depth as the default; flat fills, and every shape pixel is lighter than every
+    background pixel (the sign-consistent edge a micro ViT learns within a CPU minute)."""
+    plain, easy = ProceduralShapes(size=6, resolution=32), ProceduralShapes(size=6, resolution=32, texture=0, contrast=True)
+    for i in range(6):
+        a, b = plain[i], easy[i]
+        assert a["label"] == b["label"] and torch.equal(a["mask"], b["mask"]) and torch.equal(a["depth"], b["depth"])
+        assert not torch.equal(a["image"], b["image"])
+        image, mask = b["image"].float(), b["mask"][0] if b["mask"].ndim == 3 else b["mask"]
+        image = image / 255 if b["image"].dtype == torch.uint8 else image
+        assert image[:, mask == 0].max() <= 0.41 < 0.59 <= image[:, mask > 0].min()
+        assert len(torch.unique(image[:, mask == 0], dim=1)[0]) == 1  # a flat background
+    with pytest.raises(ValueError, match="texture"):
+        ProceduralShapes(texture=1.5)
+
+
 def test_procedural_rejects_bad_config() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         ProceduralShapes(num_classes=len(SHAPES) + 1)
