@@ -1,5 +1,6 @@
 """model.train.pretrain: resume equals the uninterrupted run, a finished run is not retrained,
-DDP over 2 CPU processes (gloo) equals one process, a non-finite loss stops the run."""
+DDP over 2 CPU processes (gloo) equals one process, a non-finite loss stops the run,
+and (slow) the quickstart recipe beats a random init on k-NN."""
 
 from __future__ import annotations
 
@@ -142,19 +143,28 @@ def test_ddp_two_processes_match_one(tmp_path, framework, spec):
         torch.testing.assert_close(ddp["state"][key], value, rtol=1e-3, atol=1e-4)
 
 
+# The quickstart's recipe (studies/quickstart.yaml) at 600 steps instead of 1200; ~55 s on one
+# thread (trained 59.6 vs random 41.0 top-1 when written). Why these settings: on the default textured data a micro ViT stays at ln(4) for 800+ supervised steps (random fg/bg
+# colours make the outline an XOR-like cue); light flat shapes on a dark background make it a
+# sign-consistent edge that a patch-8 ViT picks up within a few hundred steps. DINOv2 and DINO did
+# not beat random init in this budget (their CLS loss drifts to ln(out_dim)), hence DeiT-III-style CE.
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="issue #5 open: 150 steps do not beat random init yet (28.1 vs 29.5 top-1)")
 def test_pretraining_beats_a_random_init_on_knn(tmp_path):
     """Issue #5: the quickstart's numbers mean something only if training moves the features."""
     from model.eval import parse_eval, run_eval
     from model.frameworks import build_framework
 
-    data = {"name": "procedural", "num_classes": 4, "size": 4096, "max_distractors": 0}
-    model = {"scale": "micro", "img_size": 32, "patch_size": 4, "depth": 2}
+    data = {"name": "procedural", "num_classes": 4, "size": 4096, "max_distractors": 0, "texture": 0, "contrast": True}
+    model = {"scale": "micro", "img_size": 32, "patch_size": 8}
     framework = {"name": "supervised", "loss": "ce", "layerscale": None, "crop_scale": [0.8, 1.0], "jitter": 0.0}
     config = {"seed": 0, "model": model, "framework": framework, "data": data,
-              "train": {"steps": 150, "batch_size": 64, "lr": 2e-3, "warmup_steps": 10}}
-    trained, _ = pretrain(config, tmp_path, progress=False)
+              "train": {"steps": 600, "batch_size": 32, "lr": 2e-3, "warmup_steps": 30}}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a quickstart cell runs
+    try:
+        trained, _ = pretrain(config, tmp_path, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     torch.manual_seed(0)
     random_init = build_framework(model, framework, num_classes=4, total_steps=1).backbone()
     knn = parse_eval("knn", {"dataset": "procedural", "size": 512}, data)
