@@ -347,7 +347,7 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     bar = progress.add_task(study.name, total=len(study.cells))
-    with Live(console=err, refresh_per_second=2, transient=False, redirect_stdout=False) as live:
+    with Live(console=err, refresh_per_second=2, transient=True, redirect_stdout=False) as live:
         while True:
             statuses = ingest(store, study)
             done = sum(s.state in ("COMPLETED", "PRUNED") or s.state in FINAL_BAD for s in statuses)
