@@ -160,7 +160,7 @@ class Worker(submitit.helpers.Checkpointable):
             while thread.is_alive():
                 thread.join(timeout=1.0)
         self._ctx = self._current = None
-        if "interrupted" in outcome:  # saved on request outside a signal (e.g. a cooperative stop)
+        if "interrupted" in outcome:  # saved on request; checkpoint() records it and requeues the job
             return "INTERRUPTED"
         status["ended"] = time.time()
         if "error" in outcome:
