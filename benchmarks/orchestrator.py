@@ -128,7 +128,7 @@ def main() -> None:
         os.chdir(folder)
         bench_ingest(folder)
         if args.skip_slurm or not os.environ.get("SLURM_CONF"):
-            print("(no SLURM_CONF: skipped the SLURM figures; see scripts/slurm-sandbox.sh)")
+            print("(skipped the SLURM figures: --skip-slurm, or no SLURM_CONF; see scripts/slurm-sandbox.sh)")
             return
         bench_submit(folder, 1_000)
         bench_submit(folder, 10_000)

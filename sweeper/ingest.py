@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sweeper.rundir import RunDir, read_json
+from sweeper.rundir import RunDir, pid_alive, read_json
 from sweeper.scheduler import JobState, backend
 from sweeper.spec import LocalExecutor, SlurmExecutor, Study
 from sweeper.store import ACTIVE, CellState, Store
@@ -44,41 +44,21 @@ def submissions_dir(workdir: Path) -> Path:
     return workdir / "submissions"
 
 
-def launcher_alive(workdir: Path, token: str) -> bool:
-    """Is the launch that wrote this submission's intent still running (and may still submit)?"""
-    manifest = read_json(submissions_dir(workdir) / f"{token}.json") or {}
+def launcher_alive(manifest: dict) -> bool:
+    """Is the launch that wrote this submission manifest still running (and may still submit)?"""
     if manifest.get("host") != socket.gethostname():
         return time.time() - manifest.get("time", 0) < 600
-    try:
-        os.kill(int(manifest.get("pid", 0)), 0)
-    except (ProcessLookupError, ValueError):
-        return False
-    except PermissionError:
-        return True
-    return manifest.get("pid", 0) > 0
+    return int(manifest.get("pid", 0)) > 0 and pid_alive(int(manifest["pid"]))
 
 
-def _pid_dead_here(status: dict) -> bool:
-    if status.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(status["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, KeyError, ValueError):
-        return False
-    try:
-        with open(f"/proc/{status['pid']}/stat") as f:
-            return f.read().split(")")[-1].split()[0] == "Z"
-    except OSError:
-        return False
+def _worker_dead_here(status: dict) -> bool:
+    return status.get("host") == socket.gethostname() and "pid" in status and not pid_alive(int(status["pid"]))
 
 
-def decide(attempt_state: str, token: str, run: RunDir, job: JobState) -> tuple[str, str | None, str | None]:
-    """The new (state, cause, detail) of an attempt from what its run directory and scheduler say."""
+def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobState) -> tuple[str, str | None, str | None]:
+    """The new (state, cause, detail) of an attempt from its run directory (and status.json) and the scheduler."""
     if run.result.exists():
         return CellState.COMPLETED, None, None
-    status = read_json(run.status) or {}
     mine = status.get("token") == token
     alive = job.state in {"PENDING", "RUNNING"}
     if mine and status.get("state") == "FAILED":
@@ -88,7 +68,7 @@ def decide(attempt_state: str, token: str, run: RunDir, job: JobState) -> tuple[
             return CellState.PENDING, None, "requeued"
         return CellState.INTERRUPTED, job.cause or "PREEMPTED", "interrupted; resumes from its checkpoint"
     if mine and status.get("state") == "RUNNING":
-        if _pid_dead_here(status):
+        if _worker_dead_here(status):
             return CellState.INTERRUPTED, "KILLED", "the worker process died mid-cell"
         if job.state == "RUNNING" or (job.state in {"UNKNOWN", "PENDING"} and (run.heartbeat_age() or 0) < STALE_AFTER_S):
             return CellState.RUNNING, None, None
@@ -115,34 +95,42 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     cells = {c.key: c for c in study.cells}
     latest = store.latest_attempts(list(cells))
     active = [a for a in latest.values() if a.state in ACTIVE]
-    jobs = _job_states(study, active)
-    changes, metric_rows, not_submitted = [], [], []
+    # Submissions a killed launch left behind: adopt the jobs its manifest names, or, if the
+    # scheduler call never returned, make the cells new again.
+    manifests: dict[str, dict] = {}
+    job_ids: dict[int, str | None] = {}
+    not_submitted = []
     for a in active:
+        if a.state != CellState.SUBMITTING:
+            job_ids[a.id] = a.job_id
+            continue
+        if a.token not in manifests:
+            manifests[a.token] = read_json(submissions_dir(workdir) / f"{a.token}.json") or {}
+        if launcher_alive(manifests[a.token]):
+            continue  # still submitting
+        job_ids[a.id] = manifests[a.token].get("jobs", {}).get(a.cell_key)
+        if job_ids[a.id] is None:
+            not_submitted.append(a)
+            del job_ids[a.id]
+    settled = [a for a in active if a.id in job_ids]
+    jobs = _job_states(study, [(a.executor, job_ids[a.id]) for a in settled])
+    changes, metric_rows = [], []
+    for a in settled:
         run = RunDir(Path(a.run_dir))
-        job_id = a.job_id
-        if a.state == CellState.SUBMITTING:
-            if launcher_alive(workdir, a.token):
-                continue  # still submitting
-            job_id = _submitted_job(workdir, a.token, a.cell_key)
-            if job_id is None:  # the launch died before the scheduler call returned
-                not_submitted.append(a)
-                continue
-            jobs |= _job_states(study, [_Adopted(a.executor, job_id)])
-        job = jobs.get(job_id or "", JobState("UNKNOWN"))
-        state, cause, detail = decide(a.state, a.token, run, job)
+        job_id = job_ids[a.id]
         status = read_json(run.status) or {}
+        state, cause, detail = decide(a.state, a.token, run, status, jobs.get(job_id or "", JobState("UNKNOWN")))
         change = {"id": a.id, "cell_key": a.cell_key, "state": state, "cause": cause, "detail": detail}
         if job_id != a.job_id:
             change["job_id"] = job_id
-        if status.get("token") == a.token:
-            change |= {"host": status.get("host")}
-            if status.get("started"):
-                change["started_at"] = _utc(status["started"])
+        if status.get("token") == a.token and a.started_at is None and status.get("started"):
+            change |= {"host": status.get("host"), "started_at": _utc(status["started"])}
         if state in {CellState.COMPLETED, CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED}:
             change["ended_at"] = _utc(status.get("ended") or time.time())
         if state == CellState.COMPLETED:
             metric_rows.extend(_metric_rows(a.cell_key, run))
-        if (state, cause, detail) != (a.state, a.cause, a.detail) or "host" in change or "job_id" in change:
+        # Only what changed is written: `launch --wait` ingests every 2 s.
+        if (state, cause, detail) != (a.state, a.cause, a.detail) or change.keys() & {"host", "job_id"}:
             changes.append(change)
     changes.extend(
         {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": "NOT_SUBMITTED",
@@ -155,23 +143,12 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     return _statuses(store, study, workdir)
 
 
-@dataclass(frozen=True)
-class _Adopted:
-    executor: str
-    job_id: str
-
-
-def _submitted_job(workdir: Path, token: str, key: str) -> str | None:
-    """The job id a killed launch got from the scheduler, from its manifest, if it got that far."""
-    manifest = read_json(submissions_dir(workdir) / f"{token}.json") or {}
-    return manifest.get("jobs", {}).get(key)
-
-
-def _job_states(study: Study, attempts: list) -> dict[str, JobState]:
+def _job_states(study: Study, jobs: list[tuple[str, str | None]]) -> dict[str, JobState]:
+    """Scheduler states of (executor kind, job id) pairs: one query per kind."""
     by_kind: dict[str, list[str]] = {}
-    for a in attempts:
-        if a.job_id:
-            by_kind.setdefault(a.executor, []).append(a.job_id)
+    for kind, job_id in jobs:
+        if job_id:
+            by_kind.setdefault(kind, []).append(job_id)
     out: dict[str, JobState] = {}
     for kind, ids in by_kind.items():
         executor = study.executor if study.executor.kind == kind else _default_executor(kind)

@@ -98,3 +98,18 @@ class RunDir:
             except json.JSONDecodeError:  # a line cut by a kill
                 continue
         return out
+
+
+def pid_alive(pid: int) -> bool:
+    """Is process `pid` (on this host) alive? A zombie, exited but not yet reaped, is not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import submitit
 
+from sweeper.rundir import pid_alive
 from sweeper.scheduler import Group, JobState
 from sweeper.spec import LocalExecutor
 from sweeper.worker import Worker
@@ -44,7 +45,7 @@ class LocalBackend:
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
         """A lane set is RUNNING while any of its controller processes lives."""
-        return {j: JobState("RUNNING" if any(_alive(int(p)) for p in j.split(",")) else "FINISHED") for j in job_ids}
+        return {j: JobState("RUNNING" if any(pid_alive(int(p)) for p in j.split(",")) else "FINISHED") for j in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
@@ -54,16 +55,3 @@ class LocalBackend:
                 except ProcessLookupError:
                     pass
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped by its parent) is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
