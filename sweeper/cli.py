@@ -87,11 +87,12 @@ def plan(
 
 
 def _plan_json(study: Study, result: Plan) -> dict:
+    counts = result.counts()
     return {
         "study": study.name,
         "file": study.file,
         "cells": len(study.cells),
-        "counts": {c: result.counts()[c] for c in CATEGORIES},
+        "counts": {c: counts[c] for c in CATEGORIES},
         "added": result.added,
         "kept": len(result.kept),
         "orphaned": result.orphaned,

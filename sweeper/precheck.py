@@ -42,9 +42,9 @@ def precheck(study: Study, cells: list[Cell]) -> None:
 
 
 def main() -> None:
-    from sweeper.worker import _import_task
+    from sweeper.worker import import_object
 
-    check = _import_task(sys.argv[1])
+    check = import_object(sys.argv[1])
     json.dump([list(check(config)) for config in json.load(sys.stdin)], sys.stdout)
 
 

@@ -113,7 +113,7 @@ class Worker(submitit.helpers.Checkpointable):
         if self.threads:  # before the task imports torch, which reads these once
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ.setdefault(var, str(self.threads))
-        fn = _import_task(self.task)
+        fn = import_object(self.task)
         job_id = env.job_id if env else str(os.getpid())
         states = {}
         for key in self.keys:
@@ -203,7 +203,8 @@ def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> N
         print(outcome["error"][1], file=sys.stderr, flush=True)  # into the cell's log
 
 
-def _import_task(spec: str) -> Callable:
+def import_object(spec: str) -> Callable:
+    """The object a "module.path:name" string names (a study's task or check)."""
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 
