@@ -113,7 +113,10 @@ class Worker(submitit.helpers.Checkpointable):
         if self.threads:  # before the task imports torch, which reads these once
             for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
                 os.environ.setdefault(var, str(self.threads))
-        fn = import_object(self.task)
+        try:
+            fn = import_object(self.task)
+        except Exception as exc:  # a task that cannot be imported fails each cell, with the reason
+            fn = _failing(exc, traceback.format_exc())
         job_id = env.job_id if env else str(os.getpid())
         states = {}
         for key in self.keys:
@@ -201,6 +204,13 @@ def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> N
     except BaseException as exc:  # noqa: BLE001 - every failure of the task is recorded, none escapes the thread
         outcome["error"] = (exc, traceback.format_exc())
         print(outcome["error"][1], file=sys.stderr, flush=True)  # into the cell's log
+
+
+def _failing(exc: Exception, tb: str) -> Callable:
+    def task(config: dict, ctx: TaskContext) -> dict:
+        raise RuntimeError(f"cannot import the task: {type(exc).__name__}: {exc}\n{tb}")
+
+    return task
 
 
 def import_object(spec: str) -> Callable:

@@ -207,3 +207,13 @@ def test_local_lanes_share_the_cores_instead_of_oversubscribing(env, monkeypatch
             wait_done(store, study)
         assert {store.metrics(c.key)["omp_threads"] for c in shared.cells} == {max(1, (os.cpu_count() or 1) // 2)}
         assert store.metrics(pinned.cells[0].key)["omp_threads"] == 3
+
+
+def test_a_task_that_cannot_be_imported_fails_its_cells_with_the_reason(env):
+    study = write(env / "noimport.yaml", "echo", {"x": 1}, "x: [1]", executor="{kind: local, parallelism: 1}")
+    study.task = "tests.sweeper.no_such_module:run"
+    with Store() as store:
+        launch(store, study)
+        (s,) = wait_done(store, study)
+    assert (s.state, s.cause) == (CellState.FAILED, "EXCEPTION")
+    assert "cannot import the task: ModuleNotFoundError" in s.detail
