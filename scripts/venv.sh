@@ -8,6 +8,8 @@ hash=$(sha256sum "$root/pyproject.toml" | cut -c1-16)
 venv=${SWEEPER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/sweeper/venv-$hash}
 log="$venv.log"
 mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9  # concurrent callers (parallel test runs, helpers) wait for one build
 if [ ! -f "$venv/.complete" ]; then
   echo "sweeper: building the environment in $venv (first time only, a few minutes)" >&2
   rm -rf "$venv"
