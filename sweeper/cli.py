@@ -55,9 +55,11 @@ def plan(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the totals line.")] = False,
 ) -> None:
     """Validate and expand a study, record it, and show what a launch would do."""
+    from sweeper.search import attach
+
     study = load_study(study_file)
     with open_store() as store:
-        result = store.plan(study)
+        result = store.plan(attach(store, study))
     for w in study.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     if as_json:
@@ -81,9 +83,20 @@ def plan(
     out.print(table)
     if study.baseline:
         out.print(f"baseline: {', '.join(f'{k}={v}' for k, v in study.baseline.items())}")
+    if study.search:
+        out.print(_search_line(study))
     if result.orphaned:
         out.print(f"[dim]{len(result.orphaned)} cells recorded for this study are no longer in {study.file}; "
                   "they are kept, not deleted (see `sweeper show`).[/]")
+
+
+def _search_line(study: Study) -> str:
+    plan = study.search
+    spec = plan.spec
+    finals = f", then the best of each again with seeds {plan.final_seeds}" if plan.final_seeds else ""
+    return (f"search: {len(plan.groups)} group(s) ({', '.join(plan.group_axes) or 'the whole study'}) x {plan.budget} "
+            f"trials, {spec.sampler} sampler, {spec.direction} {spec.metric}, {plan.parallel} in flight"
+            f"{', pruner ' + spec.pruner.kind if spec.pruner else ''}{finals}")
 
 
 def _plan_json(study: Study, result: Plan) -> dict:
@@ -344,18 +357,20 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from sweeper.ingest import ingest
+    from sweeper.launch import advance
+    from sweeper.search import expected_cells
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    bar = progress.add_task(study.name, total=len(study.cells))
+    total = expected_cells(study.search) if study.search else len(study.cells)
+    bar = progress.add_task(study.name, total=total)
     with Live(console=err, refresh_per_second=2, transient=True, redirect_stdout=False) as live:
         while True:
-            statuses = ingest(store, study)
+            statuses, submitted = advance(store, study)  # a search prunes, asks and submits here too
             done = sum(s.state in ("COMPLETED", "PRUNED") or s.state in FINAL_BAD for s in statuses)
-            progress.update(bar, completed=done)
+            progress.update(bar, completed=done, total=max(total, len(statuses)))
             if not quiet:
                 live.update(Group(progress, _status_view(study, statuses, detail=False)))
-            if not any(s.state in ("SUBMITTING", "PENDING", "RUNNING") for s in statuses):
+            if not submitted and not any(s.state in ("SUBMITTING", "PENDING", "RUNNING") for s in statuses):
                 break
             time.sleep(interval)
     if not quiet:

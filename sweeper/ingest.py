@@ -18,6 +18,7 @@ from pathlib import Path
 
 from sweeper.rundir import RunDir, pid_alive, read_json
 from sweeper.scheduler import JobState, backend
+from sweeper.search import attach
 from sweeper.spec import LocalExecutor, SlurmExecutor, Study
 from sweeper.store import ACTIVE, CellState, Store
 
@@ -61,6 +62,8 @@ def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobSt
         return CellState.COMPLETED, None, None
     mine = status.get("token") == token
     alive = job.state in {"PENDING", "RUNNING"}
+    if run.prune.exists() and (mine and status.get("state") == "PRUNED" or not alive or status.get("state") != "RUNNING"):
+        return CellState.PRUNED, "PRUNED", run.prune.read_text().strip()
     if mine and status.get("state") == "FAILED":
         return CellState.FAILED, status.get("cause", "EXCEPTION"), status.get("error")
     if mine and status.get("state") == "INTERRUPTED":
@@ -91,6 +94,7 @@ def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobSt
 
 def ingest(store: Store, study: Study) -> list[CellStatus]:
     """Bring the store up to date for the study's cells; return their statuses."""
+    attach(store, study)
     workdir = Path(study.workdir).resolve()
     cells = {c.key: c for c in study.cells}
     latest = store.latest_attempts(list(cells))
@@ -125,9 +129,9 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
             change["job_id"] = job_id
         if status.get("token") == a.token and a.started_at is None and status.get("started"):
             change |= {"host": status.get("host"), "started_at": _utc(status["started"])}
-        if state in {CellState.COMPLETED, CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED}:
+        if state in {CellState.COMPLETED, CellState.PRUNED, CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED}:
             change["ended_at"] = _utc(status.get("ended") or time.time())
-        if state == CellState.COMPLETED:
+        if state in (CellState.COMPLETED, CellState.PRUNED):
             metric_rows.extend(_metric_rows(a.cell_key, run))
         # Only what changed is written: `launch --wait` ingests every 2 s.
         if (state, cause, detail) != (a.state, a.cause, a.detail) or change.keys() & {"host", "job_id"}:

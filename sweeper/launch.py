@@ -27,7 +27,7 @@ from sweeper.precheck import precheck
 from sweeper.rundir import RunDir, read_json, write_json
 from sweeper.scheduler import Group, backend
 from sweeper.spec import Cell, Study, canonical
-from sweeper.store import CellState, Store
+from sweeper.store import ACTIVE, CellState, Store
 
 RESUMABLE = {"PREEMPTED", "TIMEOUT", "NODE_FAIL", "KILLED", "LOST", "REQUEUED", "CANCELLED", "NOT_SUBMITTED"}
 USER_FAULTS = {"EXCEPTION", "NAN"}
@@ -47,8 +47,8 @@ def parse_only(study: Study, only: list[str] | None) -> dict[str, set[str]]:
     out: dict[str, set[str]] = defaultdict(set)
     labels = {name: set() for name in study.axis_names}
     for cell in study.cells:
-        for name, label in cell.labels.items():
-            labels[name].add(str(label))
+        for name in labels:
+            labels[name].add(str(cell.labels[name]))
     for item in only or []:
         name, sep, value = item.partition("=")
         if not sep:
@@ -120,11 +120,36 @@ def submit(store: Store, study: Study, cells: list[Cell], *, from_states: set[st
 
 def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cells: int | None = None,
            dry_run: bool = False) -> tuple[Submission, list[Cell]]:
-    """Submit every selected cell that was never submitted; returns (submission, the cells chosen)."""
+    """Submit every selected cell that was never submitted; returns (submission, the cells chosen).
+
+    A search first prunes, asks for its free slots and records the new trials (sweeper.search);
+    under the debug executor, whose cells run here and now, it goes on until the search is spent.
+    """
+    result, chosen = _launch_once(store, study, only, max_cells, dry_run)
+    while study.search is not None and study.executor.kind == "debug" and not dry_run:
+        more, _ = _launch_once(store, study, only, max_cells, dry_run)
+        if not more.keys:
+            break
+        result.keys += more.keys
+        result.jobs += more.jobs
+    return result, chosen
+
+
+def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: int | None,
+                 dry_run: bool) -> tuple[Submission, list[Cell]]:
     filters = parse_only(study, only)
     if not dry_run:
         ingest(store, study)  # settles earlier launches (incl. killed ones) before choosing
     plan = store.plan(study, record=not dry_run)
+    if study.search is not None and not dry_run:
+        from sweeper.search import grow
+
+        growth = grow(store, study)
+        if growth.asked or growth.finals:
+            plan = store.plan(study)
+        # A search holds `parallel` cells in flight: more would be asked with less evidence.
+        free = max(0, study.search.parallel - sum(s in ACTIVE for s in plan.states.values()))
+        max_cells = free if max_cells is None else min(max_cells, free)
     chosen = [c for c in study.cells if plan.states[c.key] == CellState.PLANNED and _selected(c, filters)]
     chosen = chosen[:max_cells] if max_cells is not None else chosen
     precheck(study, chosen)
@@ -134,6 +159,14 @@ def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cel
     if study.executor.kind == "debug":
         ingest(store, study)
     return result, chosen
+
+
+def advance(store: Store, study: Study) -> tuple[list[CellStatus], bool]:
+    """One poll of `--wait`: ingest; a search also prunes, asks and submits. Returns (statuses, submitted any)."""
+    if study.search is None:
+        return ingest(store, study), False
+    submission, _ = launch(store, study)
+    return ingest(store, study), bool(submission.keys)
 
 
 def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list[str] | None = None,
@@ -166,6 +199,10 @@ def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list
     result.skipped = skipped
     if study.executor.kind == "debug":
         ingest(store, study)
+    if study.search is not None:  # and the search goes on where it stopped
+        more, _ = launch(store, study, only=only)
+        result.keys += more.keys
+        result.jobs += more.jobs
     return result
 
 

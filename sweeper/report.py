@@ -12,7 +12,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -29,7 +29,7 @@ from sqlalchemy import Connection, Select, Text, cast, not_, or_, select
 
 from sweeper.console import open_store, out, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
-from sweeper.spec import SEED_AXIS, canonical, load_yaml
+from sweeper.spec import SEED_AXIS, Study, canonical, load_yaml, parse_study
 from sweeper.store import CellRow, Membership, Metric, Store, category
 
 # ----------------------------------------------------------------------------- metric direction
@@ -66,6 +66,7 @@ class Loaded:
     named_axes: list[str]  # axes of named variants (the default rows)
     baseline: dict | None  # axis -> label of the reference variant
     metrics: list[str]  # metric columns of `frame`, in report order
+    directions: dict[str, int] = field(default_factory=dict)  # known directions, over the name rule (a search's metric)
 
 
 def _study_meta(spec_text: str, file: str) -> tuple[list[str], list[str], dict | None]:
@@ -131,16 +132,18 @@ def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
     return chosen[:cap], max(0, len(chosen) - cap)
 
 
-def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, analysis: bool = True) -> Loaded:
+def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, analysis: bool = True,
+         keys: Collection[str] | None = None, axes: list[str] | None = None) -> Loaded:
     """Load a study's live members and their final metrics (step IS NULL).
 
     `patterns` are globs over metric names, pushed into SQL as LIKE filters so only the metrics
     asked for are read; without them every metric is read (but analysis.* when `analysis` is
     false). A glob that matches nothing is a UserError with a did-you-mean. When a final
-    metric was recorded twice, the last recorded wins (as in Store.metrics).
+    metric was recorded twice, the last recorded wins (as in Store.metrics). `keys` keeps only
+    those cells and `axes` replaces the study's axes (a search's final-seed cells, by group).
     """
     row = store.study_row(study)
-    axes, named, baseline = _study_meta(row.spec_text, row.file)
+    file_axes, named, baseline = _study_meta(row.spec_text, row.file)
     live = (Membership.study_id == row.id, Membership.orphaned.is_(False))
     q = (
         select(Membership.position, Metric.name, Metric.value)
@@ -167,7 +170,8 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     matrix, found = pivot
 
     labels = json.loads("[" + ",".join(m[2] for m in members) + "]")
-    all_axes = axes + [a for a in (labels[0] if labels else {}) if a not in axes and a != SEED_AXIS]
+    all_axes = axes if axes is not None else (
+        file_axes + [a for a in (labels[0] if labels else {}) if a not in file_axes and a != SEED_AXIS])
     frame = pd.DataFrame(
         {
             "key": [m[1] for m in members],
@@ -195,6 +199,8 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     index = {n: i for i, n in enumerate(found)}
     data = pd.DataFrame(matrix[:, [index[m] for m in metrics]], columns=metrics, index=frame.index)
     frame = pd.concat([frame, data], axis=1)
+    if keys is not None:
+        frame = frame[frame["key"].isin(set(keys))].reset_index(drop=True)
     return Loaded(study, frame, all_axes, [a for a in named if a in all_axes], baseline, metrics)
 
 
@@ -262,6 +268,10 @@ class Summary:
     cells: pd.DataFrame  # rows..., cols..., metric, mean, std, n, expected, delta, delta_n, ci_low, ci_high, best, flags
     coverage: pd.DataFrame  # rows..., cols..., done, running, failed, new, total
     notes: list[str] = field(default_factory=list)
+    directions: dict[str, int] = field(default_factory=dict)
+
+    def direction(self, metric: str) -> int:
+        return self.directions.get(metric, direction(metric))
 
     @property
     def groups(self) -> list[str]:
@@ -315,7 +325,7 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
     n = grouped.count().to_numpy()
     delta, delta_n, ci_low, ci_high = _deltas(frame, gid, n_groups, loaded, metrics, pooled, notes)
 
-    sign = np.array([direction(m) for m in metrics])
+    sign = np.array([loaded.directions.get(m, direction(m)) for m in metrics])
     score = np.where(sign != 0, mean * sign, np.nan)
     column_of = labels.groupby(col_axes, sort=False, dropna=False).ngroup().to_numpy() if col_axes else np.zeros(n_groups)
     best_score = pd.DataFrame(score).groupby(column_of).transform("max").to_numpy()
@@ -332,7 +342,8 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
                          ("delta", delta), ("delta_n", delta_n), ("ci_low", ci_low), ("ci_high", ci_high),
                          ("best", best), ("flags", np.repeat(flags, m))):
         cells[name] = np.asarray(values).reshape(-1)
-    return Summary(loaded.study, row_axes, col_axes, pooled, metrics, loaded.baseline, cells, coverage, notes)
+    return Summary(loaded.study, row_axes, col_axes, pooled, metrics, loaded.baseline, cells, coverage, notes,
+                   loaded.directions)
 
 
 def _deltas(frame: pd.DataFrame, gid: np.ndarray, n_groups: int, loaded: Loaded, metrics: list[str],
@@ -428,7 +439,7 @@ def _entries(summary: Summary) -> dict[tuple, dict[tuple, Entry]]:
     kind = {m: ("count" if _is_count(m) else "pct" if _is_pct(m) else "") for m in summary.metrics}
     decimals = {m: _decimals(means.get_group(m).tolist()) if m in means.groups else 2 for m in summary.metrics}
     decimals |= {m: max(d, 1) for m, d in decimals.items() if kind[m] == "pct"}
-    sign = {m: direction(m) for m in summary.metrics}
+    sign = {m: summary.direction(m) for m in summary.metrics}
     table: dict[tuple, dict[tuple, Entry]] = {}
     nr, nl = len(summary.rows), len(summary.rows) + len(summary.cols)
     fields = ["metric", "mean", "std", "n", "delta", "delta_n", "ci_low", "ci_high", "expected", "best", "flags"]
@@ -717,10 +728,20 @@ def _complete(summary: Summary) -> bool:
 DEFAULT_METRIC_CAP = 24
 
 
+def _search_study(store: Store, name: str) -> Study | None:
+    """The recorded study, expanded, when it has a search (a plain study is never re-expanded)."""
+    row = store.study_row(name)
+    if "search" not in (load_yaml(row.spec_text, row.file) or {}):
+        return None
+    return parse_study(row.spec_text, row.file)
+
+
 def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None,
-          metrics: Sequence[str] | None = None) -> Summary:
+          metrics: Sequence[str] | None = None, *, keys: Collection[str] | None = None,
+          axes: list[str] | None = None, directions: dict[str, int] | None = None) -> Summary:
     """Load and summarize; without --metric, the default set (see default_metrics) capped with a note."""
-    loaded = load(store, study, metrics or None, analysis=False)
+    loaded = load(store, study, metrics or None, analysis=False, keys=keys, axes=axes)
+    loaded.directions = directions or {}
     notes = []
     if not metrics:
         chosen, dropped = default_metrics(loaded.metrics, DEFAULT_METRIC_CAP)
@@ -732,18 +753,17 @@ def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Seq
     return summary
 
 
-def _write(text: str | Table, path: Path | None) -> None:
-    if isinstance(text, Table):
-        if path is None:
-            out.print(text)
-            return
-        with path.open("w") as fh:
-            Console(file=fh, width=max(120, 14 * len(text.columns)), color_system=None).print(text)
-        return
+def _write(parts: list[str | Table], path: Path | None) -> None:
     if path is None:
-        out.file.write(text)
-    else:
-        path.write_text(text)
+        for part in parts:
+            out.print(part) if isinstance(part, Table) else out.file.write(part)
+        return
+    with path.open("w") as fh:
+        for i, part in enumerate(parts):
+            if isinstance(part, Table):
+                Console(file=fh, width=max(120, 14 * len(part.columns)), color_system=None).print(part)
+            else:
+                fh.write(("\n" if i else "") + part)
 
 
 @user_errors
@@ -755,17 +775,39 @@ def report_command(
     fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format (default: from --out's extension, else rich).")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of the terminal.")] = None,
     coverage: Annotated[bool, typer.Option("--coverage", help="Only the coverage view: done / running / failed / missing per group.")] = False,
+    final: Annotated[bool, typer.Option("--final", help="A search study: only the ablation table of the best configurations' final seeds.")] = False,
 ) -> None:
-    """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged."""
+    """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged.
+
+    For a study with a search: per group the best trial and its hyperparameters, then the
+    ablation table over the final seeds of each group's best configuration.
+    """
+    from sweeper import search_report
+
     if fmt is None:
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
+    parts: list[str | Table] = []
     with open_store() as store:
-        summary = build(store, study_name(study), rows, cols or None, metric)
-    if coverage:
-        _write(render_coverage(summary, fmt), out_file)
-        return
-    if fmt == Format.rich and out_file is None and not _complete(summary):
-        out.print(render_coverage(summary, fmt))
-    _write(render(summary, fmt), out_file)
+        name = study_name(study)
+        searched = _search_study(store, name)
+        keys = axes = directions = None
+        if searched is not None:
+            if not final and not coverage:
+                parts.append(search_report.render(searched, search_report.search_table(store, searched), fmt))
+            keys, axes = search_report.final_keys(store, searched), searched.search.group_axes
+            spec = searched.search.spec
+            directions = {spec.metric: 1 if spec.direction == "maximize" else -1}
+            if not keys and (final or coverage):
+                raise UserError(f"study '{name}' has no final-seed cells yet (search.final_seeds, once a group's trials are done)")
+        summary = None
+        if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
+            summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes, directions=directions)
+    if summary is not None and coverage:
+        parts = [render_coverage(summary, fmt)]
+    elif summary is not None:
+        if fmt == Format.rich and out_file is None and not _complete(summary):
+            parts.append(render_coverage(summary, fmt))
+        parts.append(render(summary, fmt))
+    _write(parts, out_file)
     if out_file is not None:
         out.print(f"wrote {out_file} ({fmt})", highlight=False)

@@ -12,6 +12,7 @@ from them.
                          result.json      the task's final metrics: the truth of completion
                          logs/attempt-N.out|err
                          cancel           a request to skip or stop the cell
+                         prune            a search pruner's request: stop at the next ctx.report
     <workdir>/cache/                      shared between cells (stage caching)
     <workdir>/submitit/                   submitit's job folders
 """
@@ -62,6 +63,7 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     result = property(lambda self: self.path / "result.json")
     cancel = property(lambda self: self.path / "cancel")
+    prune = property(lambda self: self.path / "prune")
     logs = property(lambda self: self.path / "logs")
 
     def heartbeat_age(self) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +123,7 @@ def merge(base: Any, override: Any) -> Any:
     return override
 
 
-def _set_path(config: dict, parts: tuple[str, ...], value: Any) -> dict:
+def set_path(config: dict, parts: tuple[str, ...], value: Any) -> dict:
     """A copy of `config` with `value` merged at `parts`; only the spine is copied."""
     out = dict(config)
     head = parts[0]
@@ -130,7 +131,7 @@ def _set_path(config: dict, parts: tuple[str, ...], value: Any) -> dict:
         out[head] = merge(config.get(head), value) if isinstance(config.get(head), dict) else value
     else:
         child = config.get(head)
-        out[head] = _set_path(child if isinstance(child, dict) else {}, parts[1:], value)
+        out[head] = set_path(child if isinstance(child, dict) else {}, parts[1:], value)
     return out
 
 
@@ -218,6 +219,125 @@ class Retry(_Strict):
 Executor = Annotated[DebugExecutor | LocalExecutor | SlurmExecutor, Field(discriminator="kind")]
 
 
+# ----------------------------------------------------------------------------- search
+
+
+class FloatParam(_Strict):
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _range(self) -> FloatParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step is not None:
+            raise PydanticCustomError("param", "log and step cannot be combined (optuna samples one or the other)")
+        return self
+
+
+class IntParam(_Strict):
+    type: Literal["int"]
+    low: int
+    high: int
+    log: bool = False
+    step: PositiveInt = 1
+
+    @model_validator(mode="after")
+    def _range(self) -> IntParam:
+        _check_range(self.low, self.high, self.log)
+        if self.log and self.step != 1:
+            raise PydanticCustomError("param", "log needs step 1")
+        return self
+
+
+class CategoricalParam(_Strict):
+    type: Literal["categorical"]
+    choices: list[str | int | float | bool | None] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> CategoricalParam:
+        seen = [canonical(c) for c in self.choices]
+        if len(set(seen)) != len(seen):
+            raise PydanticCustomError("param", "duplicate choices in {choices}", {"choices": self.choices})
+        return self
+
+
+def _check_range(low: float, high: float, log: bool) -> None:
+    if not low < high:
+        raise PydanticCustomError("param", "expected low < high, got low={low}, high={high}", {"low": low, "high": high})
+    if log and low <= 0:
+        raise PydanticCustomError("param", "a log scale needs low > 0, got {low}", {"low": low})
+
+
+Param = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class _Pruner(_Strict):
+    metric: str | None = None  # the ctx.report value it watches (default: search.metric)
+    direction: Literal["minimize", "maximize"] | None = None  # of that value (default: search.direction)
+
+
+class MedianPruner(_Pruner):
+    kind: Literal["median"]
+    n_startup_trials: int = Field(default=5, ge=0)
+    n_warmup_steps: int = Field(default=0, ge=0)
+    interval_steps: PositiveInt = 1
+
+
+class PercentilePruner(MedianPruner):
+    kind: Literal["percentile"]  # type: ignore[assignment]
+    percentile: float = Field(default=25.0, gt=0, lt=100)
+
+
+class SuccessiveHalvingPruner(_Pruner):
+    kind: Literal["successive_halving"]
+    min_resource: PositiveInt | Literal["auto"] = "auto"
+    reduction_factor: int = Field(default=4, ge=2)
+    min_early_stopping_rate: int = Field(default=0, ge=0)
+
+
+class HyperbandPruner(_Pruner):
+    kind: Literal["hyperband"]
+    min_resource: PositiveInt = 1
+    max_resource: PositiveInt | Literal["auto"] = "auto"
+    reduction_factor: int = Field(default=3, ge=2)
+
+
+Pruner = Annotated[MedianPruner | PercentilePruner | SuccessiveHalvingPruner | HyperbandPruner, Field(discriminator="kind")]
+SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
+
+
+class Search(_Strict):
+    """The `search:` block: one optuna search per group, each trial a cell."""
+
+    metric: str = Field(min_length=1)
+    direction: Literal["minimize", "maximize"]
+    space: dict[str, Param] = Field(min_length=1)  # config path -> distribution
+    trials: PositiveInt  # the budget of each group
+    sampler: Literal["tpe", "random", "grid", "gp", "cmaes"] = "tpe"
+    sampler_options: dict[str, Any] = {}  # keyword arguments of the optuna sampler
+    seed: int = 0
+    parallel: PositiveInt | None = None  # trials in flight at once (default: see SearchPlan.parallel)
+    group_by: list[str] | None = None  # axes with a search each (default: all); the others are searched over
+    pruner: Pruner | None = None
+    final_seeds: PositiveInt | list[int] | None = None  # repeat each group's best configuration with these seeds
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, data: Any) -> Any:
+        """A list is a categorical parameter; `pruner: median` is a pruner with its defaults."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if isinstance(data.get("space"), dict):
+                data["space"] = {k: {"type": "categorical", "choices": v} if isinstance(v, list) else v
+                                 for k, v in data["space"].items()}
+            if isinstance(data.get("pruner"), str):
+                data["pruner"] = {"kind": data["pruner"]}
+        return data
+
+
 class StudyFile(_Strict):
     study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=128)
     description: str = ""
@@ -233,6 +353,7 @@ class StudyFile(_Strict):
     executor: Executor = LocalExecutor(kind="local")
     retry: Retry = Retry()
     workdir: str = "runs"
+    search: Search | None = None
 
 
 _EXPECTED = {
@@ -248,12 +369,17 @@ def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
     problems = []
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
+        # A discriminator's tag ('local', 'float', 'median', …) is not a key the user wrote.
         if loc[:1] == ["executor"] and len(loc) > 1:
-            loc.pop(1)  # the discriminator's tag ('local', 'slurm', …) is not a key the user wrote
+            loc.pop(1)
+        elif loc[:2] == ["search", "space"] and len(loc) > 3 or loc[:2] == ["search", "pruner"] and len(loc) > 2:
+            loc.pop(3 if loc[1] == "space" else 2)
         if e["type"] == "unknown_key":
             problems.append((_join(*loc, e["ctx"]["key"]), e["msg"]))
         elif e["type"] in _EXPECTED and loc and loc[-1] in _EXPECTED[e["type"]]:
             problems.append((_join(*loc), f"expected {_EXPECTED[e['type']][loc[-1]]}, got {e['input']!r}"))
+        elif e["type"] in ("union_tag_not_found", "union_tag_invalid") and loc[:2] == ["search", "space"]:
+            problems.append((_join(*loc), f"expected a mapping with type: float, int or categorical (or a list of choices), got {e['input']!r}"))
         else:
             got = "" if e["type"] == "missing" else f", got {e['input']!r}"
             problems.append((_join(*loc), f"{e['msg'].lower()}{got}"))
@@ -284,6 +410,37 @@ class Cell:
     resources: dict
 
 
+TRIAL_LABEL = "trial"  # the label that numbers a search's trials (and names the trial a final cell repeats)
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """A validated search: its block, its groups, and the cell each trial starts from."""
+
+    spec: Search
+    params: dict[str, Param]  # config path -> distribution
+    group_axes: list[str]  # one search per combination of these axes' labels
+    searched: list[Axis]  # the other axes: a categorical choice of every trial
+    groups: dict[str, dict]  # group key -> its labels
+    templates: dict[str, Cell]  # canonical axis labels -> the cell (first seed) a trial starts from
+    final_seeds: list[int]
+    parallel: int
+    grid: dict[str, list] | None  # the grid sampler's values per parameter
+
+    @property
+    def budget(self) -> int:
+        """Trials per group: `trials`, or fewer when a grid has fewer points (a grid never repeats)."""
+        if self.grid is None:
+            return self.spec.trials
+        return min(self.spec.trials, math.prod(len(v) for v in self.grid.values()))
+
+    def group_of(self, labels: dict) -> str:
+        return canonical({a: labels[a] for a in self.group_axes})
+
+    def template(self, labels: dict) -> Cell | None:
+        return self.templates.get(canonical({k: v for k, v in labels.items() if k not in (SEED_AXIS, TRIAL_LABEL)}))
+
+
 @dataclass
 class Study:
     name: str
@@ -300,6 +457,7 @@ class Study:
     executor: DebugExecutor | LocalExecutor | SlurmExecutor
     retry: Retry
     workdir: str
+    search: SearchPlan | None = None  # its cells are the trials recorded in the store (sweeper.search.attach)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -359,9 +517,17 @@ class _Expander:
             for i, o in enumerate(spec.resources.overrides)
         ]
         baseline = self.baseline(axes)
+        if spec.search and len(seeds) > 1:
+            self.problems.append(("seeds", "a search runs each trial with one seed; repeat the best configuration "
+                                           "with search.final_seeds instead"))
         self.fail_if_problems()
         cells = self.cells(base, factors, seeds, include, exclude, overrides)
         self.fail_if_problems()
+        search = None
+        if spec.search:
+            search = self.search(spec.search, base, axes, cells)
+            self.fail_if_problems()
+            cells = []
         return Study(
             name=spec.study,
             description=spec.description,
@@ -377,17 +543,18 @@ class _Expander:
             executor=spec.executor,
             retry=spec.retry,
             workdir=spec.workdir,
+            search=search,
             warnings=self.warnings,
         )
 
-    def seeds(self, raw: Any) -> list[int]:
+    def seeds(self, raw: Any, where: str = "seeds") -> list[int]:
         if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
             return list(range(raw))
         if isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) for s in raw):
             if len(set(raw)) != len(raw):
-                self.problems.append(("seeds", f"duplicate seeds in {raw}"))
+                self.problems.append((where, f"duplicate seeds in {raw}"))
             return raw
-        self.problems.append(("seeds", f"expected a count >= 1 or a non-empty list of integers, got {raw!r}"))
+        self.problems.append((where, f"expected a count >= 1 or a non-empty list of integers, got {raw!r}"))
         return []
 
     # -- axes
@@ -477,6 +644,79 @@ class _Expander:
                 return
             node = node[part]
 
+    # -- search
+
+    def search(self, spec: Search, base: dict, axes: list[Axis], templates: list[Cell]) -> SearchPlan:
+        names = [a.name for a in axes]
+        if TRIAL_LABEL in names:
+            self.problems.append((f"axes.{TRIAL_LABEL}", f"'{TRIAL_LABEL}' numbers a search's trials; rename this axis"))
+        group_axes = names if spec.group_by is None else spec.group_by
+        for i, name in enumerate(group_axes if spec.group_by is not None else []):
+            if name not in names:
+                hint = did_you_mean(name, names)
+                self.problems.append((f"search.group_by[{i}]", f"unknown axis{hint}; axes are: {', '.join(names) or 'none'}"))
+        params: dict[str, Param] = {}
+        for raw, param in spec.space.items():
+            where, path = f"search.space.{raw}", raw.lstrip("+")
+            if not re.fullmatch(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*", path):
+                self.problems.append((where, "expected a dotted config path such as 'train.lr'"))
+                continue
+            clash = [n for n in names if n == path or n.startswith(path + ".") or path.startswith(n + ".")]
+            if clash or path == SEED_AXIS:
+                self.problems.append((where, f"'{path}' is set by the axis '{(clash or [SEED_AXIS])[0]}'; search it or vary it, not both"))
+                continue
+            self.check_path(base, path, where, raw.startswith("+"))
+            params[path] = param
+        searched = [a for a in axes if a.name not in group_axes]
+        grid = self.grid(params, searched) if spec.sampler == "grid" else None
+        if spec.sampler_options:
+            self.sampler_options(spec)
+        final_seeds = self.seeds(spec.final_seeds, "search.final_seeds") if spec.final_seeds is not None else []
+        executor = self.spec.executor
+        parallel = spec.parallel or {"debug": 1, "local": getattr(executor, "parallelism", 1), "slurm": 8}[executor.kind]
+        groups: dict[str, dict] = {}
+        by_labels = {}
+        for cell in templates:
+            axis_labels = {k: v for k, v in cell.labels.items() if k != SEED_AXIS}
+            by_labels[canonical(axis_labels)] = cell
+            group = {a: axis_labels[a] for a in group_axes if a in axis_labels}
+            groups.setdefault(canonical(group), group)
+        if searched and len(by_labels) != len(groups) * math.prod(len(a.labels) for a in searched):
+            names = ", ".join(a.name for a in searched)
+            self.problems.append(("search.group_by", f"include/exclude rules remove some combinations of the searched "
+                                                     f"axes ({names}) in some group; add those axes to group_by"))
+        return SearchPlan(spec, params, [a for a in group_axes if a in names], searched, groups, by_labels,
+                          final_seeds, parallel, grid)
+
+    def grid(self, params: dict[str, Param], searched: list[Axis]) -> dict[str, list] | None:
+        """The grid sampler's values: categorical choices, int ranges, and floats with a step."""
+        grid: dict[str, list] = {a.name: [as_choice(label) for label in a.labels] for a in searched}
+        for path, p in params.items():
+            if isinstance(p, CategoricalParam):
+                grid[path] = list(p.choices)
+            elif isinstance(p, IntParam) and not p.log:
+                grid[path] = list(range(p.low, p.high + 1, p.step))
+            elif isinstance(p, FloatParam) and p.step is not None:
+                n = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
+                grid[path] = [round(p.low + i * p.step, 12) for i in range(n)]
+            else:
+                self.problems.append((f"search.space.{path}", "the grid sampler needs categorical choices, an int range, "
+                                                               "or a float with a step"))
+        return grid
+
+    def sampler_options(self, spec: Search) -> None:
+        """Options must be keyword arguments of the optuna sampler (seed and the grid are set by sweeper)."""
+        import inspect
+
+        from sweeper.search import sampler_class
+
+        accepted = [p for p in inspect.signature(sampler_class(spec.sampler)).parameters if p not in ("seed", "search_space")]
+        for key in spec.sampler_options:
+            if key not in accepted:
+                self.problems.append((f"search.sampler_options.{key}",
+                                      f"not an option of the {spec.sampler} sampler{did_you_mean(key, accepted)}; "
+                                      f"options: {', '.join(accepted)}"))
+
     # -- rules
 
     def rule(self, rule: dict, where: str, axes: list[Axis]) -> dict[str, set[str]]:
@@ -561,7 +801,7 @@ class _Expander:
             config = base
             for entry in combo:
                 for parts, value in entry[2]:
-                    config = _set_path(config, parts, value)
+                    config = set_path(config, parts, value)
             key = cell_key(task, config)
             if key in origin:
                 self.problems.append(("axes", f"cells {_fmt(origin[key])} and {_fmt(labels)} resolve to the same config; make the variants differ"))
@@ -583,6 +823,11 @@ class _Expander:
         if not cells and not self.problems:
             self.problems.append(("", "the study has no cells (every combination is excluded)"))
         return cells
+
+
+def as_choice(label: Any) -> Any:
+    """An axis label as an optuna categorical choice (which must be a scalar)."""
+    return canonical(label) if isinstance(label, list | dict) else label
 
 
 def _leaf_paths(mapping: dict, prefix: str = "") -> list[str]:

@@ -24,6 +24,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    UniqueConstraint,
     create_engine,
     event,
     func,
@@ -39,7 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sweeper.errors import UserError, did_you_mean
 from sweeper.spec import Study
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_URL = "sqlite:///results.db"
 _CHUNK = 5000  # bound on IN-list size (SQLite's variable limit)
 
@@ -155,8 +156,31 @@ class Metric(Base):
     )
 
 
+class SearchCell(Base):
+    """A cell a search made: a trial (its params and optuna's system attributes), or a final-seed repeat.
+
+    Optuna's state is rebuilt from these rows, the cells' states and their metrics on every
+    controller step (sweeper.search), so no optuna storage lives beside the store.
+    """
+
+    __tablename__ = "search_cells"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    group_key: Mapped[str] = mapped_column(Text)  # canonical labels of the group's axes
+    kind: Mapped[str] = mapped_column(String(8))  # trial | final
+    number: Mapped[int] = mapped_column(Integer)  # the trial's number in its group (final: the trial it repeats)
+    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"))
+    labels: Mapped[dict]
+    params: Mapped[dict]
+    system_attrs: Mapped[dict]
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    __table_args__ = (UniqueConstraint("study_id", "group_key", "kind", "number", "cell_key"),)
+
+
 # Ordered migrations: MIGRATIONS[v] upgrades a schema at version v to v + 1.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {}
+MIGRATIONS: dict[int, Callable[[Session], None]] = {
+    1: lambda s: None,  # v2 adds search_cells, which create_all has made by then
+}
 
 
 @dataclass
@@ -241,7 +265,7 @@ class Store:
                     raise
                 time.sleep(0.2)
         with self.session() as s, s.begin():
-            s.execute(_insert(s, Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
+            s.execute(dialect_insert(s, Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
             row = s.get(Meta, "schema_version")
             version = int(row.value)
             if version > SCHEMA_VERSION:
@@ -287,7 +311,7 @@ class Store:
     def _record(self, s: Session, study: Study, row: StudyRow | None, states, members, plan: Plan) -> None:
         now = _now()
         if row is None:
-            s.execute(_insert(s, StudyRow).values(
+            s.execute(dialect_insert(s, StudyRow).values(
                 name=study.name, file=study.file, spec_text=study.text, spec_hash=study.spec_hash, created_at=now
             ).on_conflict_do_nothing())
             row = s.scalar(select(StudyRow).where(StudyRow.name == study.name))
@@ -300,7 +324,7 @@ class Store:
             if c.key not in states
         ]
         if new_cells:  # another study's plan may be adding the same cells right now (PostgreSQL)
-            s.execute(_insert(s, CellRow).on_conflict_do_nothing(), new_cells)
+            s.execute(dialect_insert(s, CellRow).on_conflict_do_nothing(), new_cells)
         position = {c.key: i for i, c in enumerate(study.cells)}
         added = set(plan.added)
         new_members = [
@@ -309,10 +333,10 @@ class Store:
             if c.key in added
         ]
         if new_members:
-            s.execute(_insert(s, Membership).on_conflict_do_nothing(), new_members)
+            s.execute(dialect_insert(s, Membership).on_conflict_do_nothing(), new_members)
         revived = [k for k in plan.kept if members[k][0]]
         for keys, orphaned in ((plan.orphaned, True), (revived, False)):
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 s.execute(
                     update(Membership)
                     .where(Membership.study_id == row.id, Membership.cell_key.in_(chunk))
@@ -329,7 +353,7 @@ class Store:
 
     @staticmethod
     def _states(s: Session, keys: list[str]) -> Iterator[tuple[str, str]]:
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             yield from s.execute(select(CellRow.key, CellRow.state).where(CellRow.key.in_(chunk))).all()
 
     # ------------------------------------------------------------------ reading
@@ -393,7 +417,7 @@ class Store:
         won: list[str] = []
         now = _now()
         with self.session() as s, s.begin():
-            for chunk in _chunks([c["key"] for c in cells]):
+            for chunk in chunks([c["key"] for c in cells]):
                 won.extend(
                     s.scalars(
                         update(CellRow)
@@ -419,7 +443,7 @@ class Store:
     @staticmethod
     def _max_numbers(s: Session, keys: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}
-        for chunk in _chunks(keys):
+        for chunk in chunks(keys):
             out.update(s.execute(
                 select(Attempt.cell_key, func.max(Attempt.number)).where(Attempt.cell_key.in_(chunk)).group_by(Attempt.cell_key)
             ).all())
@@ -433,7 +457,7 @@ class Store:
         """The newest attempt of each cell that has one."""
         out: dict[str, Attempt] = {}
         with self.session() as s:
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 for a in s.scalars(select(Attempt).where(Attempt.cell_key.in_(chunk)).order_by(Attempt.number)):
                     out[a.cell_key] = a
         return out
@@ -469,7 +493,7 @@ class Store:
 
     def reset_cells(self, keys: list[str], state: str = CellState.PLANNED) -> None:
         with self.session() as s, s.begin():
-            for chunk in _chunks(keys):
+            for chunk in chunks(keys):
                 s.execute(update(CellRow).where(CellRow.key.in_(chunk)).values(state=state))
 
     def attempts(self, cell_key: str) -> list[Attempt]:
@@ -500,12 +524,12 @@ def _per_axis(study: Study, states: dict[str, str]) -> dict[str, dict[str, Count
     out: dict[str, dict[str, Counter]] = {name: defaultdict(Counter) for name in study.axis_names}
     for cell in study.cells:
         cat = category(states[cell.key])
-        for name, label in cell.labels.items():
-            out[name][str(label)][cat] += 1
+        for name in study.axis_names:
+            out[name][str(cell.labels[name])][cat] += 1
     return {name: dict(labels) for name, labels in out.items()}
 
 
-def _insert(s: Session, table: type[Base]):
+def dialect_insert(s: Session, table: type[Base]):
     """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL share the API)."""
     dialect = s.get_bind().dialect.name
     if dialect == "postgresql":
@@ -515,7 +539,7 @@ def _insert(s: Session, table: type[Base]):
     raise UserError(f"the results store supports SQLite and PostgreSQL, not {dialect}")
 
 
-def _chunks(items: list[str]) -> Iterable[list[str]]:
+def chunks(items: list[str]) -> Iterable[list[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
 

@@ -39,6 +39,10 @@ class Interrupted(BaseException):
     """Unwinds a task after it saved its checkpoint on request (not an Exception: tasks must not catch it)."""
 
 
+class Pruned(BaseException):
+    """Unwinds a task whose search pruned it (not an Exception: tasks must not catch it)."""
+
+
 class TaskContext:
     """What a task gets from the orchestrator besides its config."""
 
@@ -53,12 +57,17 @@ class TaskContext:
         self.saved = threading.Event()
 
     def report(self, step: int, metrics: dict[str, float]) -> None:
-        """Record intermediate values (progress, pruning); appended to metrics.jsonl."""
-        if self.rank != 0:
-            return
-        line = json.dumps({"step": int(step), "time": time.time(), "metrics": {k: float(v) for k, v in metrics.items()}})
-        with self._run.metrics.open("a") as f:
-            f.write(line + "\n")
+        """Record intermediate values (progress, pruning); appended to metrics.jsonl.
+
+        When a search has pruned the cell since, this stops the task (every rank: the request
+        is a file in the run directory, which all ranks see).
+        """
+        if self.rank == 0:
+            line = json.dumps({"step": int(step), "time": time.time(), "metrics": {k: float(v) for k, v in metrics.items()}})
+            with self._run.metrics.open("a") as f:
+                f.write(line + "\n")
+        if self._run.prune.exists():
+            raise Pruned()
 
     @property
     def checkpoint_requested(self) -> bool:
@@ -128,7 +137,7 @@ class Worker(submitit.helpers.Checkpointable):
         return states
 
     def _should_run(self, run: RunDir, rank: int) -> bool:
-        if run.result.exists() or run.cancel.exists():
+        if run.result.exists() or run.cancel.exists() or run.prune.exists():
             return False
         expected = read_json(run.attempt) or {}
         if expected.get("token") != self.token:
@@ -166,6 +175,10 @@ class Worker(submitit.helpers.Checkpointable):
         if "interrupted" in outcome:  # saved on request; checkpoint() records it and requeues the job
             return "INTERRUPTED"
         status["ended"] = time.time()
+        if "pruned" in outcome:
+            if rank == 0:
+                write_json(run.status, status | {"state": "PRUNED", "reason": run.prune.read_text().strip()})
+            return "PRUNED"
         if "error" in outcome:
             exc, tb = outcome["error"]
             status |= {"state": "FAILED", "cause": failure_cause(exc), "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
@@ -201,6 +214,8 @@ def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> N
         outcome["result"] = {str(k): float(v) for k, v in result.items()}
     except Interrupted:
         outcome["interrupted"] = True
+    except Pruned:
+        outcome["pruned"] = True
     except BaseException as exc:  # noqa: BLE001 - every failure of the task is recorded, none escapes the thread
         outcome["error"] = (exc, traceback.format_exc())
         print(outcome["error"][1], file=sys.stderr, flush=True)  # into the cell's log

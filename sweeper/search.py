@@ -1,0 +1,383 @@
+"""Search inside a study: optuna samplers and pruners, driven by ask/tell from the controller.
+
+Every trial is a cell, recorded and keyed like any other, so no result is lost, a config asked
+twice runs once, and the report sees every trial. The controller keeps no state of its own:
+each step (`grow`, run by `launch`, `resume` and every poll of `--wait`) rebuilds each group's
+optuna study from the store — the search rows, the cells' states, their final and intermediate
+metrics — then prunes, asks for the free slots and records the new trials, all in one
+transaction that holds the study's lock. A controller killed at any point, or two running at
+once, therefore lose and repeat nothing, and `sweeper resume` continues the count.
+
+Pruning: the pruner reads what running trials report through `ctx.report` (their
+metrics.jsonl); a pruned cell gets a `prune` file, its task stops at its next report, and the
+cell ends PRUNED.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from sweeper.rundir import RunDir
+from sweeper.spec import (
+    SEED_AXIS,
+    TRIAL_LABEL,
+    CategoricalParam,
+    Cell,
+    FloatParam,
+    IntParam,
+    SearchPlan,
+    Study,
+    as_choice,
+    set_path,
+    cell_key,
+    canonical,
+)
+from sweeper.store import ACTIVE, CellRow, CellState, Metric, SearchCell, Store, StudyRow, chunks, dialect_insert
+
+if TYPE_CHECKING:
+    import optuna
+
+# What a trial's cell state means to optuna (ACTIVE and unsuccessful-but-resumable cells: still running).
+_FINAL = {CellState.COMPLETED: "COMPLETE", CellState.PRUNED: "PRUNED", CellState.FAILED: "FAIL"}
+_BUSY = ACTIVE | {CellState.PLANNED}
+
+
+def sampler_class(name: str) -> type:
+    import optuna
+
+    return {
+        "tpe": optuna.samplers.TPESampler,
+        "random": optuna.samplers.RandomSampler,
+        "grid": optuna.samplers.GridSampler,
+        "gp": optuna.samplers.GPSampler,
+        "cmaes": optuna.samplers.CmaEsSampler,
+    }[name]
+
+
+# ----------------------------------------------------------------------------- the study's cells
+
+
+def attach(store: Store, study: Study) -> Study:
+    """Give a search study its cells: the trials and final repeats recorded for its current groups."""
+    if study.search is None:
+        return study
+    plan = study.search
+    with store.session() as s:
+        study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
+        rows = [] if study_id is None else s.execute(
+            select(SearchCell.cell_key, SearchCell.labels, SearchCell.group_key, CellRow.config, CellRow.seed)
+            .join(CellRow, CellRow.key == SearchCell.cell_key)
+            .where(SearchCell.study_id == study_id)
+            .order_by(SearchCell.id)
+        ).all()
+    cells: dict[str, Cell] = {}
+    for key, labels, group, config, seed in rows:
+        template = plan.template(labels)
+        if group in plan.groups and template is not None and key not in cells:
+            cells[key] = Cell(key, config, labels, seed, template.resources)
+    study.cells = list(cells.values())
+    return study
+
+
+# ----------------------------------------------------------------------------- one controller step
+
+
+@dataclass
+class Growth:
+    """What one step did, and whether the search has anything left to ask."""
+
+    asked: list[str] = field(default_factory=list)  # cell keys of new trials
+    finals: list[str] = field(default_factory=list)  # cell keys of new final-seed repeats
+    pruned: list[str] = field(default_factory=list)
+    exhausted: bool = False  # every group spent its budget and recorded its final repeats
+
+
+@dataclass
+class _Trial:
+    row: SearchCell
+    state: str  # the cell's
+    value: float | None  # the searched metric, final
+    steps: dict[int, float]  # the pruner's metric by step, oriented to the search's direction
+
+
+def grow(store: Store, study: Study) -> Growth:
+    """Prune running trials, ask for the free slots, record new trials and final repeats."""
+    plan = study.search
+    assert plan is not None
+    growth = Growth()
+    workdir = Path(study.workdir).resolve()
+    with store.session() as s, s.begin():
+        study_id = _lock(s, study.name)
+        rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
+        rows = [r for r in rows if r.group_key in plan.groups]
+        trials = _outcomes(s, plan, rows, workdir)
+        busy = len({t.row.cell_key for t in trials if t.state in _BUSY})
+        free = max(0, plan.parallel - busy)
+        by_group: dict[str, list[_Trial]] = defaultdict(list)
+        for t in trials:
+            by_group[t.row.group_key].append(t)
+        studies = {g: _optuna_study(plan, study.name, i, g, [t for t in by_group[g] if t.row.kind == "trial"])
+                   for i, g in enumerate(plan.groups)}
+        new_rows: list[dict] = []
+        new_cells: dict[str, dict] = {}
+        for g, ost in studies.items():
+            growth.pruned += _prune(s, plan, ost, by_group[g], workdir)
+        # Free slots go round the groups, one at a time, to those with budget left.
+        want = {g: max(0, plan.budget - sum(t.row.kind == "trial" for t in by_group[g])) for g in plan.groups}
+        order = [g for g in plan.groups if want[g]]
+        asks: dict[str, int] = defaultdict(int)
+        while free and order:
+            for g in list(order):
+                if not free:
+                    break
+                asks[g] += 1
+                free -= 1
+                if asks[g] == want[g]:
+                    order.remove(g)
+        for g, n in asks.items():
+            start = max((t.row.number for t in by_group[g] if t.row.kind == "trial"), default=-1) + 1
+            for number in range(start, start + n):
+                row, cell = _ask(plan, studies[g], g, number, study)
+                new_rows.append(row | {"study_id": study_id})
+                new_cells.setdefault(cell.key, {"key": cell.key, "task": study.task, "config": cell.config,
+                                                "seed": cell.seed, "state": CellState.PLANNED})
+                growth.asked.append(cell.key)
+        exhausted = True
+        for g in plan.groups:
+            if want[g] or not all(t.state in _FINAL for t in by_group[g] if t.row.kind == "trial"):
+                exhausted = False
+                continue
+            for row, cell in _finals(s, plan, g, by_group[g], study):
+                new_rows.append(row | {"study_id": study_id})
+                new_cells.setdefault(cell.key, {"key": cell.key, "task": study.task, "config": cell.config,
+                                                "seed": cell.seed, "state": CellState.PLANNED})
+                growth.finals.append(cell.key)
+        growth.exhausted = exhausted and not growth.asked and not growth.finals
+        if new_cells:
+            s.execute(dialect_insert(s, CellRow).on_conflict_do_nothing(), list(new_cells.values()))
+        if new_rows:
+            s.execute(dialect_insert(s, SearchCell).on_conflict_do_nothing(), new_rows)
+    attach(store, study)
+    return growth
+
+
+def _lock(s: Session, name: str) -> int:
+    """The study's id, locked for this transaction (SQLite: the transaction began IMMEDIATE)."""
+    return s.scalar(select(StudyRow.id).where(StudyRow.name == name).with_for_update())
+
+
+def _outcomes(s: Session, plan: SearchPlan, rows: list[SearchCell], workdir: Path) -> list[_Trial]:
+    """Each row's cell state, searched metric and pruner values (finished: the store; running: metrics.jsonl)."""
+    keys = list({r.cell_key for r in rows})
+    states: dict[str, str] = {}
+    finals: dict[str, float] = {}
+    steps: dict[str, dict[int, float]] = defaultdict(dict)
+    watched, sign = _watched(plan)
+    for chunk in chunks(keys):
+        states.update(s.execute(select(CellRow.key, CellRow.state).where(CellRow.key.in_(chunk))).all())
+        q = (select(Metric.cell_key, Metric.name, Metric.step, Metric.value)
+             .where(Metric.cell_key.in_(chunk), Metric.name.in_({plan.spec.metric, watched}))
+             .order_by(Metric.id))
+        for key, name, step, value in s.execute(q):
+            if step is None and name == plan.spec.metric:
+                finals[key] = value
+            elif step is not None and name == watched:
+                steps[key][step] = sign * value
+    for key in keys:
+        if states.get(key) == CellState.RUNNING and plan.spec.pruner is not None:
+            for line in RunDir.of(workdir, key).reports():
+                if watched in line.get("metrics", {}) and line.get("step") is not None:
+                    steps[key][int(line["step"])] = sign * float(line["metrics"][watched])
+    return [_Trial(r, states.get(r.cell_key, CellState.PLANNED), finals.get(r.cell_key), steps[r.cell_key]) for r in rows]
+
+
+def _watched(plan: SearchPlan) -> tuple[str, float]:
+    """The pruner's metric, and the sign that turns it into the search's direction."""
+    pruner = plan.spec.pruner
+    if pruner is None:
+        return plan.spec.metric, 1.0
+    direction = pruner.direction or plan.spec.direction
+    return pruner.metric or plan.spec.metric, 1.0 if direction == plan.spec.direction else -1.0
+
+
+def distributions(plan: SearchPlan) -> dict[str, optuna.distributions.BaseDistribution]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    out: dict[str, Any] = {a.name: CategoricalDistribution([as_choice(label) for label in a.labels]) for a in plan.searched}
+    for path, p in plan.params.items():
+        if isinstance(p, FloatParam):
+            out[path] = FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+        elif isinstance(p, IntParam):
+            out[path] = IntDistribution(p.low, p.high, log=p.log, step=p.step)
+        elif isinstance(p, CategoricalParam):
+            out[path] = CategoricalDistribution(p.choices)
+    return out
+
+
+def _optuna_study(plan: SearchPlan, name: str, index: int, group: str, trials: list[_Trial]) -> optuna.Study:
+    """An in-memory optuna study holding the group's trials as the store knows them.
+
+    The sampler's seed follows the search seed, the group and the number of trials so far, so
+    a rebuilt study asks what an uninterrupted one would, and two steps never ask the same.
+    """
+    import optuna
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seed = (plan.spec.seed * 1_000_003 + index * 10_007 + len(trials)) % 2**32
+    options = dict(plan.spec.sampler_options)
+    if plan.spec.sampler == "grid":
+        options["search_space"] = plan.grid
+    sampler = sampler_class(plan.spec.sampler)(seed=seed, **options)
+    ost = optuna.create_study(study_name=f"{name}:{group}", direction=plan.spec.direction, sampler=sampler,
+                              pruner=_pruner(plan))
+    dists = distributions(plan)
+    for t in trials:
+        state = _FINAL.get(t.state, "RUNNING")
+        value = t.value
+        if state == "COMPLETE" and (value is None or not math.isfinite(value)):
+            state, value = "FAIL", None  # the task did not return the searched metric
+        try:
+            ost.add_trial(create_trial(
+                state=TrialState[state], value=value if state == "COMPLETE" else None, params=t.row.params,
+                distributions={k: dists[k] for k in t.row.params if k in dists}, system_attrs=t.row.system_attrs,
+                intermediate_values={k: v for k, v in t.steps.items() if math.isfinite(v)},
+                user_attrs={"number": t.row.number, "cell_key": t.row.cell_key},
+            ))
+        except ValueError:
+            continue  # params outside the space as the file now defines it: not evidence for this search
+    return ost
+
+
+def _pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
+    import optuna
+
+    p = plan.spec.pruner
+    if p is None:
+        return optuna.pruners.NopPruner()
+    if p.kind == "median":
+        return optuna.pruners.MedianPruner(p.n_startup_trials, p.n_warmup_steps, p.interval_steps)
+    if p.kind == "percentile":
+        return optuna.pruners.PercentilePruner(p.percentile, p.n_startup_trials, p.n_warmup_steps, p.interval_steps)
+    if p.kind == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(p.min_resource, p.reduction_factor, p.min_early_stopping_rate)
+    return optuna.pruners.HyperbandPruner(p.min_resource, p.max_resource, p.reduction_factor)
+
+
+def _prune(s: Session, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial], workdir: Path) -> list[str]:
+    """Ask the pruner about every running trial with new values; request a stop where it says so."""
+    if plan.spec.pruner is None:
+        return []
+    pruned = []
+    by_number = {t.user_attrs["number"]: t for t in ost.get_trials(deepcopy=False)}
+    for t in trials:
+        frozen = by_number.get(t.row.number)
+        run = RunDir.of(workdir, t.row.cell_key)
+        if t.row.kind != "trial" or t.state != CellState.RUNNING or frozen is None or not t.steps or run.prune.exists():
+            continue
+        if ost.pruner.prune(ost, frozen):
+            step = max(t.steps)
+            run.prune.write_text(f"pruned by the {plan.spec.pruner.kind} pruner at step {step}\n")
+            pruned.append(t.row.cell_key)
+        # Pruners keep their bookkeeping (e.g. successive halving's rungs) in system attributes.
+        attrs = ost.get_trials(deepcopy=False)[frozen.number].system_attrs
+        if attrs != t.row.system_attrs:
+            s.execute(update(SearchCell).where(SearchCell.id == t.row.id).values(system_attrs=dict(attrs)))
+    return pruned
+
+
+def _ask(plan: SearchPlan, ost: optuna.Study, group: str, number: int, study: Study) -> tuple[dict, Cell]:
+    """A new trial: optuna's params applied to the group's template cell."""
+    trial = ost.ask(distributions(plan))
+    params = dict(trial.params)
+    labels = dict(plan.groups[group])
+    for axis in plan.searched:
+        labels[axis.name] = next(label for label in axis.labels if as_choice(label) == params[axis.name])
+    template = plan.template(labels)  # every choice has one: the spec checks the rules exclude none
+    frozen = ost.get_trials(deepcopy=False)[trial.number]
+    config = template.config
+    for path, value in params.items():
+        if path in plan.params:
+            config = set_path(config, tuple(path.split(".")), value)
+    key = cell_key(study.task, config)
+    labels = {**template.labels, TRIAL_LABEL: number}
+    row = {"group_key": group, "kind": "trial", "number": number, "cell_key": key, "labels": labels,
+           "params": params, "system_attrs": dict(frozen.system_attrs)}
+    return row, Cell(key, config, labels, template.seed, template.resources)
+
+
+def best_trial(plan: SearchPlan, trials: list) -> Any | None:
+    """The completed trial with the best finite value (first of equals), or None."""
+    sign = 1 if plan.spec.direction == "maximize" else -1
+    done = [t for t in trials if t.value is not None and math.isfinite(t.value) and t.state == CellState.COMPLETED]
+    return max(done, key=lambda t: (sign * t.value, -t.row.number), default=None)
+
+
+def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial], study: Study) -> list[tuple[dict, Cell]]:
+    """The best trial's configuration with each final seed, unless already recorded."""
+    best = best_trial(plan, [t for t in trials if t.row.kind == "trial"])
+    if best is None or not plan.final_seeds:
+        return []
+    recorded = {t.row.cell_key for t in trials if t.row.kind == "final" and t.row.number == best.row.number}
+    base = s.get(CellRow, best.row.cell_key)
+    resources = plan.template(best.row.labels).resources
+    out = []
+    for seed in plan.final_seeds:
+        config = set_path(base.config, (SEED_AXIS,), seed)
+        key = cell_key(study.task, config)
+        if key in recorded:
+            continue
+        labels = {**best.row.labels, SEED_AXIS: seed}
+        row = {"group_key": group, "kind": "final", "number": best.row.number, "cell_key": key, "labels": labels,
+               "params": best.row.params, "system_attrs": {}}
+        out.append((row, Cell(key, config, labels, seed, resources)))
+    return out
+
+
+def expected_cells(plan: SearchPlan) -> int:
+    """Cells the search makes when it runs to the end (at most: repeated configs share a cell)."""
+    return len(plan.groups) * (plan.budget + len(plan.final_seeds))
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class GroupResult:
+    """One group's search as the report shows it."""
+
+    labels: dict
+    budget: int
+    counts: dict[str, int]  # trials by outcome: completed, pruned, failed, running
+    best: _Trial | None
+    finals: dict[str, str]  # final cell key -> its state, for the current best
+    final_values: list[float]
+
+
+def results(store: Store, study: Study) -> list[GroupResult]:
+    """Per group: trials by outcome, the best trial, and its final-seed repeats."""
+    plan = study.search
+    assert plan is not None
+    with store.session() as s:
+        study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
+        rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
+        trials = _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], Path(study.workdir).resolve())
+    out = []
+    for g, labels in plan.groups.items():
+        mine = [t for t in trials if t.row.group_key == g]
+        tried = [t for t in mine if t.row.kind == "trial"]
+        counts = {"completed": 0, "pruned": 0, "failed": 0, "running": 0}
+        for t in tried:
+            counts[{"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}.get(_FINAL.get(t.state, ""), "running")] += 1
+        best = best_trial(plan, tried)
+        finals = [t for t in mine if t.row.kind == "final" and best is not None and t.row.number == best.row.number]
+        values = [t.value for t in finals if t.state == CellState.COMPLETED and t.value is not None]
+        out.append(GroupResult(labels, plan.budget, counts, best, {t.row.cell_key: t.state for t in finals}, values))
+    return out

@@ -1,0 +1,105 @@
+"""`sweeper report` for a search study: per group, the trials, the best one and its hyperparameters,
+and the mean over the final seeds of its configuration.
+
+The final-seed cells also make an ordinary ablation table (sweeper.report), with paired deltas
+against the baseline: each variant compared at its own tuned hyperparameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pandas as pd
+from rich.table import Table
+
+from sweeper.report import Format, _md_escape, tex_escape
+from sweeper.search import GroupResult, results
+from sweeper.spec import Study
+from sweeper.store import Store
+
+
+def frame(study: Study, groups: list[GroupResult]) -> pd.DataFrame:
+    """One row per group: its labels, trial counts, the best trial, its params and final-seed statistics."""
+    plan = study.search
+    params = [a.name for a in plan.searched] + list(plan.params)
+    rows = []
+    for g in groups:
+        best = g.best
+        values = g.final_values
+        rows.append({
+            **g.labels,
+            "budget": g.budget,
+            "trials": sum(g.counts.values()),
+            **g.counts,
+            "best_trial": best.row.number if best else None,
+            "best_value": best.value if best else math.nan,
+            **{p: (best.row.params.get(p) if best else None) for p in params},
+            "final_mean": statistics.fmean(values) if values else math.nan,
+            "final_std": statistics.stdev(values) if len(values) > 1 else math.nan,
+            "final_n": len(values),
+            "final_expected": len(plan.final_seeds),
+        })
+    return pd.DataFrame(rows)
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _cells(study: Study, row: pd.Series) -> dict[str, str]:
+    """The table's text per column for one group."""
+    plan = study.search
+    params = [a.name for a in plan.searched] + list(plan.params)
+    counts = [f"{row[k]} {k}" for k in ("pruned", "failed", "running") if row[k]]
+    text = {a: str(row[a]) for a in plan.group_axes}
+    text["trials"] = f"{row['trials']}/{row['budget']}" + (f" ({', '.join(counts)})" if counts else "")
+    text[f"best {plan.spec.metric}"] = _fmt(row["best_value"])
+    text["trial"] = _fmt(row["best_trial"])
+    text |= {p: _fmt(row[p]) for p in params}
+    if plan.final_seeds:
+        mean = _fmt(row["final_mean"]) + (f" ± {_fmt(row['final_std'])}" if not math.isnan(row["final_std"]) else "")
+        text["final seeds"] = f"{mean} (n={row['final_n']}/{row['final_expected']})"
+    return text
+
+
+def render(study: Study, table: pd.DataFrame, fmt: Format) -> str | Table:
+    plan = study.search
+    if fmt == Format.csv:
+        return table.to_csv(index=False, lineterminator="\n")
+    if fmt == Format.json:
+        return json.dumps(json.loads(table.to_json(orient="records")), indent=1) + "\n"
+    lines = [_cells(study, row) for _, row in table.iterrows()]
+    columns = list(lines[0]) if lines else []
+    title = (f"{study.name}: {plan.spec.sampler} search, {plan.spec.direction} {plan.spec.metric}, "
+             f"{plan.budget} trials per group")
+    if fmt == Format.rich:
+        out = Table(title=title, title_justify="left")
+        for c in columns:
+            out.add_column(c, justify="left" if c in plan.group_axes else "right")
+        for line in lines:
+            out.add_row(*line.values())
+        return out
+    if fmt == Format.markdown:
+        md = [f"**{_md_escape(title)}**", "", "| " + " | ".join(map(_md_escape, columns)) + " |",
+              "|" + "|".join(":---" if c in plan.group_axes else "---:" for c in columns) + "|"]
+        md += ["| " + " | ".join(_md_escape(v) for v in line.values()) + " |" for line in lines]
+        return "\n".join(md) + "\n"
+    tex = [f"% {title}", r"\begin{tabular}{" + "".join("l" if c in plan.group_axes else "r" for c in columns) + "}",
+           r"\toprule", " & ".join(map(tex_escape, columns)) + r" \\", r"\midrule"]
+    tex += [" & ".join(tex_escape(v).replace("±", "$\\pm$") for v in line.values()) + r" \\" for line in lines]
+    return "\n".join(tex + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def search_table(store: Store, study: Study) -> pd.DataFrame:
+    return frame(study, results(store, study))
+
+
+def final_keys(store: Store, study: Study) -> list[str]:
+    """The cells of each group's best configuration repeated with the final seeds."""
+    return [k for g in results(store, study) for k in g.finals]
