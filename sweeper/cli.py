@@ -365,12 +365,12 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
     bar = progress.add_task(study.name, total=total)
     with Live(console=err, refresh_per_second=2, transient=True, redirect_stdout=False) as live:
         while True:
-            statuses, submitted = advance(store, study)  # a search prunes, asks and submits here too
+            statuses, moved = advance(store, study)  # a search prunes, asks and submits here too
             done = sum(s.state in ("COMPLETED", "PRUNED") or s.state in FINAL_BAD for s in statuses)
             progress.update(bar, completed=done, total=max(total, len(statuses)))
             if not quiet:
                 live.update(Group(progress, _status_view(study, statuses, detail=False)))
-            if not submitted and not any(s.state in ("SUBMITTING", "PENDING", "RUNNING") for s in statuses):
+            if not moved and not any(s.state in ("SUBMITTING", "PENDING", "RUNNING") for s in statuses):
                 break
             time.sleep(interval)
     if not quiet:

@@ -114,8 +114,12 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
             continue  # still submitting
         job_ids[a.id] = manifests[a.token].get("jobs", {}).get(a.cell_key)
         if job_ids[a.id] is None:
-            not_submitted.append(a)
-            del job_ids[a.id]
+            run = RunDir(Path(a.run_dir))
+            if run.claim(a.token, "void"):  # no worker of that submission can start the cell now
+                not_submitted.append(a)
+                del job_ids[a.id]
+            else:  # the scheduler call went out and a worker took the cell: adopt it
+                job_ids[a.id] = (read_json(run.status) or {}).get("job_id")
     settled = [a for a in active if a.id in job_ids]
     jobs = _job_states(study, [(a.executor, job_ids[a.id]) for a in settled])
     changes, metric_rows = [], []

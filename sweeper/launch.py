@@ -5,9 +5,11 @@ duplicates nothing: (1) a manifest naming this launch's process, (2) in one tran
 cells are claimed (only from the states this command may take them from, so a concurrent
 launch gets none of them) and an attempt is recorded for each — the intent, (3) the run
 directories get the config and the attempt's token, (4) the scheduler call, (5) the job ids.
-A worker runs a cell only if the run directory still names its token, and ingestion adopts
-any job that wrote a status under its token, so a launch killed between (2) and (5) is
-reconciled by the next `status`, `launch` or `resume`.
+A worker runs a cell only if the run directory still names its token and it wins the cell's
+claim; ingestion adopts the jobs the manifest names, and for a launch that died before naming
+them, adopts the cells a worker claimed and voids the claim of the others (which makes them
+new again). So a launch killed between (2) and (5) is reconciled by the next `status`,
+`launch` or `resume`, and no cell runs twice.
 """
 
 from __future__ import annotations
@@ -110,6 +112,7 @@ def submit(store: Store, study: Study, cells: list[Cell], *, from_states: set[st
         ])
         store.reset_cells(list(attempts), CellState.PLANNED)
         raise UserError(f"submission to {study.executor.kind} failed: {e}") from None
+    _maybe_fault("before-manifest")  # ingestion then adopts the cells a worker claimed and voids the rest
     write_json(manifest_path, manifest | {"jobs": ids})  # what ingestion adopts if we die before the store
     _maybe_fault("after-submit")
     store.update_attempts([
@@ -125,27 +128,28 @@ def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cel
     A search first prunes, asks for its free slots and records the new trials (sweeper.search);
     under the debug executor, whose cells run here and now, it goes on until the search is spent.
     """
-    result, chosen = _launch_once(store, study, only, max_cells, dry_run)
-    while study.search is not None and study.executor.kind == "debug" and not dry_run:
-        more, _ = _launch_once(store, study, only, max_cells, dry_run)
-        if not more.keys:
-            break
+    result, chosen, progressed = _launch_once(store, study, only, max_cells, dry_run)
+    while progressed and study.search is not None and study.executor.kind == "debug" and not dry_run:
+        more, _, progressed = _launch_once(store, study, only, max_cells, dry_run)
         result.keys += more.keys
         result.jobs += more.jobs
     return result, chosen
 
 
 def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: int | None,
-                 dry_run: bool) -> tuple[Submission, list[Cell]]:
+                 dry_run: bool) -> tuple[Submission, list[Cell], bool]:
+    """One launch; also says whether it moved anything (a search may ask for a config already done)."""
     filters = parse_only(study, only)
     if not dry_run:
         ingest(store, study)  # settles earlier launches (incl. killed ones) before choosing
     plan = store.plan(study, record=not dry_run)
+    grew = False
     if study.search is not None and not dry_run:
         from sweeper.search import grow
 
         growth = grow(store, study)
-        if growth.asked or growth.finals:
+        grew = bool(growth.asked or growth.finals)
+        if grew:
             plan = store.plan(study)
         # A search holds `parallel` cells in flight: more would be asked with less evidence.
         free = max(0, study.search.parallel - sum(s in ACTIVE for s in plan.states.values()))
@@ -154,19 +158,19 @@ def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: 
     chosen = chosen[:max_cells] if max_cells is not None else chosen
     precheck(study, chosen)
     if dry_run:
-        return Submission(), chosen
+        return Submission(), chosen, False
     result = submit(store, study, chosen, from_states={CellState.PLANNED})
     if study.executor.kind == "debug":
         ingest(store, study)
-    return result, chosen
+    return result, chosen, grew or bool(result.keys)
 
 
 def advance(store: Store, study: Study) -> tuple[list[CellStatus], bool]:
-    """One poll of `--wait`: ingest; a search also prunes, asks and submits. Returns (statuses, submitted any)."""
+    """One poll of `--wait`: ingest; a search also prunes, asks and submits. Returns (statuses, moved any)."""
     if study.search is None:
         return ingest(store, study), False
-    submission, _ = launch(store, study)
-    return ingest(store, study), bool(submission.keys)
+    _, _, progressed = _launch_once(store, study, None, None, False)
+    return ingest(store, study), progressed
 
 
 def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list[str] | None = None,

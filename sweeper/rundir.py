@@ -13,6 +13,8 @@ from them.
                          logs/attempt-N.out|err
                          cancel           a request to skip or stop the cell
                          prune            a search pruner's request: stop at the next ctx.report
+                         claim-<token>    who runs the cell for submission <token>: a worker, or
+                                          "void" when the controller took back a submission it lost
     <workdir>/cache/                      shared between cells (stage caching)
     <workdir>/submitit/                   submitit's job folders
 """
@@ -65,6 +67,17 @@ class RunDir:
     cancel = property(lambda self: self.path / "cancel")
     prune = property(lambda self: self.path / "prune")
     logs = property(lambda self: self.path / "logs")
+
+    def claim(self, token: str, owner: str) -> bool:
+        """Take the cell for `token` as `owner` (atomic, O_EXCL); True if it is ours, now or before."""
+        path = self.path / f"claim-{token}"
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return path.read_text() == owner
+        os.write(fd, owner.encode())
+        os.close(fd)
+        return True
 
     def heartbeat_age(self) -> float | None:
         try:

@@ -225,16 +225,17 @@ def _optuna_study(plan: SearchPlan, name: str, index: int, group: str, trials: l
     """An in-memory optuna study holding the group's trials as the store knows them.
 
     The sampler's seed follows the search seed, the group and the number of trials so far, so
-    a rebuilt study asks what an uninterrupted one would, and two steps never ask the same.
+    a rebuilt study asks what an uninterrupted one would, and two steps never draw alike.
     """
     import optuna
     from optuna.trial import TrialState, create_trial
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a step rebuilds and re-warns each time
     seed = (plan.spec.seed * 1_000_003 + index * 10_007 + len(trials)) % 2**32
     options = dict(plan.spec.sampler_options)
-    if plan.spec.sampler == "grid":
+    if plan.spec.sampler == "grid":  # its seed shuffles the grid, whose indices the trials record: keep it fixed
         options["search_space"] = plan.grid
+        seed = (plan.spec.seed * 1_000_003 + index * 10_007) % 2**32
     sampler = sampler_class(plan.spec.sampler)(seed=seed, **options)
     ost = optuna.create_study(study_name=f"{name}:{group}", direction=plan.spec.direction, sampler=sampler,
                               pruner=_pruner(plan))

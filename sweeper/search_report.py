@@ -56,15 +56,15 @@ def _cells(study: Study, row: pd.Series) -> dict[str, str]:
     """The table's text per column for one group."""
     plan = study.search
     params = [a.name for a in plan.searched] + list(plan.params)
-    counts = [f"{row[k]} {k}" for k in ("pruned", "failed", "running") if row[k]]
+    counts = [f"{int(row[k])} {k}" for k in ("pruned", "failed", "running") if row[k]]
     text = {a: str(row[a]) for a in plan.group_axes}
-    text["trials"] = f"{row['trials']}/{row['budget']}" + (f" ({', '.join(counts)})" if counts else "")
+    text["trials"] = f"{int(row['trials'])}/{int(row['budget'])}" + (f" ({', '.join(counts)})" if counts else "")
     text[f"best {plan.spec.metric}"] = _fmt(row["best_value"])
     text["trial"] = _fmt(row["best_trial"])
     text |= {p: _fmt(row[p]) for p in params}
     if plan.final_seeds:
         mean = _fmt(row["final_mean"]) + (f" ± {_fmt(row['final_std'])}" if not math.isnan(row["final_std"]) else "")
-        text["final seeds"] = f"{mean} (n={row['final_n']}/{row['final_expected']})"
+        text["final seeds"] = f"{mean} (n={int(row['final_n'])}/{int(row['final_expected'])})"
     return text
 
 

@@ -130,27 +130,22 @@ class Worker(submitit.helpers.Checkpointable):
         states = {}
         for key in self.keys:
             run = RunDir.of(self.workdir, key)
-            if not self._should_run(run, rank):
+            if not self._should_run(run, rank, job_id):
                 states[key] = "SKIPPED"
                 continue
             states[key] = self._run_cell(fn, run, key, rank, job_id)
         return states
 
-    def _should_run(self, run: RunDir, rank: int) -> bool:
+    def _should_run(self, run: RunDir, rank: int, job_id: str) -> bool:
         if run.result.exists() or run.cancel.exists() or run.prune.exists():
             return False
         expected = read_json(run.attempt) or {}
         if expected.get("token") != self.token:
             return False  # resubmitted since: a newer attempt owns this cell
-        if self.lane is not None and rank == 0:
-            claim = run.path / f"claim-{self.token}"
-            try:
-                fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return claim.read_text() == str(self.lane)  # our own claim, after a requeue
-            os.write(fd, str(self.lane).encode())
-            os.close(fd)
-        return True
+        # Lanes sharing a list claim each cell; an array task (same id after a requeue) claims its own.
+        # A claim also loses to the controller's "void", when it took back a submission it lost.
+        owner = f"lane-{self.lane}" if self.lane is not None else f"job-{job_id}"
+        return rank != 0 or run.claim(self.token, owner)
 
     def _run_cell(self, fn: Callable, run: RunDir, key: str, rank: int, job_id: str) -> str:
         attempt = (read_json(run.attempt) or {}).get("number", 1)

@@ -67,3 +67,21 @@ def check(config: dict) -> list[str]:
 
 def threads(config: dict, ctx) -> dict:
     return {"omp_threads": float(os.environ.get("OMP_NUM_THREADS", "0"))}
+
+
+def bowl(config: dict, ctx) -> dict:
+    """An analytic objective for the search tests: 0 at x=0.7, y=-1.2, lr=1e-3, growing around it."""
+    import math
+
+    _log_start(config, ctx)
+    time.sleep(config.get("sleep", 0))
+    return {"f": (config["x"] - 0.7) ** 2 + (config["y"] + 1.2) ** 2 + (math.log10(config["lr"]) + 3) ** 2}
+
+
+def curve(config: dict, ctx) -> dict:
+    """A training curve flat at `x` (lower is better): a pruner stops the bad ones part-way."""
+    _log_start(config, ctx)
+    for step in range(1, config["steps"] + 1):
+        time.sleep(config.get("dt", 0.05))
+        ctx.report(step, {"val.loss": config["x"]})
+    return {"val.loss": config["x"]}

@@ -113,11 +113,14 @@ def test_two_concurrent_launches_submit_each_cell_once(env):
     assert runs_per_cell(env / "runs.log") == Counter({c.key: 1 for c in study.cells})
 
 
-@pytest.mark.parametrize("fault", ["before-submit", "after-submit"])
+@pytest.mark.parametrize("fault", ["before-submit", "before-manifest", "after-submit"])
 def test_a_controller_killed_mid_submission_loses_and_duplicates_nothing(env, fault):
-    study = write(env / "crash.yaml", "echo", {"x": 1, "sleep": 0.5, "log": str(env / "runs.log")}, "x: [1, 2, 3]", seeds=2)
+    sleep = 1.0  # long enough that the lanes of the killed launch are mid-cell when the relaunch comes
+    study = write(env / "crash.yaml", "echo", {"x": 1, "sleep": sleep, "log": str(env / "runs.log")}, "x: [1, 2, 3]", seeds=2)
     cmd = [str(Path(sys.executable).parent / "sweeper"), "launch", "crash.yaml"]
-    killed = subprocess.run(cmd, env=os.environ | {"SWEEPER_FAULT": fault}, capture_output=True, timeout=120)
+    # Not captured: the lanes inherit the pipes, and reading them to the end would wait for the lanes.
+    killed = subprocess.run(cmd, env=os.environ | {"SWEEPER_FAULT": fault}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, timeout=120)
     assert killed.returncode == -signal.SIGKILL
     relaunch = subprocess.run(cmd + ["--wait"], capture_output=True, text=True, timeout=180)
     assert relaunch.returncode == 0, relaunch.stdout + relaunch.stderr
