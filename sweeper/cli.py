@@ -224,10 +224,12 @@ def status(
     spec = _study_spec(study)
     with open_store() as store:
         statuses = ingest(store, spec)
-    if as_json:
-        print_json([s.__dict__ for s in statuses])
-        return
-    out.print(_status_view(spec, statuses, detail=True))
+        if as_json:
+            print_json([s.__dict__ for s in statuses])
+            return
+        out.print(_status_view(spec, statuses, detail=True))
+        if spec.search:
+            out.print(_search_view(store, spec))
 
 
 @app.command()
@@ -348,6 +350,22 @@ def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
     return Group(*parts)
 
 
+def _search_view(store, study: Study) -> Table:
+    """Per group: trials run of the budget, by outcome, and the best value so far."""
+    from sweeper.search import results
+
+    spec = study.search.spec
+    table = Table(title=f"search: {spec.direction} {spec.metric} ({spec.sampler})", title_justify="left")
+    for col in (*study.search.group_axes, "trials", "completed", "running", "pruned", "failed", "best", "trial"):
+        table.add_column(col, justify="left" if col in study.search.group_axes else "right")
+    for g in results(store, study):
+        best = g.best
+        table.add_row(*(str(v) for v in g.labels.values()), f"{sum(g.counts.values())}/{g.budget}",
+                      *(str(g.counts[k] or "·") for k in ("completed", "running", "pruned", "failed")),
+                      f"{best.value:.4g}" if best else "–", str(best.row.number) if best else "–")
+    return table
+
+
 def _labels(labels: dict) -> str:
     return " ".join(f"{v}" for v in labels.values())
 
@@ -375,6 +393,8 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
             time.sleep(interval)
     if not quiet:
         out.print(_status_view(study, statuses, detail=True))
+        if study.search:
+            out.print(_search_view(store, study))
     return 1 if any(s.state in FINAL_BAD for s in statuses) else 0
 
 

@@ -149,8 +149,7 @@ def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: 
 
         growth = grow(store, study)
         grew = bool(growth.asked or growth.finals)
-        if grew:
-            plan = store.plan(study)
+        plan = store.plan(study)  # the new cells, and those another controller recorded meanwhile
         # A search holds `parallel` cells in flight: more would be asked with less evidence.
         free = max(0, study.search.parallel - sum(s in ACTIVE for s in plan.states.values()))
         max_cells = free if max_cells is None else min(max_cells, free)

@@ -19,7 +19,7 @@ import typer
 
 from sweeper.console import open_store, out, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
-from sweeper.report import Loaded, load, t_quantile
+from sweeper.report import Loaded, final_scope, load, search_study, t_quantile
 from sweeper.spec import SEED_AXIS
 
 BLOCK_AXIS = "block"
@@ -131,11 +131,17 @@ def plot_command(
     col: Annotated[str | None, typer.Option("--col", help="Axis whose labels are separate panels.")] = None,
     error: Annotated[ErrorBar, typer.Option("--error", help="Error bars: std over seeds, or the 95 % t interval.")] = ErrorBar.std,
 ) -> None:
-    """Plot a metric against an axis (or the block index), mean over seeds with error bars."""
+    """Plot a metric against an axis (or the block index), mean over seeds with error bars.
+
+    For a study with a search: over the final seeds of each group's best configuration.
+    """
     if out_file.suffix.lower() not in SUFFIXES:
         raise UserError(f"--out {out_file}: expected a {', '.join(SUFFIXES)} file")
     with open_store() as store:
-        loaded = load(store, study_name(study), [y])
+        name = study_name(study)
+        searched = search_study(store, name)  # a search plots the final seeds of each group's best configuration
+        keys, axes, _ = final_scope(store, searched, required=True) if searched else (None, None, None)
+        loaded = load(store, name, [y], keys=keys, axes=axes)
     data = plot_data(loaded, x, hue, col, error)
     if data.empty:
         raise UserError(f"no values of {y} recorded yet for study '{loaded.study}'")

@@ -728,12 +728,26 @@ def _complete(summary: Summary) -> bool:
 DEFAULT_METRIC_CAP = 24
 
 
-def _search_study(store: Store, name: str) -> Study | None:
+def search_study(store: Store, name: str) -> Study | None:
     """The recorded study, expanded, when it has a search (a plain study is never re-expanded)."""
     row = store.study_row(name)
     if "search" not in (load_yaml(row.spec_text, row.file) or {}):
         return None
     return parse_study(row.spec_text, row.file)
+
+
+def final_scope(store: Store, study: Study, *, required: bool) -> tuple[list[str], list[str], dict[str, int]]:
+    """A search's ablation view: its final-seed cells, its group axes, and its metric's direction."""
+    from sweeper.search_report import final_keys
+
+    keys = final_keys(store, study)
+    if not keys and required and not study.search.final_seeds:
+        raise UserError(f"study '{study.name}' searches without final seeds: set search.final_seeds to repeat each "
+                        f"group's best configuration (`sweeper report {study.name}` shows the trials)")
+    if not keys and required:
+        raise UserError(f"study '{study.name}' has no final-seed cells yet: they are made once a group has spent its trials")
+    spec = study.search.spec
+    return keys, study.search.group_axes, {spec.metric: 1 if spec.direction == "maximize" else -1}
 
 
 def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None,
@@ -789,16 +803,12 @@ def report_command(
     parts: list[str | Table] = []
     with open_store() as store:
         name = study_name(study)
-        searched = _search_study(store, name)
+        searched = search_study(store, name)
         keys = axes = directions = None
         if searched is not None:
             if not final and not coverage:
                 parts.append(search_report.render(searched, search_report.search_table(store, searched), fmt))
-            keys, axes = search_report.final_keys(store, searched), searched.search.group_axes
-            spec = searched.search.spec
-            directions = {spec.metric: 1 if spec.direction == "maximize" else -1}
-            if not keys and (final or coverage):
-                raise UserError(f"study '{name}' has no final-seed cells yet (search.final_seeds, once a group's trials are done)")
+            keys, axes, directions = final_scope(store, searched, required=final or coverage)
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
             summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes, directions=directions)

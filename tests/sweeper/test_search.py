@@ -289,3 +289,29 @@ def test_resuming_after_the_controller_is_killed_continues_the_count(env):
     # Every cell ran once: the trials recorded before the kill were not asked or run again.
     runs = runs_per_cell(env / "runs.log")
     assert set(runs.values()) == {1} and set(runs) == {r.cell_key for r in rows}
+
+
+def test_two_controllers_at_once_share_the_budget_and_never_repeat(env, store_url):
+    """The step that rebuilds, asks and records holds the study's lock (SQLite and PostgreSQL)."""
+    study_file = env / "both.yaml"
+    write(study_file, "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1, "log": str(env / "runs.log")}, """\
+        metric: f
+        direction: minimize
+        sampler: grid
+        trials: 12
+        parallel: 3
+        space:
+          x: [-1, 0, 1]
+          y: [-1, 0, 1, 2]
+        """)
+    sweeper = str(Path(sys.executable).parent / "sweeper")
+    cmd = [sweeper, "--db", store_url, "launch", str(study_file), "--wait"]
+    procs = [subprocess.Popen(cmd, cwd=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    for p in procs:
+        output = p.communicate(timeout=180)[0]
+        assert p.returncode == 0, output
+    with Store(store_url) as store:
+        rows = trial_rows(store, load_study(study_file))
+    assert sorted(r.number for r in rows) == list(range(12))
+    assert len({(r.params["x"], r.params["y"]) for r in rows}) == 12
+    assert set(runs_per_cell(env / "runs.log").values()) == {1}
