@@ -249,6 +249,9 @@ def test_shipped_studies_are_valid():
     assert len(paper.cells) == 5 * 3 * 2 * 3 and paper.baseline == {"model.specialize": "baseline"}
     large = [c for c in paper.cells if c.labels["model.scale"] == "large"]
     assert all(c.resources["nodes"] == 2 for c in large)
+    tuned = load_study("studies/tuned_quickstart.yaml")
+    assert tuned.cells == [] and len(tuned.search.groups) == 2 and tuned.search.budget == 8
+    assert tuned.search.final_seeds == [0, 1] and tuned.search.parallel == 2
 
 
 def test_the_readme_example_is_a_valid_study():
