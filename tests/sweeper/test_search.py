@@ -315,3 +315,16 @@ def test_two_controllers_at_once_share_the_budget_and_never_repeat(env, store_ur
     assert sorted(r.number for r in rows) == list(range(12))
     assert len({(r.params["x"], r.params["y"]) for r in rows}) == 12
     assert set(runs_per_cell(env / "runs.log").values()) == {1}
+
+
+def test_the_readme_search_block_is_valid():
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("### Searching hyperparameters", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    text = "\n".join([
+        "study: readme", "task: model.experiment:run",
+        "base: {model: {specialize: {}}, train: {lr: 0.001, weight_decay: 0.05, warmup_steps: 10}, framework: {loss: ce}}",
+        "axes: {model.specialize: {baseline: {}, norms: {norm1: all}}}", block,
+    ])
+    plan = parse_study(text, "README.md").search
+    assert len(plan.groups) == 2 and plan.budget == 16 and plan.final_seeds == [0, 1, 2]
+    assert set(plan.params) == {"train.lr", "train.weight_decay", "train.warmup_steps", "framework.loss"}
