@@ -60,7 +60,7 @@ def bench(scale: str, spec: str, args: argparse.Namespace) -> dict[str, dict[str
         models["per_layer"] = build_vit(scale, specialize=spec, **kw).to(args.device)
         for block in models["per_layer"].blocks:
             block.__class__ = Block  # timm's forward: each TokenSplit splits and concatenates
-    opts = {k: None if args.no_optimizer else torch.optim.AdamW(m.parameters(), lr=1e-4)
+    opts = {k: None if args.no_optimizer else torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
             for k, m in models.items()}
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=args.device)
     y = torch.randint(0, 100, (args.batch,), device=args.device)

@@ -226,7 +226,7 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
                                        no_weight_decay_list=_NO_WEIGHT_DECAY)
     for group in groups:
         group["wd_scale"] = 1.0 if group["weight_decay"] > 0 else 0.0
-    optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas))
+    optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), fused=True)
     params = [p for g in groups for p in g["params"]]
     start = 0
     if checkpoint is not None:

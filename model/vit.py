@@ -294,30 +294,138 @@ def _mlp(mlp: nn.Module, route: int, x: torch.Tensor) -> torch.Tensor:
     return mlp.drop2(_path(mlp.fc2, route)(mlp.norm(mlp.drop1(x))))
 
 
-def _drop_path_mask(drop: nn.Module, x: torch.Tensor, training: bool) -> torch.Tensor | None:
-    """timm's per-sample stochastic-depth factor (one draw shared by both paths), or None."""
+def _linear_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None) -> None:
+    out, x = out.flatten(0, -2), x.flatten(0, -2)
+    if bias is None:
+        torch.mm(x, weight.t(), out=out)
+    else:
+        torch.addmm(bias, x, weight.t(), out=out)
+
+
+def _linear_grads(ctx: Any, g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
+                  has_bias: bool, grad_x: torch.Tensor | None = None) -> tuple[Any, ...]:
+    """Grads of one path's linear (input into ``grad_x`` when given), as F.linear's backward."""
+    g2, x2 = g.contiguous().flatten(0, -2), x.flatten(0, -2)
+    gx = None
+    if grad_x is not None:
+        torch.mm(g2, weight, out=grad_x.flatten(0, -2))
+    elif ctx.needs_input_grad[0]:
+        gx = (g2 @ weight).view(x.shape)
+    return gx, g2.t() @ x2, g2.sum(0) if has_bias else None
+
+
+class _LinearJoin(torch.autograd.Function):
+    """Two token-major paths through their own linear layers, written into one tensor: the
+    concatenation of the outputs without its copy (attention's QKV input)."""
+
+    @staticmethod
+    def forward(ctx: Any, x_cls: torch.Tensor, x_patch: torch.Tensor, w_cls: torch.Tensor,
+                b_cls: torch.Tensor | None, w_patch: torch.Tensor,
+                b_patch: torch.Tensor | None) -> torch.Tensor:
+        p = x_cls.shape[0]
+        out = torch.empty((p + x_patch.shape[0], *x_cls.shape[1:-1], w_cls.shape[0]),
+                          dtype=x_cls.dtype, device=x_cls.device)
+        _linear_into(out[:p], x_cls, w_cls, b_cls)
+        _linear_into(out[p:], x_patch, w_patch, b_patch)
+        ctx.save_for_backward(x_cls, x_patch, w_cls, w_patch)
+        ctx.has_bias = b_cls is not None
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[Any, ...]:
+        x_cls, x_patch, w_cls, w_patch = ctx.saved_tensors
+        p = x_cls.shape[0]
+        gx_c, gw_c, gb_c = _linear_grads(ctx, g[:p], x_cls, w_cls, ctx.has_bias)
+        gx_p, gw_p, gb_p = _linear_grads(ctx, g[p:], x_patch, w_patch, ctx.has_bias)
+        return gx_c, gx_p, gw_c, gb_c, gw_p, gb_p
+
+
+class _SplitLinear(torch.autograd.Function):
+    """The two token-major paths of one tensor (the first ``p`` tokens, the rest) through their
+    own linear layers: the input's gradient is written into one tensor, not concatenated
+    (attention's output projection)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, p: int, w_cls: torch.Tensor, b_cls: torch.Tensor | None,
+                w_patch: torch.Tensor, b_patch: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        ctx.save_for_backward(x, w_cls, w_patch)
+        ctx.p, ctx.has_bias = p, b_cls is not None
+        return F.linear(x[:p], w_cls, b_cls), F.linear(x[p:], w_patch, b_patch)
+
+    @staticmethod
+    def backward(ctx: Any, g_cls: torch.Tensor, g_patch: torch.Tensor) -> tuple[Any, ...]:
+        x, w_cls, w_patch = ctx.saved_tensors
+        p = ctx.p
+        gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        _, gw_c, gb_c = _linear_grads(ctx, g_cls, x[:p], w_cls, ctx.has_bias,
+                                      None if gx is None else gx[:p])
+        _, gw_p, gb_p = _linear_grads(ctx, g_patch, x[p:], w_patch, ctx.has_bias,
+                                      None if gx is None else gx[p:])
+        return gx, None, gw_c, gb_c, gw_p, gb_p
+
+
+class _AddJoin(torch.autograd.Function):
+    """``cat([a_cls + b_cls, a_patch + b_patch])`` along tokens, added straight into one tensor."""
+
+    @staticmethod
+    def forward(ctx: Any, a_cls: torch.Tensor, a_patch: torch.Tensor, b_cls: torch.Tensor,
+                b_patch: torch.Tensor) -> torch.Tensor:
+        p = a_cls.shape[0]
+        out = torch.empty((p + a_patch.shape[0], *a_cls.shape[1:]),
+                          dtype=torch.promote_types(a_cls.dtype, b_cls.dtype), device=a_cls.device)
+        torch.add(a_cls, b_cls, out=out[:p])
+        torch.add(a_patch, b_patch, out=out[p:])
+        ctx.p = p
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return g[:ctx.p], g[ctx.p:], g[:ctx.p], g[ctx.p:]
+
+
+def _linear_args(split: TokenSplit, *xs: torch.Tensor) -> list[Any]:
+    """Inputs and both paths' weights, cast as autocast casts F.linear's."""
+    args = [*xs, split.cls.weight, split.cls.bias, split.patch.weight, split.patch.bias]
+    device = xs[0].device.type
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args]
+    return args
+
+
+def _drop_path_mask(drop: nn.Module, batch: int, t: torch.Tensor,
+                    training: bool) -> torch.Tensor | None:
+    """timm's per-sample stochastic-depth factor (one draw shared by both paths) for token-major
+    ``t`` ([tokens, batch, dim]), or None."""
     if isinstance(drop, nn.Identity) or drop.drop_prob == 0.0 or not training:
         return None
     keep = 1.0 - drop.drop_prob
-    mask = x.new_empty((x.shape[0], 1, 1)).bernoulli_(keep)
+    mask = t.new_empty((1, batch, 1)).bernoulli_(keep)
     return mask.div_(keep) if keep > 0.0 and drop.scale_by_keep else mask
 
 
+def _scaled(y: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    return y if mask is None else y * mask
+
+
 class _SplitBlock(Block):
-    """A timm Block with specialized layers that keeps the CLS-path and patch-path tokens in two
-    tensors across each run of specialized token-wise layers, instead of splitting and joining
-    the sequence around every specialized layer.
+    """A timm Block with specialized layers that runs token-major ([tokens, batch, dim]) inside, so
+    the CLS-path and patch-path tokens are two contiguous slices of the sequence: splitting the
+    sequence is free in the forward and joining it (a concatenation) is free in the backward,
+    where in timm's [batch, tokens, dim] layout both copy the whole sequence.
 
     * norm1 -> qkv: with qkv specialized, both run per path and the paths meet once, where attention
       needs all tokens (one concatenation of the QKV output; specialized q_norm/k_norm run per
-      path before it). With qkv shared, norm1 (a TokenSplit if specialized) runs as a layer.
+      path before it). A specialized norm1 before a shared qkv runs per path and is joined.
     * proj -> ls1 -> residual, norm2 -> fc1 -> act -> fc2 -> ls2 -> residual: with proj or ls1
-      specialized, the attention output is split while it is reshaped (a copy timm makes anyway)
-      and the residual stream stays split through the MLP half when that half has a specialized
-      layer; the block joins the two paths once, at its output.
-    * A half without specialized linear layers or LayerScale runs on the whole sequence as in
-      timm (a specialized norm there is a TokenSplit): running shared layers on the two paths
-      in turn costs more than splitting around one norm (measured on CPU).
+      specialized, the attention output is split and the residual stream stays split through
+      the MLP half when that half has a specialized layer; the block joins the paths once, at
+      its output. A half without specialized linear layers or LayerScale runs on the whole
+      sequence (with a specialized norm run per path and joined).
+    * Between two such blocks the stream stays token-major (``token_major_out``, set by
+      ``specialize``; timm sees a transposed view); the first one transposes its input once and
+      the last one returns timm's layout.
 
     Same parameters, module names and FLOPs as the Block it replaces (``specialize`` swaps the
     class); stochastic depth draws one per-sample mask for both paths, as timm does. A forward
@@ -327,6 +435,7 @@ class _SplitBlock(Block):
     """
 
     num_cls: int
+    token_major_out: bool
 
     @staticmethod
     def supports(block: nn.Module) -> bool:
@@ -344,33 +453,32 @@ class _SplitBlock(Block):
                 is_causal: bool = False) -> torch.Tensor:
         if attn_mask is not None or is_causal or self._hooked():
             return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
-        attn, mlp, p = self.attn, self.mlp, self.num_cls
+        attn, mlp = self.attn, self.mlp
         batch, n, _ = x.shape
-        sizes, routes = (p, n - p), (0, 1)
+        sizes, routes = (self.num_cls, n - self.num_cls), (0, 1)
         heads, head_dim = attn.num_heads, attn.head_dim
-
-        def split(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            # split, not two slices: its backward is one concatenation of the paths' grads
-            return t.split(sizes, 1)
+        t = x.transpose(0, 1)  # free after another _SplitBlock
+        t = t if t.is_contiguous() else t.contiguous()
+        xs = t.split(sizes)
 
         # attention input
-        if isinstance(attn.qkv, TokenSplit):
-            xs = split(x)
-            qkv = [attn.qkv.cls(_path(self.norm1, 0)(xs[0])),
-                   attn.qkv.patch(_path(self.norm1, 1)(xs[1]))]
-            if isinstance(attn.q_norm, TokenSplit) or isinstance(attn.k_norm, TokenSplit):
-                per = [t.reshape(batch, sizes[r], 3, heads, head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-                       for r, t in enumerate(qkv)]
+        qkv: torch.Tensor | None = None
+        if isinstance(attn.qkv, TokenSplit) or isinstance(self.norm1, TokenSplit):
+            h = [_path(self.norm1, r)(xs[r]) for r in routes]
+            if not isinstance(attn.qkv, TokenSplit):
+                qkv = attn.qkv(torch.cat(h))
+            elif not (isinstance(attn.q_norm, TokenSplit) or isinstance(attn.k_norm, TokenSplit)):
+                qkv = _LinearJoin.apply(*_linear_args(attn.qkv, *h))
+            else:  # q/k norms per path, then q, k and v joined
+                per = [_path(attn.qkv, r)(h[r]).reshape(sizes[r], batch, 3, heads, head_dim)
+                       .permute(2, 1, 3, 0, 4).unbind(0) for r in routes]
                 q = torch.cat([_path(attn.q_norm, r)(per[r][0]) for r in routes], 2)
                 k = torch.cat([_path(attn.k_norm, r)(per[r][1]) for r in routes], 2)
                 v = torch.cat([per[r][2] for r in routes], 2)
-            else:
-                q, k, v = (torch.cat(qkv, 1).reshape(batch, n, 3, heads, head_dim)
-                           .permute(2, 0, 3, 1, 4).unbind(0))
-                q, k = attn.q_norm(q), attn.k_norm(k)
         else:
-            q, k, v = (attn.qkv(self.norm1(x)).reshape(batch, n, 3, heads, head_dim)
-                       .permute(2, 0, 3, 1, 4).unbind(0))
+            qkv = attn.qkv(self.norm1(t))
+        if qkv is not None:
+            q, k, v = qkv.reshape(n, batch, 3, heads, head_dim).permute(2, 1, 3, 0, 4).unbind(0)
             q, k = attn.q_norm(q), attn.k_norm(k)
         if attn.fused_attn:
             o = F.scaled_dot_product_attention(
@@ -378,33 +486,36 @@ class _SplitBlock(Block):
         else:
             o = attn.attn_drop(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)) @ v
 
-        # attention output and residual
+        # attention output and residual (the reshape to token-major copies, as timm's does)
+        o = attn.norm(o.permute(2, 0, 1, 3).reshape(n, batch, attn.attn_dim))
+        mask = _drop_path_mask(self.drop_path1, batch, t, self.training)
         state: torch.Tensor | list[torch.Tensor]
         if isinstance(attn.proj, TokenSplit) or isinstance(self.ls1, TokenSplit):
-            xs = split(x)
-            mask = _drop_path_mask(self.drop_path1, x, self.training)
-            state = []
-            for r, t in enumerate(o.split(sizes, 2)):
-                t = t.transpose(1, 2).reshape(batch, sizes[r], attn.attn_dim)
-                y = _path(self.ls1, r)(attn.proj_drop(_path(attn.proj, r)(attn.norm(t))))
-                state.append(xs[r] + (y if mask is None else y * mask))
+            if isinstance(attn.proj, TokenSplit):
+                o = _SplitLinear.apply(*_linear_args(attn.proj, o, self.num_cls))
+            else:
+                o = [attn.proj(o_r) for o_r in o.split(sizes)]
+            state = [xs[r] + _scaled(_path(self.ls1, r)(attn.proj_drop(o[r])), mask) for r in routes]
         else:
-            o = attn.proj(attn.norm(o.transpose(1, 2).reshape(batch, n, attn.attn_dim)))
-            state = x + self.drop_path1(self.ls1(attn.proj_drop(o)))
+            state = t + _scaled(self.ls1(attn.proj_drop(attn.proj(o))), mask)
 
         # MLP and residual
-        split_mlp = any(isinstance(m, TokenSplit) for m in (mlp.fc1, mlp.fc2, self.ls2))
-        if split_mlp or (isinstance(state, list) and isinstance(self.norm2, TokenSplit)):
-            xs = split(state) if isinstance(state, torch.Tensor) else state
-            mask = _drop_path_mask(self.drop_path2, x, self.training)
-            out = []
-            for r in routes:
-                y = _path(self.ls2, r)(_mlp(mlp, r, _path(self.norm2, r)(xs[r])))
-                out.append(xs[r] + (y if mask is None else y * mask))
-            return torch.cat(out, 1)
-        if isinstance(state, list):
-            state = torch.cat(state, 1)
-        return state + self.drop_path2(self.ls2(mlp(self.norm2(state))))
+        mask = _drop_path_mask(self.drop_path2, batch, t, self.training)
+        if (any(isinstance(m, TokenSplit) for m in (mlp.fc1, mlp.fc2, self.ls2))
+                or (isinstance(state, list) and isinstance(self.norm2, TokenSplit))):
+            xs = state if isinstance(state, list) else state.split(sizes)
+            out = _AddJoin.apply(*xs, *[_scaled(_path(self.ls2, r)(_mlp(mlp, r, _path(self.norm2, r)(xs[r]))),
+                                                 mask) for r in routes])
+        else:
+            if isinstance(state, list):
+                state = torch.cat(state)
+            if isinstance(self.norm2, TokenSplit):
+                h = torch.cat([_path(self.norm2, r)(s) for r, s in enumerate(state.split(sizes))])
+            else:
+                h = self.norm2(state)
+            out = state + _scaled(self.ls2(mlp(h)), mask)
+        out = out.transpose(0, 1)
+        return out if self.token_major_out else out.contiguous()
 
 
 class Specialization(nn.Module):
@@ -490,6 +601,9 @@ def specialize(vit: VisionTransformer, spec: Spec | Mapping[str, Any] | str | No
                 block.attn.qkv, block.attn.proj, block.ls1, block.mlp.fc1, block.mlp.fc2, block.ls2)):
             block.__class__ = _SplitBlock
             block.num_cls = num_cls
+    for block, after in zip(vit.blocks, [*vit.blocks[1:], None]):
+        if isinstance(block, _SplitBlock):
+            block.token_major_out = isinstance(after, _SplitBlock)
     vit.specialization = Specialization(spec, num_cls)
     return vit
 
