@@ -128,20 +128,20 @@ def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cel
     A search first prunes, asks for its free slots and records the new trials (sweeper.search);
     under the debug executor, whose cells run here and now, it goes on until the search is spent.
     """
-    result, chosen, progressed = _launch_once(store, study, only, max_cells, dry_run)
+    result, chosen, progressed, _ = _launch_once(store, study, only, max_cells, dry_run)
     while progressed and study.search is not None and study.executor.kind == "debug" and not dry_run:
-        more, _, progressed = _launch_once(store, study, only, max_cells, dry_run)
+        more, _, progressed, _ = _launch_once(store, study, only, max_cells, dry_run)
         result.keys += more.keys
         result.jobs += more.jobs
     return result, chosen
 
 
 def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: int | None,
-                 dry_run: bool) -> tuple[Submission, list[Cell], bool]:
-    """One launch; also says whether it moved anything (a search may ask for a config already done)."""
+                 dry_run: bool) -> tuple[Submission, list[Cell], bool, list[CellStatus]]:
+    """One launch; also says whether it moved anything (a search may ask for a config already done),
+    and returns the statuses it decided on."""
     filters = parse_only(study, only)
-    if not dry_run:
-        ingest(store, study)  # settles earlier launches (incl. killed ones) before choosing
+    statuses = [] if dry_run else ingest(store, study)  # settles earlier launches (incl. killed ones)
     plan = store.plan(study, record=not dry_run)
     grew = False
     if study.search is not None and not dry_run:
@@ -157,19 +157,20 @@ def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: 
     chosen = chosen[:max_cells] if max_cells is not None else chosen
     precheck(study, chosen)
     if dry_run:
-        return Submission(), chosen, False
+        return Submission(), chosen, False, statuses
     result = submit(store, study, chosen, from_states={CellState.PLANNED})
     if study.executor.kind == "debug":
         ingest(store, study)
-    return result, chosen, grew or bool(result.keys)
+    return result, chosen, grew or bool(result.keys), statuses
 
 
 def advance(store: Store, study: Study) -> tuple[list[CellStatus], bool]:
     """One poll of `--wait`: ingest; a search also prunes, asks and submits. Returns (statuses, moved any)."""
     if study.search is None:
         return ingest(store, study), False
-    _, _, progressed = _launch_once(store, study, None, None, False)
-    return ingest(store, study), progressed
+    _, _, progressed, statuses = _launch_once(store, study, None, None, False)
+    # Unless it moved, report what the step decided on: a cell that ended since is the next step's.
+    return (ingest(store, study) if progressed else statuses), progressed
 
 
 def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list[str] | None = None,

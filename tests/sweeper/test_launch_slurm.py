@@ -13,7 +13,7 @@ import subprocess
 import pytest
 
 from sweeper.ingest import ingest
-from sweeper.launch import launch, resume
+from sweeper.launch import advance, launch, resume
 from sweeper.rundir import RunDir, read_json
 from sweeper.store import CellState, Store
 from tests.sweeper.orchestration import runs_per_cell, wait_done, wait_for, write
@@ -98,4 +98,34 @@ def test_short_cells_are_packed_several_per_array_task(env):
         submission, _ = launch(store, study)
         assert submission.jobs == 3  # 7 cells in packs of 3
         assert {s.state for s in wait_done(store, study, timeout=240)} == {CellState.COMPLETED}
+    assert set(runs_per_cell(env / "runs.log").values()) == {1}
+
+
+def test_a_search_prunes_and_records_its_trials_on_slurm(env):
+    """Ask/tell between sacct polls; the prune request reaches the job through the shared run directory."""
+    search = """\
+search:
+  metric: val.loss
+  direction: minimize
+  trials: 6
+  sampler: random
+  seed: 3
+  parallel: 1
+  pruner: {kind: median, n_startup_trials: 2}
+  space: {x: {type: float, low: 0, high: 1}}
+resources: {default: {timeout_min: 5, cpus_per_task: 1}}"""
+    study = write(env / "search.yaml", "curve", {"x": 0.5, "steps": 12, "dt": 0.2, "log": str(env / "runs.log")},
+                  "+variant: [a]", executor=SLURM, extra=search)
+    with Store() as store:
+        def settled():
+            statuses, moved = advance(store, study)
+            return not moved and not any(s.state in (CellState.PENDING, CellState.RUNNING, CellState.SUBMITTING)
+                                         for s in statuses) and statuses
+        statuses = wait_for(settled, timeout=240, what="the search to finish")
+        assert len(statuses) == 6
+        pruned = [s for s in statuses if s.state == CellState.PRUNED]
+        assert pruned and {s.state for s in statuses} == {CellState.COMPLETED, CellState.PRUNED}
+        for s in pruned:
+            assert len(RunDir.of("runs", s.key).reports()) < 12
+            assert store.attempts(s.key)[-1].job_id  # a SLURM job, stopped by the pruner, not scancel
     assert set(runs_per_cell(env / "runs.log").values()) == {1}
