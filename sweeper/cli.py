@@ -205,6 +205,8 @@ def launch(
                         "jobs": submission.jobs})
         elif dry_run:
             out.print(f"[bold]{study.name}[/]: would submit {len(chosen)} cells with the {study.executor.kind} executor")
+            if study.search:
+                out.print(_search_line(study) + "; the trials are asked at launch")
         else:
             out.print(f"[bold]{study.name}[/]: submitted {len(submission.keys)} cells "
                       f"({submission.jobs} jobs, {study.executor.kind})" + (f", token {submission.token}" if submission.token else ""))

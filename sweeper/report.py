@@ -807,7 +807,7 @@ def report_command(
         keys = axes = directions = None
         if searched is not None:
             if not final and not coverage:
-                parts.append(search_report.render(searched, search_report.search_table(store, searched), fmt))
+                parts.append(search_report.search_view(store, searched, fmt))
             keys, axes, directions = final_scope(store, searched, required=final or coverage)
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):

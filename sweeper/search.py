@@ -91,12 +91,10 @@ def attach(store: Store, study: Study) -> Study:
 
 @dataclass
 class Growth:
-    """What one step did, and whether the search has anything left to ask."""
+    """The cells one step recorded."""
 
-    asked: list[str] = field(default_factory=list)  # cell keys of new trials
-    finals: list[str] = field(default_factory=list)  # cell keys of new final-seed repeats
-    pruned: list[str] = field(default_factory=list)
-    exhausted: bool = False  # every group spent its budget and recorded its final repeats
+    asked: list[str] = field(default_factory=list)  # new trials
+    finals: list[str] = field(default_factory=list)  # new final-seed repeats of a group's best
 
 
 @dataclass
@@ -108,7 +106,11 @@ class _Trial:
 
 
 def grow(store: Store, study: Study) -> Growth:
-    """Prune running trials, ask for the free slots, record new trials and final repeats."""
+    """Prune running trials, ask for the free slots, record new trials and final repeats.
+
+    Only groups with a slot to fill or a running trial to judge get their optuna study rebuilt,
+    so a step costs little once most groups are done.
+    """
     plan = study.search
     assert plan is not None
     growth = Growth()
@@ -116,56 +118,52 @@ def grow(store: Store, study: Study) -> Growth:
     with store.session() as s, s.begin():
         study_id = _lock(s, study.name)
         rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
-        rows = [r for r in rows if r.group_key in plan.groups]
-        trials = _outcomes(s, plan, rows, workdir)
-        busy = len({t.row.cell_key for t in trials if t.state in _BUSY})
-        free = max(0, plan.parallel - busy)
-        by_group: dict[str, list[_Trial]] = defaultdict(list)
+        trials = _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], workdir)
+        by_group: dict[str, list[_Trial]] = {g: [] for g in plan.groups}
         for t in trials:
             by_group[t.row.group_key].append(t)
-        studies = {g: _optuna_study(plan, study.name, i, g, [t for t in by_group[g] if t.row.kind == "trial"])
-                   for i, g in enumerate(plan.groups)}
-        new_rows: list[dict] = []
-        new_cells: dict[str, dict] = {}
-        for g, ost in studies.items():
-            growth.pruned += _prune(s, plan, ost, by_group[g], workdir)
-        # Free slots go round the groups, one at a time, to those with budget left.
-        want = {g: max(0, plan.budget - sum(t.row.kind == "trial" for t in by_group[g])) for g in plan.groups}
-        order = [g for g in plan.groups if want[g]]
-        asks: dict[str, int] = defaultdict(int)
-        while free and order:
-            for g in list(order):
-                if not free:
-                    break
-                asks[g] += 1
-                free -= 1
-                if asks[g] == want[g]:
-                    order.remove(g)
-        for g, n in asks.items():
-            start = max((t.row.number for t in by_group[g] if t.row.kind == "trial"), default=-1) + 1
-            for number in range(start, start + n):
-                row, cell = _ask(plan, studies[g], g, number, study)
-                new_rows.append(row | {"study_id": study_id})
-                new_cells.setdefault(cell.key, {"key": cell.key, "task": study.task, "config": cell.config,
-                                                "seed": cell.seed, "state": CellState.PLANNED})
-                growth.asked.append(cell.key)
-        exhausted = True
-        for g in plan.groups:
-            if want[g] or not all(t.state in _FINAL for t in by_group[g] if t.row.kind == "trial"):
-                exhausted = False
-                continue
-            for row, cell in _finals(s, plan, g, by_group[g], study):
-                new_rows.append(row | {"study_id": study_id})
-                new_cells.setdefault(cell.key, {"key": cell.key, "task": study.task, "config": cell.config,
-                                                "seed": cell.seed, "state": CellState.PLANNED})
-                growth.finals.append(cell.key)
-        growth.exhausted = exhausted and not growth.asked and not growth.finals
-        if new_cells:
-            s.execute(dialect_insert(s, CellRow).on_conflict_do_nothing(), list(new_cells.values()))
-        if new_rows:
-            s.execute(dialect_insert(s, SearchCell).on_conflict_do_nothing(), new_rows)
+        tried = {g: [t for t in ts if t.row.kind == "trial"] for g, ts in by_group.items()}
+        want = {g: max(0, plan.budget - len(tried[g])) for g in plan.groups}
+        asks = _share(plan.parallel - len({t.row.cell_key for t in trials if t.state in _BUSY}), want)
+        judging = plan.spec.pruner is not None
+        new: list[tuple[dict, Cell]] = []
+        for i, g in enumerate(plan.groups):
+            running = judging and any(t.state == CellState.RUNNING and t.steps for t in tried[g])
+            if asks.get(g) or running:
+                ost = _optuna_study(plan, study.name, i, g, tried[g])
+                if running:
+                    _prune(s, plan, ost, tried[g], workdir)
+                start = max((t.row.number for t in tried[g]), default=-1) + 1
+                asked = [_ask(plan, ost, g, number, study) for number in range(start, start + asks.get(g, 0))]
+                new += asked
+                growth.asked += [cell.key for _, cell in asked]
+            elif not want[g] and all(t.state in _FINAL for t in tried[g]):
+                finals = _finals(s, plan, g, by_group[g])
+                new += finals
+                growth.finals += [cell.key for _, cell in finals]
+        if new:
+            cells = {cell.key: {"key": cell.key, "task": study.task, "config": cell.config, "seed": cell.seed,
+                                "state": CellState.PLANNED} for _, cell in new}
+            s.execute(dialect_insert(s, CellRow).on_conflict_do_nothing(), list(cells.values()))
+            s.execute(dialect_insert(s, SearchCell).on_conflict_do_nothing(),
+                      [row | {"study_id": study_id} for row, _ in new])
     attach(store, study)
     return growth
+
+
+def _share(free: int, want: dict[str, int]) -> dict[str, int]:
+    """Free slots go round the groups, one at a time, to those with budget left."""
+    asks: dict[str, int] = defaultdict(int)
+    order = [g for g in want if want[g]]
+    while free > 0 and order:
+        for g in list(order):
+            if free <= 0:
+                break
+            asks[g] += 1
+            free -= 1
+            if asks[g] == want[g]:
+                order.remove(g)
+    return asks
 
 
 def _lock(s: Session, name: str) -> int:
@@ -272,26 +270,21 @@ def _pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(p.min_resource, p.max_resource, p.reduction_factor)
 
 
-def _prune(s: Session, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial], workdir: Path) -> list[str]:
-    """Ask the pruner about every running trial with new values; request a stop where it says so."""
-    if plan.spec.pruner is None:
-        return []
-    pruned = []
+def _prune(s: Session, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial], workdir: Path) -> None:
+    """Ask the pruner about every running trial with values; request a stop where it says so."""
     by_number = {t.user_attrs["number"]: t for t in ost.get_trials(deepcopy=False)}
     for t in trials:
         frozen = by_number.get(t.row.number)
         run = RunDir.of(workdir, t.row.cell_key)
-        if t.row.kind != "trial" or t.state != CellState.RUNNING or frozen is None or not t.steps or run.prune.exists():
+        if t.state != CellState.RUNNING or frozen is None or not t.steps or run.prune.exists():
             continue
         if ost.pruner.prune(ost, frozen):
             step = max(t.steps)
             run.prune.write_text(f"pruned by the {plan.spec.pruner.kind} pruner at step {step}\n")
-            pruned.append(t.row.cell_key)
         # Pruners keep their bookkeeping (e.g. successive halving's rungs) in system attributes.
         attrs = ost.get_trials(deepcopy=False)[frozen.number].system_attrs
         if attrs != t.row.system_attrs:
             s.execute(update(SearchCell).where(SearchCell.id == t.row.id).values(system_attrs=dict(attrs)))
-    return pruned
 
 
 def _ask(plan: SearchPlan, ost: optuna.Study, group: str, number: int, study: Study) -> tuple[dict, Cell]:
@@ -321,18 +314,20 @@ def best_trial(plan: SearchPlan, trials: list) -> Any | None:
     return max(done, key=lambda t: (sign * t.value, -t.row.number), default=None)
 
 
-def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial], study: Study) -> list[tuple[dict, Cell]]:
+def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial]) -> list[tuple[dict, Cell]]:
     """The best trial's configuration with each final seed, unless already recorded."""
     best = best_trial(plan, [t for t in trials if t.row.kind == "trial"])
     if best is None or not plan.final_seeds:
         return []
     recorded = {t.row.cell_key for t in trials if t.row.kind == "final" and t.row.number == best.row.number}
+    if len(recorded) == len(plan.final_seeds):
+        return []
     base = s.get(CellRow, best.row.cell_key)
     resources = plan.template(best.row.labels).resources
     out = []
     for seed in plan.final_seeds:
         config = set_path(base.config, (SEED_AXIS,), seed)
-        key = cell_key(study.task, config)
+        key = cell_key(base.task, config)
         if key in recorded:
             continue
         labels = {**best.row.labels, SEED_AXIS: seed}
@@ -344,7 +339,8 @@ def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial], stud
 
 def expected_cells(plan: SearchPlan) -> int:
     """Cells the search makes when it runs to the end (at most: repeated configs share a cell)."""
-    return len(plan.groups) * (plan.budget + len(plan.final_seeds))
+    trial_seed = next(iter(plan.templates.values())).seed  # the best trial's own cell is one of its finals
+    return len(plan.groups) * (plan.budget + len([s for s in plan.final_seeds if s != trial_seed]))
 
 
 # ----------------------------------------------------------------------------- results
@@ -360,6 +356,7 @@ class GroupResult:
     best: _Trial | None
     finals: dict[str, str]  # final cell key -> its state, for the current best
     final_values: list[float]
+    unscored: list[str]  # completed trials' cells without a finite value of the metric (optuna: failed)
 
 
 def results(store: Store, study: Study) -> list[GroupResult]:
@@ -377,8 +374,11 @@ def results(store: Store, study: Study) -> list[GroupResult]:
         counts = {"completed": 0, "pruned": 0, "failed": 0, "running": 0}
         for t in tried:
             counts[{"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}.get(_FINAL.get(t.state, ""), "running")] += 1
+        unscored = [t.row.cell_key for t in tried
+                    if t.state == CellState.COMPLETED and (t.value is None or not math.isfinite(t.value))]
         best = best_trial(plan, tried)
         finals = [t for t in mine if t.row.kind == "final" and best is not None and t.row.number == best.row.number]
         values = [t.value for t in finals if t.state == CellState.COMPLETED and t.value is not None]
-        out.append(GroupResult(labels, plan.budget, counts, best, {t.row.cell_key: t.state for t in finals}, values))
+        out.append(GroupResult(labels, plan.budget, counts, best, {t.row.cell_key: t.state for t in finals}, values,
+                               unscored))
     return out

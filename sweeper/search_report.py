@@ -68,7 +68,18 @@ def _cells(study: Study, row: pd.Series) -> dict[str, str]:
     return text
 
 
-def render(study: Study, table: pd.DataFrame, fmt: Format) -> str | Table:
+def notes(store: Store, study: Study, groups: list[GroupResult]) -> list[str]:
+    """What a reader must know about the table: trials that finished without the searched metric."""
+    unscored = [k for g in groups for k in g.unscored]
+    if not unscored:
+        return []
+    returned = sorted(store.metrics(unscored[0]))
+    shown = ", ".join(returned[:8]) + (", …" if len(returned) > 8 else "")
+    return [f"{len(unscored)} completed trials returned no finite '{study.search.spec.metric}' and count as failed "
+            f"(search.metric; one of them returned: {shown or 'nothing'})"]
+
+
+def render(study: Study, table: pd.DataFrame, fmt: Format, notes: list[str] = ()) -> str | Table:
     plan = study.search
     if fmt == Format.csv:
         return table.to_csv(index=False, lineterminator="\n")
@@ -84,20 +95,22 @@ def render(study: Study, table: pd.DataFrame, fmt: Format) -> str | Table:
             out.add_column(c, justify="left" if c in plan.group_axes else "right")
         for line in lines:
             out.add_row(*line.values())
+        out.caption, out.caption_justify = "\n".join(notes), "left"
         return out
     if fmt == Format.markdown:
         md = [f"**{_md_escape(title)}**", "", "| " + " | ".join(map(_md_escape, columns)) + " |",
               "|" + "|".join(":---" if c in plan.group_axes else "---:" for c in columns) + "|"]
         md += ["| " + " | ".join(_md_escape(v) for v in line.values()) + " |" for line in lines]
-        return "\n".join(md) + "\n"
+        return "\n".join(md + [""] * bool(notes) + [f"- {_md_escape(n)}" for n in notes]) + "\n"
     tex = [f"% {title}", r"\begin{tabular}{" + "".join("l" if c in plan.group_axes else "r" for c in columns) + "}",
            r"\toprule", " & ".join(map(tex_escape, columns)) + r" \\", r"\midrule"]
     tex += [" & ".join(tex_escape(v).replace("±", "$\\pm$") for v in line.values()) + r" \\" for line in lines]
-    return "\n".join(tex + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+    return "\n".join(tex + [r"\bottomrule", r"\end{tabular}"] + [f"% {n}" for n in notes]) + "\n"
 
 
-def search_table(store: Store, study: Study) -> pd.DataFrame:
-    return frame(study, results(store, study))
+def search_view(store: Store, study: Study, fmt: Format) -> str | Table:
+    groups = results(store, study)
+    return render(study, frame(study, groups), fmt, notes(store, study, groups))
 
 
 def final_keys(store: Store, study: Study) -> list[str]:

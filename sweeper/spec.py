@@ -673,6 +673,9 @@ class _Expander:
             self.sampler_options(spec)
         final_seeds = self.seeds(spec.final_seeds, "search.final_seeds") if spec.final_seeds is not None else []
         executor = self.spec.executor
+        if spec.pruner is not None and executor.kind == "debug":
+            self.warnings.append(f"{self.file}: search.pruner: the debug executor runs each trial to its end in this "
+                                 "process, so nothing is pruned; use the local or slurm executor")
         parallel = spec.parallel or {"debug": 1, "local": getattr(executor, "parallelism", 1), "slurm": 8}[executor.kind]
         groups: dict[str, dict] = {}
         by_labels = {}

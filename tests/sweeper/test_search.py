@@ -328,3 +328,20 @@ def test_the_readme_search_block_is_valid():
     plan = parse_study(text, "README.md").search
     assert len(plan.groups) == 2 and plan.budget == 16 and plan.final_seeds == [0, 1, 2]
     assert set(plan.params) == {"train.lr", "train.weight_decay", "train.warmup_steps", "framework.loss"}
+
+
+def test_trials_that_do_not_return_the_metric_count_as_failed_and_the_report_says_why(env):
+    from typer.testing import CliRunner
+
+    from sweeper.cli import app
+
+    study = write(env / "typo.yaml", "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1},
+                  "metric: F\ndirection: minimize\ntrials: 3\nsampler: random\nspace: {x: [0.5, 0.7]}\n"
+                  "pruner: median\n")
+    assert any("nothing is pruned" in w for w in study.warnings)
+    with Store() as store:
+        launch(store, study)
+        (group,) = results(store, study)
+    assert group.best is None and len(group.unscored) == 3
+    shown = CliRunner().invoke(app, ["report", "typo", "-f", "markdown"])
+    assert "3 completed trials returned no finite 'F'" in shown.output and "returned: f" in shown.output
