@@ -147,7 +147,11 @@ def grow(store: Store, study: Study) -> Growth:
             s.execute(dialect_insert(s, CellRow).on_conflict_do_nothing(), list(cells.values()))
             s.execute(dialect_insert(s, SearchCell).on_conflict_do_nothing(),
                       [row | {"study_id": study_id} for row, _ in new])
-    attach(store, study)
+    known = {c.key for c in study.cells}
+    for _, cell in new:  # a config asked twice is one cell
+        if cell.key not in known:
+            known.add(cell.key)
+            study.cells.append(cell)
     return growth
 
 
