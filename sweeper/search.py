@@ -35,9 +35,8 @@ from sweeper.spec import (
     SearchPlan,
     Study,
     as_choice,
-    set_path,
     cell_key,
-    canonical,
+    set_path,
 )
 from sweeper.store import ACTIVE, CellRow, CellState, Metric, SearchCell, Store, StudyRow, chunks, dialect_insert
 
@@ -311,7 +310,7 @@ def _ask(plan: SearchPlan, ost: optuna.Study, group: str, number: int, study: St
     return row, Cell(key, config, labels, template.seed, template.resources)
 
 
-def best_trial(plan: SearchPlan, trials: list) -> Any | None:
+def best_trial(plan: SearchPlan, trials: list[_Trial]) -> _Trial | None:
     """The completed trial with the best finite value (first of equals), or None."""
     sign = 1 if plan.spec.direction == "maximize" else -1
     done = [t for t in trials if t.value is not None and math.isfinite(t.value) and t.state == CellState.COMPLETED]
