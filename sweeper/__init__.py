@@ -1,13 +1,14 @@
 """sweeper: declarative ablation sweeps for vision-transformer research.
 
-`sweeper.load(study, db=None)` gives a study's cells and final metrics as a pandas DataFrame
-(imported on first use, so the CLI and the jobs do not pay for pandas).
+`sweeper.load(study, db=None)` gives a study's cells and final metrics as a pandas DataFrame,
+`sweeper.trials(study, db=None)` a search's trials with their parameters (both imported on
+first use, so the CLI and the jobs do not pay for pandas).
 """
 
 
 def __getattr__(name: str):
-    if name == "load":
-        from sweeper.api import load
+    if name in ("load", "trials"):
+        from sweeper import api
 
-        return load
+        return getattr(api, name)
     raise AttributeError(f"module 'sweeper' has no attribute {name!r}")

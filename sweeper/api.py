@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from sweeper.console import study_name
+from sweeper.errors import UserError
 from sweeper.report import load as _load
 from sweeper.store import Store
 
@@ -22,3 +23,19 @@ def load(study: str, db: str | None = None, metrics: str | Sequence[str] | None 
     patterns = [metrics] if isinstance(metrics, str) else metrics
     with Store(db) as store:
         return _load(store, study_name(study), patterns).frame
+
+
+def trials(study: str, db: str | None = None) -> pd.DataFrame:
+    """A search study's trials (and final-seed repeats), one row each, in the order they were asked.
+
+    Columns: the group's axes, `kind` (trial | final), `trial` (its number in the group), `seed`,
+    one per searched parameter, `state`, the searched metric (NaN until it completes) and `key`.
+    """
+    from sweeper.report import search_study
+    from sweeper.search import trials as search_trials
+
+    with Store(db) as store:
+        found = search_study(store, study_name(study))
+        if found is None:
+            raise UserError(f"study '{study_name(study)}' has no search block; sweeper.load gives its cells")
+        return pd.DataFrame(search_trials(store, found))

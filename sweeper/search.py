@@ -349,6 +349,19 @@ def expected_cells(plan: SearchPlan) -> int:
 # ----------------------------------------------------------------------------- results
 
 
+def trials(store: Store, study: Study) -> list[dict]:
+    """Every trial and final repeat: its group's labels, number, params, cell state and value."""
+    plan = study.search
+    assert plan is not None
+    with store.session() as s:
+        study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
+        rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
+        found = _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], Path(study.workdir).resolve())
+    return [{**plan.groups[t.row.group_key], "kind": t.row.kind, TRIAL_LABEL: t.row.number,
+             SEED_AXIS: t.row.labels.get(SEED_AXIS), **t.row.params, "state": t.state, plan.spec.metric: t.value,
+             "key": t.row.cell_key} for t in found]
+
+
 @dataclass
 class GroupResult:
     """One group's search as the report shows it."""

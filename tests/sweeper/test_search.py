@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.errors import SpecError
+from sweeper.errors import SpecError, UserError
 from sweeper.launch import advance, launch, resume
 from sweeper.rundir import RunDir
 from sweeper.search import results
 from sweeper.spec import TRIAL_LABEL, load_study, parse_study
 from sweeper.store import CellState, SearchCell, Store
 from tests.sweeper.orchestration import runs_per_cell, wait_for
+from tests.sweeper.orchestration import write as write_plain
 
 BOWL_SPACE = """\
     x: {type: float, low: -3, high: 3}
@@ -345,3 +346,22 @@ def test_trials_that_do_not_return_the_metric_count_as_failed_and_the_report_say
     assert group.best is None and len(group.unscored) == 3
     shown = CliRunner().invoke(app, ["report", "typo", "-f", "markdown"])
     assert "3 completed trials returned no finite 'F'" in shown.output and "returned: f" in shown.output
+
+
+def test_the_notebook_api_gives_every_trial_with_its_params(env):
+    import sweeper
+
+    study = bowl(env, "nb", "random", 4, search="final_seeds: [0, 5]\n")
+    with Store() as store:
+        launch(store, study)
+    frame = sweeper.trials("nb")
+    assert list(frame["kind"]) == ["trial"] * 4 + ["final"] * 2
+    assert list(frame.columns[:3]) == ["kind", "trial", "seed"] and {"x", "y", "lr", "f", "state"} <= set(frame.columns)
+    done = frame[frame["kind"] == "trial"]
+    best = done.loc[done["f"].idxmin()]
+    assert list(frame[frame["kind"] == "final"]["trial"]) == [best["trial"]] * 2
+    plain = write_plain(env / "plain.yaml", "echo", {"x": 1}, "x: [1]", executor="{kind: debug}")
+    with Store() as store:
+        launch(store, plain)
+    with pytest.raises(UserError, match="no search block"):
+        sweeper.trials("plain")
