@@ -62,6 +62,8 @@ def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobSt
         return CellState.COMPLETED, None, None
     mine = status.get("token") == token
     alive = job.state in {"PENDING", "RUNNING"}
+    # Pruned: stopped by the request, or ended (or never started) after it; a multi-process task
+    # runs to its end, and its result (above) wins.
     if run.prune.exists() and (mine and status.get("state") == "PRUNED" or not alive or status.get("state") != "RUNNING"):
         return CellState.PRUNED, "PRUNED", run.prune.read_text().strip()
     if mine and status.get("state") == "FAILED":

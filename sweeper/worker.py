@@ -46,12 +46,14 @@ class Pruned(BaseException):
 class TaskContext:
     """What a task gets from the orchestrator besides its config."""
 
-    def __init__(self, run: RunDir, cache_dir: Path, key: str, attempt: int, rank: int, requested: threading.Event):
+    def __init__(self, run: RunDir, cache_dir: Path, key: str, attempt: int, rank: int, requested: threading.Event,
+                 world_size: int = 1):
         self.run_dir = run.path
         self.cache_dir = cache_dir
         self.key = key
         self.attempt = attempt
         self.rank = rank
+        self.world_size = world_size
         self._run = run
         self._requested = requested
         self.saved = threading.Event()
@@ -59,14 +61,16 @@ class TaskContext:
     def report(self, step: int, metrics: dict[str, float]) -> None:
         """Record intermediate values (progress, pruning); appended to metrics.jsonl.
 
-        When a search has pruned the cell since, this stops the task (every rank: the request
-        is a file in the run directory, which all ranks see).
+        When a search has pruned the cell since, this stops the task. Only a one-process task:
+        the ranks of a multi-process one would see the request at different steps and one
+        would wait forever in a collective, so such a trial runs to its end.
         """
-        if self.rank == 0:
-            line = json.dumps({"step": int(step), "time": time.time(), "metrics": {k: float(v) for k, v in metrics.items()}})
-            with self._run.metrics.open("a") as f:
-                f.write(line + "\n")
-        if self._run.prune.exists():
+        if self.rank != 0:
+            return
+        line = json.dumps({"step": int(step), "time": time.time(), "metrics": {k: float(v) for k, v in metrics.items()}})
+        with self._run.metrics.open("a") as f:
+            f.write(line + "\n")
+        if self.world_size == 1 and self._run.prune.exists():
             raise Pruned()
 
     @property
@@ -133,7 +137,7 @@ class Worker(submitit.helpers.Checkpointable):
             if not self._should_run(run, rank, job_id):
                 states[key] = "SKIPPED"
                 continue
-            states[key] = self._run_cell(fn, run, key, rank, job_id)
+            states[key] = self._run_cell(fn, run, key, rank, job_id, env.num_tasks if env else 1)
         return states
 
     def _should_run(self, run: RunDir, rank: int, job_id: str) -> bool:
@@ -147,7 +151,7 @@ class Worker(submitit.helpers.Checkpointable):
         owner = f"lane-{self.lane}" if self.lane is not None else f"job-{job_id}"
         return rank != 0 or run.claim(self.token, owner)
 
-    def _run_cell(self, fn: Callable, run: RunDir, key: str, rank: int, job_id: str) -> str:
+    def _run_cell(self, fn: Callable, run: RunDir, key: str, rank: int, job_id: str, world_size: int) -> str:
         attempt = (read_json(run.attempt) or {}).get("number", 1)
         previous = read_json(run.status) or {}
         restarts = previous.get("restarts", -1) + 1 if previous.get("token") == self.token else 0
@@ -158,7 +162,7 @@ class Worker(submitit.helpers.Checkpointable):
         if rank == 0:
             write_json(run.status, status)
         config = read_json(run.config)
-        ctx = TaskContext(run, Path(self.workdir).resolve() / "cache", key, attempt, rank, self._requested)
+        ctx = TaskContext(run, Path(self.workdir).resolve() / "cache", key, attempt, rank, self._requested, world_size)
         self._ctx, self._current = ctx, run
         outcome: dict[str, Any] = {}
         with _Heartbeat(run.heartbeat if rank == 0 else None), _capture(run.logs, attempt if rank == 0 and self.capture else None):
