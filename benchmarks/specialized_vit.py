@@ -2,7 +2,7 @@
 
 The models run interleaved in one process, one step at a time (the order alternates each step,
 so drift and other load on the machine hit all alike); each repeat times ``--steps`` train steps
-(forward, cross-entropy, backward, AdamW step) per model after a warm-up, and the ratio
+(forward, cross-entropy, backward, fused AdamW step) per model after a warm-up, and the ratio
 specialized / plain of the repeat's total times is printed as min / median / max over the repeats.
 
 ``--no-optimizer`` times forward + backward only: the specialized model has more parameters, so

@@ -8,8 +8,9 @@ patch copy on the rest, then concatenates. Every token still goes through exactl
 Q, K, V of all tokens meet in the same attention, so FLOPs equal the plain model's; only
 parameters grow. In a timm ``Block`` with a specialized linear layer or LayerScale, the two
 paths stay in separate tensors across each run of token-wise layers and meet only in attention
-and at the block output (:class:`_SplitBlock`), which costs far less than a split and a
-concatenation around every layer; the parameters and their names are the same.
+and at the block output (:class:`_SplitBlock`, token-major inside so that the paths are
+contiguous slices), which costs far less than a split and a concatenation around every layer;
+the parameters and their names are the same.
 
 Spec format (``model.specialize`` in study files, ``--spec`` on the command line):
 
@@ -296,6 +297,7 @@ def _mlp(mlp: nn.Module, route: int, x: torch.Tensor) -> torch.Tensor:
 
 def _linear_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                  bias: torch.Tensor | None) -> None:
+    """F.linear written into ``out``, a contiguous slice of a larger tensor."""
     out, x = out.flatten(0, -2), x.flatten(0, -2)
     if bias is None:
         torch.mm(x, weight.t(), out=out)
@@ -416,13 +418,15 @@ class _SplitBlock(Block):
     where in timm's [batch, tokens, dim] layout both copy the whole sequence.
 
     * norm1 -> qkv: with qkv specialized, both run per path and the paths meet once, where attention
-      needs all tokens (one concatenation of the QKV output; specialized q_norm/k_norm run per
-      path before it). A specialized norm1 before a shared qkv runs per path and is joined.
+      needs all tokens: both QKV projections write into one tensor (:class:`_LinearJoin`, no
+      concatenation; specialized q_norm/k_norm run per path before q, k, v are joined). A
+      specialized norm1 before a shared qkv runs per path and is joined.
     * proj -> ls1 -> residual, norm2 -> fc1 -> act -> fc2 -> ls2 -> residual: with proj or ls1
-      specialized, the attention output is split and the residual stream stays split through
-      the MLP half when that half has a specialized layer; the block joins the paths once, at
-      its output. A half without specialized linear layers or LayerScale runs on the whole
-      sequence (with a specialized norm run per path and joined).
+      specialized, the attention output is split (:class:`_SplitLinear` writes its gradient into
+      one tensor) and the residual stream stays split through the MLP half when that half has a
+      specialized layer; the block joins the paths once, adding the last residual into its output
+      (:class:`_AddJoin`). A half without specialized linear layers or LayerScale runs on the
+      whole sequence (with a specialized norm run per path and joined).
     * Between two such blocks the stream stays token-major (``token_major_out``, set by
       ``specialize``; timm sees a transposed view); the first one transposes its input once and
       the last one returns timm's layout.
