@@ -47,14 +47,19 @@ class Submission:
 def parse_only(study: Study, only: list[str] | None) -> dict[str, set[str]]:
     """`--only axis=value` filters (repeatable; several values of one axis are alternatives)."""
     out: dict[str, set[str]] = defaultdict(set)
-    labels = {name: set() for name in study.axis_names}
-    for cell in study.cells:
+    # A search selects groups, whose labels its template cells carry (trials may not exist yet).
+    names = study.search.group_axes if study.search else study.axis_names
+    labels = {name: set() for name in names}
+    for cell in study.search.templates.values() if study.search else study.cells:
         for name in labels:
             labels[name].add(str(cell.labels[name]))
     for item in only or []:
         name, sep, value = item.partition("=")
         if not sep:
             raise UserError(f"--only {item}: expected axis=value, e.g. --only model.scale=base")
+        if study.search and name in study.axis_names and name not in names:
+            raise UserError(f"--only {item}: a search selects its groups ({', '.join(names) or 'none'}); "
+                            f"'{name}' is searched over, not a group")
         if name not in labels:
             raise UserError(f"--only {item}: unknown axis '{name}'{did_you_mean(name, labels)}; axes: {', '.join(labels)}")
         if value not in labels[name]:
@@ -147,7 +152,7 @@ def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: 
     if study.search is not None and not dry_run:
         from sweeper.search import grow
 
-        growth = grow(store, study)
+        growth = grow(store, study, only=filters)
         grew = bool(growth.asked or growth.finals)
         plan = store.plan(study)  # the new cells, and those another controller recorded meanwhile
         # A search holds `parallel` cells in flight: more would be asked with less evidence.

@@ -104,11 +104,12 @@ class _Trial:
     steps: dict[int, float]  # the pruner's metric by step, oriented to the search's direction
 
 
-def grow(store: Store, study: Study) -> Growth:
+def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) -> Growth:
     """Prune running trials, ask for the free slots, record new trials and final repeats.
 
     Only groups with a slot to fill or a running trial to judge get their optuna study rebuilt,
-    so a step costs little once most groups are done.
+    so a step costs little once most groups are done. `only` (`--only` filters on the group
+    axes) limits the asking to the groups it selects.
     """
     plan = study.search
     assert plan is not None
@@ -122,7 +123,9 @@ def grow(store: Store, study: Study) -> Growth:
         for t in trials:
             by_group[t.row.group_key].append(t)
         tried = {g: [t for t in ts if t.row.kind == "trial"] for g, ts in by_group.items()}
-        want = {g: max(0, plan.budget - len(tried[g])) for g in plan.groups}
+        chosen = {g for g, labels in plan.groups.items()
+                  if all(str(labels[a]) in values for a, values in (only or {}).items())}
+        want = {g: max(0, plan.budget - len(tried[g])) if g in chosen else 0 for g in plan.groups}
         asks = _share(plan.parallel - len({t.row.cell_key for t in trials if t.state in _BUSY}), want)
         judging = plan.spec.pruner is not None
         new: list[tuple[dict, Cell]] = []
@@ -136,7 +139,7 @@ def grow(store: Store, study: Study) -> Growth:
                 asked = [_ask(plan, ost, g, number, study) for number in range(start, start + asks.get(g, 0))]
                 new += asked
                 growth.asked += [cell.key for _, cell in asked]
-            elif not want[g] and all(t.state in _FINAL for t in tried[g]):
+            elif g in chosen and not want[g] and all(t.state in _FINAL for t in tried[g]):
                 finals = _finals(s, plan, g, by_group[g])
                 new += finals
                 growth.finals += [cell.key for _, cell in finals]

@@ -365,3 +365,21 @@ def test_the_notebook_api_gives_every_trial_with_its_params(env):
         launch(store, plain)
     with pytest.raises(UserError, match="no search block"):
         sweeper.trials("plain")
+
+
+def test_only_selects_the_groups_a_launch_searches(env):
+    study = write(env / "only.yaml", "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1, "depth": 1}, """\
+        metric: f
+        direction: minimize
+        trials: 3
+        sampler: random
+        group_by: [y]
+        space: {x: [0.1, 0.2, 0.3]}
+        """, axes="y: {near: 0.0, far: 3.0}\ndepth: [1, 2]")
+    with Store() as store:
+        launch(store, study, only=["y=far"])
+        assert [sum(g.counts.values()) for g in results(store, study)] == [0, 3]
+        with pytest.raises(UserError, match="'depth' is searched over, not a group"):
+            launch(store, study, only=["depth=2"])
+        launch(store, study)
+        assert [sum(g.counts.values()) for g in results(store, study)] == [3, 3]
