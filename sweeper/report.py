@@ -538,7 +538,7 @@ def render_json(summary: Summary) -> str:
     return json.dumps(head, default=str)[:-1] + ", " + ", ".join(frames) + "}\n"
 
 
-def _md_escape(text: str) -> str:
+def md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("*", "\\*")
 
 
@@ -547,10 +547,10 @@ def render_markdown(summary: Summary) -> str:
     entries, columns, rows = _entries(summary), _columns(summary), _row_keys(summary)
     used: set[str] = set()
     header = [*summary.rows, *(_col_title(summary, c, " · ") for c in columns)]
-    lines = ["| " + " | ".join(map(_md_escape, header)) + " |",
+    lines = ["| " + " | ".join(map(md_escape, header)) + " |",
              "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(columns)) + "|"]
     for r in rows:
-        cells = [_md_escape(str(v)) for v in r]
+        cells = [md_escape(str(v)) for v in r]
         for c in columns:
             e = entries.get(r, {}).get(c)
             if e is None or not e.value:
@@ -562,11 +562,11 @@ def render_markdown(summary: Summary) -> str:
                 text += f" ({e.delta}{' ' + e.interval if e.interval else ''})"
             if e.n:
                 text += f" n={e.n}"
-            text += _md_escape(e.flags)
+            text += md_escape(e.flags)
             used.update(e.flags)
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {_md_escape(line)}" for line in _legend(summary, used)) + "\n"
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {md_escape(line)}" for line in _legend(summary, used)) + "\n"
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
@@ -698,9 +698,9 @@ def render_coverage(summary: Summary, fmt: Format) -> str | Table:
             table.add_row(*line)
         return table
     if fmt == Format.markdown:
-        lines = ["| " + " | ".join(map(_md_escape, [*summary.rows, *titles])) + " |",
+        lines = ["| " + " | ".join(map(md_escape, [*summary.rows, *titles])) + " |",
                  "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(titles)) + "|"]
-        lines += ["| " + " | ".join(map(_md_escape, line)) + " |" for line in grid]
+        lines += ["| " + " | ".join(map(md_escape, line)) + " |" for line in grid]
         return "\n".join(lines) + "\n"
     lines = [r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}", r"\toprule",
              " & ".join(map(tex_escape, [*summary.rows, *titles])) + r" \\", r"\midrule"]

@@ -14,7 +14,7 @@ import statistics
 import pandas as pd
 from rich.table import Table
 
-from sweeper.report import Format, _md_escape, tex_escape
+from sweeper.report import Format, md_escape, tex_escape
 from sweeper.search import GroupResult, results
 from sweeper.spec import Study
 from sweeper.store import Store
@@ -98,10 +98,10 @@ def render(study: Study, table: pd.DataFrame, fmt: Format, notes: list[str] = ()
         out.caption, out.caption_justify = "\n".join(notes), "left"
         return out
     if fmt == Format.markdown:
-        md = [f"**{_md_escape(title)}**", "", "| " + " | ".join(map(_md_escape, columns)) + " |",
+        md = [f"**{md_escape(title)}**", "", "| " + " | ".join(map(md_escape, columns)) + " |",
               "|" + "|".join(":---" if c in plan.group_axes else "---:" for c in columns) + "|"]
-        md += ["| " + " | ".join(_md_escape(v) for v in line.values()) + " |" for line in lines]
-        return "\n".join(md + [""] * bool(notes) + [f"- {_md_escape(n)}" for n in notes]) + "\n"
+        md += ["| " + " | ".join(md_escape(v) for v in line.values()) + " |" for line in lines]
+        return "\n".join(md + [""] * bool(notes) + [f"- {md_escape(n)}" for n in notes]) + "\n"
     tex = [f"% {title}", r"\begin{tabular}{" + "".join("l" if c in plan.group_axes else "r" for c in columns) + "}",
            r"\toprule", " & ".join(map(tex_escape, columns)) + r" \\", r"\midrule"]
     tex += [" & ".join(tex_escape(v).replace("±", "$\\pm$") for v in line.values()) + r" \\" for line in lines]

@@ -306,7 +306,6 @@ class HyperbandPruner(_Pruner):
 
 
 Pruner = Annotated[MedianPruner | PercentilePruner | SuccessiveHalvingPruner | HyperbandPruner, Field(discriminator="kind")]
-SAMPLERS = ("tpe", "random", "grid", "gp", "cmaes")
 
 
 class Search(_Strict):
@@ -433,9 +432,6 @@ class SearchPlan:
         if self.grid is None:
             return self.spec.trials
         return min(self.spec.trials, math.prod(len(v) for v in self.grid.values()))
-
-    def group_of(self, labels: dict) -> str:
-        return canonical({a: labels[a] for a in self.group_axes})
 
     def template(self, labels: dict) -> Cell | None:
         return self.templates.get(canonical({k: v for k, v in labels.items() if k not in (SEED_AXIS, TRIAL_LABEL)}))
@@ -685,13 +681,13 @@ class _Expander:
             group = {a: axis_labels[a] for a in group_axes if a in axis_labels}
             groups.setdefault(canonical(group), group)
         if searched and len(by_labels) != len(groups) * math.prod(len(a.labels) for a in searched):
-            names = ", ".join(a.name for a in searched)
+            shown = ", ".join(a.name for a in searched)
             self.problems.append(("search.group_by", f"include/exclude rules remove some combinations of the searched "
-                                                     f"axes ({names}) in some group; add those axes to group_by"))
+                                                     f"axes ({shown}) in some group; add those axes to group_by"))
         return SearchPlan(spec, params, [a for a in group_axes if a in names], searched, groups, by_labels,
                           final_seeds, parallel, grid)
 
-    def grid(self, params: dict[str, Param], searched: list[Axis]) -> dict[str, list] | None:
+    def grid(self, params: dict[str, Param], searched: list[Axis]) -> dict[str, list]:
         """The grid sampler's values: categorical choices, int ranges, and floats with a step."""
         grid: dict[str, list] = {a.name: [as_choice(label) for label in a.labels] for a in searched}
         for path, p in params.items():
