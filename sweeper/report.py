@@ -736,11 +736,15 @@ def search_study(store: Store, name: str) -> Study | None:
     return parse_study(row.spec_text, row.file)
 
 
-def final_scope(store: Store, study: Study, *, required: bool) -> tuple[list[str], list[str], dict[str, int]]:
-    """A search's ablation view: its final-seed cells, its group axes, and its metric's direction."""
-    from sweeper.search_report import final_keys
+def final_scope(store: Store, study: Study, groups: list | None = None, *,
+                required: bool) -> tuple[list[str], list[str], dict[str, int]]:
+    """A search's ablation view: its final-seed cells, its group axes, and its metric's direction.
 
-    keys = final_keys(store, study)
+    `groups` are `sweeper.search.results` when the caller has them already.
+    """
+    from sweeper.search import results
+
+    keys = [k for g in (groups if groups is not None else results(store, study)) for k in g.finals]
     if not keys and required and not study.search.final_seeds:
         raise UserError(f"study '{study.name}' searches without final seeds: set search.final_seeds to repeat each "
                         f"group's best configuration (`sweeper report {study.name}` shows the trials)")
@@ -797,6 +801,7 @@ def report_command(
     ablation table over the final seeds of each group's best configuration.
     """
     from sweeper import search_report
+    from sweeper.search import results
 
     if fmt is None:
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
@@ -806,9 +811,10 @@ def report_command(
         searched = search_study(store, name)
         keys = axes = directions = None
         if searched is not None:
+            groups = results(store, searched)
             if not final and not coverage:
-                parts.append(search_report.search_view(store, searched, fmt))
-            keys, axes, directions = final_scope(store, searched, required=final or coverage)
+                parts.append(search_report.search_view(store, searched, groups, fmt))
+            keys, axes, directions = final_scope(store, searched, groups, required=final or coverage)
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
             summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes, directions=directions)

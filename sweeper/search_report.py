@@ -15,7 +15,7 @@ import pandas as pd
 from rich.table import Table
 
 from sweeper.report import Format, md_escape, tex_escape
-from sweeper.search import GroupResult, results
+from sweeper.search import GroupResult
 from sweeper.spec import Study
 from sweeper.store import Store
 
@@ -108,11 +108,5 @@ def render(study: Study, table: pd.DataFrame, fmt: Format, notes: list[str] = ()
     return "\n".join(tex + [r"\bottomrule", r"\end{tabular}"] + [f"% {n}" for n in notes]) + "\n"
 
 
-def search_view(store: Store, study: Study, fmt: Format) -> str | Table:
-    groups = results(store, study)
+def search_view(store: Store, study: Study, groups: list[GroupResult], fmt: Format) -> str | Table:
     return render(study, frame(study, groups), fmt, notes(store, study, groups))
-
-
-def final_keys(store: Store, study: Study) -> list[str]:
-    """The cells of each group's best configuration repeated with the final seeds."""
-    return [k for g in results(store, study) for k in g.finals]
