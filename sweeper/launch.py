@@ -132,7 +132,11 @@ def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cel
 
     A search first prunes, asks for its free slots and records the new trials (sweeper.search);
     under the debug executor, whose cells run here and now, it goes on until the search is spent.
+    Its `check` runs once, on each group's configuration, not on every trial: a check starts
+    a process that imports the task's code, seconds a `--wait` poll should not pay.
     """
+    if study.search is not None:
+        precheck(study, list(study.search.templates.values()))
     result, chosen, progressed, _ = _launch_once(store, study, only, max_cells, dry_run)
     while progressed and study.search is not None and study.executor.kind == "debug" and not dry_run:
         more, _, progressed, _ = _launch_once(store, study, only, max_cells, dry_run)
@@ -160,7 +164,8 @@ def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: 
         max_cells = free if max_cells is None else min(max_cells, free)
     chosen = [c for c in study.cells if plan.states[c.key] == CellState.PLANNED and _selected(c, filters)]
     chosen = chosen[:max_cells] if max_cells is not None else chosen
-    precheck(study, chosen)
+    if study.search is None:
+        precheck(study, chosen)
     if dry_run:
         return Submission(), chosen, False, statuses
     result = submit(store, study, chosen, from_states={CellState.PLANNED})
@@ -203,7 +208,8 @@ def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list
         else:
             chosen.append(cell)
     chosen = chosen[:max_cells] if max_cells is not None else chosen
-    precheck(study, chosen)
+    if study.search is None:  # a search's launch (below) checks its groups
+        precheck(study, chosen)
     result = submit(store, study, chosen, from_states=set(_RETRY_FROM), resources=resources)
     result.skipped = skipped
     if study.executor.kind == "debug":

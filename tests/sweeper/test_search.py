@@ -383,3 +383,16 @@ def test_only_selects_the_groups_a_launch_searches(env):
             launch(store, study, only=["depth=2"])
         launch(store, study)
         assert [sum(g.counts.values()) for g in results(store, study)] == [3, 3]
+
+
+def test_the_check_runs_once_on_each_group_and_a_problem_submits_nothing(env):
+    study = write(env / "checked.yaml", "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1, "root": str(env / "data")},
+                  "metric: f\ndirection: minimize\ntrials: 2\nspace: {x: [0.5, 0.7]}\n",
+                  axes="y: [0.0, 1.0]", extra="check: tests.sweeper.tasks:check")
+    with Store() as store:
+        with pytest.raises(UserError, match="data does not exist"):
+            launch(store, study)
+        assert trial_rows(store, study) == []
+        (env / "data").mkdir()
+        launch(store, study)
+        assert len(trial_rows(store, study)) == 4
