@@ -126,7 +126,8 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
         chosen = {g for g, labels in plan.groups.items()
                   if all(str(labels[a]) in values for a, values in (only or {}).items())}
         want = {g: max(0, plan.budget - len(tried[g])) if g in chosen else 0 for g in plan.groups}
-        asks = _share(plan.parallel - len({t.row.cell_key for t in trials if t.state in _BUSY}), want)
+        busy = len({t.row.cell_key for t in trials if t.state in _BUSY})
+        asks = _share(plan.parallel - busy, want, {g: len(tried[g]) for g in plan.groups})
         judging = plan.spec.pruner is not None
         new: list[tuple[dict, Cell]] = []
         for i, g in enumerate(plan.groups):
@@ -157,18 +158,15 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
     return growth
 
 
-def _share(free: int, want: dict[str, int]) -> dict[str, int]:
-    """Free slots go round the groups, one at a time, to those with budget left."""
+def _share(free: int, want: dict[str, int], have: dict[str, int]) -> dict[str, int]:
+    """Each free slot goes to the group with the fewest trials among those with budget left, so
+    the groups' searches advance together (first in file order on ties)."""
     asks: dict[str, int] = defaultdict(int)
-    order = [g for g in want if want[g]]
-    while free > 0 and order:
-        for g in list(order):
-            if free <= 0:
-                break
-            asks[g] += 1
-            free -= 1
-            if asks[g] == want[g]:
-                order.remove(g)
+    for _ in range(max(0, free)):
+        open_ = [g for g in want if asks[g] < want[g]]
+        if not open_:
+            break
+        asks[min(open_, key=lambda g: have[g] + asks[g])] += 1
     return asks
 
 

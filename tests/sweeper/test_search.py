@@ -171,6 +171,9 @@ def test_each_group_gets_its_own_search_and_its_best_repeated_with_final_seeds(e
         launch(store, study)
         groups = results(store, study)
         assert [g.labels for g in groups] == [{"y": 0.0}, {"y": -1.2}]
+        # One slot at a time: the groups' searches advance together, not one after the other.
+        asked = [r.labels["y"] for r in trial_rows(store, study)]
+        assert asked == [0.0, -1.2] * 8
         for g in groups:
             trials = [r for r in trial_rows(store, study) if r.labels["y"] == g.labels["y"]]
             values = [store.metrics(r.cell_key)["f"] for r in trials]
