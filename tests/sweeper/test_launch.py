@@ -104,7 +104,11 @@ def test_two_concurrent_launches_submit_each_cell_once(env):
     write(env / "race.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4]", seeds=2)
     cmd = [str(Path(sys.executable).parent / "sweeper"), "launch", "race.yaml", "--json"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
-    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=120)
+        assert p.returncode == 0, stdout + stderr
+        outs.append(json.loads(stdout))
     assert sorted(len(o["submitted"]) for o in outs) in ([0, 8], [1, 7], [2, 6], [3, 5], [4, 4])
     assert not set(outs[0]["submitted"]) & set(outs[1]["submitted"])
     study = load_study("race.yaml")
