@@ -794,6 +794,7 @@ def report_command(
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of the terminal.")] = None,
     coverage: Annotated[bool, typer.Option("--coverage", help="Only the coverage view: done / running / failed / missing per group.")] = False,
     final: Annotated[bool, typer.Option("--final", help="A search study: only the ablation table of the best configurations' final seeds.")] = False,
+    trials: Annotated[bool, typer.Option("--trials", help="A search study: every trial with its hyperparameters and value, best first.")] = False,
 ) -> None:
     """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged.
 
@@ -810,6 +811,11 @@ def report_command(
         name = study_name(study)
         searched = search_study(store, name)
         keys = axes = directions = None
+        if trials and searched is None:
+            raise UserError(f"--trials: study '{name}' has no search block")
+        if trials:
+            _write([search_report.trials_view(store, searched, fmt)], out_file)
+            return
         if searched is not None:
             groups = results(store, searched)
             if not final and not coverage:

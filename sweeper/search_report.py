@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from collections.abc import Sequence
 
 import pandas as pd
 from rich.table import Table
 
 from sweeper.report import Format, md_escape, tex_escape
-from sweeper.search import GroupResult
-from sweeper.spec import Study
+from sweeper.search import GroupResult, trials
+from sweeper.spec import Study, canonical
 from sweeper.store import Store
 
 
@@ -42,6 +43,12 @@ def frame(study: Study, groups: list[GroupResult]) -> pd.DataFrame:
             "final_expected": len(plan.final_seeds),
         })
     return pd.DataFrame(rows)
+
+
+def render_frame(frame: pd.DataFrame, fmt: Format) -> str:
+    if fmt == Format.csv:
+        return frame.to_csv(index=False, lineterminator="\n")
+    return json.dumps(json.loads(frame.to_json(orient="records")), indent=1) + "\n"
 
 
 def _fmt(value) -> str:
@@ -79,33 +86,55 @@ def notes(store: Store, study: Study, groups: list[GroupResult]) -> list[str]:
             f"(search.metric; one of them returned: {shown or 'nothing'})"]
 
 
-def render(study: Study, table: pd.DataFrame, fmt: Format, notes: list[str] = ()) -> str | Table:
+def render(study: Study, table: pd.DataFrame, fmt: Format, notes: Sequence[str] = ()) -> str | Table:
     plan = study.search
-    if fmt == Format.csv:
-        return table.to_csv(index=False, lineterminator="\n")
-    if fmt == Format.json:
-        return json.dumps(json.loads(table.to_json(orient="records")), indent=1) + "\n"
-    lines = [_cells(study, row) for _, row in table.iterrows()]
-    columns = list(lines[0]) if lines else []
+    if fmt in (Format.csv, Format.json):
+        return render_frame(table, fmt)
     title = (f"{study.name}: {plan.spec.sampler} search, {plan.spec.direction} {plan.spec.metric}, "
              f"{plan.budget} trials per group")
+    return _text_table(title, [_cells(study, row) for _, row in table.iterrows()], set(plan.group_axes), fmt, notes)
+
+
+def _text_table(title: str, lines: list[dict[str, str]], left: set[str], fmt: Format,
+                notes: Sequence[str] = ()) -> str | Table:
+    """Rows of formatted text as a rich, markdown or LaTeX table; `left` columns are left-aligned."""
+    columns = list(lines[0]) if lines else []
     if fmt == Format.rich:
         out = Table(title=title, title_justify="left")
         for c in columns:
-            out.add_column(c, justify="left" if c in plan.group_axes else "right")
+            out.add_column(c, justify="left" if c in left else "right")
         for line in lines:
             out.add_row(*line.values())
         out.caption, out.caption_justify = "\n".join(notes), "left"
         return out
     if fmt == Format.markdown:
         md = [f"**{md_escape(title)}**", "", "| " + " | ".join(map(md_escape, columns)) + " |",
-              "|" + "|".join(":---" if c in plan.group_axes else "---:" for c in columns) + "|"]
+              "|" + "|".join(":---" if c in left else "---:" for c in columns) + "|"]
         md += ["| " + " | ".join(md_escape(v) for v in line.values()) + " |" for line in lines]
         return "\n".join(md + [""] * bool(notes) + [f"- {md_escape(n)}" for n in notes]) + "\n"
-    tex = [f"% {title}", r"\begin{tabular}{" + "".join("l" if c in plan.group_axes else "r" for c in columns) + "}",
+    tex = [f"% {title}", r"\begin{tabular}{" + "".join("l" if c in left else "r" for c in columns) + "}",
            r"\toprule", " & ".join(map(tex_escape, columns)) + r" \\", r"\midrule"]
     tex += [" & ".join(tex_escape(v).replace("±", "$\\pm$") for v in line.values()) + r" \\" for line in lines]
     return "\n".join(tex + [r"\bottomrule", r"\end{tabular}"] + [f"% {n}" for n in notes]) + "\n"
+
+
+def trials_view(store: Store, study: Study, fmt: Format) -> str | Table:
+    """Every trial and final repeat, best first within each group: the landscape the search saw."""
+    plan = study.search
+    metric = plan.spec.metric
+    frame = pd.DataFrame(trials(store, study))
+    if not frame.empty:
+        order = {g: i for i, g in enumerate(map(canonical, plan.groups.values()))}
+        frame["_group"] = [order[canonical({a: r[a] for a in plan.group_axes})] for _, r in frame.iterrows()]
+        frame["_kind"] = frame["kind"].map({"trial": 0, "final": 1})  # the repeats after the trials
+        frame["_score"] = frame[metric] * (-1 if plan.spec.direction == "maximize" else 1)
+        frame = frame.sort_values(["_group", "_kind", "_score"], kind="stable", na_position="last")
+        frame = frame.drop(columns=["_group", "_kind", "_score"]).reset_index(drop=True)
+    if fmt in (Format.csv, Format.json):
+        return render_frame(frame, fmt)
+    lines = [{c: _fmt(v) if c != "state" else str(v).lower() for c, v in row.items() if c != "key"}
+             for _, row in frame.iterrows()]
+    return _text_table(f"{study.name}: every trial, best first", lines, {*plan.group_axes, "kind", "state"}, fmt)
 
 
 def search_view(store: Store, study: Study, groups: list[GroupResult], fmt: Format) -> str | Table:

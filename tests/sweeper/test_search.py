@@ -399,3 +399,35 @@ def test_the_check_runs_once_on_each_group_and_a_problem_submits_nothing(env):
         (env / "data").mkdir()
         launch(store, study)
         assert len(trial_rows(store, study)) == 4
+
+
+def test_report_trials_lists_every_trial_best_first_per_group(env):
+    from typer.testing import CliRunner
+
+    from sweeper.cli import app
+
+    study = write(env / "all.yaml", "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1}, """\
+        metric: f
+        direction: minimize
+        trials: 4
+        sampler: random
+        final_seeds: [0, 1]
+        space: {x: {type: float, low: -3, high: 3}}
+        """, axes="y: {near: 1.0, far: 3.0}")
+    with Store() as store:
+        launch(store, study)
+    got = CliRunner().invoke(app, ["report", "all", "--trials", "-f", "csv"])
+    assert got.exit_code == 0, got.output
+    lines = got.output.strip().splitlines()
+    rows = [dict(zip(lines[0].split(","), line.split(","))) for line in lines[1:]]
+    assert [(r["y"], r["kind"]) for r in rows] == [("near", "trial")] * 4 + [("near", "final")] * 2 + \
+        [("far", "trial")] * 4 + [("far", "final")] * 2
+    for group in ("near", "far"):
+        values = [float(r["f"]) for r in rows if r["y"] == group and r["kind"] == "trial"]
+        assert values == sorted(values)
+    assert "x" in lines[0] and "state" in lines[0]
+    plain = write_plain(env / "plain.yaml", "echo", {"x": 1}, "x: [1]", executor="{kind: debug}")
+    with Store() as store:
+        launch(store, plain)
+    refused = CliRunner().invoke(app, ["report", "plain", "--trials"])
+    assert refused.exit_code == 2 and "no search block" in refused.output
