@@ -123,8 +123,10 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
         for t in trials:
             by_group[t.row.group_key].append(t)
         tried = {g: [t for t in ts if t.row.kind == "trial"] for g, ts in by_group.items()}
+        # A group with a cancelled trial is paused (`sweeper cancel`) until `sweeper resume` runs it again.
         chosen = {g for g, labels in plan.groups.items()
-                  if all(str(labels[a]) in values for a, values in (only or {}).items())}
+                  if all(str(labels[a]) in values for a, values in (only or {}).items())
+                  and not any(t.state == CellState.CANCELLED for t in tried[g])}
         want = {g: max(0, plan.budget - len(tried[g])) if g in chosen else 0 for g in plan.groups}
         busy = len({t.row.cell_key for t in trials if t.state in _BUSY})
         asks = _share(plan.parallel - busy, want, {g: len(tried[g]) for g in plan.groups})

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sweeper.errors import SpecError, UserError
-from sweeper.launch import advance, launch, resume
+from sweeper.launch import advance, cancel, launch, resume
 from sweeper.rundir import RunDir
 from sweeper.search import results
 from sweeper.spec import TRIAL_LABEL, load_study, parse_study
@@ -431,3 +431,29 @@ def test_report_trials_lists_every_trial_best_first_per_group(env):
         launch(store, plain)
     refused = CliRunner().invoke(app, ["report", "plain", "--trials"])
     assert refused.exit_code == 2 and "no search block" in refused.output
+
+
+def test_cancel_pauses_a_search_and_resume_continues_it(env):
+    study = write(env / "pause.yaml", "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1, "sleep": 3.0}, """\
+        metric: f
+        direction: minimize
+        trials: 4
+        sampler: random
+        parallel: 2
+        space: {x: {type: float, low: -3, high: 3}}
+        """, executor="{kind: local, parallelism: 2}")
+    with Store() as store:
+        launch(store, study)
+        assert len(cancel(store, study)) == 2
+        statuses, moved = advance(store, study)  # what a `--wait` elsewhere does next: nothing
+        assert not moved and len(trial_rows(store, study)) == 2
+        assert {s.state for s in statuses} == {CellState.CANCELLED}
+        assert len(resume(store, study).keys) == 2
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            statuses, moved = advance(store, study)
+            if not moved and not any(s.state in (CellState.PENDING, CellState.RUNNING) for s in statuses):
+                break
+            time.sleep(0.3)
+        (group,) = results(store, study)
+    assert group.counts["completed"] == 4
