@@ -20,7 +20,8 @@ import typer
 from sweeper.console import open_store, out, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
 from sweeper.report import Loaded, final_scope, load, search_study, t_quantile
-from sweeper.spec import SEED_AXIS
+from sweeper.search import trials
+from sweeper.spec import SEED_AXIS, Study
 
 BLOCK_AXIS = "block"
 BLOCK = re.compile(r"(?<![^.])block(\d+)(?![^.])")  # a whole name segment: analysis.x.block3.cos…
@@ -121,6 +122,42 @@ def draw(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, e
     fig.savefig(path)
 
 
+def trial_points(study: Study, frame: pd.DataFrame, x: str, y: str, hue: str | None) -> pd.DataFrame:
+    """The completed trials' (hue, x, y) from `sweeper.search.trials` rows."""
+    plan = study.search
+    if y != plan.spec.metric:
+        raise UserError(f"--y {y}: against a searched parameter, plot the search's metric ({plan.spec.metric})")
+    if hue is not None and hue not in plan.group_axes:
+        raise UserError(f"--hue {hue}: not a group axis of this search{did_you_mean(hue, plan.group_axes)}; "
+                        f"choose from: {', '.join(plan.group_axes) or 'none'}")
+    done = frame[(frame["kind"] == "trial") & frame[y].notna()] if not frame.empty else frame
+    if done.empty:
+        raise UserError(f"no completed trial of study '{study.name}' has {y} yet")
+    return done[[*(c for c in (hue,) if c), x, y]].reset_index(drop=True)
+
+
+def draw_trials(study: Study, done: pd.DataFrame, x: str, y: str, hue: str | None, path: Path) -> None:
+    """The search's metric against one searched parameter, a point per completed trial, a colour per `hue`."""
+    from matplotlib.figure import Figure
+
+    plan = study.search
+    fig = Figure(figsize=(5.2, 3.8), layout="constrained")
+    ax = fig.subplots()
+    for label, part in done.groupby(hue, sort=False) if hue else [(None, done)]:
+        ax.scatter(part[x], part[y], s=18, label=None if label is None else str(label))
+    if getattr(plan.params[x], "log", False):
+        from matplotlib.ticker import NullFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # labelled minor ticks collide
+    ax.set(xlabel=x, ylabel=y)
+    ax.grid(alpha=0.3)
+    if hue:
+        ax.legend(title=hue, fontsize="small")
+    fig.suptitle(f"{study.name}: {len(done)} completed trials ({plan.spec.direction} {y})", fontsize="medium")
+    fig.savefig(path)
+
+
 @user_errors
 def plot_command(
     study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
@@ -133,13 +170,19 @@ def plot_command(
 ) -> None:
     """Plot a metric against an axis (or the block index), mean over seeds with error bars.
 
-    For a study with a search: over the final seeds of each group's best configuration.
+    For a study with a search: over the final seeds of each group's best configuration; with
+    a searched parameter as --x, every completed trial as a point (the search's landscape).
     """
     if out_file.suffix.lower() not in SUFFIXES:
         raise UserError(f"--out {out_file}: expected a {', '.join(SUFFIXES)} file")
     with open_store() as store:
         name = study_name(study)
         searched = search_study(store, name)  # a search plots the final seeds of each group's best configuration
+        if searched is not None and x in searched.search.params:
+            points = trial_points(searched, pd.DataFrame(trials(store, searched)), x, y, hue)
+            draw_trials(searched, points, x, y, hue, out_file)
+            out.print(f"wrote {out_file}", highlight=False)
+            return
         keys, axes, _ = final_scope(store, searched, required=True) if searched else (None, None, None)
         loaded = load(store, name, [y], keys=keys, axes=axes)
     data = plot_data(loaded, x, hue, col, error)

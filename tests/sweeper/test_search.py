@@ -457,3 +457,28 @@ def test_cancel_pauses_a_search_and_resume_continues_it(env):
             time.sleep(0.3)
         (group,) = results(store, study)
     assert group.counts["completed"] == 4
+
+
+def test_plot_a_searched_parameter_against_the_metric(env):
+    from typer.testing import CliRunner
+
+    from sweeper.cli import app
+
+    study = bowl(env, "land", "random", 6, axes="+variant: [a, b]")
+    with Store() as store:
+        launch(store, study)
+    runner = CliRunner()
+    got = runner.invoke(app, ["plot", "land", "--x", "lr", "--y", "f", "--hue", "variant", "-o", "land.png"])
+    assert got.exit_code == 0, got.output
+    assert (env / "land.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import sweeper
+    from sweeper.plot import trial_points
+
+    frame = sweeper.trials("land")
+    points = trial_points(study, frame, "lr", "f", "variant")
+    assert len(points) == 12 and list(points.columns) == ["variant", "lr", "f"]
+    assert sorted(points["f"]) == sorted(frame[frame["kind"] == "trial"]["f"])
+    wrong = runner.invoke(app, ["plot", "land", "--x", "lr", "--y", "g", "-o", "x.png"])
+    assert wrong.exit_code == 2 and "plot the search's metric (f)" in wrong.output
+    hue = runner.invoke(app, ["plot", "land", "--x", "lr", "--y", "f", "--hue", "varaint", "-o", "x.png"])
+    assert hue.exit_code == 2 and "did you mean 'variant'" in hue.output
