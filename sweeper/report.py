@@ -774,7 +774,10 @@ def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Seq
 def _write(parts: list[str | Table], path: Path | None) -> None:
     if path is None:
         for part in parts:
-            out.print(part) if isinstance(part, Table) else out.file.write(part)
+            if isinstance(part, Table):
+                out.print(part)
+            else:
+                out.file.write(part)
         return
     with path.open("w") as fh:
         for i, part in enumerate(parts):
