@@ -352,17 +352,22 @@ def expected_cells(plan: SearchPlan) -> int:
 # ----------------------------------------------------------------------------- results
 
 
-def trials(store: Store, study: Study) -> list[dict]:
-    """Every trial and final repeat: its group's labels, number, params, cell state and value."""
+def _recorded(store: Store, study: Study) -> list[_Trial]:
+    """The study's trials and final repeats (of its current groups), in the order they were recorded."""
     plan = study.search
     assert plan is not None
     with store.session() as s:
         study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
         rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
-        found = _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], Path(study.workdir).resolve())
+        return _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], Path(study.workdir).resolve())
+
+
+def trials(store: Store, study: Study) -> list[dict]:
+    """Every trial and final repeat: its group's labels, number, params, cell state and value."""
+    plan = study.search
     return [{**plan.groups[t.row.group_key], "kind": t.row.kind, TRIAL_LABEL: t.row.number,
              SEED_AXIS: t.row.labels.get(SEED_AXIS), **t.row.params, "state": t.state, plan.spec.metric: t.value,
-             "key": t.row.cell_key} for t in found]
+             "key": t.row.cell_key} for t in _recorded(store, study)]
 
 
 @dataclass
@@ -381,11 +386,7 @@ class GroupResult:
 def results(store: Store, study: Study) -> list[GroupResult]:
     """Per group: trials by outcome, the best trial, and its final-seed repeats."""
     plan = study.search
-    assert plan is not None
-    with store.session() as s:
-        study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
-        rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
-        trials = _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], Path(study.workdir).resolve())
+    trials = _recorded(store, study)
     out = []
     for g, labels in plan.groups.items():
         mine = [t for t in trials if t.row.group_key == g]

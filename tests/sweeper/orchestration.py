@@ -33,6 +33,18 @@ def wait_done(store: Store, study, timeout: float = 90) -> list:
     raise AssertionError(f"cells still active after {timeout}s: {Counter(s.state for s in statuses)}")
 
 
+def run_search(store: Store, study, timeout: float = 120) -> list:
+    """Poll as `launch --wait` does (ingest, prune, ask, submit) until the search settles; the statuses."""
+    from sweeper.launch import advance
+
+    def settled():
+        statuses, moved = advance(store, study)
+        active = any(s.state in (CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING) for s in statuses)
+        return not moved and not active and statuses
+
+    return wait_for(settled, timeout=timeout, what="the search to settle")
+
+
 def wait_for(pred, timeout: float = 30, what: str = "condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:

@@ -13,10 +13,10 @@ import subprocess
 import pytest
 
 from sweeper.ingest import ingest
-from sweeper.launch import advance, launch, resume
+from sweeper.launch import launch, resume
 from sweeper.rundir import RunDir, read_json
 from sweeper.store import CellState, Store
-from tests.sweeper.orchestration import runs_per_cell, wait_done, wait_for, write
+from tests.sweeper.orchestration import run_search, runs_per_cell, wait_done, wait_for, write
 
 if not (os.environ.get("SLURM_CONF") and shutil.which("sbatch")):
     if os.environ.get("CI") == "true":
@@ -117,11 +117,7 @@ resources: {default: {timeout_min: 5, cpus_per_task: 1}}"""
     study = write(env / "search.yaml", "curve", {"x": 0.5, "steps": 12, "dt": 0.2, "log": str(env / "runs.log")},
                   "+variant: [a]", executor=SLURM, extra=search)
     with Store() as store:
-        def settled():
-            statuses, moved = advance(store, study)
-            return not moved and not any(s.state in (CellState.PENDING, CellState.RUNNING, CellState.SUBMITTING)
-                                         for s in statuses) and statuses
-        statuses = wait_for(settled, timeout=240, what="the search to finish")
+        statuses = run_search(store, study, timeout=240)
         assert len(statuses) == 6
         pruned = [s for s in statuses if s.state == CellState.PRUNED]
         assert pruned and {s.state for s in statuses} == {CellState.COMPLETED, CellState.PRUNED}

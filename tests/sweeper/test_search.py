@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from sweeper.rundir import RunDir
 from sweeper.search import results
 from sweeper.spec import TRIAL_LABEL, load_study, parse_study
 from sweeper.store import CellState, SearchCell, Store
-from tests.sweeper.orchestration import runs_per_cell, wait_for
+from tests.sweeper.orchestration import run_search, runs_per_cell, wait_for
 from tests.sweeper.orchestration import write as write_plain
 
 BOWL_SPACE = """\
@@ -241,12 +240,7 @@ def test_pruned_trials_are_stopped_and_recorded(env):
         space: {x: {type: float, low: 0, high: 1}}
         """, executor="{kind: local, parallelism: 1}")
     with Store() as store:
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            statuses, moved = advance(store, study)
-            if not moved and not any(s.state in (CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING) for s in statuses):
-                break
-            time.sleep(0.2)
+        statuses = run_search(store, study)
         (group,) = results(store, study)
         rows = trial_rows(store, study)
         assert len(rows) == 6 and group.counts["pruned"] >= 1, group.counts
@@ -449,12 +443,7 @@ def test_cancel_pauses_a_search_and_resume_continues_it(env):
         assert not moved and len(trial_rows(store, study)) == 2
         assert {s.state for s in statuses} == {CellState.CANCELLED}
         assert len(resume(store, study).keys) == 2
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            statuses, moved = advance(store, study)
-            if not moved and not any(s.state in (CellState.PENDING, CellState.RUNNING) for s in statuses):
-                break
-            time.sleep(0.3)
+        run_search(store, study)
         (group,) = results(store, study)
     assert group.counts["completed"] == 4
 
