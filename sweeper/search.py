@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from sweeper.errors import UserError
 from sweeper.rundir import RunDir
 from sweeper.spec import (
     SEED_AXIS,
@@ -135,11 +136,15 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
         for i, g in enumerate(plan.groups):
             running = judging and any(t.state == CellState.RUNNING and t.steps for t in tried[g])
             if asks.get(g) or running:
-                ost = _optuna_study(plan, study.name, i, g, tried[g])
-                if running:
-                    _prune(s, plan, ost, tried[g], workdir)
                 start = max((t.row.number for t in tried[g]), default=-1) + 1
-                asked = [_ask(plan, ost, g, number, study) for number in range(start, start + asks.get(g, 0))]
+                try:  # the sampler's and pruner's options reach optuna only here
+                    ost = _optuna_study(plan, study.name, i, g, tried[g])
+                    if running:
+                        _prune(s, plan, ost, tried[g], workdir)
+                    asked = [_ask(plan, ost, g, number, study) for number in range(start, start + asks.get(g, 0))]
+                except (TypeError, ValueError) as e:
+                    raise UserError(f"{study.file}: search.sampler_options: optuna's {plan.spec.sampler} sampler "
+                                    f"failed with them ({type(e).__name__}: {e}); nothing was recorded") from None
                 new += asked
                 growth.asked += [cell.key for _, cell in asked]
             elif g in chosen and not want[g] and all(t.state in _FINAL for t in tried[g]):

@@ -33,6 +33,20 @@ def wait_done(store: Store, study, timeout: float = 90) -> list:
     raise AssertionError(f"cells still active after {timeout}s: {Counter(s.state for s in statuses)}")
 
 
+# A search whose random draws (seed 3, one trial at a time) include trials worse than the median
+# of the first two: the median pruner stops them part-way through tasks:curve's 12 reports.
+PRUNING_SEARCH = """\
+metric: val.loss
+direction: minimize
+trials: 6
+sampler: random
+seed: 3
+parallel: 1
+pruner: {kind: median, n_startup_trials: 2}
+space: {x: {type: float, low: 0, high: 1}}
+"""
+
+
 def run_search(store: Store, study, timeout: float = 120) -> list:
     """Poll as `launch --wait` does (ingest, prune, ask, submit) until the search settles; the statuses."""
     from sweeper.launch import advance

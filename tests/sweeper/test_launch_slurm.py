@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import textwrap
 
 import pytest
 
@@ -16,7 +17,7 @@ from sweeper.ingest import ingest
 from sweeper.launch import launch, resume
 from sweeper.rundir import RunDir, read_json
 from sweeper.store import CellState, Store
-from tests.sweeper.orchestration import run_search, runs_per_cell, wait_done, wait_for, write
+from tests.sweeper.orchestration import PRUNING_SEARCH, run_search, runs_per_cell, wait_done, wait_for, write
 
 if not (os.environ.get("SLURM_CONF") and shutil.which("sbatch")):
     if os.environ.get("CI") == "true":
@@ -103,17 +104,7 @@ def test_short_cells_are_packed_several_per_array_task(env):
 
 def test_a_search_prunes_and_records_its_trials_on_slurm(env):
     """Ask/tell between sacct polls; the prune request reaches the job through the shared run directory."""
-    search = """\
-search:
-  metric: val.loss
-  direction: minimize
-  trials: 6
-  sampler: random
-  seed: 3
-  parallel: 1
-  pruner: {kind: median, n_startup_trials: 2}
-  space: {x: {type: float, low: 0, high: 1}}
-resources: {default: {timeout_min: 5, cpus_per_task: 1}}"""
+    search = "search:\n" + textwrap.indent(PRUNING_SEARCH, "  ") + "resources: {default: {timeout_min: 5, cpus_per_task: 1}}"
     study = write(env / "search.yaml", "curve", {"x": 0.5, "steps": 12, "dt": 0.2, "log": str(env / "runs.log")},
                   "+variant: [a]", executor=SLURM, extra=search)
     with Store() as store:

@@ -18,7 +18,7 @@ from sweeper.rundir import RunDir
 from sweeper.search import results
 from sweeper.spec import TRIAL_LABEL, load_study, parse_study
 from sweeper.store import CellState, SearchCell, Store
-from tests.sweeper.orchestration import run_search, runs_per_cell, wait_for
+from tests.sweeper.orchestration import PRUNING_SEARCH, run_search, runs_per_cell, wait_for
 from tests.sweeper.orchestration import write as write_plain
 
 BOWL_SPACE = """\
@@ -229,16 +229,8 @@ def test_report_shows_the_best_trial_per_group_and_the_final_seed_table(env):
 
 
 def test_pruned_trials_are_stopped_and_recorded(env):
-    study = write(env / "prune.yaml", "curve", {"x": 0.5, "steps": 12, "dt": 0.1, "log": str(env / "runs.log")}, """\
-        metric: val.loss
-        direction: minimize
-        trials: 6
-        sampler: random
-        seed: 3
-        parallel: 1
-        pruner: {kind: median, n_startup_trials: 2}
-        space: {x: {type: float, low: 0, high: 1}}
-        """, executor="{kind: local, parallelism: 1}")
+    study = write(env / "prune.yaml", "curve", {"x": 0.5, "steps": 12, "dt": 0.1, "log": str(env / "runs.log")},
+                  PRUNING_SEARCH, executor="{kind: local, parallelism: 1}")
     with Store() as store:
         statuses = run_search(store, study)
         (group,) = results(store, study)
@@ -471,3 +463,11 @@ def test_plot_a_searched_parameter_against_the_metric(env):
     assert wrong.exit_code == 2 and "plot the search's metric (f)" in wrong.output
     hue = runner.invoke(app, ["plot", "land", "--x", "lr", "--y", "f", "--hue", "varaint", "-o", "x.png"])
     assert hue.exit_code == 2 and "did you mean 'variant'" in hue.output
+
+
+def test_a_sampler_option_optuna_rejects_is_one_message_and_records_nothing(env):
+    study = bowl(env, "opts", "tpe", 3, search='sampler_options: {n_startup_trials: "abc"}\n')
+    with Store() as store:
+        with pytest.raises(UserError, match="search.sampler_options: optuna's tpe sampler failed"):
+            launch(store, study)
+        assert trial_rows(store, study) == []
