@@ -108,17 +108,23 @@ def _sleep_then_return(seconds: float, started: str) -> str:
 
 
 class StepCounter(submitit.helpers.Checkpointable):
-    """Counts to n_steps; its checkpoint (this pickled object) carries the count across requeues."""
+    """Counts to n_steps; its checkpoint (this pickled object) carries the count across requeues.
+
+    The first attempt stops counting at ``hold_at`` and waits there for the preemption, so a
+    signal that arrives late cannot find the job already finished.
+    """
 
     def __init__(self) -> None:
         self.done = 0
 
-    def __call__(self, n_steps: int, step_s: float, log: str) -> tuple[int, int]:
+    def __call__(self, n_steps: int, step_s: float, log: str, hold_at: int) -> tuple[int, int]:
         restart = int(os.environ.get("SLURM_RESTART_COUNT", "0"))
         with open(log, "a") as f:  # one line per attempt: where it started from
             f.write(f"{restart} {self.done} {time.time()}\n")
         while self.done < n_steps:
             time.sleep(step_s)
+            if restart == 0 and self.done == hold_at:
+                continue
             self.done += 1
             Path(log + ".progress").write_text(str(self.done))
         return self.done, restart
@@ -175,16 +181,15 @@ def test_scancel_of_a_running_job_is_cancelled_in_sacct(tmp_path: Path, cleanup:
 def test_interrupted_checkpointable_is_requeued_and_resumes(tmp_path: Path, cleanup: list) -> None:
     log = tmp_path / "attempts.log"
     progress = Path(str(log) + ".progress")
-    n_steps = 25
-    job = _executor(tmp_path).submit(StepCounter(), n_steps, 0.2, str(log))
+    n_steps, hold_at = 25, 5
+    job = _executor(tmp_path).submit(StepCounter(), n_steps, 0.2, str(log), hold_at)
     cleanup.append(job)
-    _wait_until(lambda: progress.exists() and int(progress.read_text() or 0) >= 5, 30, "5 steps done")
+    _wait_until(lambda: progress.exists() and progress.read_text() == str(hold_at), 60, f"{hold_at} steps done")
     job._interrupt()  # what a preemption looks like: SIGTERM, then submitit's USR2 -> checkpoint + requeue
     done, restart = job.result()
     assert (done, restart) == (n_steps, 1)
     attempts = [line.split() for line in log.read_text().splitlines()]
     assert [int(a[0]) for a in attempts] == [0, 1], attempts
-    resumed_from = int(attempts[1][1])
     # The second attempt continues from the checkpointed count, not from zero.
-    assert 5 <= resumed_from < n_steps, attempts
+    assert int(attempts[1][1]) == hold_at, attempts
     _wait_until(lambda: _sacct_state(job) == "COMPLETED", 20, f"sacct COMPLETED (now {job.state})")
