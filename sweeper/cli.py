@@ -12,7 +12,7 @@ import typer
 from rich.console import Group
 from rich.table import Table
 
-from sweeper.console import CATEGORIES, STYLE, Options, open_store, out, print_json, study_name, user_errors, err
+from sweeper.console import CATEGORIES, STYLE, Options, add_columns, open_store, out, print_json, study_name, user_errors, err
 from sweeper.errors import UserError
 from sweeper.plot import plot_command
 from sweeper.report import report_command
@@ -72,10 +72,7 @@ def plan(
     if quiet:
         return
     table = Table(title=f"{study.name} by axis value", title_justify="left")
-    table.add_column("axis")
-    table.add_column("value")
-    for c in CATEGORIES[:-1]:
-        table.add_column(c, justify="right", style=STYLE[c])
+    add_columns(table, ("axis", "value", *CATEGORIES[:-1]), right=CATEGORIES, styles=STYLE)
     for axis, labels in result.per_axis.items():
         for i, (label, counter) in enumerate(labels.items()):
             table.add_row(axis if i == 0 else "", label, *(str(counter.get(c, 0) or "·") for c in CATEGORIES[:-1]))
@@ -130,9 +127,7 @@ def studies(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     if not rows:
         out.print("no studies yet; record one with `sweeper plan STUDY.yaml`")
         return
-    table = Table()
-    for col in ("study", "file", "cells", *CATEGORIES[:-1], "updated"):
-        table.add_column(col, justify="right" if col in ("cells", *CATEGORIES) else "left")
+    table = add_columns(Table(), ("study", "file", "cells", *CATEGORIES[:-1], "updated"), right=("cells", *CATEGORIES))
     for r in rows:
         cats = {c: 0 for c in CATEGORIES}
         for state, n in r.states.items():
@@ -161,10 +156,7 @@ def show(
         return
     axes = list(cells[0].labels) if cells else []
     table = Table(title=f"{name}: {len(cells)} cells", title_justify="left")
-    table.add_column("key", style="dim")
-    for a in axes:
-        table.add_column(a)
-    table.add_column("state")
+    add_columns(table, ("key", *axes, "state"), styles={"key": "dim"})
     for c in cells:
         cat = "orphaned" if c.orphaned else category(c.state)
         label = c.state.lower() + (" (orphaned)" if c.orphaned else "")
@@ -318,8 +310,7 @@ def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
         return Group(*parts)
     by_axis = Table(title="by axis value", title_justify="left")
     columns = ("done", "running", "pending", "failed", "new")
-    for col in ("axis", "value", *columns):
-        by_axis.add_column(col, justify="right" if col not in ("axis", "value") else "left")
+    add_columns(by_axis, ("axis", "value", *columns), right=columns)
     for axis in study.axis_names:
         values: dict[str, Counter] = {}
         for s in statuses:
@@ -332,9 +323,8 @@ def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
     parts.append(by_axis)
     running = [s for s in statuses if s.state == "RUNNING"]
     if running:
-        t = Table(title="running", title_justify="left")
-        for col in ("key", "cell", "attempt", "step", "last values", "heartbeat"):
-            t.add_column(col)
+        t = add_columns(Table(title="running", title_justify="left"),
+                        ("key", "cell", "attempt", "step", "last values", "heartbeat"))
         for s in running:
             p = s.progress or {}
             values = ", ".join(f"{k}={v:.4g}" for k, v in list(p.get("metrics", {}).items())[:3])
@@ -343,9 +333,8 @@ def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
         parts.append(t)
     bad = [s for s in statuses if s.state in FINAL_BAD]
     if bad:
-        t = Table(title="failed and interrupted (see `sweeper logs KEY`; `sweeper resume` retries by cause)", title_justify="left")
-        for col in ("key", "cell", "attempt", "state", "cause", "detail"):
-            t.add_column(col)
+        t = add_columns(Table(title="failed and interrupted (see `sweeper logs KEY`; `sweeper resume` retries by cause)",
+                              title_justify="left"), ("key", "cell", "attempt", "state", "cause", "detail"))
         for s in bad:
             t.add_row(s.key, _labels(s.labels), str(s.attempt), f"[red]{s.state.lower()}[/]", s.cause or "", (s.detail or "")[:80])
         parts.append(t)
@@ -358,8 +347,8 @@ def _search_view(store, study: Study) -> Table:
 
     spec = study.search.spec
     table = Table(title=f"search: {spec.direction} {spec.metric} ({spec.sampler})", title_justify="left")
-    for col in (*study.search.group_axes, "trials", "completed", "running", "pruned", "failed", "best", "trial"):
-        table.add_column(col, justify="left" if col in study.search.group_axes else "right")
+    numbers = ("trials", "completed", "running", "pruned", "failed", "best", "trial")
+    add_columns(table, (*study.search.group_axes, *numbers), right=numbers)
     for g in results(store, study):
         best = g.best
         table.add_row(*(str(v) for v in g.labels.values()), f"{sum(g.counts.values())}/{g.budget}",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from functools import wraps
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from sweeper.errors import UserError
 from sweeper.spec import load_study
@@ -21,6 +22,17 @@ err = Console(stderr=True)
 
 CATEGORIES = ("new", "running", "done", "failed", "orphaned")
 STYLE = {"new": "cyan", "running": "yellow", "done": "green", "failed": "red", "orphaned": "dim"}
+
+
+def add_columns(table: Table, columns: Iterable[str], right: Collection[str] = (),
+                styles: Mapping[str, str] | None = None) -> Table:
+    """Columns whose text folds in a narrow terminal instead of being cut to '…' (an axis name
+    or a label must stay readable); right-aligned number columns keep their header's width."""
+    for c in columns:
+        width = max(map(len, c.split("\n"))) if c in right else None
+        table.add_column(c, justify="right" if c in right else "left", overflow="fold", min_width=width,
+                         style=(styles or {}).get(c))
+    return table
 
 
 class Options:

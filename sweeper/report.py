@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection, Select, Text, cast, not_, or_, select
 
-from sweeper.console import open_store, out, study_name, user_errors
+from sweeper.console import add_columns, open_store, out, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
 from sweeper.spec import SEED_AXIS, Study, canonical, load_yaml, parse_study
 from sweeper.store import CellRow, Membership, Metric, Store, category
@@ -625,10 +625,8 @@ def render_rich(summary: Summary) -> Table:
         summary = replace(summary, cells=summary.cells[keys.isin(pd.MultiIndex.from_tuples(shown))])
     entries, columns = _entries(summary), _columns(summary)
     table = Table(title=f"{summary.study}", title_justify="left", show_lines=bool(summary.baseline))
-    for a in summary.rows:
-        table.add_column(a)
-    for c in columns:
-        table.add_column(_col_title(summary, c, "\n"), justify="right")
+    titles = [_col_title(summary, c, "\n") for c in columns]
+    add_columns(table, (*summary.rows, *titles), right=titles)
     used: set[str] = set()
     for r in shown:
         cells = [str(v) for v in r]
@@ -690,10 +688,7 @@ def render_coverage(summary: Summary, fmt: Format) -> str | Table:
     if fmt == Format.rich:
         table = Table(title=f"{summary.study}: coverage", title_justify="left",
                       caption="done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet", caption_justify="left")
-        for a in summary.rows:
-            table.add_column(a)
-        for t in titles:
-            table.add_column(t, justify="right")
+        add_columns(table, (*summary.rows, *titles), right=titles)
         for line in grid[:RICH_MAX_ROWS]:
             table.add_row(*line)
         return table

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import pandas as pd
 from rich.table import Table
 
+from sweeper.console import add_columns
 from sweeper.report import Format, md_escape, tex_escape
 from sweeper.search import GroupResult, trials
 from sweeper.spec import Study, canonical
@@ -101,8 +102,7 @@ def _text_table(title: str, lines: list[dict[str, str]], left: set[str], fmt: Fo
     columns = list(lines[0]) if lines else []
     if fmt == Format.rich:
         out = Table(title=title, title_justify="left")
-        for c in columns:
-            out.add_column(c, justify="left" if c in left else "right")
+        add_columns(out, columns, right=[c for c in columns if c not in left])
         for line in lines:
             out.add_row(*line.values())
         out.caption, out.caption_justify = "\n".join(notes), "left"

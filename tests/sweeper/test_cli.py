@@ -53,6 +53,19 @@ def test_plan_shows_counts_per_axis_value_and_records(run, write_study, tmp_path
     assert data["per_axis"]["model.scale"]["small"] == {"new": 4}
 
 
+def test_a_narrow_terminal_folds_axis_names_and_labels_instead_of_cutting_them(write_study, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = write_study(GOOD.replace("model.scale: [tiny, small]", "+train.optimizer_weight_decay: [0.05, 0.1]")
+                       .replace("norms: {norm1: all}", "norms_and_qkv_third: {norm1: all}"))
+    result = CliRunner().invoke(app, ["plan", str(path)], env={"COLUMNS": "50"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    rows = [line.split("│") for line in result.output.splitlines() if line.count("│") > 3]
+    axes, values = ("".join(row[i].strip() for row in rows) for i in (1, 2))  # folded lines joined back
+    assert "train.optimizer_weight_decay" in axes and "model.specialize" in axes
+    assert "norms_and_qkv_third" in values
+
+
 def test_plan_reports_orphans_after_an_edit(run, write_study):
     path = write_study(GOOD)
     run("plan", str(path))
