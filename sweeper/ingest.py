@@ -69,6 +69,10 @@ def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobSt
     if mine and status.get("state") == "FAILED":
         return CellState.FAILED, status.get("cause", "EXCEPTION"), status.get("error")
     if mine and status.get("state") == "INTERRUPTED":
+        if status.get("cause") == "TIMEOUT":  # a local lane's own clock; the lane has moved on
+            return CellState.INTERRUPTED, "TIMEOUT", ("ran past its timeout_min; resumes from its checkpoint"
+                                                      if status.get("checkpointed") else
+                                                      "ran past its timeout_min and did not save in time")
         if alive:
             return CellState.PENDING, None, "requeued"
         return CellState.INTERRUPTED, job.cause or "PREEMPTED", "interrupted; resumes from its checkpoint"

@@ -165,7 +165,8 @@ class _Strict(BaseModel):
 class ResourceSet(_Strict):
     """Per-cell job resources; names follow submitit's SLURM parameters."""
 
-    timeout_min: PositiveInt | None = None
+    # A job's time limit on SLURM (rounded up to whole minutes); a cell's on a local lane.
+    timeout_min: PositiveInt | Annotated[float, Field(gt=0)] | None = None
     nodes: PositiveInt | None = None
     gpus_per_node: int | None = Field(default=None, ge=0)
     tasks_per_node: PositiveInt | None = None

@@ -10,6 +10,12 @@ step boundary (`ctx.checkpoint_if_requested`) and wait for that before submitit 
 job. The requeued job runs the same cells again; finished ones are skipped and the
 interrupted one resumes from its checkpoint.
 
+Local lanes have no scheduler to enforce a time limit, so the lane keeps each cell's own
+(`time_limits`, from timeout_min): past it, the task is asked to save the same way, and the cell
+ends INTERRUPTED with cause TIMEOUT (`sweeper resume` continues it) while the lane goes on. A task
+that does not save within CHECKPOINT_GRACE_S cannot be stopped (it is a thread), so the lane
+process ends, as SLURM ends a job at its time limit.
+
 Kept light on imports: every job pays for them at start-up.
 """
 
@@ -99,12 +105,14 @@ class Worker(submitit.helpers.Checkpointable):
     """The callable submitted to submitit: runs `keys` with the task named `task`."""
 
     def __init__(self, task: str, workdir: str, keys: list[str], token: str, *, lane: int | None = None,
-                 threads: int | None = None, capture: bool = True):
+                 threads: int | None = None, capture: bool = True, time_limits: dict[str, float] | None = None):
         # lane: local lanes share one list of cells and claim them; array tasks run their own pack.
         # threads: a cap for OpenMP/MKL (hence torch) when several lanes share one machine.
         # capture: send the cell's stdout/stderr to its log files (off in-process, so pdb talks to you).
+        # time_limits: seconds per cell key, kept by this process (local lanes).
         self.task, self.workdir, self.keys, self.token, self.lane = task, workdir, keys, token, lane
-        self.threads, self.capture = threads, capture
+        self.threads, self.capture, self.time_limits = threads, capture, time_limits or {}
+        self._ending: threading.Event | None = None
         self._requested: threading.Event | None = None
         self._ctx: TaskContext | None = None
         self._current: RunDir | None = None
@@ -113,12 +121,12 @@ class Worker(submitit.helpers.Checkpointable):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _requested=None, _ctx=None, _current=None)
+        self.__dict__.update(state, _ending=None, _requested=None, _ctx=None, _current=None)
 
     # ------------------------------------------------------------------ job entry point
 
     def __call__(self) -> dict[str, str]:
-        self._requested = threading.Event()
+        self._ending = threading.Event()  # set by checkpoint(): every cell from then on saves and stops
         env = _job_environment()
         rank = env.global_rank if env else 0
         if env and env.num_tasks > 1:
@@ -162,17 +170,22 @@ class Worker(submitit.helpers.Checkpointable):
         if rank == 0:
             write_json(run.status, status)
         config = read_json(run.config)
-        ctx = TaskContext(run, Path(self.workdir).resolve() / "cache", key, attempt, rank, self._requested, world_size)
+        requested = self._requested = threading.Event()
+        if self._ending.is_set():  # after the assignment: checkpoint() may run between any two lines
+            requested.set()
+        ctx = TaskContext(run, Path(self.workdir).resolve() / "cache", key, attempt, rank, requested, world_size)
         self._ctx, self._current = ctx, run
         outcome: dict[str, Any] = {}
         with _Heartbeat(run.heartbeat if rank == 0 else None), _capture(run.logs, attempt if rank == 0 and self.capture else None):
             thread = threading.Thread(target=_call_task, args=(fn, config, ctx, outcome), name=f"task-{key}", daemon=True)
             thread.start()
-            while thread.is_alive():
-                thread.join(timeout=1.0)
+            timed_out = _join(thread, requested, self.time_limits.get(key), run, status)
         self._ctx = self._current = None
-        if "interrupted" in outcome:  # saved on request; checkpoint() records it and requeues the job
-            return "INTERRUPTED"
+        if "interrupted" in outcome:
+            if timed_out and not self._ending.is_set():  # the lane's clock: record it, go on
+                write_json(run.status, status | {"state": "INTERRUPTED", "cause": "TIMEOUT", "checkpointed": True,
+                                                 "ended": time.time()})
+            return "INTERRUPTED"  # else checkpoint() records it and requeues the job
         status["ended"] = time.time()
         if "pruned" in outcome:
             if rank == 0:
@@ -194,6 +207,8 @@ class Worker(submitit.helpers.Checkpointable):
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Ask the running task to save, wait for it (bounded), then let submitit requeue us."""
         ctx, run = self._ctx, self._current
+        if self._ending is not None:
+            self._ending.set()
         if self._requested is not None:
             self._requested.set()
         if ctx is not None and run is not None:
@@ -203,6 +218,29 @@ class Worker(submitit.helpers.Checkpointable):
                 write_json(run.status, status | {"state": "INTERRUPTED", "cause": "REQUEUED",
                                                  "checkpointed": ctx.saved.is_set(), "ended": time.time()})
         return super().checkpoint(*args, **kwargs)
+
+
+def _join(thread: threading.Thread, requested: threading.Event, limit: float | None, run: RunDir,
+          status: dict) -> bool:
+    """Wait for the task; `limit` seconds in, ask it to save. True if it was asked. If it has not
+    unwound CHECKPOINT_GRACE_S later, record the timeout and end this process (a thread cannot be
+    stopped)."""
+    if limit is None:
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+        return False
+    thread.join(timeout=limit)
+    if not thread.is_alive():
+        return False
+    requested.set()
+    thread.join(timeout=CHECKPOINT_GRACE_S)
+    if thread.is_alive():
+        write_json(run.status, status | {"state": "INTERRUPTED", "cause": "TIMEOUT", "checkpointed": False,
+                                         "ended": time.time()})
+        print(f"sweeper: past its time limit ({limit / 60:g} min) the task did not save within "
+              f"{CHECKPOINT_GRACE_S:g} s of the request; ending this lane", file=sys.stderr, flush=True)
+        os._exit(1)
+    return True
 
 
 def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> None:

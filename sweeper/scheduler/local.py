@@ -3,7 +3,8 @@
 Every lane gets the whole list of cells and claims them one at a time (an O_EXCL file in the
 cell's run directory), so the lanes balance themselves and a launch can return at once: the
 lanes are detached processes that outlive it, as SLURM jobs outlive their sbatch. Each lane
-caps OpenMP threads (cpus_per_task, or its share of the cores) so lanes do not oversubscribe.
+caps OpenMP threads (cpus_per_task, or its share of the cores) so lanes do not oversubscribe,
+and holds each cell to its timeout_min.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ class LocalBackend:
         # Lanes share this machine: each gets its cells' cpus_per_task, else an equal share of the cores.
         cpus = [g.resources["cpus_per_task"] for g in groups if "cpus_per_task" in g.resources]
         threads = min(cpus) if cpus else max(1, (os.cpu_count() or 1) // lanes)
-        jobs = [executor.submit(Worker(task, workdir, keys, token, lane=i, threads=threads)) for i in range(lanes)]
+        # A cell's timeout_min is its own time limit on a lane (see Worker).
+        limits = {k: 60.0 * g.resources["timeout_min"] for g in groups if "timeout_min" in g.resources for k in g.keys}
+        jobs = [executor.submit(Worker(task, workdir, keys, token, lane=i, threads=threads, time_limits=limits))
+                for i in range(lanes)]
         for job in jobs:
             job._cancel_at_deletion = False  # the lanes outlive this process
         job_id = ",".join(job.job_id for job in jobs)

@@ -3,6 +3,7 @@ sbatch per array; states for every job from a single sacct call."""
 
 from __future__ import annotations
 
+import math
 import re
 import subprocess
 from pathlib import Path
@@ -69,7 +70,7 @@ class SlurmBackend:
 
     def parameters(self, resources: dict, name: str) -> dict:
         params = {_PARAMS[k]: v for k, v in resources.items()}
-        params.setdefault("timeout_min", 60)
+        params["timeout_min"] = math.ceil(params.get("timeout_min", 60))  # sbatch --time takes minutes
         return params | {
             "name": name,
             "slurm_array_parallelism": self.config.array_parallelism,

@@ -100,6 +100,44 @@ def test_a_preempted_cell_checkpoints_on_the_signal_and_resumes_by_itself(env):
         assert read_json(run.status)["restarts"] == 1
 
 
+LIMIT = "resources: {default: {timeout_min: 0.02}}"  # 1.2 s on a local lane
+
+
+def test_past_its_timeout_a_local_cell_saves_the_lane_goes_on_and_resume_continues_it(env):
+    """A local lane keeps each cell's timeout_min: past it the task saves (no periodic checkpoint is
+    due), the cell ends INTERRUPTED with cause TIMEOUT and the lane runs the next cell; each resume
+    continues from the last save, so no step runs twice."""
+    log = env / "runs.log"
+    study = write(env / "limit.yaml", "steps", {"steps": 40, "dt": 0.05, "every": 1000, "log": str(log)},
+                  "+variant: [a, b]", executor="{kind: local, parallelism: 1}",
+                  extra=LIMIT + "\nretry: {max_attempts: 10}")  # 2 s of steps: a resume or two each
+    with Store() as store:
+        launch(store, study)
+        statuses = wait_done(store, study)
+        assert {(s.state, s.cause) for s in statuses} == {(CellState.INTERRUPTED, "TIMEOUT")}  # both, on one lane
+        for _ in range(10):
+            if all(s.state == CellState.COMPLETED for s in statuses):
+                break
+            resume(store, study)
+            statuses = wait_done(store, study)
+        for cell in study.cells:
+            starts = [int(line.split("from=")[1]) for line in log.read_text().splitlines() if line.startswith(cell.key)]
+            assert len(starts) >= 2 and starts[0] == 0 and starts == sorted(set(starts))
+            assert store.metrics(cell.key) == {"steps": 40, "resumed_from": starts[-1]}
+
+
+def test_a_local_task_that_ignores_its_timeout_is_stopped_with_its_lane(env, monkeypatch):
+    monkeypatch.setenv("SWEEPER_CHECKPOINT_GRACE_S", "1")
+    study = write(env / "stuck.yaml", "echo", {"x": 1, "sleep": 60}, "+variant: [a]",
+                  executor="{kind: local, parallelism: 1}", extra=LIMIT)
+    run = RunDir.of("runs", study.cells[0].key)
+    with Store() as store:
+        launch(store, study)
+        (s,) = wait_done(store, study, timeout=30)
+    assert (s.state, s.cause, s.detail) == (CellState.INTERRUPTED, "TIMEOUT", "ran past its timeout_min and did not save in time")
+    assert "did not save within 1 s of the request; ending this lane" in (run.logs / "attempt-1.err").read_text()
+
+
 def test_two_concurrent_launches_submit_each_cell_once(env):
     write(env / "race.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4]", seeds=2)
     cmd = [str(Path(sys.executable).parent / "sweeper"), "launch", "race.yaml", "--json"]

@@ -31,7 +31,7 @@ SLURM = "{kind: slurm, array_parallelism: 4, signal_delay_s: 30}"
 
 def test_a_12_cell_study_runs_as_one_array_and_lands_in_the_store(env):
     study = write(env / "arr.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4, 5, 6]", seeds=2,
-                  executor=SLURM, extra="resources: {default: {timeout_min: 5, cpus_per_task: 1}}")
+                  executor=SLURM, extra="resources: {default: {timeout_min: 4.5, cpus_per_task: 1}}")
     with Store() as store:
         submission, _ = launch(store, study)
         assert len(submission.keys) == 12 and submission.jobs == 12
