@@ -130,6 +130,24 @@ def test_ddp_without_unused_parameters(tmp_path):
         dist.destroy_process_group()
 
 
+@pytest.mark.parametrize("dim", [0, 1])
+def test_a_specialized_layer_norm_equals_its_two_copies_each_on_its_tokens(dim):
+    """A specialized LayerNorm runs as one norm with the CLS tokens redone (no split, no
+    concatenation); values and every gradient equal each copy run on its own slice."""
+    split = TokenSplit(nn.LayerNorm(8, dtype=torch.float64), num_cls=3, dim=1, component="norm1")
+    with torch.no_grad():
+        for p in split.parameters():
+            p.normal_()
+    x = torch.randn((4, 10, 8) if dim == 1 else (10, 4, 8), dtype=torch.float64, requires_grad=True)
+    out = split.along(x, dim)
+    ref = torch.cat([split.cls(x.narrow(dim, 0, 3)), split.patch(x.narrow(dim, 3, 7))], dim)
+    g = torch.randn_like(ref)
+    inputs = [x, *split.parameters()]
+    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g)):
+        assert (a - b).abs().max() < 1e-12
+    assert torch.autograd.gradcheck(lambda x: split.along(x, dim), (x,))
+
+
 @pytest.mark.parametrize("spec", ["all", "norms+qkv_third", {"proj": "all", "fc2": [1]},
                                   {"ls1": "all", "k_norm": "all", "registers": "patch"}])
 def test_streamed_blocks_match_per_layer_forward_and_hooks_see_the_whole_sequence(spec):
