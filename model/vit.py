@@ -293,9 +293,12 @@ class TokenSplit(nn.Module):
         return self.along(x, self.dim)
 
     def along(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        """The forward with the tokens along ``dim`` (0 in a token-major block); no hooks."""
-        if _is_layer_norm(self.cls) and not (self.cls._forward_hooks or self.cls._forward_pre_hooks
-                                             or self.patch._forward_hooks or self.patch._forward_pre_hooks):
+        """The forward with the tokens along ``dim`` (0 in a token-major block); no hooks.
+        LayerNorm takes :class:`_SplitLayerNorm` where its input has the weights' dtype (the fp32
+        stream, under autocast too; not autocast's bf16 q and k, which F.layer_norm upcasts)."""
+        if (_is_layer_norm(self.cls) and x.dtype == self.cls.weight.dtype
+                and not (self.cls._forward_hooks or self.cls._forward_pre_hooks
+                         or self.patch._forward_hooks or self.patch._forward_pre_hooks)):
             return _SplitLayerNorm.apply(x, self.num_cls, dim, self.cls.eps, self.cls.weight,
                                          self.cls.bias, self.patch.weight, self.patch.bias)
         # split (not two narrows): its backward is one cat, not two zero-filled full-size grads.
