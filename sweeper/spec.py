@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
 from sweeper.errors import SpecError, did_you_mean
@@ -166,7 +166,7 @@ class ResourceSet(_Strict):
     """Per-cell job resources; names follow submitit's SLURM parameters."""
 
     # A job's time limit on SLURM (rounded up to whole minutes); a cell's on a local lane.
-    timeout_min: PositiveInt | Annotated[float, Field(gt=0)] | None = None
+    timeout_min: PositiveFloat | None = None
     nodes: PositiveInt | None = None
     gpus_per_node: int | None = Field(default=None, ge=0)
     tasks_per_node: PositiveInt | None = None

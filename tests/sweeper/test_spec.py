@@ -186,6 +186,7 @@ def test_key_is_stable_across_releases():
         ("executor: {kind: local, paralelism: 2}\n", "executor.paralelism", "did you mean 'parallelism'"),
         ("executor: {kind: slrum}\n", "executor", "'debug', 'local', 'slurm'"),
         ("resources: {default: {timeout_mn: 5}}\n", "resources.default.timeout_mn", "did you mean 'timeout_min'"),
+        ("resources: {default: {timeout_min: 0}}\n", "resources.default.timeout_min", "greater than 0, got 0"),
         ("seeds: zero\n", "seeds", "expected a count >= 1 or a non-empty list of integers, got 'zero'"),
         ("seeds: 0\n", "seeds", "expected a count >= 1"),
         ("seeds: [1, 1]\n", "seeds", "duplicate seeds"),
