@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from enum import StrEnum
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +18,7 @@ from sweeper.errors import UserError
 from sweeper.plot import plot_command
 from sweeper.report import report_command
 from sweeper.spec import Study, load_study, parse_study
-from sweeper.store import Plan, category
+from sweeper.store import CellState, Plan, category
 
 app = typer.Typer(
     help="Declarative ablation sweeps for vision-transformer research.",
@@ -35,7 +36,8 @@ def _version(value: bool) -> None:
 def main(
     db: Annotated[
         str | None,
-        typer.Option("--db", envvar="SWEEPER_DB", help="Results store URL (default sqlite:///results.db)."),
+        typer.Option("--db", envvar="SWEEPER_DB",
+                     help="Results store: a SQLAlchemy URL or a SQLite file path (default results.db)."),
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
@@ -119,7 +121,7 @@ def _plan_json(study: Study, result: Plan) -> dict:
 @user_errors
 def studies(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """List the studies in the store."""
-    with open_store() as store:
+    with open_store(create=False) as store:
         rows = store.studies()
     if as_json:
         print_json([r.__dict__ for r in rows])
@@ -137,16 +139,20 @@ def studies(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
     out.print(table)
 
 
+ShownState = StrEnum("ShownState", {s.lower(): s.lower() for s in (*CellState, "ORPHANED")})
+
+
 @app.command()
 @user_errors
 def show(
     study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
-    state: Annotated[list[str] | None, typer.Option("--state", help="Only cells in these states (repeatable).")] = None,
+    state: Annotated[list[ShownState] | None, typer.Option("--state", case_sensitive=False,
+                                                           help="Only cells in these states (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List a study's cells with their labels and states."""
     name = study_name(study)
-    with open_store() as store:
+    with open_store(create=False) as store:
         cells = store.cells(name)
     if state:
         wanted = {s.upper() for s in state}
@@ -216,7 +222,7 @@ def status(
     from sweeper.ingest import ingest
 
     spec = _study_spec(study)
-    with open_store() as store:
+    with open_store(create=False) as store:
         statuses = ingest(store, spec)
         if as_json:
             print_json([s.__dict__ for s in statuses])
@@ -239,7 +245,7 @@ def resume(
     from sweeper.launch import resume as do_resume
 
     spec = _study_spec(study)
-    with open_store() as store:
+    with open_store(create=False) as store:
         submission = do_resume(store, spec, retry_failed=retry_failed, only=only, max_cells=max_cells)
         out.print(f"[bold]{spec.name}[/]: resubmitted {len(submission.keys)} cells")
         for key, why in submission.skipped.items():
@@ -258,20 +264,26 @@ def cancel(
     from sweeper.launch import cancel as do_cancel
 
     spec = _study_spec(study)
-    with open_store() as store:
+    with open_store(create=False) as store:
         keys = do_cancel(store, spec, only=only)
     out.print(f"[bold]{spec.name}[/]: cancelled {len(keys)} cells")
+
+
+class Stream(StrEnum):
+    out = "out"
+    err = "err"
+    both = "both"
 
 
 @app.command()
 @user_errors
 def logs(
     cell: Annotated[str, typer.Argument(help="A cell key (or a unique prefix of one).", show_default=False)],
-    stream: Annotated[str, typer.Option("--stream", help="out, err or both.")] = "both",
+    stream: Annotated[Stream, typer.Option("--stream", case_sensitive=False, help="Which log to print.")] = Stream.both,
     tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines of each.")] = None,
 ) -> None:
     """Print stdout and stderr of a cell's last attempt."""
-    with open_store() as store:
+    with open_store(create=False) as store:
         key = store.resolve_key(cell)
         attempts = store.attempts(key)
     if not attempts or not attempts[-1].run_dir:
@@ -295,7 +307,7 @@ def _study_spec(study: str) -> Study:
     """The study as its file says (a name is looked up in the store's record of the file)."""
     if study.endswith((".yaml", ".yml")) or Path(study).is_file():
         return load_study(study)
-    with open_store() as store:
+    with open_store(create=False) as store:
         row = store.study_row(study)
     return parse_study(row.spec_text, row.file)
 

@@ -41,8 +41,10 @@ class Options:
     db: str | None = None
 
 
-def open_store() -> Store:
-    return Store(Options.db)
+def open_store(*, create: bool = True) -> Store:
+    """The store of --db / SWEEPER_DB; commands that only read pass create=False, so that a
+    mistyped path or a directory without a store is said, not answered from a new empty store."""
+    return Store(Options.db, create=create)
 
 
 def user_errors(fn: Callable) -> Callable:

@@ -28,7 +28,7 @@ from sweeper.ingest import CellStatus, ingest, submissions_dir
 from sweeper.precheck import precheck
 from sweeper.rundir import RunDir, read_json, write_json
 from sweeper.scheduler import Group, backend
-from sweeper.spec import Cell, Study, canonical
+from sweeper.spec import Cell, Study, canonical, load_yaml
 from sweeper.store import ACTIVE, CellState, Store
 
 RESUMABLE = {"PREEMPTED", "TIMEOUT", "NODE_FAIL", "KILLED", "LOST", "REQUEUED", "CANCELLED", "NOT_SUBMITTED"}
@@ -45,14 +45,18 @@ class Submission:
 
 
 def parse_only(study: Study, only: list[str] | None) -> dict[str, set[str]]:
-    """`--only axis=value` filters (repeatable; several values of one axis are alternatives)."""
+    """`--only axis=value` filters (repeatable; several values of one axis are alternatives).
+
+    A value is matched as the study file's YAML would read it, by canonical value as cell keys
+    are (`1e-3` selects the label 0.001); the filters hold the labels as `str(label)`.
+    """
     out: dict[str, set[str]] = defaultdict(set)
     # A search selects groups, whose labels its template cells carry (trials may not exist yet).
     names = study.search.group_axes if study.search else study.axis_names
-    labels = {name: set() for name in names}
+    labels: dict[str, dict[str, str]] = {name: {} for name in names}  # canonical label -> str(label)
     for cell in study.search.templates.values() if study.search else study.cells:
         for name in labels:
-            labels[name].add(str(cell.labels[name]))
+            labels[name][canonical(cell.labels[name])] = str(cell.labels[name])
     for item in only or []:
         name, sep, value = item.partition("=")
         if not sep:
@@ -62,10 +66,20 @@ def parse_only(study: Study, only: list[str] | None) -> dict[str, set[str]]:
                             f"'{name}' is searched over, not a group")
         if name not in labels:
             raise UserError(f"--only {item}: unknown axis '{name}'{did_you_mean(name, labels)}; axes: {', '.join(labels)}")
-        if value not in labels[name]:
-            raise UserError(f"--only {item}: '{value}' is not a value of {name}; values: {', '.join(sorted(labels[name]))}")
-        out[name].add(value)
+        shown = labels[name].values()
+        label = value if value in shown else labels[name].get(canonical(_as_yaml(value)))
+        if label is None:
+            raise UserError(f"--only {item}: '{value}' is not a value of {name}; values: {', '.join(sorted(shown))}")
+        out[name].add(label)
     return out
+
+
+def _as_yaml(value: str) -> object:
+    """A command-line value as a study file would read it (`1e-3` is a float there)."""
+    try:
+        return load_yaml(value, "--only")
+    except UserError:
+        return value
 
 
 def _selected(cell: Cell, only: dict[str, set[str]]) -> bool:

@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,10 @@ from sweeper.errors import UserError, did_you_mean
 from sweeper.report import Loaded, final_scope, load, search_study, t_quantile
 from sweeper.search import trials
 from sweeper.spec import SEED_AXIS, Study
+from sweeper.store import Store
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 BLOCK_AXIS = "block"
 BLOCK = re.compile(r"(?<![^.])block(\d+)(?![^.])")  # a whole name segment: analysis.x.block3.cos…
@@ -82,14 +86,35 @@ def _numeric(values: Sequence[Any]) -> bool:
     return all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in values)
 
 
-def draw(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, error: ErrorBar, path: Path,
-         title: str = "") -> None:
-    """One panel per `col` label, one line per series, error bars; saved by the file's suffix.
+def y_label(metrics: Sequence[str], x: str) -> str:
+    """The metric's name; per block, its family with `block<N>` (several families are in the legend)."""
+    if x != BLOCK_AXIS:
+        return metrics[0]
+    families = list(dict.fromkeys(BLOCK.sub("block<N>", m) for m in metrics))
+    return families[0] if len(families) == 1 else "value (one line per metric family)"
 
-    Series are shifted sideways by a few percent of the x spacing so that bars do not overlap.
+
+def _bars(data: pd.DataFrame, error: ErrorBar) -> str:
+    """What the title says of the error bars: only bars that are drawn (a single seed has none)."""
+    bars = "95 % t interval" if error == ErrorBar.ci else "std"
+    if (data["n"] < 2).all():
+        return "one seed per point, no error bars"
+    if (data["n"] < 2).any():
+        return f"mean over seeds, bars: {bars} (none on points of one seed)"
+    return f"mean over seeds, bars: {bars}"
+
+
+def figure(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, error: ErrorBar,
+           title: str = "") -> Figure:
+    """One panel per `col` label, one line per series, error bars; `y` is the y axis label.
+
+    A series keeps its colour and sideways shift (a few percent of the x spacing, so that bars
+    do not overlap) in every panel, and the one legend lists the series of all panels.
     matplotlib is imported here, on first use, to keep it out of every `sweeper` command's startup.
     """
+    from matplotlib import rcParams
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     series = [c for c in (hue, "family" if "family" in data else None) if c]
     facets = list(dict.fromkeys(data[col])) if col else [None]
@@ -97,29 +122,44 @@ def draw(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, e
     numeric = _numeric(xs)
     position = {v: (float(v) if numeric else float(i)) for i, v in enumerate(xs)}
     spacing = float(np.diff(sorted(position.values())).min()) if len(xs) > 1 else 1.0
-    fig = Figure(figsize=(4.2 * len(facets) + 1.0, 3.6), layout="constrained")
+    names = [", ".join(map(str, name)) for name, _ in data.groupby(series, sort=False)] if series else [""]
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
+    handles: dict[str, Any] = {}
+    fig = Figure(figsize=(4.2 * len(facets) + (2.5 if series else 1.0), 3.6), layout="constrained")
     panels = fig.subplots(1, len(facets), sharey=True, squeeze=False)[0]
     for ax, facet in zip(panels, facets, strict=True):
         part = data if facet is None else data[data[col] == facet]
-        lines = list(part.groupby(series, sort=False)) if series else [((), part)]
-        for i, (name, line) in enumerate(lines):
-            label = ", ".join(map(str, name if isinstance(name, tuple) else (name,))) or None
-            shift = (i - (len(lines) - 1) / 2) * 0.04 * spacing
-            ax.errorbar([position[v] + shift for v in line[x]], line["mean"], yerr=line["err"], marker="o",
-                        markersize=4, capsize=3, label=label)
+        for name, line in part.groupby(series, sort=False) if series else [((), part)]:
+            label = ", ".join(map(str, name))
+            i = names.index(label)
+            shift = (i - (len(names) - 1) / 2) * 0.04 * spacing
+            handles[label] = ax.errorbar([position[v] + shift for v in line[x]], line["mean"],
+                                         yerr=line["err"].where(line["n"] > 1), color=colours[i % len(colours)],
+                                         marker="o", markersize=4, capsize=3)
         if not numeric:
             ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=30 if len(xs) > 4 else 0,
                           ha="right" if len(xs) > 4 else "center")
+        elif all(float(v).is_integer() for v in xs):  # blocks, depths: no tick between two of them
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if facet is not None:
             ax.set_title(f"{col} = {facet}")
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
     panels[0].set_ylabel(y)
-    bars = "95 % t interval" if error == ErrorBar.ci else "std"
-    fig.suptitle(f"{title}{': ' if title else ''}mean over seeds, bars: {bars}", fontsize="medium")
+    fig.suptitle(f"{title}{': ' if title else ''}{_bars(data, error)}", fontsize="medium")
     if series:
-        panels[-1].legend(title=" / ".join(series), fontsize="small")
-    fig.savefig(path)
+        shown = [n for n in names if n in handles]
+        fig.legend([handles[n] for n in shown], shown, title=" / ".join(series), fontsize="small",
+                   loc="outside right upper")
+    return fig
+
+
+def save(fig: Figure, path: Path) -> None:
+    """Written by the file's suffix; a path that cannot be written is the user's to fix."""
+    try:
+        fig.savefig(path)
+    except OSError as e:
+        raise UserError(f"--out {path}: cannot write it ({e.strerror or e})") from None
 
 
 def trial_points(study: Study, frame: pd.DataFrame, x: str, y: str, hue: str | None) -> pd.DataFrame:
@@ -136,7 +176,7 @@ def trial_points(study: Study, frame: pd.DataFrame, x: str, y: str, hue: str | N
     return done[[*(c for c in (hue,) if c), x, y]].reset_index(drop=True)
 
 
-def draw_trials(study: Study, done: pd.DataFrame, x: str, y: str, hue: str | None, path: Path) -> None:
+def trials_figure(study: Study, done: pd.DataFrame, x: str, y: str, hue: str | None) -> Figure:
     """The search's metric against one searched parameter, a point per completed trial, a colour per `hue`."""
     from matplotlib.figure import Figure
 
@@ -155,7 +195,23 @@ def draw_trials(study: Study, done: pd.DataFrame, x: str, y: str, hue: str | Non
     if hue:
         ax.legend(title=hue, fontsize="small")
     fig.suptitle(f"{study.name}: {len(done)} completed trials ({plan.spec.direction} {y})", fontsize="medium")
-    fig.savefig(path)
+    return fig
+
+
+def make_figure(store: Store, study: str, x: str, y: str, hue: str | None = None, col: str | None = None,
+                error: ErrorBar = ErrorBar.std) -> Figure:
+    """What `sweeper plot` draws, before it is saved."""
+    name = study_name(study)
+    searched = search_study(store, name)  # a search plots the final seeds of each group's best configuration
+    if searched is not None and x in searched.search.params:
+        return trials_figure(searched, trial_points(searched, pd.DataFrame(trials(store, searched)), x, y, hue),
+                             x, y, hue)
+    keys, axes, _ = final_scope(store, searched, required=True) if searched else (None, None, None)
+    loaded = load(store, name, [y], keys=keys, axes=axes, flag="--y")
+    data = plot_data(loaded, x, hue, col, error)
+    if data.empty:
+        raise UserError(f"no values of {y} recorded yet for study '{loaded.study}'")
+    return figure(data, x, y_label(loaded.metrics, x), hue, col, error, title=loaded.study)
 
 
 @user_errors
@@ -175,19 +231,9 @@ def plot_command(
     """
     if out_file.suffix.lower() not in SUFFIXES:
         raise UserError(f"--out {out_file}: expected a {', '.join(SUFFIXES)} file")
-    with open_store() as store:
-        name = study_name(study)
-        searched = search_study(store, name)  # a search plots the final seeds of each group's best configuration
-        if searched is not None and x in searched.search.params:
-            points = trial_points(searched, pd.DataFrame(trials(store, searched)), x, y, hue)
-            draw_trials(searched, points, x, y, hue, out_file)
-            out.print(f"wrote {out_file}", highlight=False)
-            return
-        keys, axes, _ = final_scope(store, searched, required=True) if searched else (None, None, None)
-        loaded = load(store, name, [y], keys=keys, axes=axes)
-    data = plot_data(loaded, x, hue, col, error)
-    if data.empty:
-        raise UserError(f"no values of {y} recorded yet for study '{loaded.study}'")
-    draw(data, x, y, hue, col, error, out_file, title=loaded.study)
+    if not out_file.parent.is_dir():
+        raise UserError(f"--out {out_file}: there is no directory {out_file.parent}; create it first")
+    with open_store(create=False) as store:
+        fig = make_figure(store, study, x, y, hue, col, error)
+    save(fig, out_file)
     out.print(f"wrote {out_file}", highlight=False)
-

@@ -133,7 +133,7 @@ def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
 
 
 def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, analysis: bool = True,
-         keys: Collection[str] | None = None, axes: list[str] | None = None) -> Loaded:
+         keys: Collection[str] | None = None, axes: list[str] | None = None, flag: str = "--metric") -> Loaded:
     """Load a study's live members and their final metrics (step IS NULL).
 
     `patterns` are globs over metric names, pushed into SQL as LIKE filters so only the metrics
@@ -141,6 +141,7 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     false). A glob that matches nothing is a UserError with a did-you-mean. When a final
     metric was recorded twice, the last recorded wins (as in Store.metrics). `keys` keeps only
     those cells and `axes` replaces the study's axes (a search's final-seed cells, by group).
+    `flag` is the option the patterns came from, named in that error (`sweeper plot` takes --y).
     """
     row = store.study_row(study)
     file_axes, named, baseline = _study_meta(row.spec_text, row.file)
@@ -191,7 +192,7 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
             if not hits:
                 known = _metric_names(store, row.id)
                 shown = ", ".join(known[:12]) + (", …" if len(known) > 12 else "")
-                raise UserError(f"--metric {p}: matches no final metric of study '{study}'"
+                raise UserError(f"{flag} {p}: matches no final metric of study '{study}'"
                                 f"{did_you_mean(p, known)}; metrics: {shown or 'none recorded yet'}")
             metrics += [n for n in hits if n not in metrics]
     else:
@@ -805,7 +806,7 @@ def report_command(
     if fmt is None:
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
     parts: list[str | Table] = []
-    with open_store() as store:
+    with open_store(create=False) as store:
         name = study_name(study)
         searched = search_study(store, name)
         keys = axes = directions = None

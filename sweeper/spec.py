@@ -355,6 +355,14 @@ class StudyFile(_Strict):
     workdir: str = "runs"
     search: Search | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _executor_kind(cls, data: Any) -> Any:
+        """`executor: local` is `executor: {kind: local}` with its defaults."""
+        if isinstance(data, dict) and isinstance(data.get("executor"), str):
+            data = dict(data) | {"executor": {"kind": data["executor"]}}
+        return data
+
 
 _EXPECTED = {
     "string_pattern_mismatch": {
@@ -363,6 +371,9 @@ _EXPECTED = {
         "study": "a name of letters, digits and _ . + -",
     },
 }
+
+
+_BAD_EXECUTOR = ("union_tag_invalid", "union_tag_not_found", "model_attributes_type")
 
 
 def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
@@ -378,6 +389,12 @@ def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
             problems.append((_join(*loc, e["ctx"]["key"]), e["msg"]))
         elif e["type"] in _EXPECTED and loc and loc[-1] in _EXPECTED[e["type"]]:
             problems.append((_join(*loc), f"expected {_EXPECTED[e['type']][loc[-1]]}, got {e['input']!r}"))
+        elif e["type"] in _BAD_EXECUTOR and loc == ["executor"]:
+            given = e["input"].get("kind") if e["type"] == "union_tag_invalid" else e["input"]
+            kinds = ("debug", "local", "slurm")
+            problems.append(("executor", f"expected one of {', '.join(map(repr, kinds))} (a kind, or a mapping "
+                                         f"with kind: and its settings), got {given!r}"
+                                         f"{did_you_mean(given, kinds) if isinstance(given, str) else ''}"))
         elif e["type"] in ("union_tag_not_found", "union_tag_invalid") and loc[:2] == ["search", "space"]:
             problems.append((_join(*loc), f"expected a mapping with type: float, int or categorical (or a list of choices), got {e['input']!r}"))
         else:

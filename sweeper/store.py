@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 
 from sqlalchemy import (
     JSON,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
     text,
     update,
@@ -221,18 +223,25 @@ class CellView:
 
 
 def resolve_url(url: str | None = None) -> str:
-    return url or os.environ.get("SWEEPER_DB") or DEFAULT_URL
+    """A URL as given, or a plain file path (no `scheme://`) as a SQLite file."""
+    url = url or os.environ.get("SWEEPER_DB") or DEFAULT_URL
+    return url if "://" in url else f"sqlite:///{Path(url).expanduser()}"
 
 
 class Store:
-    """Open (creating or migrating) the store at `url`; default SWEEPER_DB or sqlite:///results.db."""
+    """Open (creating or migrating) the store at `url`; default SWEEPER_DB or sqlite:///results.db.
 
-    def __init__(self, url: str | None = None, *, echo: bool = False):
+    With create=False (the read-only commands) a missing store is a UserError, not a new empty one.
+    """
+
+    def __init__(self, url: str | None = None, *, echo: bool = False, create: bool = True):
         self.url = resolve_url(url)
         try:
             self.engine = create_engine(self.url, echo=echo, connect_args=_connect_args(self.url))
         except (ArgumentError, NoSuchModuleError, ImportError) as e:
             raise UserError(f"--db {self.url}: not a usable database URL ({e})") from None
+        if not create:
+            self._require_existing()
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
             # Take the write lock when a transaction begins: two launches then queue (busy
@@ -242,6 +251,20 @@ class Store:
             self._prepare_schema()
         except OperationalError as e:
             raise UserError(f"--db {self.url}: cannot open the results store: {e.orig}") from None
+
+    def _require_existing(self) -> None:
+        """Connecting to a missing SQLite file would create it: look for the file, then the schema."""
+        path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        missing = bool(path) and path != ":memory:" and not Path(path).exists()
+        try:
+            missing = missing or not inspect(self.engine).has_table(Meta.__tablename__)
+        except OperationalError as e:
+            raise UserError(f"--db {self.url}: cannot open the results store: {e.orig}") from None
+        if missing:
+            self.engine.dispose()
+            where = Path(path).resolve() if path and path != ":memory:" else self.url
+            raise UserError(f"no results store at {where}: nothing has been recorded there yet; "
+                            "record a study with `sweeper plan STUDY.yaml`, or name the store with --db or SWEEPER_DB")
 
     def close(self) -> None:
         self.engine.dispose()

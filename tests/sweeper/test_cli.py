@@ -103,9 +103,53 @@ def test_invalid_study_exits_2_and_records_nothing(run, write_study, tmp_path):
     assert not (tmp_path / "results.db").exists()
 
 
-def test_unknown_study_exits_2(run):
+def test_unknown_study_exits_2(run, write_study):
+    run("plan", str(write_study(GOOD)), "-q")
     result = run("show", "nope")
     assert result.exit_code == 2 and "no study named 'nope'" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("studies",), ("show", "demo"), ("status", "demo"), ("logs", "abc"),
+                                  ("report", "demo"), ("plot", "demo", "--x", "model.scale", "--y", "m", "--out", "p.png"),
+                                  ("resume", "demo"), ("cancel", "demo")])
+def test_commands_that_read_the_store_never_create_one(run, tmp_path, args):
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert f"no results store at {tmp_path / 'results.db'}" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    elsewhere = run("--db", str(tmp_path / "typo.db"), *args)
+    assert elsewhere.exit_code == 2 and f"no results store at {tmp_path / 'typo.db'}" in elsewhere.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_db_takes_a_plain_path_as_a_sqlite_file(run, write_study, tmp_path, monkeypatch):
+    path = write_study(GOOD)
+    (tmp_path / "stores").mkdir()
+    assert run("--db", str(tmp_path / "stores" / "a.db"), "plan", str(path), "-q").exit_code == 0
+    assert run("--db", "stores/a.db", "studies").output.count("demo") == 1  # relative to the cwd
+    monkeypatch.setenv("SWEEPER_DB", "stores/a.db")
+    assert json.loads(run("studies", "--json").stdout)[0]["cells"] == 8
+    assert sorted(p.name for p in (tmp_path / "stores").iterdir())[0] == "a.db"
+    assert not (tmp_path / "results.db").exists()
+
+
+@pytest.mark.parametrize(("args", "flag", "choices"), [
+    (("show", "demo", "--state", "bogus"), "--state", "'planned'"),
+    (("logs", "KEY", "--stream", "bogus"), "--stream", "'out', 'err', 'both'"),
+])
+def test_an_unknown_choice_is_refused_with_the_choices(run, write_study, monkeypatch, args, flag, choices):
+    run("plan", str(write_study(GOOD)), "-q")
+    monkeypatch.setenv("COLUMNS", "300")  # the message on one line
+    result = run(*args)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"Invalid value for '{flag}'" in result.stderr and "'bogus' is not one of" in result.stderr
+    assert choices in result.stderr
+
+
+def test_show_filters_by_state_in_any_case(run, write_study):
+    run("plan", str(write_study(GOOD)), "-q")
+    assert len(json.loads(run("show", "demo", "--json", "--state", "PLANNED").stdout)) == 8
+    assert json.loads(run("show", "demo", "--json", "--state", "completed").stdout) == []
 
 
 def test_version(run):
@@ -120,3 +164,23 @@ def test_the_installed_command_prints_no_traceback(tmp_path, write_study):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     assert "task: expected a 'module.path:function' string, e.g. 'model.experiment:run', got 'model.experiment.run'" in proc.stderr
+
+
+def test_only_matches_values_as_the_study_file_reads_them(run, write_study):
+    path = write_study(GOOD.replace("model.scale: [tiny, small]", "+train.lr: [0.001, 0.01]"))
+    would = {}
+    for value in ("1e-3", "0.001", "1.0e-3", "0.01"):
+        result = run("launch", str(path), "--dry-run", "--json", "--only", f"train.lr={value}")
+        assert result.exit_code == 0, result.output
+        would[value] = set(json.loads(result.stdout)["would_submit"])
+    assert len(would["1e-3"]) == 4 and would["1e-3"] == would["0.001"] == would["1.0e-3"]
+    assert would["0.01"].isdisjoint(would["0.001"])
+    wrong = run("launch", str(path), "--dry-run", "--only", "train.lr=1e-4")
+    assert wrong.exit_code == 2 and "--only train.lr=1e-4: '1e-4' is not a value of train.lr; values: 0.001, 0.01" in wrong.stderr
+
+
+def test_a_bare_executor_kind_is_its_mapping(run, write_study):
+    path = write_study(GOOD + "executor: debug\n")
+    result = run("launch", str(path), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "would submit 8 cells with the debug executor" in result.output

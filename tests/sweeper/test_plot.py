@@ -6,11 +6,12 @@ import math
 
 import pytest
 import typer
+from matplotlib.colors import to_hex
 from typer.testing import CliRunner
 
 from sweeper.console import Options
 from sweeper.errors import UserError
-from sweeper.plot import ErrorBar, plot_command, plot_data
+from sweeper.plot import ErrorBar, make_figure, plot_command, plot_data
 from sweeper.report import load
 from sweeper.store import Store
 from tests.sweeper.test_report import MIOU, T_975_DF2, finish, write
@@ -97,3 +98,59 @@ def test_plot_command_block_curves_in_panels(cli, tmp_path):
 def test_plot_command_rejects_an_unknown_file_type(cli):
     result = cli("abl", "--x", "model.scale", "--y", "*.miou", "--out", "plot.jpgg")
     assert result.exit_code == 2 and not (result.output or "").count("Traceback")
+
+
+def test_plot_command_says_a_missing_directory_or_an_unknown_metric_in_one_line(cli, tmp_path):
+    result = cli("abl", "--x", "model.scale", "--y", "*.miou", "--out", str(tmp_path / "missing" / "c.png"))
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"--out {tmp_path / 'missing' / 'c.png'}: there is no directory {tmp_path / 'missing'}" in result.stderr
+    result = cli("abl", "--x", "model.scale", "--y", "*.mio", "--out", "c.png")
+    assert result.exit_code == 2 and "--y *.mio: matches no final metric of study 'abl'" in result.stderr
+    assert "--metric" not in result.stderr
+
+
+@pytest.fixture
+def partial(store_url, write_study):
+    """Single seeds; the norms variant only at scale small (as while a study is still running)."""
+    study = write(write_study)
+    with Store(store_url) as store:
+        store.plan(study)
+        finish(store, study, {(v, s, 0): {"linear_seg.ade20k.miou": MIOU[v, s][0],
+                                          **{NORM1.format(b): cos(v, b, 0) for b in range(4)}}
+                              for v, s in MIOU if (v, s) != ("baseline", "small")})
+        yield store
+
+
+def test_the_legend_lists_the_hues_of_every_panel_in_one_colour_each(partial):
+    fig = make_figure(partial, "abl", x="block", y=NORM1.format("*"), hue="model.specialize", col="model.scale")
+    base, small = fig.axes
+    assert [base.get_title(), small.get_title()] == ["model.scale = base", "model.scale = small"]
+    assert len(base.containers) == 2 and len(small.containers) == 1  # baseline and norms; norms only
+    legend = fig.legends[0]
+    assert legend.get_title().get_text() == "model.specialize"
+    assert [t.get_text() for t in legend.get_texts()] == ["baseline", "norms"]
+    colour = {t.get_text(): to_hex(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
+    assert colour["baseline"] != colour["norms"]
+    starts = {ax: {c.lines[0].get_ydata()[0]: to_hex(c.lines[0].get_color()) for c in ax.containers} for ax in fig.axes}
+    assert starts[base] == {0.5: colour["baseline"], 0.0: colour["norms"]}  # cos() at block 0, seed 0
+    assert starts[small] == {0.0: colour["norms"]}
+
+
+def test_block_ticks_are_whole_blocks_and_the_y_label_names_the_metric(store):
+    fig = make_figure(store, "abl", x="block", y="analysis.*.cos_cls_patch_pre_norm1", hue="model.specialize")
+    ax = fig.axes[0]
+    assert [t for t in ax.get_xticks() if 0 <= t <= 3] == [0, 1, 2, 3]
+    assert ax.get_ylabel() == "analysis.procedural.block<N>.cos_cls_patch_pre_norm1"
+    assert make_figure(store, "abl", x="model.scale", y="*.miou").axes[0].get_ylabel() == "linear_seg.ade20k.miou"
+
+
+def test_the_title_says_what_the_bars_are(store):
+    three = make_figure(store, "abl", x="model.scale", y="*.miou", hue="model.specialize", error=ErrorBar.ci)
+    assert three.get_suptitle() == "abl: mean over seeds, bars: 95 % t interval"
+    assert all(len(seg) == 2 for c in three.axes[0].containers for seg in c.lines[2][0].get_segments())
+
+
+def test_the_title_mentions_no_bars_where_none_are_drawn(partial):
+    one = make_figure(partial, "abl", x="model.scale", y="*.miou", hue="model.specialize")
+    assert one.get_suptitle() == "abl: one seed per point, no error bars"
+    assert all(len(seg) == 0 for c in one.axes[0].containers for seg in c.lines[2][0].get_segments())

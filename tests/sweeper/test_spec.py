@@ -176,6 +176,11 @@ def test_key_is_stable_across_releases():
     assert cell_key("model.experiment:run", {"model": {"scale": "tiny"}, "seed": 0}) == "c728d5c355cec699"
 
 
+@pytest.mark.parametrize("kind", ["debug", "local", "slurm"])
+def test_a_bare_executor_kind_means_that_kind_with_its_defaults(kind):
+    assert study(f"executor: {kind}\n").executor == study(f"executor: {{kind: {kind}}}\n").executor
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
@@ -185,6 +190,9 @@ def test_key_is_stable_across_releases():
         ("exectuor: {kind: local}\n", "exectuor", "did you mean 'executor'"),
         ("executor: {kind: local, paralelism: 2}\n", "executor.paralelism", "did you mean 'parallelism'"),
         ("executor: {kind: slrum}\n", "executor", "'debug', 'local', 'slurm'"),
+        ("executor: slrum\n", "executor", "expected one of 'debug', 'local', 'slurm' (a kind, or a mapping with kind: "
+                                           "and its settings), got 'slrum' (did you mean 'slurm'?)"),
+        ("executor: 3\n", "executor", "got 3"),
         ("resources: {default: {timeout_mn: 5}}\n", "resources.default.timeout_mn", "did you mean 'timeout_min'"),
         ("resources: {default: {timeout_min: 0}}\n", "resources.default.timeout_min", "greater than 0, got 0"),
         ("seeds: zero\n", "seeds", "expected a count >= 1 or a non-empty list of integers, got 'zero'"),
