@@ -7,6 +7,7 @@ no GUI backend or global state is involved: it works on a login node without a d
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from enum import StrEnum
@@ -87,11 +88,23 @@ def _numeric(values: Sequence[Any]) -> bool:
 
 
 def y_label(metrics: Sequence[str], x: str) -> str:
-    """The metric's name; per block, its family with `block<N>` (several families are in the legend)."""
+    """The metric's name; per block, its family with `block<N>`, or what several families share."""
     if x != BLOCK_AXIS:
         return metrics[0]
     families = list(dict.fromkeys(BLOCK.sub("block<N>", m) for m in metrics))
-    return families[0] if len(families) == 1 else "value (one line per metric family)"
+    return families[0] if len(families) == 1 else _families(families)[0]
+
+
+def _families(families: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """The dotted name segments several families share, `…` where they differ (a y label), and
+    each family's own segments (its legend label); the whole names where one is all shared."""
+    parts = [f.split(".") for f in families]
+    lead = len(os.path.commonprefix(parts))
+    trail = len(os.path.commonprefix([p[lead:][::-1] for p in parts]))
+    own = {f: ".".join(p[lead : len(p) - trail]) for f, p in zip(families, parts, strict=True)}
+    if not all(own.values()):
+        return "value", {f: f for f in families}
+    return ".".join([*parts[0][:lead], "…", *parts[0][len(parts[0]) - trail :]]), own
 
 
 def _bars(data: pd.DataFrame, error: ErrorBar) -> str:
@@ -117,6 +130,8 @@ def figure(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None,
     from matplotlib.ticker import MaxNLocator
 
     series = [c for c in (hue, "family" if "family" in data else None) if c]
+    if "family" in data:
+        data = data.assign(family=data["family"].map(_families(list(dict.fromkeys(data["family"])))[1]))
     facets = list(dict.fromkeys(data[col])) if col else [None]
     xs = list(dict.fromkeys(data[x]))
     numeric = _numeric(xs)

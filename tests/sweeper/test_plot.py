@@ -142,6 +142,10 @@ def test_block_ticks_are_whole_blocks_and_the_y_label_names_the_metric(store):
     assert [t for t in ax.get_xticks() if 0 <= t <= 3] == [0, 1, 2, 3]
     assert ax.get_ylabel() == "analysis.procedural.block<N>.cos_cls_patch_pre_norm1"
     assert make_figure(store, "abl", x="model.scale", y="*.miou").axes[0].get_ylabel() == "linear_seg.ade20k.miou"
+    both = make_figure(store, "abl", x="block", y="analysis.*", hue="model.specialize")
+    assert both.axes[0].get_ylabel() == "analysis.procedural.block<N>.…"  # what the families share
+    assert [t.get_text() for t in both.legends[0].get_texts()] == [
+        f"{v}, cos_cls_patch_pre_norm{n}" for n in (1, 2) for v in ("baseline", "norms")]
 
 
 def test_the_title_says_what_the_bars_are(store):
