@@ -146,8 +146,8 @@ ShownState = StrEnum("ShownState", {s.lower(): s.lower() for s in (*CellState, "
 @user_errors
 def show(
     study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
-    state: Annotated[list[ShownState] | None, typer.Option("--state", case_sensitive=False,
-                                                           help="Only cells in these states (repeatable).")] = None,
+    state: Annotated[list[ShownState] | None, typer.Option(
+        "--state", case_sensitive=False, help="Only cells in these states (repeatable).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """List a study's cells with their labels and states."""
@@ -279,7 +279,8 @@ class Stream(StrEnum):
 @user_errors
 def logs(
     cell: Annotated[str, typer.Argument(help="A cell key (or a unique prefix of one).", show_default=False)],
-    stream: Annotated[Stream, typer.Option("--stream", case_sensitive=False, help="Which log to print.")] = Stream.both,
+    stream: Annotated[Stream, typer.Option(
+        "--stream", case_sensitive=False, help="Which log to print.")] = Stream.both,
     tail: Annotated[int | None, typer.Option("--tail", help="Only the last N lines of each.")] = None,
 ) -> None:
     """Print stdout and stderr of a cell's last attempt."""

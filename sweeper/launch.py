@@ -69,7 +69,8 @@ def parse_only(study: Study, only: list[str] | None) -> dict[str, set[str]]:
         shown = labels[name].values()
         label = value if value in shown else labels[name].get(canonical(_as_yaml(value)))
         if label is None:
-            raise UserError(f"--only {item}: '{value}' is not a value of {name}; values: {', '.join(sorted(shown))}")
+            raise UserError(f"--only {item}: '{value}' is not a value of {name}; "
+                            f"values: {', '.join(sorted(shown))}")
         out[name].add(label)
     return out
 

@@ -149,8 +149,8 @@ def figure(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None,
             i = names.index(label)
             shift = (i - (len(names) - 1) / 2) * 0.04 * spacing
             handles[label] = ax.errorbar([position[v] + shift for v in line[x]], line["mean"],
-                                         yerr=line["err"].where(line["n"] > 1), color=colours[i % len(colours)],
-                                         marker="o", markersize=4, capsize=3)
+                                         yerr=line["err"].where(line["n"] > 1),  # one seed: no bar, no cap
+                                         color=colours[i % len(colours)], marker="o", markersize=4, capsize=3)
         if not numeric:
             ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=30 if len(xs) > 4 else 0,
                           ha="right" if len(xs) > 4 else "center")
@@ -219,8 +219,8 @@ def make_figure(store: Store, study: str, x: str, y: str, hue: str | None = None
     name = study_name(study)
     searched = search_study(store, name)  # a search plots the final seeds of each group's best configuration
     if searched is not None and x in searched.search.params:
-        return trials_figure(searched, trial_points(searched, pd.DataFrame(trials(store, searched)), x, y, hue),
-                             x, y, hue)
+        points = trial_points(searched, pd.DataFrame(trials(store, searched)), x, y, hue)
+        return trials_figure(searched, points, x, y, hue)
     keys, axes, _ = final_scope(store, searched, required=True) if searched else (None, None, None)
     loaded = load(store, name, [y], keys=keys, axes=axes, flag="--y")
     data = plot_data(loaded, x, hue, col, error)

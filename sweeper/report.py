@@ -133,7 +133,8 @@ def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
 
 
 def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, analysis: bool = True,
-         keys: Collection[str] | None = None, axes: list[str] | None = None, flag: str = "--metric") -> Loaded:
+         keys: Collection[str] | None = None, axes: list[str] | None = None,
+         flag: str = "--metric") -> Loaded:
     """Load a study's live members and their final metrics (step IS NULL).
 
     `patterns` are globs over metric names, pushed into SQL as LIKE filters so only the metrics

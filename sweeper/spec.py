@@ -392,9 +392,9 @@ def _pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
         elif e["type"] in _BAD_EXECUTOR and loc == ["executor"]:
             given = e["input"].get("kind") if e["type"] == "union_tag_invalid" else e["input"]
             kinds = ("debug", "local", "slurm")
-            problems.append(("executor", f"expected one of {', '.join(map(repr, kinds))} (a kind, or a mapping "
-                                         f"with kind: and its settings), got {given!r}"
-                                         f"{did_you_mean(given, kinds) if isinstance(given, str) else ''}"))
+            hint = did_you_mean(given, kinds) if isinstance(given, str) else ""
+            problems.append(("executor", f"expected one of {', '.join(map(repr, kinds))} (a kind, or a "
+                                         f"mapping with kind: and its settings), got {given!r}{hint}"))
         elif e["type"] in ("union_tag_not_found", "union_tag_invalid") and loc[:2] == ["search", "space"]:
             problems.append((_join(*loc), f"expected a mapping with type: float, int or categorical (or a list of choices), got {e['input']!r}"))
         else:

@@ -263,8 +263,8 @@ class Store:
         if missing:
             self.engine.dispose()
             where = Path(path).resolve() if path and path != ":memory:" else self.url
-            raise UserError(f"no results store at {where}: nothing has been recorded there yet; "
-                            "record a study with `sweeper plan STUDY.yaml`, or name the store with --db or SWEEPER_DB")
+            raise UserError(f"no results store at {where}: nothing has been recorded there yet; record a "
+                            "study with `sweeper plan STUDY.yaml`, or name the store with --db or SWEEPER_DB")
 
     def close(self) -> None:
         self.engine.dispose()

@@ -110,8 +110,8 @@ def test_unknown_study_exits_2(run, write_study):
 
 
 @pytest.mark.parametrize("args", [("studies",), ("show", "demo"), ("status", "demo"), ("logs", "abc"),
-                                  ("report", "demo"), ("plot", "demo", "--x", "model.scale", "--y", "m", "--out", "p.png"),
-                                  ("resume", "demo"), ("cancel", "demo")])
+                                  ("report", "demo"), ("resume", "demo"), ("cancel", "demo"),
+                                  ("plot", "demo", "--x", "model.scale", "--y", "m", "--out", "p.png")])
 def test_commands_that_read_the_store_never_create_one(run, tmp_path, args):
     result = run(*args)
     assert result.exit_code == 2, result.output
@@ -176,7 +176,8 @@ def test_only_matches_values_as_the_study_file_reads_them(run, write_study):
     assert len(would["1e-3"]) == 4 and would["1e-3"] == would["0.001"] == would["1.0e-3"]
     assert would["0.01"].isdisjoint(would["0.001"])
     wrong = run("launch", str(path), "--dry-run", "--only", "train.lr=1e-4")
-    assert wrong.exit_code == 2 and "--only train.lr=1e-4: '1e-4' is not a value of train.lr; values: 0.001, 0.01" in wrong.stderr
+    assert wrong.exit_code == 2
+    assert "--only train.lr=1e-4: '1e-4' is not a value of train.lr; values: 0.001, 0.01" in wrong.stderr
 
 
 def test_a_bare_executor_kind_is_its_mapping(run, write_study):

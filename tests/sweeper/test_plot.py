@@ -103,7 +103,8 @@ def test_plot_command_rejects_an_unknown_file_type(cli):
 def test_plot_command_says_a_missing_directory_or_an_unknown_metric_in_one_line(cli, tmp_path):
     result = cli("abl", "--x", "model.scale", "--y", "*.miou", "--out", str(tmp_path / "missing" / "c.png"))
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"--out {tmp_path / 'missing' / 'c.png'}: there is no directory {tmp_path / 'missing'}" in result.stderr
+    missing = tmp_path / "missing"
+    assert f"--out {missing / 'c.png'}: there is no directory {missing}" in result.stderr
     result = cli("abl", "--x", "model.scale", "--y", "*.mio", "--out", "c.png")
     assert result.exit_code == 2 and "--y *.mio: matches no final metric of study 'abl'" in result.stderr
     assert "--metric" not in result.stderr
@@ -122,16 +123,19 @@ def partial(store_url, write_study):
 
 
 def test_the_legend_lists_the_hues_of_every_panel_in_one_colour_each(partial):
-    fig = make_figure(partial, "abl", x="block", y=NORM1.format("*"), hue="model.specialize", col="model.scale")
+    fig = make_figure(partial, "abl", x="block", y=NORM1.format("*"), hue="model.specialize",
+                      col="model.scale")
     base, small = fig.axes
     assert [base.get_title(), small.get_title()] == ["model.scale = base", "model.scale = small"]
     assert len(base.containers) == 2 and len(small.containers) == 1  # baseline and norms; norms only
     legend = fig.legends[0]
     assert legend.get_title().get_text() == "model.specialize"
     assert [t.get_text() for t in legend.get_texts()] == ["baseline", "norms"]
-    colour = {t.get_text(): to_hex(h.get_color()) for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
+    colour = {t.get_text(): to_hex(h.get_color())
+              for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
     assert colour["baseline"] != colour["norms"]
-    starts = {ax: {c.lines[0].get_ydata()[0]: to_hex(c.lines[0].get_color()) for c in ax.containers} for ax in fig.axes}
+    starts = {ax: {c.lines[0].get_ydata()[0]: to_hex(c.lines[0].get_color()) for c in ax.containers}
+              for ax in fig.axes}
     assert starts[base] == {0.5: colour["baseline"], 0.0: colour["norms"]}  # cos() at block 0, seed 0
     assert starts[small] == {0.0: colour["norms"]}
 
@@ -141,7 +145,8 @@ def test_block_ticks_are_whole_blocks_and_the_y_label_names_the_metric(store):
     ax = fig.axes[0]
     assert [t for t in ax.get_xticks() if 0 <= t <= 3] == [0, 1, 2, 3]
     assert ax.get_ylabel() == "analysis.procedural.block<N>.cos_cls_patch_pre_norm1"
-    assert make_figure(store, "abl", x="model.scale", y="*.miou").axes[0].get_ylabel() == "linear_seg.ade20k.miou"
+    one = make_figure(store, "abl", x="model.scale", y="*.miou")
+    assert one.axes[0].get_ylabel() == "linear_seg.ade20k.miou"
     both = make_figure(store, "abl", x="block", y="analysis.*", hue="model.specialize")
     assert both.axes[0].get_ylabel() == "analysis.procedural.block<N>.…"  # what the families share
     assert [t.get_text() for t in both.legends[0].get_texts()] == [
