@@ -190,8 +190,9 @@ def test_a_bare_executor_kind_means_that_kind_with_its_defaults(kind):
         ("exectuor: {kind: local}\n", "exectuor", "did you mean 'executor'"),
         ("executor: {kind: local, paralelism: 2}\n", "executor.paralelism", "did you mean 'parallelism'"),
         ("executor: {kind: slrum}\n", "executor", "'debug', 'local', 'slurm'"),
-        ("executor: slrum\n", "executor", "expected one of 'debug', 'local', 'slurm' (a kind, or a mapping "
-                                           "with kind: and its settings), got 'slrum' (did you mean 'slurm'?)"),
+        ("executor: slrum\n", "executor",
+         "expected one of 'debug', 'local', 'slurm' (a kind, or a mapping with kind: and its settings), "
+         "got 'slrum' (did you mean 'slurm'?)"),
         ("executor: 3\n", "executor", "got 3"),
         ("resources: {default: {timeout_mn: 5}}\n", "resources.default.timeout_mn", "did you mean 'timeout_min'"),
         ("resources: {default: {timeout_min: 0}}\n", "resources.default.timeout_min", "greater than 0, got 0"),
