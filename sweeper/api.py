@@ -21,7 +21,7 @@ def load(study: str, db: str | None = None, metrics: str | Sequence[str] | None 
     (default: SWEEPER_DB, else sqlite:///results.db).
     """
     patterns = [metrics] if isinstance(metrics, str) else metrics
-    with Store(db) as store:
+    with Store(db, create=False) as store:
         return _load(store, study_name(study), patterns).frame
 
 
@@ -34,7 +34,7 @@ def trials(study: str, db: str | None = None) -> pd.DataFrame:
     from sweeper.report import search_study
     from sweeper.search import trials as search_trials
 
-    with Store(db) as store:
+    with Store(db, create=False) as store:
         found = search_study(store, study_name(study))
         if found is None:
             raise UserError(f"study '{study_name(study)}' has no search block; sweeper.load gives its cells")

@@ -342,3 +342,9 @@ def test_a_metric_named_like_a_label_column_does_not_shadow_it(store_url, write_
     assert summary.metrics == ["linear_seg.ade20k.miou"]
     norms = summary.cells[(summary.cells["model.specialize"] == "norms") & (summary.cells["model.scale"] == "small")]
     assert norms["delta"].iloc[0] == pytest.approx((2 + 3 + 1) / 3)  # still paired by the real seed
+
+
+def test_api_load_never_creates_a_store(tmp_path):
+    with pytest.raises(UserError, match="no results store at"):
+        api_load("abl", db=f"sqlite:///{tmp_path / 'typo.db'}")
+    assert list(tmp_path.iterdir()) == []
