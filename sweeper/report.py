@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection, Select, Text, cast, not_, or_, select
 
-from sweeper.console import add_columns, open_store, out, study_name, user_errors
+from sweeper.console import add_columns, open_store, out, print_table, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
 from sweeper.spec import SEED_AXIS, Study, canonical, load_yaml, parse_study
 from sweeper.store import CellRow, Membership, Metric, Store, category
@@ -508,8 +508,7 @@ class Format(StrEnum):
 
 EXTENSIONS = {".md": Format.markdown, ".markdown": Format.markdown, ".tex": Format.latex, ".csv": Format.csv,
               ".json": Format.json, ".txt": Format.rich}
-RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows on a terminal
-RICH_MAX_ROWS = 50  # longer tables are cut with a note (a terminal shows ~50 rows; rich takes ~7 ms a row); files never are
+RICH_MAX_ROWS = 50  # cut there in a terminal, with a note (rich takes ~7 ms a row); pipes and files never are
 
 
 def render_csv(summary: Summary) -> str:
@@ -614,13 +613,15 @@ def render_latex(summary: Summary) -> str:
     return "\n".join(lines + legend) + "\n"
 
 
-def render_rich(summary: Summary) -> Table:
-    """A terminal table: bold best value, delta in green (better, interval clear of 0) or red."""
-    if len(summary.cols) and len(summary.metrics) * summary.coverage[summary.cols].drop_duplicates().shape[0] > RICH_MAX_COLUMNS:
-        summary = _fold_cols_into_rows(summary)
+def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
+    """A terminal table: bold best value, delta in green (better, interval clear of 0) or red.
+
+    `max_rows` cuts a long table for a terminal (rich takes ~7 ms a row), with a note; a pipe
+    or a file gets every row. Width is sweeper.console.print_table's concern: it never cuts.
+    """
     rows = _row_keys(summary)
-    shown = rows[:RICH_MAX_ROWS]
-    if len(rows) > RICH_MAX_ROWS:  # format only what is shown
+    shown = rows[:max_rows] if max_rows else rows
+    if len(shown) < len(rows):  # format only what is shown
         keys = pd.MultiIndex.from_frame(summary.cells[summary.rows])
         summary = replace(summary, cells=summary.cells[keys.isin(pd.MultiIndex.from_tuples(shown))])
     entries, columns = _entries(summary), _columns(summary)
@@ -646,18 +647,10 @@ def render_rich(summary: Summary) -> Table:
             cells.append(text)
         table.add_row(*cells)
     caption = _legend(summary, used)
-    if len(rows) > RICH_MAX_ROWS:
-        caption.insert(0, f"… {len(rows) - RICH_MAX_ROWS:,} more rows; use --format csv/markdown or --out FILE for all")
+    if len(shown) < len(rows):
+        caption.insert(0, f"… {len(rows) - len(shown):,} more rows; pipe it, or use --out FILE, for all")
     table.caption = "\n".join(caption)
-    table.caption_justify = "left"
     return table
-
-
-def _fold_cols_into_rows(summary: Summary) -> Summary:
-    """The same summary with its column axes moved into the rows (columns: the metrics only)."""
-    rows = summary.rows + summary.cols
-    notes = summary.notes + [f"too many columns for a terminal: {', '.join(summary.cols)} shown as rows (see --cols)"]
-    return replace(summary, rows=rows, cols=[], notes=notes)
 
 
 def coverage_entries(summary: Summary) -> tuple[list[tuple], list[tuple], dict[tuple, str]]:
@@ -675,21 +668,21 @@ def coverage_entries(summary: Summary) -> tuple[list[tuple], list[tuple], dict[t
     return rows, groups, text
 
 
-def render_coverage(summary: Summary, fmt: Format) -> str | Table:
+def render_coverage(summary: Summary, fmt: Format, max_rows: int | None = None) -> str | Table:
     """Which groups are done / running (⟳) / failed (✗) / not run (·), so one sees what a table awaits."""
     if fmt in (Format.csv, Format.json):
         frame = summary.coverage
         return frame.to_csv(index=False, lineterminator="\n") if fmt == Format.csv else frame.to_json(orient="records") + "\n"
-    if fmt == Format.rich and len(summary.coverage[summary.cols].drop_duplicates()) > RICH_MAX_COLUMNS // 2:
-        summary = _fold_cols_into_rows(summary)
     rows, groups, text = coverage_entries(summary)
     titles = [", ".join(map(str, g)) or "cells" for g in groups]
     grid = [[*map(str, r), *(text.get((*r, *g), "–") for g in groups)] for r in rows]
     if fmt == Format.rich:
-        table = Table(title=f"{summary.study}: coverage", title_justify="left",
-                      caption="done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet", caption_justify="left")
+        caption = ["done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet"]
+        if max_rows and len(grid) > max_rows:
+            caption.insert(0, f"… {len(grid) - max_rows:,} more rows; pipe it, or use --out FILE, for all")
+        table = Table(title=f"{summary.study}: coverage", title_justify="left", caption="\n".join(caption))
         add_columns(table, (*summary.rows, *titles), right=titles)
-        for line in grid[:RICH_MAX_ROWS]:
+        for line in grid[:max_rows] if max_rows else grid:
             table.add_row(*line)
         return table
     if fmt == Format.markdown:
@@ -704,9 +697,10 @@ def render_coverage(summary: Summary, fmt: Format) -> str | Table:
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
 
 
-def render(summary: Summary, fmt: Format) -> str | Table:
+def render(summary: Summary, fmt: Format, max_rows: int | None = None) -> str | Table:
+    if fmt == Format.rich:
+        return render_rich(summary, max_rows)
     return {
-        Format.rich: render_rich,
         Format.markdown: render_markdown,
         Format.latex: render_latex,
         Format.csv: render_csv,
@@ -767,17 +761,18 @@ def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Seq
 
 
 def _write(parts: list[str | Table], path: Path | None) -> None:
+    """To the terminal, a pipe or a file; a table is never cut to a width (see print_table)."""
     if path is None:
         for part in parts:
             if isinstance(part, Table):
-                out.print(part)
+                print_table(part)
             else:
                 out.file.write(part)
         return
     with path.open("w") as fh:
         for i, part in enumerate(parts):
             if isinstance(part, Table):
-                Console(file=fh, width=max(120, 14 * len(part.columns)), color_system=None).print(part)
+                print_table(part, Console(file=fh, color_system=None))
             else:
                 fh.write(("\n" if i else "") + part)
 
@@ -822,12 +817,13 @@ def report_command(
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
             summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes, directions=directions)
+    max_rows = RICH_MAX_ROWS if out_file is None and out.is_terminal else None
     if summary is not None and coverage:
-        parts = [render_coverage(summary, fmt)]
+        parts = [render_coverage(summary, fmt, max_rows)]
     elif summary is not None:
         if fmt == Format.rich and out_file is None and not _complete(summary):
-            parts.append(render_coverage(summary, fmt))
-        parts.append(render(summary, fmt))
+            parts.append(render_coverage(summary, fmt, max_rows))
+        parts.append(render(summary, fmt, max_rows))
     _write(parts, out_file)
     if out_file is not None:
         out.print(f"wrote {out_file} ({fmt})", highlight=False)
