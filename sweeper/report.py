@@ -12,7 +12,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -29,28 +29,55 @@ from sqlalchemy import Connection, Select, Text, cast, not_, or_, select
 
 from sweeper.console import add_columns, open_store, out, print_table, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
-from sweeper.spec import SEED_AXIS, Study, canonical, load_yaml, parse_study
+from sweeper.spec import SEED_AXIS, Report, Study, canonical, load_yaml, parse_study
 from sweeper.store import CellRow, Membership, Metric, Store, category
 
 # ----------------------------------------------------------------------------- metric direction
 
-# Last name segments (split on '.' and '_') that mean lower is better. Depth errors, losses and
-# error rates; everything else is higher-is-better unless it is neutral (below).
-LOWER_IS_BETTER = frozenset({"rmse", "absrel", "sqrel", "mae", "mse", "loss", "err", "error", "nll", "fid"})
-# Prefixes of metrics that describe the model rather than score it: never "best", no coloured deltas.
-NEUTRAL_PREFIXES = ("params.", "flops.", "analysis.", "time.", "memory.")
+# Words of a metric's last name segment (split on '_' and '-', and the segment whole) that say
+# which way is better. A lower-is-better word wins ('top1_err'); a rate ('img_per_s') is higher.
+LOWER_IS_BETTER = frozenset({
+    "loss", "losses", "nll", "ce", "xent", "crossentropy", "err", "error", "errors", "wer", "cer", "ter",
+    "ppl", "perplexity", "bpd", "bpc", "rmse", "mse", "mae", "absrel", "sqrel", "silog", "fid", "kid", "lpips",
+    "seconds", "secs", "sec", "ms", "minutes", "hours", "time", "duration", "latency", "runtime", "elapsed",
+})
+HIGHER_IS_BETTER = frozenset({
+    "acc", "accuracy", "top1", "top5", "miou", "iou", "map", "ap", "ap50", "ap75", "f1", "auc", "auroc",
+    "precision", "recall", "bleu", "rouge", "psnr", "ssim", "dice", "delta1", "delta2", "delta3", "d1",
+    "throughput",
+})
+RATE = re.compile(r"(^|[_\-])per[_\-]?(s|sec|second)$")  # img_per_s, samples_per_sec
+# Prefixes of metrics that describe the model rather than score it: listed after the scores, no delta.
+NEUTRAL_PREFIXES = ("params.", "flops.", "analysis.", "memory.")
+DIRECTION = {"min": -1, "max": 1, "none": 0}
 
 
-def direction(metric: str) -> int:
-    """+1 if higher is better, -1 if lower is better, 0 if neither (parameters, FLOPs, analysis).
+def direction(metric: str, declared: Mapping[str, int] | None = None) -> int:
+    """+1 if higher is better, -1 if lower is better, 0 if unknown (never marked best).
 
-    The rule reads the metric's last name segment: `linear_depth.nyu.rmse` and
-    `train.loss` are lower-is-better, `linear_seg.ade20k.miou` higher-is-better.
+    The study's `report.directions` globs (`declared`, first match wins) come first; then the
+    name: `linear_depth.nyu.rmse`, `train.loss`, `pretrain.seconds`, `lm.ppl` are lower-is-better,
+    `linear_seg.ade20k.miou`, `knn.imagenet.top1` higher; `pretrain.steps`, `params.total` unknown.
     """
+    for pattern, sign in (declared or {}).items():
+        if fnmatchcase(metric, pattern):
+            return sign
     if metric.startswith(NEUTRAL_PREFIXES):
         return 0
     last = metric.rsplit(".", 1)[-1].lower()
-    return -1 if set(re.split(r"[_\-]", last)) & LOWER_IS_BETTER or last in LOWER_IS_BETTER else 1
+    words = {last, re.sub(r"[_\-]", "", last), *re.split(r"[_\-]", last)}
+    if words & LOWER_IS_BETTER and not RATE.search(last):
+        return -1
+    return 1 if words & HIGHER_IS_BETTER or RATE.search(last) else 0
+
+
+def _describes_model(metric: str) -> bool:
+    return metric.startswith(NEUTRAL_PREFIXES)
+
+
+def declared_directions(raw: Mapping[str, Any]) -> dict[str, int]:
+    """A study's `report.directions` as glob -> sign (validated by `sweeper plan` when recorded)."""
+    return {glob: DIRECTION[d] for glob, d in Report.model_validate(raw.get("report") or {}).directions.items()}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -66,11 +93,11 @@ class Loaded:
     named_axes: list[str]  # axes of named variants (the default rows)
     baseline: dict | None  # axis -> label of the reference variant
     metrics: list[str]  # metric columns of `frame`, in report order
-    directions: dict[str, int] = field(default_factory=dict)  # known directions, over the name rule (a search's metric)
+    directions: dict[str, int] = field(default_factory=dict)  # metric glob -> sign, over the name rule
 
 
-def _study_meta(spec_text: str, file: str) -> tuple[list[str], list[str], dict | None]:
-    """Axis names, named-variant axes and baseline from the recorded study text.
+def _study_meta(spec_text: str, file: str) -> tuple[list[str], list[str], dict | None, dict[str, int]]:
+    """Axis names, named-variant axes, baseline and declared directions from the recorded study text.
 
     Reads the YAML rather than re-expanding the study, which for 10,000 cells would cost more
     than the whole report; the text was validated by `sweeper plan` when it was recorded.
@@ -88,7 +115,7 @@ def _study_meta(spec_text: str, file: str) -> tuple[list[str], list[str], dict |
     baseline = raw.get("baseline")
     if isinstance(baseline, str):
         baseline = {named[0]: baseline} if len(named) == 1 else None
-    return axes, named, baseline
+    return axes, named, baseline, declared_directions(raw)
 
 
 def _like(pattern: str) -> str:
@@ -128,7 +155,7 @@ def _column(labels: list[Any]) -> list[Any]:
 
 def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
     """Every final metric but the per-block analysis ones, scores first, then parameters and FLOPs."""
-    chosen = sorted((n for n in names if not n.startswith("analysis.")), key=lambda n: (direction(n) == 0, n))
+    chosen = sorted((n for n in names if not n.startswith("analysis.")), key=lambda n: (_describes_model(n), n))
     return chosen[:cap], max(0, len(chosen) - cap)
 
 
@@ -143,7 +170,7 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     those cells and `axes` replaces the study's axes (a search's final-seed cells, by group).
     """
     row = store.study_row(study)
-    file_axes, named, baseline = _study_meta(row.spec_text, row.file)
+    file_axes, named, baseline, directions = _study_meta(row.spec_text, row.file)
     live = (Membership.study_id == row.id, Membership.orphaned.is_(False))
     q = (
         select(Membership.position, Metric.name, Metric.value)
@@ -195,13 +222,13 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
                                 f"{did_you_mean(p, known)}; metrics: {shown or 'none recorded yet'}")
             metrics += [n for n in hits if n not in metrics]
     else:
-        metrics = sorted(reported, key=lambda n: (direction(n) == 0, n))
+        metrics = sorted(reported, key=lambda n: (_describes_model(n), n))
     index = {n: i for i, n in enumerate(found)}
     data = pd.DataFrame(matrix[:, [index[m] for m in metrics]], columns=metrics, index=frame.index)
     frame = pd.concat([frame, data], axis=1)
     if keys is not None:
         frame = frame[frame["key"].isin(set(keys))].reset_index(drop=True)
-    return Loaded(study, frame, all_axes, [a for a in named if a in all_axes], baseline, metrics)
+    return Loaded(study, frame, all_axes, [a for a in named if a in all_axes], baseline, metrics, directions)
 
 
 def _fetch_plain(conn: Connection, q: Select) -> list[tuple]:
@@ -271,7 +298,7 @@ class Summary:
     directions: dict[str, int] = field(default_factory=dict)
 
     def direction(self, metric: str) -> int:
-        return self.directions.get(metric, direction(metric))
+        return direction(metric, self.directions)
 
     @property
     def groups(self) -> list[str]:
@@ -325,7 +352,7 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
     n = grouped.count().to_numpy()
     delta, delta_n, ci_low, ci_high = _deltas(frame, gid, n_groups, loaded, metrics, pooled, notes)
 
-    sign = np.array([loaded.directions.get(m, direction(m)) for m in metrics])
+    sign = np.array([direction(m, loaded.directions) for m in metrics], dtype=float)
     score = np.where(sign != 0, mean * sign, np.nan)
     column_of = labels.groupby(col_axes, sort=False, dropna=False).ngroup().to_numpy() if col_axes else np.zeros(n_groups)
     best_score = pd.DataFrame(score).groupby(column_of).transform("max").to_numpy()
@@ -455,7 +482,8 @@ def _entries(summary: Summary) -> dict[tuple, dict[tuple, Entry]]:
         else:
             value = f"{mean:+.{d}f} %" if k == "pct" else f"{mean:.{d}f}"
             spread = f"{std:.{d}f}" if n > 1 and std > 0 else ""
-        show_delta = sign[metric] != 0 and delta_n > 0 and math.isfinite(delta)
+        # An unknown direction still has a delta (uncoloured); a model's size has none.
+        show_delta = (sign[metric] != 0 or not _describes_model(metric)) and delta_n > 0 and math.isfinite(delta)
         has_interval = show_delta and delta_n >= 2 and math.isfinite(lo)
         verdict = (sign[metric] if lo > 0 else -sign[metric] if hi < 0 else 0) if has_interval else 0
         table.setdefault(rec[:nr], {})[(*rec[nr:nl], metric)] = Entry(
@@ -748,7 +776,7 @@ def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Seq
           axes: list[str] | None = None, directions: dict[str, int] | None = None) -> Summary:
     """Load and summarize; without --metric, the default set (see default_metrics) capped with a note."""
     loaded = load(store, study, metrics or None, analysis=False, keys=keys, axes=axes)
-    loaded.directions = directions or {}
+    loaded.directions = {**(directions or {}), **loaded.directions}  # a search's own metric first
     notes = []
     if not metrics:
         chosen, dropped = default_metrics(loaded.metrics, DEFAULT_METRIC_CAP)
