@@ -312,26 +312,37 @@ def _check_axes(kind: str, names: Sequence[str], axes: list[str]) -> None:
             raise UserError(f"{kind} {a}: not an axis of this study{hint}; axes: {', '.join(axes) or 'none'}")
 
 
-def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None) -> Summary:
+def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None,
+              pool: Sequence[str] = ()) -> Summary:
     """Aggregate over seeds per (rows × cols) group; pair seeds against the baseline for deltas.
 
-    A delta is the mean of per-seed differences between a variant's cell and the baseline cell
-    with the same labels on every other axis and the same seed; its 95 % interval comes from
-    the paired t distribution and needs at least two pairs. Groups are numbered once
-    (ngroup) and every statistic is a (groups × metrics) array, so no index joins are needed.
+    An axis in neither rows nor columns is averaged over with the seeds only when `pool` names
+    it (the legend says so); otherwise it is a UserError naming it, since its cells would pass
+    for seeds. A delta is the mean of per-seed differences between a variant's cell and the
+    baseline cell with the same labels on every other axis (pooled ones too) and the same seed;
+    its 95 % interval comes from the paired t distribution and needs at least two pairs. Groups
+    are numbered once (ngroup) and every statistic is a (groups × metrics) array.
     """
     axes = loaded.axes
-    _check_axes("--rows", rows or [], axes)
-    _check_axes("--cols", cols or [], axes)
-    row_axes = list(rows) if rows else (loaded.named_axes[:1] or axes[:1])
-    col_axes = list(cols) if cols is not None else [a for a in axes if a not in row_axes]
-    if set(row_axes) & set(col_axes):
-        raise UserError(f"--rows and --cols share {', '.join(sorted(set(row_axes) & set(col_axes)))}; an axis is one or the other")
-    pooled = [a for a in axes if a not in row_axes and a not in col_axes]
+    for flag, names in (("--rows", rows), ("--cols", cols), ("--pool", pool)):
+        _check_axes(flag, names or [], axes)
+    candidates = [a for a in loaded.named_axes if a not in pool] or [a for a in axes if a not in pool]
+    row_axes = list(rows) if rows else candidates[:1]
+    col_axes = list(cols) if cols is not None else [a for a in axes if a not in row_axes and a not in pool]
+    for flag, names in (("--cols", col_axes), ("--pool", pool)):
+        if shared := [a for a in axes if a in row_axes and a in names]:
+            raise UserError(f"--rows and {flag} share {', '.join(shared)}; an axis is in one of them only")
+    if shared := [a for a in axes if a in col_axes and a in pool]:
+        raise UserError(f"--cols and --pool share {', '.join(shared)}; an axis is in one of them only")
     frame, metrics = loaded.frame, loaded.metrics
+    # An axis left out with a single label in these cells (a search's fixed axis) averages nothing.
+    if left := [a for a in axes if a not in row_axes + col_axes and a not in pool and frame[a].nunique(dropna=False) > 1]:
+        raise UserError(
+            f"the table's rows ({', '.join(row_axes) or 'none'}) and columns ({', '.join(col_axes) or 'none'}) leave "
+            f"out {', '.join(left)}: its cells would be averaged as if they were seeds. Put it in --rows or --cols, "
+            f"or average over it on purpose with {' '.join(f'--pool {a}' for a in left)}")
+    pooled = [a for a in axes if a in pool]
     notes: list[str] = []
-    if pooled:
-        notes.append(f"pooled over {', '.join(pooled)} (in neither --rows nor --cols)")
     groups = row_axes + col_axes
     if not groups:  # a study without axes: one group
         frame = frame.assign(study=loaded.study)
@@ -516,11 +527,28 @@ def _col_title(summary: Summary, key: tuple, sep: str) -> str:
 
 def _legend(summary: Summary, used: set[str]) -> list[str]:
     lines = [f"{FLAGS[c]} {FLAG_LEGEND[c]}" for c in FLAGS if FLAGS[c] in used]
+    lines += _direction_legend(summary)
     if summary.baseline:
         base = ", ".join(f"{k}={v}" for k, v in summary.baseline.items())
-        lines.append(f"deltas: mean paired difference vs {base} (same seed), 95 % paired-t interval (n >= 2)")
-    lines.append("mean ± std over seeds; n/N when fewer seeds have the value than the group has cells")
+        lines.append(f"deltas: mean paired difference vs {base}, each pair equal on every other axis and seed; "
+                     "95 % paired-t interval (n >= 2)")
+    if summary.pooled:
+        over = ", ".join(summary.pooled)
+        lines.append(f"mean ± std over seeds and {over} pooled together (--pool {' --pool '.join(summary.pooled)}): "
+                     f"one value per cell; n/N when fewer cells have the value than the group has")
+    else:
+        lines.append("mean ± std over seeds; n/N when fewer seeds have the value than the group has cells")
     return lines + summary.notes
+
+
+def _direction_legend(summary: Summary) -> list[str]:
+    """Which way each metric is judged, so a bold value says what it claims and an unjudged one shows."""
+    by = {s: [m for m in summary.metrics if summary.direction(m) == s] for s in (1, -1, 0)}
+    parts = [f"higher is better for {', '.join(by[1])}"] * bool(by[1]) + [f"lower for {', '.join(by[-1])}"] * bool(by[-1])
+    if not parts:
+        return []
+    unjudged = f"; never bold (no known direction; see report.directions): {', '.join(by[0])}" if by[0] else ""
+    return [f"bold: best of its column; {'; '.join(parts)}{unjudged}"]
 
 
 # ----------------------------------------------------------------------------- renderers
@@ -558,6 +586,7 @@ def render_json(summary: Summary) -> str:
         "pooled": summary.pooled,
         "baseline": summary.baseline,
         "metrics": summary.metrics,
+        "directions": {m: summary.direction(m) for m in summary.metrics},
         "notes": summary.notes,
     }
     frames = [f'"{name}": {frame.to_json(orient="records", double_precision=15)}'
@@ -597,23 +626,37 @@ def render_markdown(summary: Summary) -> str:
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+        ">": r"\textgreater{}", "|": r"\textbar{}", "±": r"$\pm$", "…": r"\dots{}", "–": "--", "·": r"$\cdot$"}
 _TEX_FLAGS = {"*": r"$^{*}$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$"}
+TEX_PREAMBLE = r"% sweeper report: needs \usepackage{booktabs} in the preamble"
 
 
 def tex_escape(text: str) -> str:
-    return "".join(_TEX.get(c, c) for c in text)
+    """Text-mode LaTeX for any string (pdflatex's default OT1 font would print '<' as '¡'); '--' stays
+    two hyphens (a flag), not an en dash."""
+    return "".join(_TEX.get(c, c) for c in re.sub("-(?=-)", "-\0", text)).replace("\0", "{}")
+
+
+def tex_legend(lines: Iterable[str]) -> list[str]:
+    """The legend as text under the tabular (not % comments): a pasted table says what it means."""
+    text = [(_TEX_FLAGS[line[0]] + tex_escape(line[1:])) if line[:1] in _TEX_FLAGS else tex_escape(line)
+            for line in lines]
+    return [r"\par\smallskip", r"{\footnotesize", *(f"{line}\\par" for line in text), "}"]
 
 
 def render_latex(summary: Summary) -> str:
-    """A booktabs tabular: one multicolumn header per column group, `$\\mathbf{x} \\pm y$` cells."""
+    """A booktabs tabular (the package named in its first line), one multicolumn header per column
+    group with its axis names, `$\\mathbf{x} \\pm y$` cells with their deltas and intervals, and
+    the legend below it as text."""
     entries, columns, rows = _entries(summary), _columns(summary), _row_keys(summary)
     nr, nm = len(summary.rows), len(summary.metrics)
     used: set[str] = set()
-    lines = [r"\begin{tabular}{" + "l" * nr + "r" * len(columns) + "}", r"\toprule"]
+    lines = [TEX_PREAMBLE, r"\begin{tabular}{" + "l" * nr + "r" * len(columns) + "}", r"\toprule"]
     if summary.cols:
         groups = [columns[i][:-1] for i in range(0, len(columns), nm)]
-        spans = [r"\multicolumn{%d}{c}{%s}" % (nm, tex_escape(", ".join(map(str, g)))) for g in groups]
+        spans = [r"\multicolumn{%d}{c}{%s}" % (nm, tex_escape(", ".join(f"{a}={v}" for a, v in zip(summary.cols, g))))
+                 for g in groups]
         lines.append(" & ".join([""] * nr + spans) + r" \\")
         lines.append(" ".join(r"\cmidrule(lr){%d-%d}" % (nr + 1 + i * nm, nr + (i + 1) * nm) for i in range(len(groups))))
     lines.append(" & ".join([tex_escape(a) for a in summary.rows] + [tex_escape(c[-1]) for c in columns]) + r" \\")
@@ -629,7 +672,7 @@ def render_latex(summary: Summary) -> str:
             core = rf"\mathbf{{{value}}}" if e.best else value
             text = f"${core}" + (rf" \pm {e.spread}$" if e.spread else "$")
             if e.delta:
-                text += rf" {{\scriptsize ${e.delta}$}}"
+                text += rf" {{\scriptsize ${e.delta}$" + (f" ${e.interval}$" if e.interval else "") + "}"
             if e.n:
                 text += rf" {{\scriptsize n={e.n}}}"
             text += "".join(_TEX_FLAGS[f] for f in e.flags)
@@ -637,8 +680,7 @@ def render_latex(summary: Summary) -> str:
             cells.append(text)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    legend = [f"% {line}" for line in _legend(summary, used)]
-    return "\n".join(lines + legend) + "\n"
+    return "\n".join(lines + tex_legend(_legend(summary, used))) + "\n"
 
 
 def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
@@ -718,11 +760,12 @@ def render_coverage(summary: Summary, fmt: Format, max_rows: int | None = None) 
                  "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(titles)) + "|"]
         lines += ["| " + " | ".join(map(md_escape, line)) + " |" for line in grid]
         return "\n".join(lines) + "\n"
-    lines = [r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}", r"\toprule",
+    lines = [TEX_PREAMBLE, r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}", r"\toprule",
              " & ".join(map(tex_escape, [*summary.rows, *titles])) + r" \\", r"\midrule"]
     lines += [" & ".join(tex_escape(c.replace("✓", "ok").replace("⟳", "run ").replace("✗", "fail ").replace("·", "new "))
                          for c in line) + r" \\" for line in grid]
-    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+    legend = ["done/cells; ok: complete, run: running, fail: failed, new: not run yet"]
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"] + tex_legend(legend)) + "\n"
 
 
 def render(summary: Summary, fmt: Format, max_rows: int | None = None) -> str | Table:
@@ -773,7 +816,8 @@ def final_scope(store: Store, study: Study, groups: list | None = None, *,
 
 def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None,
           metrics: Sequence[str] | None = None, *, keys: Collection[str] | None = None,
-          axes: list[str] | None = None, directions: dict[str, int] | None = None) -> Summary:
+          axes: list[str] | None = None, directions: dict[str, int] | None = None,
+          pool: Sequence[str] = ()) -> Summary:
     """Load and summarize; without --metric, the default set (see default_metrics) capped with a note."""
     loaded = load(store, study, metrics or None, analysis=False, keys=keys, axes=axes)
     loaded.directions = {**(directions or {}), **loaded.directions}  # a search's own metric first
@@ -783,7 +827,7 @@ def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Seq
         if dropped:
             notes.append(f"showing {len(chosen)} of {len(chosen) + dropped} metrics; choose with --metric GLOB")
         loaded.metrics = chosen
-    summary = summarize(loaded, rows, cols)
+    summary = summarize(loaded, rows, cols, pool)
     summary.notes = notes + summary.notes
     return summary
 
@@ -810,12 +854,14 @@ def report_command(
     study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
     rows: Annotated[list[str] | None, typer.Option("--rows", help="Axes of the table's rows (repeatable; default: the named-variants axis).")] = None,
     cols: Annotated[list[str] | None, typer.Option("--cols", help="Axes of the column groups (repeatable; default: the other axes).")] = None,
+    pool: Annotated[list[str] | None, typer.Option("--pool", help="Average over this axis together with the seeds (repeatable); an axis in neither --rows nor --cols must be named here.")] = None,
     metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric name glob (repeatable; default: every final metric but analysis.*).")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format (default: from --out's extension, else rich).")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of the terminal.")] = None,
     coverage: Annotated[bool, typer.Option("--coverage", help="Only the coverage view: done / running / failed / missing per group.")] = False,
     final: Annotated[bool, typer.Option("--final", help="A search study: only the ablation table of the best configurations' final seeds.")] = False,
     trials: Annotated[bool, typer.Option("--trials", help="A search study: every trial with its hyperparameters and value, best first.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (the same as --format json).")] = False,
 ) -> None:
     """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged.
 
@@ -825,6 +871,10 @@ def report_command(
     from sweeper import search_report
     from sweeper.search import results
 
+    if as_json and fmt not in (None, Format.json):
+        raise UserError(f"--json and --format {fmt} ask for two formats; give one")
+    if as_json:
+        fmt = Format.json
     if fmt is None:
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
     parts: list[str | Table] = []
@@ -834,6 +884,9 @@ def report_command(
         keys = axes = directions = None
         if trials and searched is None:
             raise UserError(f"--trials: study '{name}' has no search block")
+        if final and searched is None:
+            raise UserError(f"--final: study '{name}' has no search block, so no final seeds; "
+                            f"its table is `sweeper report {name}` without --final")
         if trials:
             _write([search_report.trials_view(store, searched, fmt)], out_file)
             return
@@ -844,7 +897,8 @@ def report_command(
             keys, axes, directions = final_scope(store, searched, groups, required=final or coverage)
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
-            summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes, directions=directions)
+            summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes, directions=directions,
+                            pool=pool or ())
     max_rows = RICH_MAX_ROWS if out_file is None and out.is_terminal else None
     if summary is not None and coverage:
         parts = [render_coverage(summary, fmt, max_rows)]
