@@ -48,8 +48,9 @@ def print_table(table: Table, console: Console = out, *, keep: int | None = None
 
     Outside a terminal (a pipe, a file) it is printed at its full width, however wide. In a
     terminal too narrow for it, it is split into several tables, each repeating the first `keep`
-    columns (default: the leading left-aligned ones, the row labels), and says so. The caption is printed below as plain lines (wrapped
-    in a terminal, never outside one) instead of being folded into the table's width.
+    columns (default: the leading left-aligned ones, the row labels), and says so. The caption is
+    printed below as plain lines (wrapped in a terminal, never outside one), not folded into the
+    table's width.
     """
     caption = str(table.caption or "")
     if keep is None:
@@ -58,8 +59,8 @@ def print_table(table: Table, console: Console = out, *, keep: int | None = None
     body.caption = None
     parts = [body]
     if not console.is_terminal:
-        console = Console(file=console.file, width=max(table_width(body, console), console.width), color_system=None,
-                          force_terminal=False, highlight=False)
+        width = max(table_width(body, console), console.width)
+        console = Console(file=console.file, width=width, color_system=None, force_terminal=False)
     elif table_width(body, console) > console.width and len(table.columns) > keep + 1:
         parts = _split(body, console, keep)
         if len(parts) > 1:

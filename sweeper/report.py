@@ -38,7 +38,8 @@ from sweeper.store import CellRow, Membership, Metric, Store, category
 # which way is better. A lower-is-better word wins ('top1_err'); a rate ('img_per_s') is higher.
 LOWER_IS_BETTER = frozenset({
     "loss", "losses", "nll", "ce", "xent", "crossentropy", "err", "error", "errors", "wer", "cer", "ter",
-    "ppl", "perplexity", "bpd", "bpc", "rmse", "mse", "mae", "absrel", "sqrel", "silog", "fid", "kid", "lpips",
+    "ppl", "perplexity", "bpd", "bpc", "rmse", "mse", "mae", "absrel", "sqrel", "silog", "fid", "kid",
+    "lpips",
     "seconds", "secs", "sec", "ms", "minutes", "hours", "time", "duration", "latency", "runtime", "elapsed",
 })
 HIGHER_IS_BETTER = frozenset({
@@ -77,7 +78,8 @@ def _describes_model(metric: str) -> bool:
 
 def declared_directions(raw: Mapping[str, Any]) -> dict[str, int]:
     """A study's `report.directions` as glob -> sign (validated by `sweeper plan` when recorded)."""
-    return {glob: DIRECTION[d] for glob, d in Report.model_validate(raw.get("report") or {}).directions.items()}
+    declared = Report.model_validate(raw.get("report") or {}).directions
+    return {glob: DIRECTION[d] for glob, d in declared.items()}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -155,7 +157,8 @@ def _column(labels: list[Any]) -> list[Any]:
 
 def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
     """Every final metric but the per-block analysis ones, scores first, then parameters and FLOPs."""
-    chosen = sorted((n for n in names if not n.startswith("analysis.")), key=lambda n: (_describes_model(n), n))
+    chosen = sorted((n for n in names if not n.startswith("analysis.")),
+                    key=lambda n: (_describes_model(n), n))
     return chosen[:cap], max(0, len(chosen) - cap)
 
 
@@ -336,11 +339,13 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
         raise UserError(f"--cols and --pool share {', '.join(shared)}; an axis is in one of them only")
     frame, metrics = loaded.frame, loaded.metrics
     # An axis left out with a single label in these cells (a search's fixed axis) averages nothing.
-    if left := [a for a in axes if a not in row_axes + col_axes and a not in pool and frame[a].nunique(dropna=False) > 1]:
+    shown = row_axes + col_axes + list(pool)
+    if left := [a for a in axes if a not in shown and frame[a].nunique(dropna=False) > 1]:
+        rows_, cols_ = ", ".join(row_axes) or "none", ", ".join(col_axes) or "none"
         raise UserError(
-            f"the table's rows ({', '.join(row_axes) or 'none'}) and columns ({', '.join(col_axes) or 'none'}) leave "
-            f"out {', '.join(left)}: its cells would be averaged as if they were seeds. Put it in --rows or --cols, "
-            f"or average over it on purpose with {' '.join(f'--pool {a}' for a in left)}")
+            f"the table's rows ({rows_}) and columns ({cols_}) leave out {', '.join(left)}: its cells would "
+            f"be averaged as if they were seeds. Put it in --rows or --cols, or average over it on purpose with "
+            f"{' '.join(f'--pool {a}' for a in left)}")
     pooled = [a for a in axes if a in pool]
     notes: list[str] = []
     groups = row_axes + col_axes
@@ -494,7 +499,8 @@ def _entries(summary: Summary) -> dict[tuple, dict[tuple, Entry]]:
             value = f"{mean:+.{d}f} %" if k == "pct" else f"{mean:.{d}f}"
             spread = f"{std:.{d}f}" if n > 1 and std > 0 else ""
         # An unknown direction still has a delta (uncoloured); a model's size has none.
-        show_delta = (sign[metric] != 0 or not _describes_model(metric)) and delta_n > 0 and math.isfinite(delta)
+        judged = sign[metric] != 0 or not _describes_model(metric)
+        show_delta = judged and delta_n > 0 and math.isfinite(delta)
         has_interval = show_delta and delta_n >= 2 and math.isfinite(lo)
         verdict = (sign[metric] if lo > 0 else -sign[metric] if hi < 0 else 0) if has_interval else 0
         table.setdefault(rec[:nr], {})[(*rec[nr:nl], metric)] = Entry(
@@ -530,12 +536,12 @@ def _legend(summary: Summary, used: set[str]) -> list[str]:
     lines += _direction_legend(summary)
     if summary.baseline:
         base = ", ".join(f"{k}={v}" for k, v in summary.baseline.items())
-        lines.append(f"deltas: mean paired difference vs {base}, each pair equal on every other axis and seed; "
-                     "95 % paired-t interval (n >= 2)")
+        lines.append(f"deltas: mean paired difference vs {base}, each pair equal on every other axis and "
+                     "seed; 95 % paired-t interval (n >= 2)")
     if summary.pooled:
-        over = ", ".join(summary.pooled)
-        lines.append(f"mean ± std over seeds and {over} pooled together (--pool {' --pool '.join(summary.pooled)}): "
-                     f"one value per cell; n/N when fewer cells have the value than the group has")
+        flags = " ".join(f"--pool {a}" for a in summary.pooled)
+        lines.append(f"mean ± std over seeds and {', '.join(summary.pooled)} pooled together ({flags}): "
+                     "one value per cell; n/N when fewer cells have the value than the group has")
     else:
         lines.append("mean ± std over seeds; n/N when fewer seeds have the value than the group has cells")
     return lines + summary.notes
@@ -544,11 +550,13 @@ def _legend(summary: Summary, used: set[str]) -> list[str]:
 def _direction_legend(summary: Summary) -> list[str]:
     """Which way each metric is judged, so a bold value says what it claims and an unjudged one shows."""
     by = {s: [m for m in summary.metrics if summary.direction(m) == s] for s in (1, -1, 0)}
-    parts = [f"higher is better for {', '.join(by[1])}"] * bool(by[1]) + [f"lower for {', '.join(by[-1])}"] * bool(by[-1])
+    words = ((1, "higher is better"), (-1, "lower"))
+    parts = [f"{word} for {', '.join(by[s])}" for s, word in words if by[s]]
     if not parts:
         return []
-    unjudged = f"; never bold (no known direction; see report.directions): {', '.join(by[0])}" if by[0] else ""
-    return [f"bold: best of its column; {'; '.join(parts)}{unjudged}"]
+    if by[0]:
+        parts.append(f"never bold (no known direction; see report.directions): {', '.join(by[0])}")
+    return [f"bold: best of its column; {'; '.join(parts)}"]
 
 
 # ----------------------------------------------------------------------------- renderers
@@ -627,7 +635,8 @@ def render_markdown(summary: Summary) -> str:
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
         "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
-        ">": r"\textgreater{}", "|": r"\textbar{}", "±": r"$\pm$", "…": r"\dots{}", "–": "--", "·": r"$\cdot$"}
+        ">": r"\textgreater{}", "|": r"\textbar{}", "±": r"$\pm$", "…": r"\dots{}", "–": "--",
+        "·": r"$\cdot$"}
 _TEX_FLAGS = {"*": r"$^{*}$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$"}
 TEX_PREAMBLE = r"% sweeper report: needs \usepackage{booktabs} in the preamble"
 
@@ -655,8 +664,8 @@ def render_latex(summary: Summary) -> str:
     lines = [TEX_PREAMBLE, r"\begin{tabular}{" + "l" * nr + "r" * len(columns) + "}", r"\toprule"]
     if summary.cols:
         groups = [columns[i][:-1] for i in range(0, len(columns), nm)]
-        spans = [r"\multicolumn{%d}{c}{%s}" % (nm, tex_escape(", ".join(f"{a}={v}" for a, v in zip(summary.cols, g))))
-                 for g in groups]
+        titles = [", ".join(f"{a}={v}" for a, v in zip(summary.cols, g)) for g in groups]
+        spans = [r"\multicolumn{%d}{c}{%s}" % (nm, tex_escape(t)) for t in titles]
         lines.append(" & ".join([""] * nr + spans) + r" \\")
         lines.append(" ".join(r"\cmidrule(lr){%d-%d}" % (nr + 1 + i * nm, nr + (i + 1) * nm) for i in range(len(groups))))
     lines.append(" & ".join([tex_escape(a) for a in summary.rows] + [tex_escape(c[-1]) for c in columns]) + r" \\")
@@ -760,7 +769,8 @@ def render_coverage(summary: Summary, fmt: Format, max_rows: int | None = None) 
                  "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(titles)) + "|"]
         lines += ["| " + " | ".join(map(md_escape, line)) + " |" for line in grid]
         return "\n".join(lines) + "\n"
-    lines = [TEX_PREAMBLE, r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}", r"\toprule",
+    lines = [TEX_PREAMBLE, r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}",
+             r"\toprule",
              " & ".join(map(tex_escape, [*summary.rows, *titles])) + r" \\", r"\midrule"]
     lines += [" & ".join(tex_escape(c.replace("✓", "ok").replace("⟳", "run ").replace("✗", "fail ").replace("·", "new "))
                          for c in line) + r" \\" for line in grid]
@@ -854,14 +864,16 @@ def report_command(
     study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
     rows: Annotated[list[str] | None, typer.Option("--rows", help="Axes of the table's rows (repeatable; default: the named-variants axis).")] = None,
     cols: Annotated[list[str] | None, typer.Option("--cols", help="Axes of the column groups (repeatable; default: the other axes).")] = None,
-    pool: Annotated[list[str] | None, typer.Option("--pool", help="Average over this axis together with the seeds (repeatable); an axis in neither --rows nor --cols must be named here.")] = None,
+    pool: Annotated[list[str] | None, typer.Option(
+        "--pool", help="Average over this axis with the seeds (repeatable); an axis in neither --rows nor "
+                       "--cols must be named here.")] = None,
     metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric name glob (repeatable; default: every final metric but analysis.*).")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format (default: from --out's extension, else rich).")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of the terminal.")] = None,
     coverage: Annotated[bool, typer.Option("--coverage", help="Only the coverage view: done / running / failed / missing per group.")] = False,
     final: Annotated[bool, typer.Option("--final", help="A search study: only the ablation table of the best configurations' final seeds.")] = False,
     trials: Annotated[bool, typer.Option("--trials", help="A search study: every trial with its hyperparameters and value, best first.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output (the same as --format json).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable (as --format json).")] = False,
 ) -> None:
     """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged.
 
@@ -897,8 +909,8 @@ def report_command(
             keys, axes, directions = final_scope(store, searched, groups, required=final or coverage)
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
-            summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes, directions=directions,
-                            pool=pool or ())
+            summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes,
+                            directions=directions, pool=pool or ())
     max_rows = RICH_MAX_ROWS if out_file is None and out.is_terminal else None
     if summary is not None and coverage:
         parts = [render_coverage(summary, fmt, max_rows)]

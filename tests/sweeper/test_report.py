@@ -103,7 +103,7 @@ def test_direction_rule():
     # Times, cross-entropies, perplexities and word error rates are lower-is-better (issue 14.8) …
     for name in ("pretrain.seconds", "lm.val.ce", "lm.wiki.ppl", "asr.libri.wer", "linear_depth.nyu.abs_rel"):
         assert direction(name) == -1, name
-    for name in ("linear_depth.nyu.delta1", "linear_seg.ade20k.pixel_acc", "pretrain.img_per_s", "det.coco.ap50"):
+    for name in ("linear_depth.nyu.delta1", "linear_seg.ade20k.pixel_acc", "pretrain.img_per_s", "det.ap50"):
         assert direction(name) == 1, name
     # … and a name that says neither is not guessed: it is never marked best.
     assert direction("pretrain.steps") == 0 and direction("pretrain.koleo") == 0
@@ -375,8 +375,8 @@ def invoke(store_url, monkeypatch, *args, env=None):
 
 WIDE_METRICS = ["linear_seg.ade20k.miou", "linear_seg.ade20k.pixel_acc", "linear_depth.nyu.rmse",
                 "linear_depth.nyu.abs_rel", "linear_depth.nyu.delta1", "knn.in1k.top1", "knn.in1k.top5",
-                "linear.in1k.top1", "pretrain.loss", "pretrain.seconds", "pretrain.steps", "pretrain.img_per_s",
-                "params.total", "params.extra_pct", "flops.fwd"]
+                "linear.in1k.top1", "pretrain.loss", "pretrain.seconds", "pretrain.steps",
+                "pretrain.img_per_s",                "params.total", "params.extra_pct", "flops.fwd"]
 
 
 @pytest.fixture
@@ -386,7 +386,7 @@ def wide(store_url, write_study):
     with Store(store_url) as store:
         store.plan(study)
         finish(store, study, {
-            (v, s, seed): {m: 10.0 * i + 3.7 * seed + (1.3 if v == "norms" else 0) + (50 if s == "base" else 0)
+            (v, s, seed): {m: 10.0 * i + 3.7 * seed + 1.3 * (v == "norms") + 50 * (s == "base")
                            + 0.11 * seed * (v == "norms") for i, m in enumerate(WIDE_METRICS)}
             for v, s in MIOU for seed in range(3)
         })
@@ -450,7 +450,8 @@ def test_declared_directions_decide_best_and_an_unknown_direction_is_never_best(
         f"    {k}: {v}" for k, v in VARIANTS.items()), baseline="baseline"), "abl.yaml"))
     with Store(store_url) as store:
         store.plan(study)
-        finish(store, study, {(v, s, seed): {"x.score": 1.0 + (v == "norms"), "pretrain.loss": 2.0 + (v == "norms"),
+        finish(store, study, {(v, s, seed): {"x.score": 1.0 + (v == "norms"),
+                                             "pretrain.loss": 2.0 + (v == "norms"),
                                              "pretrain.seconds": 100.0 + 10 * (v == "norms"),
                                              "pretrain.steps": 10.0 + 5 * (v == "norms") + seed}
                               for v, s in MIOU for seed in range(3)})
@@ -468,8 +469,10 @@ def test_declared_directions_decide_best_and_an_unknown_direction_is_never_best(
 
 
 @pytest.mark.parametrize(("block", "problem"), [
-    ('{directions: {"*.loss": lower}}', "report.directions.*.loss: input should be 'min', 'max' or 'none', got 'lower'"),
-    ("{directons: {}}", "report.directons: unknown key (did you mean 'directions'?); expected one of: directions"),
+    ('{directions: {"*.loss": lower}}',
+     "report.directions.*.loss: input should be 'min', 'max' or 'none', got 'lower'"),
+    ("{directons: {}}",
+     "report.directons: unknown key (did you mean 'directions'?); expected one of: directions"),
 ])
 def test_a_bad_report_block_is_one_message_naming_the_key(write_study, block, problem):
     text = STUDY.format(name="abl", variants="    baseline: {}", baseline="baseline") + f"report: {block}\n"
@@ -518,13 +521,14 @@ def test_an_axis_left_out_is_refused_or_pooled_when_asked_and_deltas_stay_paired
     norms = summary.cells.set_index(["model.specialize", "train.lr"]).loc[("norms", 0.001)]
     base = summary.cells.set_index(["model.specialize", "train.lr"]).loc[("baseline", 0.001)]
     assert base["mean"] == 21 and base["n"] == 4 and norms["mean"] == 14.5  # means pool the depths …
-    assert norms["delta"] == 3.5 and norms["delta_n"] == 2  # … the delta pairs depth 4 with depth 4, seed by seed
+    assert norms["delta"] == 3.5 and norms["delta_n"] == 2  # … a delta pairs depth 4 with depth 4, by seed
     md = render(summary, Format.markdown)
     assert "mean ± std over seeds and model.depth pooled together (--pool model.depth)" in md
     assert "mean ± std over seeds;" not in md
     assert "each pair equal on every other axis and seed" in md
     # Asked for: the same table from the command, legend included.
-    piped = invoke(store_url, monkeypatch, "depths", "--cols", "train.lr", "--pool", "model.depth", "-f", "markdown")
+    piped = invoke(store_url, monkeypatch, "depths", "--cols", "train.lr", "--pool", "model.depth",
+                   "-f", "markdown")
     assert piped.exit_code == 0 and piped.output == md
 
 
@@ -543,8 +547,9 @@ def partial(store_url, write_study):
     study = write(write_study, variants={"baseline": "{}", "norms_1%": "{norm1: all}"}, baseline="baseline")
     with Store(store_url) as store:
         store.plan(study)
+        groups = [("baseline", "small"), ("norms_1%", "small"), ("baseline", "base")]
         values = {(v, s, seed): {"linear_seg.ade20k.miou": MIOU[v.split("_")[0], s][seed]}
-                  for v, s in [("baseline", "small"), ("norms_1%", "small"), ("baseline", "base")] for seed in range(3)}
+                  for v, s in groups for seed in range(3)}
         values |= {("norms_1%", "base", 0): {"linear_seg.ade20k.miou": 51.0}}
         finish(store, study, values, states={("norms_1%", "base", 1): CellState.FAILED})
         yield store, build(store, "abl")
@@ -561,17 +566,20 @@ def test_latex_says_what_the_markdown_says(partial):
     assert r"$^{\dagger}$ some seeds failed, were interrupted or cancelled\par" in legend
     assert r"mean $\pm$ std over seeds; n/N when fewer seeds have the value" in legend
     assert r"95 \% paired-t interval (n \textgreater{}= 2)" in legend
-    assert not [line for line in tex.splitlines()[1:] if line.startswith("%")]  # nothing said only in comments
+    assert not [line for line in tex.splitlines()[1:] if line.startswith("%")]  # nothing said in comments
     assert len([line for line in md.splitlines() if line.startswith("- ")]) == legend.count(r"\par") - 1
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no pdflatex (apt-get install texlive-latex-recommended)")
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="no pdflatex (apt-get install texlive-latex-recommended)")
 @pytest.mark.parametrize("coverage", [False, True])
 def test_latex_compiles_pasted_into_a_document(partial, tmp_path, coverage):
     _, summary = partial
-    (tmp_path / "t.tex").write_text(render_coverage(summary, Format.latex) if coverage else render(summary, Format.latex))
+    table = render_coverage(summary, Format.latex) if coverage else render(summary, Format.latex)
+    (tmp_path / "t.tex").write_text(table)
     (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                                      "\\begin{table}\\centering\n\\input{t.tex}\n\\end{table}\n\\end{document}\n")
+                                      "\\begin{table}\\centering\n\\input{t.tex}\n\\end{table}\n"
+                                      "\\end{document}\n")
     run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:]
