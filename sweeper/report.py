@@ -554,8 +554,8 @@ def _direction_legend(summary: Summary) -> list[str]:
     parts = [f"{word} for {', '.join(by[s])}" for s, word in words if by[s]]
     if not parts:
         return []
-    if by[0]:
-        parts.append(f"never bold (no known direction; see report.directions): {', '.join(by[0])}")
+    if unjudged := [m for m in by[0] if not _describes_model(m)]:  # parameters and FLOPs are never judged
+        parts.append(f"never bold (no known direction; see report.directions): {', '.join(unjudged)}")
     return [f"bold: best of its column; {'; '.join(parts)}"]
 
 
@@ -572,6 +572,7 @@ class Format(StrEnum):
 
 EXTENSIONS = {".md": Format.markdown, ".markdown": Format.markdown, ".tex": Format.latex, ".csv": Format.csv,
               ".json": Format.json, ".txt": Format.rich}
+RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows (every value kept, with a note)
 RICH_MAX_ROWS = 50  # cut there in a terminal, with a note (rich takes ~7 ms a row); pipes and files never are
 
 
@@ -698,6 +699,8 @@ def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
     `max_rows` cuts a long table for a terminal (rich takes ~7 ms a row), with a note; a pipe
     or a file gets every row. Width is sweeper.console.print_table's concern: it never cuts.
     """
+    if summary.cols and len(_columns(summary)) > RICH_MAX_COLUMNS:
+        summary = _fold_cols_into_rows(summary)
     rows = _row_keys(summary)
     shown = rows[:max_rows] if max_rows else rows
     if len(shown) < len(rows):  # format only what is shown
@@ -732,6 +735,14 @@ def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
     return table
 
 
+def _fold_cols_into_rows(summary: Summary) -> Summary:
+    """The same summary with its column axes moved into the rows (columns: the metrics only)."""
+    rows = summary.rows + summary.cols
+    notes = summary.notes + [f"{len(_columns(summary))} columns are too many for one table: "
+                             f"{', '.join(summary.cols)} shown as rows (see --cols)"]
+    return replace(summary, rows=rows, cols=[], notes=notes)
+
+
 def coverage_entries(summary: Summary) -> tuple[list[tuple], list[tuple], dict[tuple, str]]:
     """Row keys, column-group keys and a compact text per group: '3/3 ✓', '1/3 ⟳1 ✗1'."""
     rows = _row_keys(summary)
@@ -752,6 +763,8 @@ def render_coverage(summary: Summary, fmt: Format, max_rows: int | None = None) 
     if fmt in (Format.csv, Format.json):
         frame = summary.coverage
         return frame.to_csv(index=False, lineterminator="\n") if fmt == Format.csv else frame.to_json(orient="records") + "\n"
+    if fmt == Format.rich and len(summary.coverage[summary.cols].drop_duplicates()) > RICH_MAX_COLUMNS // 2:
+        summary = _fold_cols_into_rows(summary)
     rows, groups, text = coverage_entries(summary)
     titles = [", ".join(map(str, g)) or "cells" for g in groups]
     grid = [[*map(str, r), *(text.get((*r, *g), "–") for g in groups)] for r in rows]

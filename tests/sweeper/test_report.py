@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from sweeper.api import load as api_load
 from sweeper.console import Options
 from sweeper.errors import UserError
+from sweeper import report
 from sweeper.console import print_table
 from sweeper.errors import SpecError
 from sweeper.report import (
@@ -403,11 +404,14 @@ def expected_texts(summary) -> list[str]:
     return texts
 
 
-def test_a_wide_report_piped_or_written_keeps_every_column_and_value(wide, store_url, monkeypatch, tmp_path):
+@pytest.mark.parametrize("fold", [False, True])
+def test_a_wide_report_piped_or_written_keeps_every_column_and_value(wide, store_url, monkeypatch, tmp_path, fold):
     _, summary = wide
     assert summary.metrics == sorted(WIDE_METRICS, key=lambda m: (m.startswith(("params.", "flops.")), m))
     texts = expected_texts(summary)
     assert len(texts) == 2 * 2 * 15 + 2 * 12  # every cell, and norms' deltas (none for params / FLOPs)
+    if fold:  # past RICH_MAX_COLUMNS, the column axis moves into the rows: values all kept, and said
+        monkeypatch.setattr(report, "RICH_MAX_COLUMNS", 20)
     piped = invoke(store_url, monkeypatch, "abl", env={"COLUMNS": "80"})
     assert piped.exit_code == 0, piped.output
     monkeypatch.chdir(tmp_path)
@@ -417,9 +421,10 @@ def test_a_wide_report_piped_or_written_keeps_every_column_and_value(wide, store
         assert not missing, f"{len(missing)} values cut, e.g. {missing[:3]}"
         header = "".join(line for line in output.splitlines() if line.startswith("┃"))
         for metric in WIDE_METRICS:
-            assert header.count(f" {metric} ") == 2, metric  # once per column group, whole
-        assert header.count("model.scale=small") == header.count("model.scale=base") == 15
-        for line in _legend(summary, set()):  # the footnotes, whole, one per line
+            assert header.count(f" {metric} ") == 1 + (not fold), metric  # once per column group, whole
+        assert header.count("model.scale=small") == header.count("model.scale=base") == 15 * (not fold)
+        notes = ["30 columns are too many for one table: model.scale shown as rows (see --cols)"] * fold
+        for line in _legend(summary, set()) + notes:  # the footnotes, whole, one per line
             assert line in output.splitlines()
         assert "…" not in output
 
