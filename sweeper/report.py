@@ -766,7 +766,7 @@ def render_coverage(summary: Summary, fmt: Format, max_rows: int | None = None) 
     if fmt == Format.rich and len(summary.coverage[summary.cols].drop_duplicates()) > RICH_MAX_COLUMNS // 2:
         summary = _fold_cols_into_rows(summary)
     rows, groups, text = coverage_entries(summary)
-    titles = [", ".join(map(str, g)) or "cells" for g in groups]
+    titles = [", ".join(f"{a}={v}" for a, v in zip(summary.cols, g)) or "cells" for g in groups]
     grid = [[*map(str, r), *(text.get((*r, *g), "–") for g in groups)] for r in rows]
     if fmt == Format.rich:
         caption = ["done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet"]

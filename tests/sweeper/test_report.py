@@ -573,6 +573,9 @@ def test_latex_says_what_the_markdown_says(partial):
     assert r"95 \% paired-t interval (n \textgreater{}= 2)" in legend
     assert not [line for line in tex.splitlines()[1:] if line.startswith("%")]  # nothing said in comments
     assert len([line for line in md.splitlines() if line.startswith("- ")]) == legend.count(r"\par") - 1
+    coverage = render_coverage(summary, Format.latex)
+    assert r"model.specialize & model.scale=small & model.scale=base \\" in coverage
+    assert r"norms\_1\% & 3/3 ok & 1/3 fail 1 new 1 \\" in coverage and "booktabs" in coverage.splitlines()[0]
 
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None,
