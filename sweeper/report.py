@@ -356,6 +356,11 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
     gid = frame.groupby(groups, sort=False, dropna=False).ngroup().to_numpy()
     n_groups = int(gid.max()) + 1 if len(gid) else 0
     labels = frame.loc[~pd.Series(gid).duplicated().to_numpy(), groups].reset_index(drop=True)  # in gid order
+    if pooled:  # a variant run at one depth, a baseline at two: their pooled means differ by design
+        combos = frame[pooled].astype(str).agg("|".join, axis=1).groupby(gid).agg(frozenset)
+        if combos.nunique() > 1:
+            notes.append(f"the groups cover different {', '.join(pooled)} labels: their pooled means do not "
+                         "compare like with like; the paired deltas do")
 
     coverage = labels.copy()
     for cat in CATEGORIES:

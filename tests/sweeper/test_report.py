@@ -531,6 +531,7 @@ def test_an_axis_left_out_is_refused_or_pooled_when_asked_and_deltas_stay_paired
     assert "mean ± std over seeds and model.depth pooled together (--pool model.depth)" in md
     assert "mean ± std over seeds;" not in md
     assert "each pair equal on every other axis and seed" in md
+    assert "the groups cover different model.depth labels: their pooled means do not compare like with like" in md
     # Asked for: the same table from the command, legend included.
     piped = invoke(store_url, monkeypatch, "depths", "--cols", "train.lr", "--pool", "model.depth",
                    "-f", "markdown")
