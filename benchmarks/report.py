@@ -21,7 +21,8 @@ import numpy as np
 from rich.console import Console
 from sqlalchemy import func, insert, select, update
 
-from sweeper.report import Format, build, load, render, render_coverage, summarize
+from sweeper.console import print_table
+from sweeper.report import RICH_MAX_ROWS, Format, build, load, render, render_coverage, summarize
 from sweeper.spec import load_study
 from sweeper.store import CellRow, CellState, Membership, Metric, Store, StudyRow
 
@@ -97,7 +98,7 @@ def timed(fn):
 
 def rich_text(table) -> str:
     buf = io.StringIO()
-    Console(file=buf, width=200, color_system=None).print(table)
+    print_table(table, Console(file=buf, width=200, color_system=None, force_terminal=True))
     return buf.getvalue()
 
 
@@ -127,14 +128,14 @@ def main() -> None:
                 print(f"  summarize              {sum_clock}")
                 for fmt in Format:
                     clock = Clock()
-                    text = clock(lambda: render(summary, fmt))
+                    text = clock(lambda: render(summary, fmt, RICH_MAX_ROWS))  # rich: as in a terminal
                     if fmt == Format.rich:
                         clock(lambda: rich_text(text))
                     print(f"  render {fmt:<9}       {clock}   -> report total {load_clock.wall + sum_clock.wall + clock.wall:6.3f} s wall"
                           f" {load_clock.cpu + sum_clock.cpu + clock.cpu:6.3f} s CPU (target < 1 s)")
             clock = Clock()
             summary = clock(lambda: build(store, "bench"))
-            clock(lambda: rich_text(render_coverage(summary, Format.rich)))
+            clock(lambda: rich_text(render_coverage(summary, Format.rich, RICH_MAX_ROWS)))
             print(f"\n`sweeper report bench --coverage` (rich): {clock}")
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fnmatch import fnmatchcase
@@ -27,30 +27,59 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Connection, Select, Text, cast, not_, or_, select
 
-from sweeper.console import add_columns, open_store, out, study_name, user_errors
+from sweeper.console import add_columns, open_store, out, print_table, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
-from sweeper.spec import SEED_AXIS, Study, canonical, load_yaml, parse_study
+from sweeper.spec import SEED_AXIS, Report, Study, canonical, load_yaml, parse_study
 from sweeper.store import CellRow, Membership, Metric, Store, category
 
 # ----------------------------------------------------------------------------- metric direction
 
-# Last name segments (split on '.' and '_') that mean lower is better. Depth errors, losses and
-# error rates; everything else is higher-is-better unless it is neutral (below).
-LOWER_IS_BETTER = frozenset({"rmse", "absrel", "sqrel", "mae", "mse", "loss", "err", "error", "nll", "fid"})
-# Prefixes of metrics that describe the model rather than score it: never "best", no coloured deltas.
-NEUTRAL_PREFIXES = ("params.", "flops.", "analysis.", "time.", "memory.")
+# Words of a metric's last name segment (split on '_' and '-', and the segment whole) that say
+# which way is better. A lower-is-better word wins ('top1_err'); a rate ('img_per_s') is higher.
+LOWER_IS_BETTER = frozenset({
+    "loss", "losses", "nll", "ce", "xent", "crossentropy", "err", "error", "errors", "wer", "cer", "ter",
+    "ppl", "perplexity", "bpd", "bpc", "rmse", "mse", "mae", "absrel", "sqrel", "silog", "fid", "kid",
+    "lpips",
+    "seconds", "secs", "sec", "ms", "minutes", "hours", "time", "duration", "latency", "runtime", "elapsed",
+})
+HIGHER_IS_BETTER = frozenset({
+    "acc", "accuracy", "top1", "top5", "miou", "iou", "map", "ap", "ap50", "ap75", "f1", "auc", "auroc",
+    "precision", "recall", "bleu", "rouge", "psnr", "ssim", "dice", "delta1", "delta2", "delta3", "d1",
+    "throughput",
+})
+RATE = re.compile(r"(^|[_\-])per[_\-]?(s|sec|second)$")  # img_per_s, samples_per_sec
+# Prefixes of metrics that describe the model rather than score it: listed after the scores, no delta.
+NEUTRAL_PREFIXES = ("params.", "flops.", "analysis.", "memory.")
+DIRECTION = {"min": -1, "max": 1, "none": 0}
 
 
-def direction(metric: str) -> int:
-    """+1 if higher is better, -1 if lower is better, 0 if neither (parameters, FLOPs, analysis).
+def direction(metric: str, declared: Mapping[str, int] | None = None) -> int:
+    """+1 if higher is better, -1 if lower is better, 0 if unknown (never marked best).
 
-    The rule reads the metric's last name segment: `linear_depth.nyu.rmse` and
-    `train.loss` are lower-is-better, `linear_seg.ade20k.miou` higher-is-better.
+    The study's `report.directions` globs (`declared`, first match wins) come first; then the
+    name: `linear_depth.nyu.rmse`, `train.loss`, `pretrain.seconds`, `lm.ppl` are lower-is-better,
+    `linear_seg.ade20k.miou`, `knn.imagenet.top1` higher; `pretrain.steps`, `params.total` unknown.
     """
+    for pattern, sign in (declared or {}).items():
+        if fnmatchcase(metric, pattern):
+            return sign
     if metric.startswith(NEUTRAL_PREFIXES):
         return 0
     last = metric.rsplit(".", 1)[-1].lower()
-    return -1 if set(re.split(r"[_\-]", last)) & LOWER_IS_BETTER or last in LOWER_IS_BETTER else 1
+    words = {last, re.sub(r"[_\-]", "", last), *re.split(r"[_\-]", last)}
+    if words & LOWER_IS_BETTER and not RATE.search(last):
+        return -1
+    return 1 if words & HIGHER_IS_BETTER or RATE.search(last) else 0
+
+
+def _describes_model(metric: str) -> bool:
+    return metric.startswith(NEUTRAL_PREFIXES)
+
+
+def declared_directions(raw: Mapping[str, Any]) -> dict[str, int]:
+    """A study's `report.directions` as glob -> sign (validated by `sweeper plan` when recorded)."""
+    declared = Report.model_validate(raw.get("report") or {}).directions
+    return {glob: DIRECTION[d] for glob, d in declared.items()}
 
 
 # ----------------------------------------------------------------------------- loading
@@ -66,11 +95,11 @@ class Loaded:
     named_axes: list[str]  # axes of named variants (the default rows)
     baseline: dict | None  # axis -> label of the reference variant
     metrics: list[str]  # metric columns of `frame`, in report order
-    directions: dict[str, int] = field(default_factory=dict)  # known directions, over the name rule (a search's metric)
+    directions: dict[str, int] = field(default_factory=dict)  # metric glob -> sign, over the name rule
 
 
-def _study_meta(spec_text: str, file: str) -> tuple[list[str], list[str], dict | None]:
-    """Axis names, named-variant axes and baseline from the recorded study text.
+def _study_meta(spec_text: str, file: str) -> tuple[list[str], list[str], dict | None, dict[str, int]]:
+    """Axis names, named-variant axes, baseline and declared directions from the recorded study text.
 
     Reads the YAML rather than re-expanding the study, which for 10,000 cells would cost more
     than the whole report; the text was validated by `sweeper plan` when it was recorded.
@@ -88,7 +117,7 @@ def _study_meta(spec_text: str, file: str) -> tuple[list[str], list[str], dict |
     baseline = raw.get("baseline")
     if isinstance(baseline, str):
         baseline = {named[0]: baseline} if len(named) == 1 else None
-    return axes, named, baseline
+    return axes, named, baseline, declared_directions(raw)
 
 
 def _like(pattern: str) -> str:
@@ -128,7 +157,8 @@ def _column(labels: list[Any]) -> list[Any]:
 
 def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
     """Every final metric but the per-block analysis ones, scores first, then parameters and FLOPs."""
-    chosen = sorted((n for n in names if not n.startswith("analysis.")), key=lambda n: (direction(n) == 0, n))
+    chosen = sorted((n for n in names if not n.startswith("analysis.")),
+                    key=lambda n: (_describes_model(n), n))
     return chosen[:cap], max(0, len(chosen) - cap)
 
 
@@ -145,7 +175,7 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     `flag` is the option the patterns came from, named in that error (`sweeper plot` takes --y).
     """
     row = store.study_row(study)
-    file_axes, named, baseline = _study_meta(row.spec_text, row.file)
+    file_axes, named, baseline, directions = _study_meta(row.spec_text, row.file)
     live = (Membership.study_id == row.id, Membership.orphaned.is_(False))
     q = (
         select(Membership.position, Metric.name, Metric.value)
@@ -197,13 +227,13 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
                                 f"{did_you_mean(p, known)}; metrics: {shown or 'none recorded yet'}")
             metrics += [n for n in hits if n not in metrics]
     else:
-        metrics = sorted(reported, key=lambda n: (direction(n) == 0, n))
+        metrics = sorted(reported, key=lambda n: (_describes_model(n), n))
     index = {n: i for i, n in enumerate(found)}
     data = pd.DataFrame(matrix[:, [index[m] for m in metrics]], columns=metrics, index=frame.index)
     frame = pd.concat([frame, data], axis=1)
     if keys is not None:
         frame = frame[frame["key"].isin(set(keys))].reset_index(drop=True)
-    return Loaded(study, frame, all_axes, [a for a in named if a in all_axes], baseline, metrics)
+    return Loaded(study, frame, all_axes, [a for a in named if a in all_axes], baseline, metrics, directions)
 
 
 def _fetch_plain(conn: Connection, q: Select) -> list[tuple]:
@@ -273,7 +303,7 @@ class Summary:
     directions: dict[str, int] = field(default_factory=dict)
 
     def direction(self, metric: str) -> int:
-        return self.directions.get(metric, direction(metric))
+        return direction(metric, self.directions)
 
     @property
     def groups(self) -> list[str]:
@@ -287,26 +317,39 @@ def _check_axes(kind: str, names: Sequence[str], axes: list[str]) -> None:
             raise UserError(f"{kind} {a}: not an axis of this study{hint}; axes: {', '.join(axes) or 'none'}")
 
 
-def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None) -> Summary:
+def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None,
+              pool: Sequence[str] = ()) -> Summary:
     """Aggregate over seeds per (rows × cols) group; pair seeds against the baseline for deltas.
 
-    A delta is the mean of per-seed differences between a variant's cell and the baseline cell
-    with the same labels on every other axis and the same seed; its 95 % interval comes from
-    the paired t distribution and needs at least two pairs. Groups are numbered once
-    (ngroup) and every statistic is a (groups × metrics) array, so no index joins are needed.
+    An axis in neither rows nor columns is averaged over with the seeds only when `pool` names
+    it (the legend says so); otherwise it is a UserError naming it, since its cells would pass
+    for seeds. A delta is the mean of per-seed differences between a variant's cell and the
+    baseline cell with the same labels on every other axis (pooled ones too) and the same seed;
+    its 95 % interval comes from the paired t distribution and needs at least two pairs. Groups
+    are numbered once (ngroup) and every statistic is a (groups × metrics) array.
     """
     axes = loaded.axes
-    _check_axes("--rows", rows or [], axes)
-    _check_axes("--cols", cols or [], axes)
-    row_axes = list(rows) if rows else (loaded.named_axes[:1] or axes[:1])
-    col_axes = list(cols) if cols is not None else [a for a in axes if a not in row_axes]
-    if set(row_axes) & set(col_axes):
-        raise UserError(f"--rows and --cols share {', '.join(sorted(set(row_axes) & set(col_axes)))}; an axis is one or the other")
-    pooled = [a for a in axes if a not in row_axes and a not in col_axes]
+    for flag, names in (("--rows", rows), ("--cols", cols), ("--pool", pool)):
+        _check_axes(flag, names or [], axes)
+    candidates = [a for a in loaded.named_axes if a not in pool] or [a for a in axes if a not in pool]
+    row_axes = list(rows) if rows else candidates[:1]
+    col_axes = list(cols) if cols is not None else [a for a in axes if a not in row_axes and a not in pool]
+    for flag, names in (("--cols", col_axes), ("--pool", pool)):
+        if shared := [a for a in axes if a in row_axes and a in names]:
+            raise UserError(f"--rows and {flag} share {', '.join(shared)}; an axis is in one of them only")
+    if shared := [a for a in axes if a in col_axes and a in pool]:
+        raise UserError(f"--cols and --pool share {', '.join(shared)}; an axis is in one of them only")
     frame, metrics = loaded.frame, loaded.metrics
+    # An axis left out with a single label in these cells (a search's fixed axis) averages nothing.
+    shown = row_axes + col_axes + list(pool)
+    if left := [a for a in axes if a not in shown and frame[a].nunique(dropna=False) > 1]:
+        rows_, cols_ = ", ".join(row_axes) or "none", ", ".join(col_axes) or "none"
+        raise UserError(
+            f"the table's rows ({rows_}) and columns ({cols_}) leave out {', '.join(left)}: its cells would "
+            f"be averaged as if they were seeds. Put it in --rows or --cols, or average over it on purpose with "
+            f"{' '.join(f'--pool {a}' for a in left)}")
+    pooled = [a for a in axes if a in pool]
     notes: list[str] = []
-    if pooled:
-        notes.append(f"pooled over {', '.join(pooled)} (in neither --rows nor --cols)")
     groups = row_axes + col_axes
     if not groups:  # a study without axes: one group
         frame = frame.assign(study=loaded.study)
@@ -315,6 +358,11 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
     gid = frame.groupby(groups, sort=False, dropna=False).ngroup().to_numpy()
     n_groups = int(gid.max()) + 1 if len(gid) else 0
     labels = frame.loc[~pd.Series(gid).duplicated().to_numpy(), groups].reset_index(drop=True)  # in gid order
+    if pooled:  # a variant run at one depth, a baseline at two: their pooled means differ by design
+        combos = frame[pooled].astype(str).agg("|".join, axis=1).groupby(gid).agg(frozenset)
+        if combos.nunique() > 1:
+            notes.append(f"the groups cover different {', '.join(pooled)} labels: their pooled means do not "
+                         "compare like with like; the paired deltas do")
 
     coverage = labels.copy()
     for cat in CATEGORIES:
@@ -327,7 +375,7 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
     n = grouped.count().to_numpy()
     delta, delta_n, ci_low, ci_high = _deltas(frame, gid, n_groups, loaded, metrics, pooled, notes)
 
-    sign = np.array([loaded.directions.get(m, direction(m)) for m in metrics])
+    sign = np.array([direction(m, loaded.directions) for m in metrics], dtype=float)
     score = np.where(sign != 0, mean * sign, np.nan)
     column_of = labels.groupby(col_axes, sort=False, dropna=False).ngroup().to_numpy() if col_axes else np.zeros(n_groups)
     best_score = pd.DataFrame(score).groupby(column_of).transform("max").to_numpy()
@@ -457,7 +505,9 @@ def _entries(summary: Summary) -> dict[tuple, dict[tuple, Entry]]:
         else:
             value = f"{mean:+.{d}f} %" if k == "pct" else f"{mean:.{d}f}"
             spread = f"{std:.{d}f}" if n > 1 and std > 0 else ""
-        show_delta = sign[metric] != 0 and delta_n > 0 and math.isfinite(delta)
+        # An unknown direction still has a delta (uncoloured); a model's size has none.
+        judged = sign[metric] != 0 or not _describes_model(metric)
+        show_delta = judged and delta_n > 0 and math.isfinite(delta)
         has_interval = show_delta and delta_n >= 2 and math.isfinite(lo)
         verdict = (sign[metric] if lo > 0 else -sign[metric] if hi < 0 else 0) if has_interval else 0
         table.setdefault(rec[:nr], {})[(*rec[nr:nl], metric)] = Entry(
@@ -490,11 +540,30 @@ def _col_title(summary: Summary, key: tuple, sep: str) -> str:
 
 def _legend(summary: Summary, used: set[str]) -> list[str]:
     lines = [f"{FLAGS[c]} {FLAG_LEGEND[c]}" for c in FLAGS if FLAGS[c] in used]
+    lines += _direction_legend(summary)
     if summary.baseline:
         base = ", ".join(f"{k}={v}" for k, v in summary.baseline.items())
-        lines.append(f"deltas: mean paired difference vs {base} (same seed), 95 % paired-t interval (n >= 2)")
-    lines.append("mean ± std over seeds; n/N when fewer seeds have the value than the group has cells")
+        lines.append(f"deltas: mean paired difference vs {base}, each pair equal on every other axis and "
+                     "seed; 95 % paired-t interval (n >= 2)")
+    if summary.pooled:
+        flags = " ".join(f"--pool {a}" for a in summary.pooled)
+        lines.append(f"mean ± std over seeds and {', '.join(summary.pooled)} pooled together ({flags}): "
+                     "one value per cell; n/N when fewer cells have the value than the group has")
+    else:
+        lines.append("mean ± std over seeds; n/N when fewer seeds have the value than the group has cells")
     return lines + summary.notes
+
+
+def _direction_legend(summary: Summary) -> list[str]:
+    """Which way each metric is judged, so a bold value says what it claims and an unjudged one shows."""
+    by = {s: [m for m in summary.metrics if summary.direction(m) == s] for s in (1, -1, 0)}
+    words = ((1, "higher is better"), (-1, "lower"))
+    parts = [f"{word} for {', '.join(by[s])}" for s, word in words if by[s]]
+    if not parts:
+        return []
+    if unjudged := [m for m in by[0] if not _describes_model(m)]:  # parameters and FLOPs are never judged
+        parts.append(f"never bold (no known direction; see report.directions): {', '.join(unjudged)}")
+    return [f"bold: best of its column; {'; '.join(parts)}"]
 
 
 # ----------------------------------------------------------------------------- renderers
@@ -510,8 +579,8 @@ class Format(StrEnum):
 
 EXTENSIONS = {".md": Format.markdown, ".markdown": Format.markdown, ".tex": Format.latex, ".csv": Format.csv,
               ".json": Format.json, ".txt": Format.rich}
-RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows on a terminal
-RICH_MAX_ROWS = 50  # longer tables are cut with a note (a terminal shows ~50 rows; rich takes ~7 ms a row); files never are
+RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows (every value kept, with a note)
+RICH_MAX_ROWS = 50  # cut there in a terminal, with a note (rich takes ~7 ms a row); pipes and files never are
 
 
 def render_csv(summary: Summary) -> str:
@@ -533,6 +602,7 @@ def render_json(summary: Summary) -> str:
         "pooled": summary.pooled,
         "baseline": summary.baseline,
         "metrics": summary.metrics,
+        "directions": {m: summary.direction(m) for m in summary.metrics},
         "notes": summary.notes,
     }
     frames = [f'"{name}": {frame.to_json(orient="records", double_precision=15)}'
@@ -572,23 +642,38 @@ def render_markdown(summary: Summary) -> str:
 
 
 _TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+        ">": r"\textgreater{}", "|": r"\textbar{}", "±": r"$\pm$", "…": r"\dots{}", "–": "--",
+        "·": r"$\cdot$"}
 _TEX_FLAGS = {"*": r"$^{*}$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$"}
+TEX_PREAMBLE = r"% sweeper report: needs \usepackage{booktabs} in the preamble"
 
 
 def tex_escape(text: str) -> str:
-    return "".join(_TEX.get(c, c) for c in text)
+    """Text-mode LaTeX for any string (pdflatex's default OT1 font would print '<' as '¡'); '--' stays
+    two hyphens (a flag), not an en dash."""
+    return "".join(_TEX.get(c, c) for c in re.sub("-(?=-)", "-\0", text)).replace("\0", "{}")
+
+
+def tex_legend(lines: Iterable[str]) -> list[str]:
+    """The legend as text under the tabular (not % comments): a pasted table says what it means."""
+    text = [(_TEX_FLAGS[line[0]] + tex_escape(line[1:])) if line[:1] in _TEX_FLAGS else tex_escape(line)
+            for line in lines]
+    return [r"\par\smallskip", r"{\footnotesize", *(f"{line}\\par" for line in text), "}"]
 
 
 def render_latex(summary: Summary) -> str:
-    """A booktabs tabular: one multicolumn header per column group, `$\\mathbf{x} \\pm y$` cells."""
+    """A booktabs tabular (the package named in its first line), one multicolumn header per column
+    group with its axis names, `$\\mathbf{x} \\pm y$` cells with their deltas and intervals, and
+    the legend below it as text."""
     entries, columns, rows = _entries(summary), _columns(summary), _row_keys(summary)
     nr, nm = len(summary.rows), len(summary.metrics)
     used: set[str] = set()
-    lines = [r"\begin{tabular}{" + "l" * nr + "r" * len(columns) + "}", r"\toprule"]
+    lines = [TEX_PREAMBLE, r"\begin{tabular}{" + "l" * nr + "r" * len(columns) + "}", r"\toprule"]
     if summary.cols:
         groups = [columns[i][:-1] for i in range(0, len(columns), nm)]
-        spans = [r"\multicolumn{%d}{c}{%s}" % (nm, tex_escape(", ".join(map(str, g)))) for g in groups]
+        titles = [", ".join(f"{a}={v}" for a, v in zip(summary.cols, g)) for g in groups]
+        spans = [r"\multicolumn{%d}{c}{%s}" % (nm, tex_escape(t)) for t in titles]
         lines.append(" & ".join([""] * nr + spans) + r" \\")
         lines.append(" ".join(r"\cmidrule(lr){%d-%d}" % (nr + 1 + i * nm, nr + (i + 1) * nm) for i in range(len(groups))))
     lines.append(" & ".join([tex_escape(a) for a in summary.rows] + [tex_escape(c[-1]) for c in columns]) + r" \\")
@@ -604,7 +689,7 @@ def render_latex(summary: Summary) -> str:
             core = rf"\mathbf{{{value}}}" if e.best else value
             text = f"${core}" + (rf" \pm {e.spread}$" if e.spread else "$")
             if e.delta:
-                text += rf" {{\scriptsize ${e.delta}$}}"
+                text += rf" {{\scriptsize ${e.delta}$" + (f" ${e.interval}$" if e.interval else "") + "}"
             if e.n:
                 text += rf" {{\scriptsize n={e.n}}}"
             text += "".join(_TEX_FLAGS[f] for f in e.flags)
@@ -612,17 +697,20 @@ def render_latex(summary: Summary) -> str:
             cells.append(text)
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    legend = [f"% {line}" for line in _legend(summary, used)]
-    return "\n".join(lines + legend) + "\n"
+    return "\n".join(lines + tex_legend(_legend(summary, used))) + "\n"
 
 
-def render_rich(summary: Summary) -> Table:
-    """A terminal table: bold best value, delta in green (better, interval clear of 0) or red."""
-    if len(summary.cols) and len(summary.metrics) * summary.coverage[summary.cols].drop_duplicates().shape[0] > RICH_MAX_COLUMNS:
+def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
+    """A terminal table: bold best value, delta in green (better, interval clear of 0) or red.
+
+    `max_rows` cuts a long table for a terminal (rich takes ~7 ms a row), with a note; a pipe
+    or a file gets every row. Width is sweeper.console.print_table's concern: it never cuts.
+    """
+    if summary.cols and len(_columns(summary)) > RICH_MAX_COLUMNS:
         summary = _fold_cols_into_rows(summary)
     rows = _row_keys(summary)
-    shown = rows[:RICH_MAX_ROWS]
-    if len(rows) > RICH_MAX_ROWS:  # format only what is shown
+    shown = rows[:max_rows] if max_rows else rows
+    if len(shown) < len(rows):  # format only what is shown
         keys = pd.MultiIndex.from_frame(summary.cells[summary.rows])
         summary = replace(summary, cells=summary.cells[keys.isin(pd.MultiIndex.from_tuples(shown))])
     entries, columns = _entries(summary), _columns(summary)
@@ -648,17 +736,17 @@ def render_rich(summary: Summary) -> Table:
             cells.append(text)
         table.add_row(*cells)
     caption = _legend(summary, used)
-    if len(rows) > RICH_MAX_ROWS:
-        caption.insert(0, f"… {len(rows) - RICH_MAX_ROWS:,} more rows; use --format csv/markdown or --out FILE for all")
+    if len(shown) < len(rows):
+        caption.insert(0, f"… {len(rows) - len(shown):,} more rows; pipe it, or use --out FILE, for all")
     table.caption = "\n".join(caption)
-    table.caption_justify = "left"
     return table
 
 
 def _fold_cols_into_rows(summary: Summary) -> Summary:
     """The same summary with its column axes moved into the rows (columns: the metrics only)."""
     rows = summary.rows + summary.cols
-    notes = summary.notes + [f"too many columns for a terminal: {', '.join(summary.cols)} shown as rows (see --cols)"]
+    notes = summary.notes + [f"{len(_columns(summary))} columns are too many for one table: "
+                             f"{', '.join(summary.cols)} shown as rows (see --cols)"]
     return replace(summary, rows=rows, cols=[], notes=notes)
 
 
@@ -677,7 +765,7 @@ def coverage_entries(summary: Summary) -> tuple[list[tuple], list[tuple], dict[t
     return rows, groups, text
 
 
-def render_coverage(summary: Summary, fmt: Format) -> str | Table:
+def render_coverage(summary: Summary, fmt: Format, max_rows: int | None = None) -> str | Table:
     """Which groups are done / running (⟳) / failed (✗) / not run (·), so one sees what a table awaits."""
     if fmt in (Format.csv, Format.json):
         frame = summary.coverage
@@ -685,13 +773,15 @@ def render_coverage(summary: Summary, fmt: Format) -> str | Table:
     if fmt == Format.rich and len(summary.coverage[summary.cols].drop_duplicates()) > RICH_MAX_COLUMNS // 2:
         summary = _fold_cols_into_rows(summary)
     rows, groups, text = coverage_entries(summary)
-    titles = [", ".join(map(str, g)) or "cells" for g in groups]
+    titles = [", ".join(f"{a}={v}" for a, v in zip(summary.cols, g)) or "cells" for g in groups]
     grid = [[*map(str, r), *(text.get((*r, *g), "–") for g in groups)] for r in rows]
     if fmt == Format.rich:
-        table = Table(title=f"{summary.study}: coverage", title_justify="left",
-                      caption="done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet", caption_justify="left")
+        caption = ["done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet"]
+        if max_rows and len(grid) > max_rows:
+            caption.insert(0, f"… {len(grid) - max_rows:,} more rows; pipe it, or use --out FILE, for all")
+        table = Table(title=f"{summary.study}: coverage", title_justify="left", caption="\n".join(caption))
         add_columns(table, (*summary.rows, *titles), right=titles)
-        for line in grid[:RICH_MAX_ROWS]:
+        for line in grid[:max_rows] if max_rows else grid:
             table.add_row(*line)
         return table
     if fmt == Format.markdown:
@@ -699,16 +789,19 @@ def render_coverage(summary: Summary, fmt: Format) -> str | Table:
                  "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(titles)) + "|"]
         lines += ["| " + " | ".join(map(md_escape, line)) + " |" for line in grid]
         return "\n".join(lines) + "\n"
-    lines = [r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}", r"\toprule",
+    lines = [TEX_PREAMBLE, r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}",
+             r"\toprule",
              " & ".join(map(tex_escape, [*summary.rows, *titles])) + r" \\", r"\midrule"]
     lines += [" & ".join(tex_escape(c.replace("✓", "ok").replace("⟳", "run ").replace("✗", "fail ").replace("·", "new "))
                          for c in line) + r" \\" for line in grid]
-    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+    legend = ["done/cells; ok: complete, run: running, fail: failed, new: not run yet"]
+    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"] + tex_legend(legend)) + "\n"
 
 
-def render(summary: Summary, fmt: Format) -> str | Table:
+def render(summary: Summary, fmt: Format, max_rows: int | None = None) -> str | Table:
+    if fmt == Format.rich:
+        return render_rich(summary, max_rows)
     return {
-        Format.rich: render_rich,
         Format.markdown: render_markdown,
         Format.latex: render_latex,
         Format.csv: render_csv,
@@ -753,33 +846,35 @@ def final_scope(store: Store, study: Study, groups: list | None = None, *,
 
 def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None,
           metrics: Sequence[str] | None = None, *, keys: Collection[str] | None = None,
-          axes: list[str] | None = None, directions: dict[str, int] | None = None) -> Summary:
+          axes: list[str] | None = None, directions: dict[str, int] | None = None,
+          pool: Sequence[str] = ()) -> Summary:
     """Load and summarize; without --metric, the default set (see default_metrics) capped with a note."""
     loaded = load(store, study, metrics or None, analysis=False, keys=keys, axes=axes)
-    loaded.directions = directions or {}
+    loaded.directions = {**(directions or {}), **loaded.directions}  # a search's own metric first
     notes = []
     if not metrics:
         chosen, dropped = default_metrics(loaded.metrics, DEFAULT_METRIC_CAP)
         if dropped:
             notes.append(f"showing {len(chosen)} of {len(chosen) + dropped} metrics; choose with --metric GLOB")
         loaded.metrics = chosen
-    summary = summarize(loaded, rows, cols)
+    summary = summarize(loaded, rows, cols, pool)
     summary.notes = notes + summary.notes
     return summary
 
 
 def _write(parts: list[str | Table], path: Path | None) -> None:
+    """To the terminal, a pipe or a file; a table is never cut to a width (see print_table)."""
     if path is None:
         for part in parts:
             if isinstance(part, Table):
-                out.print(part)
+                print_table(part)
             else:
                 out.file.write(part)
         return
     with path.open("w") as fh:
         for i, part in enumerate(parts):
             if isinstance(part, Table):
-                Console(file=fh, width=max(120, 14 * len(part.columns)), color_system=None).print(part)
+                print_table(part, Console(file=fh, color_system=None))
             else:
                 fh.write(("\n" if i else "") + part)
 
@@ -789,12 +884,16 @@ def report_command(
     study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
     rows: Annotated[list[str] | None, typer.Option("--rows", help="Axes of the table's rows (repeatable; default: the named-variants axis).")] = None,
     cols: Annotated[list[str] | None, typer.Option("--cols", help="Axes of the column groups (repeatable; default: the other axes).")] = None,
+    pool: Annotated[list[str] | None, typer.Option(
+        "--pool", help="Average over this axis with the seeds (repeatable); an axis in neither --rows nor "
+                       "--cols must be named here.")] = None,
     metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric name glob (repeatable; default: every final metric but analysis.*).")] = None,
     fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format (default: from --out's extension, else rich).")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of the terminal.")] = None,
     coverage: Annotated[bool, typer.Option("--coverage", help="Only the coverage view: done / running / failed / missing per group.")] = False,
     final: Annotated[bool, typer.Option("--final", help="A search study: only the ablation table of the best configurations' final seeds.")] = False,
     trials: Annotated[bool, typer.Option("--trials", help="A search study: every trial with its hyperparameters and value, best first.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable (as --format json).")] = False,
 ) -> None:
     """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged.
 
@@ -804,6 +903,10 @@ def report_command(
     from sweeper import search_report
     from sweeper.search import results
 
+    if as_json and fmt not in (None, Format.json):
+        raise UserError(f"--json and --format {fmt} ask for two formats; give one")
+    if as_json:
+        fmt = Format.json
     if fmt is None:
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
     parts: list[str | Table] = []
@@ -813,6 +916,9 @@ def report_command(
         keys = axes = directions = None
         if trials and searched is None:
             raise UserError(f"--trials: study '{name}' has no search block")
+        if final and searched is None:
+            raise UserError(f"--final: study '{name}' has no search block, so no final seeds; "
+                            f"its table is `sweeper report {name}` without --final")
         if trials:
             _write([search_report.trials_view(store, searched, fmt)], out_file)
             return
@@ -823,13 +929,15 @@ def report_command(
             keys, axes, directions = final_scope(store, searched, groups, required=final or coverage)
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
-            summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes, directions=directions)
+            summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes,
+                            directions=directions, pool=pool or ())
+    max_rows = RICH_MAX_ROWS if out_file is None and out.is_terminal else None
     if summary is not None and coverage:
-        parts = [render_coverage(summary, fmt)]
+        parts = [render_coverage(summary, fmt, max_rows)]
     elif summary is not None:
         if fmt == Format.rich and out_file is None and not _complete(summary):
-            parts.append(render_coverage(summary, fmt))
-        parts.append(render(summary, fmt))
+            parts.append(render_coverage(summary, fmt, max_rows))
+        parts.append(render(summary, fmt, max_rows))
     _write(parts, out_file)
     if out_file is not None:
         out.print(f"wrote {out_file} ({fmt})", highlight=False)

@@ -338,6 +338,14 @@ class Search(_Strict):
         return data
 
 
+class Report(_Strict):
+    """The `report:` block: how `sweeper report` reads the study's metrics."""
+
+    # metric glob -> which way is better; the first glob that matches wins, before the built-in
+    # guesses (sweeper.report.direction); `none` means never judged (no best, no coloured delta)
+    directions: dict[str, Literal["min", "max", "none"]] = {}
+
+
 class StudyFile(_Strict):
     study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=128)
     description: str = ""
@@ -354,6 +362,7 @@ class StudyFile(_Strict):
     retry: Retry = Retry()
     workdir: str = "runs"
     search: Search | None = None
+    report: Report = Report()
 
     @model_validator(mode="before")
     @classmethod

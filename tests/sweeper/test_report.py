@@ -8,20 +8,29 @@ import io
 import json
 import math
 import re
+import shutil
+import subprocess
 
 import pytest
 import typer
+from rich.console import Console
 from typer.testing import CliRunner
 
 from sweeper.api import load as api_load
 from sweeper.console import Options
 from sweeper.errors import UserError
+from sweeper import report
+from sweeper.console import print_table
+from sweeper.errors import SpecError
 from sweeper.report import (
     Format,
+    _entries,
+    _legend,
     build,
     direction,
     render,
     render_coverage,
+    render_rich,
     report_command,
 )
 from sweeper.spec import load_study
@@ -92,6 +101,16 @@ def test_direction_rule():
     assert direction("train.loss") == -1 and direction("val.top1_err") == -1
     assert direction("params.extra_pct") == 0 and direction("flops.fwd") == 0
     assert direction("analysis.procedural.block3.cos_cls_patch_pre_norm1") == 0
+    # Times, cross-entropies, perplexities and word error rates are lower-is-better (issue 14.8) …
+    for name in ("pretrain.seconds", "lm.val.ce", "lm.wiki.ppl", "asr.libri.wer", "linear_depth.nyu.abs_rel"):
+        assert direction(name) == -1, name
+    for name in ("linear_depth.nyu.delta1", "linear_seg.ade20k.pixel_acc", "pretrain.img_per_s", "det.ap50"):
+        assert direction(name) == 1, name
+    # … and a name that says neither is not guessed: it is never marked best.
+    assert direction("pretrain.steps") == 0 and direction("pretrain.koleo") == 0
+    # A study's declared globs come first, in order.
+    assert direction("pretrain.steps", {"*.steps": 1}) == 1
+    assert direction("pretrain.loss", {"pretrain.loss": 0, "*.loss": -1}) == 0
 
 
 def test_means_stds_and_paired_deltas_match_hand_computation(full):
@@ -128,8 +147,9 @@ def test_rows_cols_and_metric_globs(full):
     summary = build(store, "abl", rows=["model.scale"], cols=["model.specialize"], metrics=["*.miou", "params.*"])
     assert summary.metrics == ["linear_seg.ade20k.miou", "params.total"]
     assert cell(summary, "norms", "small", "linear_seg.ade20k.miou")["delta"] == pytest.approx(2)
-    # Rows only: the other axis is pooled with the seeds (6 values per group).
-    pooled = build(store, "abl", rows=["model.specialize"], cols=[], metrics=["linear_seg.ade20k.miou"])
+    # Rows only, pooling the other axis on purpose: 6 values per group (see test_pooling_is_asked_for).
+    pooled = build(store, "abl", rows=["model.specialize"], cols=[], metrics=["linear_seg.ade20k.miou"],
+                   pool=["model.scale"])
     assert pooled.pooled == ["model.scale"]
     assert pooled.cells.set_index("model.specialize")["mean"].to_dict() == pytest.approx({"baseline": 46.5, "norms": 48})
     # Character classes and '?' are honoured exactly, though SQL only pre-filters with LIKE.
@@ -245,11 +265,11 @@ def test_latex_is_a_booktabs_tabular_with_matching_columns(full):
     assert len(rows) == 2
     for row in rows:
         assert len(re.split(r"(?<!\\)&", row)) == len(spec) == 1 + 6
-    header = text.splitlines()[2]
+    header = text.splitlines()[3]
     assert header.count(r"\multicolumn{3}{c}") == 2
     assert text.count(r"\begin{tabular}") == text.count(r"\end{tabular}") == 1
     assert r"model.specialize & linear\_depth.nyu.rmse" in text  # underscores escaped
-    assert r"$\mathbf{43.0} \pm 1.0$ {\scriptsize $+2.0$}" in text
+    assert r"$\mathbf{43.0} \pm 1.0$ {\scriptsize $+2.0$ $[-0.5, +4.5]$}" in text
     assert text.count("{") == text.count("}")
 
 
@@ -288,7 +308,7 @@ def cli(full, monkeypatch, tmp_path):
 def test_cli_writes_the_format_its_out_file_names(cli, tmp_path):
     result = cli("abl", "--out", "t.tex")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "t.tex").read_text().startswith(r"\begin{tabular}")
+    assert r"\begin{tabular}" in (tmp_path / "t.tex").read_text()
     assert cli("abl", "-m", "*.miou", "--format", "json", "--out", "t.txt").exit_code == 0
     assert json.loads((tmp_path / "t.txt").read_text())["metrics"] == ["linear_seg.ade20k.miou"]
 
@@ -342,6 +362,251 @@ def test_a_metric_named_like_a_label_column_does_not_shadow_it(store_url, write_
     assert summary.metrics == ["linear_seg.ade20k.miou"]
     norms = summary.cells[(summary.cells["model.specialize"] == "norms") & (summary.cells["model.scale"] == "small")]
     assert norms["delta"].iloc[0] == pytest.approx((2 + 3 + 1) / 3)  # still paired by the real seed
+
+
+def invoke(store_url, monkeypatch, *args, env=None):
+    app = typer.Typer()
+    app.command("report")(report_command)
+    app.command("other")(lambda: None)
+    monkeypatch.setattr(Options, "db", store_url)
+    return CliRunner().invoke(app, ["report", *args], env=env, catch_exceptions=False)
+
+
+# ----------------------------------------------------------------------------- issue 14.7: never cropped
+
+WIDE_METRICS = ["linear_seg.ade20k.miou", "linear_seg.ade20k.pixel_acc", "linear_depth.nyu.rmse",
+                "linear_depth.nyu.abs_rel", "linear_depth.nyu.delta1", "knn.in1k.top1", "knn.in1k.top5",
+                "linear.in1k.top1", "pretrain.loss", "pretrain.seconds", "pretrain.steps",
+                "pretrain.img_per_s",                "params.total", "params.extra_pct", "flops.fwd"]
+
+
+@pytest.fixture
+def wide(store_url, write_study):
+    """15 metrics × 2 scales: 30 value columns, each with a delta and its interval for norms."""
+    study = write(write_study)
+    with Store(store_url) as store:
+        store.plan(study)
+        finish(store, study, {
+            (v, s, seed): {m: 10.0 * i + 3.7 * seed + 1.3 * (v == "norms") + 50 * (s == "base")
+                           + 0.11 * seed * (v == "norms") for i, m in enumerate(WIDE_METRICS)}
+            for v, s in MIOU for seed in range(3)
+        })
+        yield store, build(store, "abl")
+
+
+def expected_texts(summary) -> list[str]:
+    """Every value, spread, delta and interval the table must show, as the rich table writes them."""
+    texts = []
+    for row in _entries(summary).values():
+        for e in row.values():
+            texts.append(e.value + (f" ± {e.spread}" if e.spread else ""))
+            texts += [f"{e.delta} {e.interval}".strip()] if e.delta else []
+    return texts
+
+
+@pytest.mark.parametrize("fold", [False, True])
+def test_a_wide_report_piped_or_written_keeps_every_column_and_value(wide, store_url, monkeypatch, tmp_path, fold):
+    _, summary = wide
+    assert summary.metrics == sorted(WIDE_METRICS, key=lambda m: (m.startswith(("params.", "flops.")), m))
+    texts = expected_texts(summary)
+    assert len(texts) == 2 * 2 * 15 + 2 * 12  # every cell, and norms' deltas (none for params / FLOPs)
+    if fold:  # past RICH_MAX_COLUMNS, the column axis moves into the rows: values all kept, and said
+        monkeypatch.setattr(report, "RICH_MAX_COLUMNS", 20)
+    piped = invoke(store_url, monkeypatch, "abl", env={"COLUMNS": "80"})
+    assert piped.exit_code == 0, piped.output
+    monkeypatch.chdir(tmp_path)
+    assert invoke(store_url, monkeypatch, "abl", "--out", "wide.txt").exit_code == 0
+    for output in (piped.output, (tmp_path / "wide.txt").read_text()):
+        missing = [t for t in texts if t not in output]
+        assert not missing, f"{len(missing)} values cut, e.g. {missing[:3]}"
+        header = "".join(line for line in output.splitlines() if line.startswith("┃"))
+        for metric in WIDE_METRICS:
+            assert header.count(f" {metric} ") == 1 + (not fold), metric  # once per column group, whole
+        assert header.count("model.scale=small") == header.count("model.scale=base") == 15 * (not fold)
+        notes = ["30 columns are too many for one table: model.scale shown as rows (see --cols)"] * fold
+        for line in _legend(summary, set()) + notes:  # the footnotes, whole, one per line
+            assert line in output.splitlines()
+        assert "…" not in output
+
+
+def test_a_terminal_too_narrow_gets_several_tables_and_is_told_so(wide):
+    _, summary = wide
+    buffer = io.StringIO()
+    print_table(render_rich(summary), Console(file=buffer, force_terminal=True, width=80, color_system=None))
+    output = buffer.getvalue()
+    assert max(map(len, output.splitlines())) <= 80
+    parts = int(re.search(r"split into (\d+) tables to fit this terminal's 80 columns", output).group(1))
+    assert parts >= 8 and output.count("│ baseline ") == output.count("│ norms ") == parts  # labels repeated
+    assert re.search(rf"abl \({parts}/{parts}\)", output)
+    missing = [t for t in expected_texts(summary) if t not in output]
+    assert not missing, missing[:3]
+
+
+# ----------------------------------------------------------------------------- issue 14.8: directions
+
+DIRECTED = STUDY + """
+report:
+  directions: {{"*.score": min, "pretrain.loss": none}}
+"""
+
+
+def test_declared_directions_decide_best_and_an_unknown_direction_is_never_best(store_url, write_study):
+    study = load_study(write_study(DIRECTED.format(name="abl", variants="\n".join(
+        f"    {k}: {v}" for k, v in VARIANTS.items()), baseline="baseline"), "abl.yaml"))
+    with Store(store_url) as store:
+        store.plan(study)
+        finish(store, study, {(v, s, seed): {"x.score": 1.0 + (v == "norms"),
+                                             "pretrain.loss": 2.0 + (v == "norms"),
+                                             "pretrain.seconds": 100.0 + 10 * (v == "norms"),
+                                             "pretrain.steps": 10.0 + 5 * (v == "norms") + seed}
+                              for v, s in MIOU for seed in range(3)})
+        summary = build(store, "abl")
+    best = {(r["model.specialize"], r["metric"]) for r in summary.cells.to_dict("records") if r["best"]}
+    assert {m for _, m in best} == {"x.score", "pretrain.seconds"}
+    assert ("baseline", "x.score") in best and ("baseline", "pretrain.seconds") in best  # lower wins: min
+    md = render(summary, Format.markdown)
+    assert "**1.00**" in md and "**100**" in md and "**10.0" not in md and "**2.00**" not in md
+    assert "+5.0 [+5.0, +5.0]" in md  # an unjudged metric keeps its (uncoloured) delta
+    assert "lower for pretrain.seconds, x.score; never bold (no known direction; see report.directions): " \
+           "pretrain.loss, pretrain.steps" in md
+    assert json.loads(render(summary, Format.json))["directions"] == {
+        "pretrain.loss": 0, "pretrain.seconds": -1, "pretrain.steps": 0, "x.score": -1}
+
+
+@pytest.mark.parametrize(("block", "problem"), [
+    ('{directions: {"*.loss": lower}}',
+     "report.directions.*.loss: input should be 'min', 'max' or 'none', got 'lower'"),
+    ("{directons: {}}",
+     "report.directons: unknown key (did you mean 'directions'?); expected one of: directions"),
+])
+def test_a_bad_report_block_is_one_message_naming_the_key(write_study, block, problem):
+    text = STUDY.format(name="abl", variants="    baseline: {}", baseline="baseline") + f"report: {block}\n"
+    with pytest.raises(SpecError) as e:
+        load_study(write_study(text, "abl.yaml"))
+    assert str(e.value).endswith(f"abl.yaml: {problem}") and len(e.value.problems) == 1
+
+
+# ----------------------------------------------------------------------------- issue 14.9: pooling
+
+DEPTHS = """
+study: depths
+task: model.experiment:run
+base:
+  model: {scale: small, depth: 4, specialize: {}}
+  train: {lr: 0.001}
+axes:
+  model.specialize: {baseline: {}, norms: {norm1: all}}
+  model.depth: [4, 8]
+  train.lr: [0.001, 0.01]
+exclude:
+  - {model.specialize: norms, model.depth: 8}
+seeds: 2
+baseline: baseline
+"""
+
+
+def test_an_axis_left_out_is_refused_or_pooled_when_asked_and_deltas_stay_paired(
+        store_url, write_study, monkeypatch):
+    study = load_study(write_study(DEPTHS, "depths.yaml"))
+    top1 = {("baseline", 4, 0.001): [10, 12], ("baseline", 8, 0.001): [30, 32],
+            ("baseline", 4, 0.01): [20, 22], ("baseline", 8, 0.01): [40, 42],
+            ("norms", 4, 0.001): [13, 16], ("norms", 4, 0.01): [21, 25]}
+    with Store(store_url) as store:
+        store.plan(study)
+        for c in study.cells:
+            labels = (c.labels["model.specialize"], c.labels["model.depth"], c.labels["train.lr"])
+            attempt = store.add_attempt(c.key, executor="debug", state=CellState.RUNNING)
+            store.update_attempt(attempt, state=CellState.COMPLETED)
+            store.add_metrics(c.key, "eval", {"x.top1": top1[labels][c.seed]})
+        with pytest.raises(UserError, match=r"leave out model\.depth: .* --pool model\.depth"):
+            build(store, "depths", cols=["train.lr"])
+        summary = build(store, "depths", cols=["train.lr"], pool=["model.depth"])
+    result = invoke(store_url, monkeypatch, "depths", "--cols", "train.lr")
+    assert result.exit_code == 2 and "model.depth" in result.output and "Traceback" not in result.output
+    norms = summary.cells.set_index(["model.specialize", "train.lr"]).loc[("norms", 0.001)]
+    base = summary.cells.set_index(["model.specialize", "train.lr"]).loc[("baseline", 0.001)]
+    assert base["mean"] == 21 and base["n"] == 4 and norms["mean"] == 14.5  # means pool the depths …
+    assert norms["delta"] == 3.5 and norms["delta_n"] == 2  # … a delta pairs depth 4 with depth 4, by seed
+    md = render(summary, Format.markdown)
+    assert "mean ± std over seeds and model.depth pooled together (--pool model.depth)" in md
+    assert "mean ± std over seeds;" not in md
+    assert "each pair equal on every other axis and seed" in md
+    assert "the groups cover different model.depth labels: their pooled means do not compare like with like" in md
+    # Asked for: the same table from the command, legend included.
+    piped = invoke(store_url, monkeypatch, "depths", "--cols", "train.lr", "--pool", "model.depth",
+                   "-f", "markdown")
+    assert piped.exit_code == 0 and piped.output == md
+
+
+def test_an_axis_with_one_label_in_the_table_needs_no_pooling(full):
+    store, study = full
+    small = [c.key for c in study.cells if c.labels["model.scale"] == "small"]
+    summary = build(store, "abl", cols=[], keys=small)
+    assert summary.pooled == [] and set(summary.cells["n"]) == {3}
+
+
+# ----------------------------------------------------------------------------- issue 14.11: LaTeX
+
+
+@pytest.fixture
+def partial(store_url, write_study):
+    study = write(write_study, variants={"baseline": "{}", "norms_1%": "{norm1: all}"}, baseline="baseline")
+    with Store(store_url) as store:
+        store.plan(study)
+        groups = [("baseline", "small"), ("norms_1%", "small"), ("baseline", "base")]
+        values = {(v, s, seed): {"linear_seg.ade20k.miou": MIOU[v.split("_")[0], s][seed]}
+                  for v, s in groups for seed in range(3)}
+        values |= {("norms_1%", "base", 0): {"linear_seg.ade20k.miou": 51.0}}
+        finish(store, study, values, states={("norms_1%", "base", 1): CellState.FAILED})
+        yield store, build(store, "abl")
+
+
+def test_latex_says_what_the_markdown_says(partial):
+    _, summary = partial
+    tex, md = render(summary, Format.latex), render(summary, Format.markdown)
+    assert r"\usepackage{booktabs}" in tex.splitlines()[0]
+    assert r"\multicolumn{1}{c}{model.scale=small} & \multicolumn{1}{c}{model.scale=base}" in tex
+    assert "(+2.0 [-0.5, +4.5])" in md and r"{\scriptsize $+2.0$ $[-0.5, +4.5]$}" in tex  # the interval kept
+    assert r"norms\_1\%" in tex
+    legend = tex[tex.index(r"\end{tabular}"):]
+    assert r"$^{\dagger}$ some seeds failed, were interrupted or cancelled\par" in legend
+    assert r"mean $\pm$ std over seeds; n/N when fewer seeds have the value" in legend
+    assert r"95 \% paired-t interval (n \textgreater{}= 2)" in legend
+    assert not [line for line in tex.splitlines()[1:] if line.startswith("%")]  # nothing said in comments
+    assert len([line for line in md.splitlines() if line.startswith("- ")]) == legend.count(r"\par") - 1
+    coverage = render_coverage(summary, Format.latex)
+    assert r"model.specialize & model.scale=small & model.scale=base \\" in coverage
+    assert r"norms\_1\% & 3/3 ok & 1/3 fail 1 new 1 \\" in coverage and "booktabs" in coverage.splitlines()[0]
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="no pdflatex (apt-get install texlive-latex-recommended)")
+@pytest.mark.parametrize("coverage", [False, True])
+def test_latex_compiles_pasted_into_a_document(partial, tmp_path, coverage):
+    _, summary = partial
+    table = render_coverage(summary, Format.latex) if coverage else render(summary, Format.latex)
+    (tmp_path / "t.tex").write_text(table)
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+                                      "\\begin{table}\\centering\n\\input{t.tex}\n\\end{table}\n"
+                                      "\\end{document}\n")
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:]
+    assert "Missing character" not in (tmp_path / "doc.log").read_text()
+
+
+# ----------------------------------------------------------------------------- issue 14.12: --json, --final
+
+
+def test_cli_json_and_final_without_a_search(cli):
+    as_json = cli("abl", "--json", "-m", "*.miou")
+    assert as_json.exit_code == 0 and json.loads(as_json.output)["metrics"] == ["linear_seg.ade20k.miou"]
+    assert as_json.output == cli("abl", "--format", "json", "-m", "*.miou").output
+    both = cli("abl", "--json", "--format", "csv")
+    assert both.exit_code == 2 and "--json and --format csv" in both.output
+    final = cli("abl", "--final")
+    assert final.exit_code == 2 and "--final: study 'abl' has no search block" in final.output
+    assert "Traceback" not in final.output
 
 
 def test_api_load_never_creates_a_store(tmp_path):
