@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sweeper.ingest import CellStatus, cell_metrics, ingest
+from sweeper.ingest import CellStatus, cell_metrics, ingest, submissions_dir
 from sweeper.rundir import RunDir, read_dict
 from sweeper.search import attach
 from sweeper.spec import Study
@@ -76,9 +76,14 @@ def _attempt(run: RunDir, number: int, expected: dict, known, executor: str) -> 
     elif number == expected["number"] and run.cancel.exists() and not run.result.exists():
         row = {"token": str(expected.get("token")), "executor": executor, "state": CellState.CANCELLED,
                "cause": "CANCELLED", "detail": "cancelled by sweeper cancel", "submitted_at": datetime.now(UTC)}
-    elif number == expected["number"]:
-        row = {"token": str(expected.get("token")), "executor": executor, "state": CellState.SUBMITTING,
-               "submitted_at": datetime.now(UTC)}
+    elif number == expected["number"]:  # submitted: its job, if one is known, is asked as `status` asks it
+        token = str(expected.get("token"))
+        status = read_dict(run.status)
+        jobs = read_dict(submissions_dir(run.path.parent.parent) / f"{token}.json").get("jobs")
+        job_id = (jobs.get(run.path.name) if isinstance(jobs, dict) else None) or (
+            status.get("job_id") if status.get("token") == token else None)
+        row = {"token": token, "executor": executor, "job_id": job_id, "submitted_at": datetime.now(UTC),
+               "state": CellState.PENDING if job_id else CellState.SUBMITTING}
     else:
         row = {"token": "rebuilt", "executor": executor, "state": CellState.INTERRUPTED, "submitted_at": datetime.now(UTC),
                "detail": "rebuilt: its run directory keeps no record of how this attempt ended"}
