@@ -134,8 +134,10 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
         try:  # one bad run directory never stops the others
             change, rows = _settle(a, run, job_ids[a.id], jobs)
         except Exception as exc:  # noqa: BLE001 - what no reader below foresaw: fail this cell, say why
-            change, rows = {"id": a.id, "cell_key": a.cell_key, "state": CellState.FAILED, "cause": "EXCEPTION",
-                            "detail": f"cannot ingest {run.path}: {type(exc).__name__}: {exc}"}, None
+            detail = f"cannot ingest {run.path}: {type(exc).__name__}: {exc}"
+            change = {"id": a.id, "cell_key": a.cell_key, "state": CellState.FAILED, "cause": "EXCEPTION",
+                      "detail": detail}
+            rows = None
         if rows is not None:
             metric_rows.extend(rows)
             synced.append(a.cell_key)
@@ -154,7 +156,8 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     return _statuses(store, study, workdir)
 
 
-ENDED = frozenset({CellState.COMPLETED, CellState.PRUNED, CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED})
+ENDED = frozenset({CellState.COMPLETED, CellState.PRUNED, CellState.FAILED, CellState.INTERRUPTED,
+                   CellState.CANCELLED})
 
 
 def _settle(a, run: RunDir, job_id: str | None, jobs: dict[str, JobState]) -> tuple[dict, list[dict] | None]:
@@ -178,7 +181,8 @@ def _settle(a, run: RunDir, job_id: str | None, jobs: dict[str, JobState]) -> tu
 
 def record(run: RunDir, a, change: dict) -> None:
     """How the attempt ended, beside its run directory (what `sweeper rebuild` reads back)."""
-    row = {k: getattr(a, k) for k in ("number", "token", "executor", "job_id", "host", "state", "cause", "detail")}
+    row = {k: getattr(a, k) for k in ("number", "token", "executor", "job_id", "host", "state", "cause",
+                                      "detail")}
     row |= {k: v for k, v in change.items() if k in row}
     times = {k: (change.get(k) or getattr(a, k)) for k in ("submitted_at", "started_at", "ended_at")}
     write_json(run.outcomes / f"{a.number}.json", row | {k: _epoch(t) for k, t in times.items()})
@@ -206,7 +210,8 @@ def _default_executor(kind: str):
     return SlurmExecutor(kind="slurm") if kind == "slurm" else LocalExecutor(kind="local")
 
 
-def cell_metrics(key: str, run: RunDir, attempt: int, status: dict) -> tuple[list[dict], tuple[str, str] | None]:
+def cell_metrics(key: str, run: RunDir, attempt: int,
+                 status: dict) -> tuple[list[dict], tuple[str, str] | None]:
     """The cell's metric rows as its run directory holds them, and what is wrong with `attempt`'s values.
 
     Final values: result.json, else the finite values a NAN failure kept (status.json); intermediate
@@ -218,18 +223,21 @@ def cell_metrics(key: str, run: RunDir, attempt: int, status: dict) -> tuple[lis
     if run.result.exists():
         result = read_json(run.result)
         if not isinstance(result, dict):
-            fault = ("EXCEPTION", "result.json is unreadable or not a JSON object; delete it and resume --retry-failed")
+            fault = ("EXCEPTION", "result.json is unreadable or not a JSON object; "
+                                  "delete it and resume --retry-failed")
         values = Values.of(result)
         if values.nonfinite:
             fault = ("NAN", f"result.json: {describe(values.nonfinite)} (the finite values are kept)")
         elif values.invalid:
-            fault = ("EXCEPTION", f"result.json: {describe(values.invalid)}; expected a number for each metric")
+            fault = ("EXCEPTION", f"result.json: {describe(values.invalid)}; "
+                                  "expected a number for each metric")
     else:
         values = Values.of(status.get("result")) if status.get("state") == "FAILED" else Values()
     rows = [{"cell_key": key, "attempt": attempt, "stage": "final", "name": n, "step": None, "value": v}
             for n, v in values.finite.items()]
     reported = run.reported()
-    rows.extend({"cell_key": key, "attempt": by or attempt, "stage": "report", "name": n, "step": step, "value": v}
+    rows.extend({"cell_key": key, "attempt": by or attempt, "stage": "report", "name": n, "step": step,
+                 "value": v}
                 for (n, step), (by, v) in reported.values.items())
     nonfinite = reported.nonfinite.get(attempt) or reported.nonfinite.get(None)
     if fault is None and nonfinite:

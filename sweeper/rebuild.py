@@ -20,6 +20,7 @@ from sweeper.spec import Study
 from sweeper.store import ACTIVE, CellState, Store
 
 _FIELDS = ("token", "executor", "job_id", "host", "state", "cause", "detail")
+_TIMES = ("submitted_at", "started_at", "ended_at")
 
 
 @dataclass
@@ -44,7 +45,8 @@ def rebuild(store: Store, study: Study) -> Rebuilt:
             continue  # never submitted
         runs[cell.key] = run
         known = {a.number: a for a in store.attempts(cell.key)}
-        attempts = [_attempt(run, n, expected, known.get(n), study.executor.kind) for n in range(1, expected["number"] + 1)]
+        attempts = [_attempt(run, n, expected, known.get(n), study.executor.kind)
+                    for n in range(1, expected["number"] + 1)]
         store.restore_attempts(cell.key, attempts)
         out.attempts += len(attempts)
     out.cells = len(runs)
@@ -54,7 +56,8 @@ def rebuild(store: Store, study: Study) -> Rebuilt:
         if a.state in ACTIVE:
             continue  # its metrics are ingested when it ends
         status = read_dict(runs[key].status)
-        cell_rows, _ = cell_metrics(key, runs[key], a.number, status if status.get("token") == a.token else {})
+        mine = status if status.get("token") == a.token else {}
+        cell_rows, _ = cell_metrics(key, runs[key], a.number, mine)
         rows += cell_rows
         keys.append(key)
     store.replace_metrics(keys, rows)
@@ -67,15 +70,16 @@ def _attempt(run: RunDir, number: int, expected: dict, known, executor: str) -> 
     attempt.json names (ingestion settles it); an earlier attempt without either is only counted."""
     rec = read_dict(run.outcomes / f"{number}.json")
     if rec.get("state") in set(CellState):
-        row = {k: rec.get(k) for k in _FIELDS} | {k: _time(rec.get(k)) for k in ("submitted_at", "started_at", "ended_at")}
+        row = {k: rec.get(k) for k in _FIELDS} | {k: _time(rec.get(k)) for k in _TIMES}
         row["submitted_at"] = row["submitted_at"] or datetime.now(UTC)
         row["token"] = row["token"] or expected.get("token") or "rebuilt"
         row["executor"] = row["executor"] or executor
     elif known is not None:
-        row = {k: getattr(known, k) for k in (*_FIELDS, "submitted_at", "started_at", "ended_at")}
+        row = {k: getattr(known, k) for k in (*_FIELDS, *_TIMES)}
     elif number == expected["number"] and run.cancel.exists() and not run.result.exists():
         row = {"token": str(expected.get("token")), "executor": executor, "state": CellState.CANCELLED,
-               "cause": "CANCELLED", "detail": "cancelled by sweeper cancel", "submitted_at": datetime.now(UTC)}
+               "cause": "CANCELLED", "detail": "cancelled by sweeper cancel",
+               "submitted_at": datetime.now(UTC)}
     elif number == expected["number"]:  # submitted: its job, if one is known, is asked as `status` asks it
         token = str(expected.get("token"))
         status = read_dict(run.status)
@@ -85,7 +89,8 @@ def _attempt(run: RunDir, number: int, expected: dict, known, executor: str) -> 
         row = {"token": token, "executor": executor, "job_id": job_id, "submitted_at": datetime.now(UTC),
                "state": CellState.PENDING if job_id else CellState.SUBMITTING}
     else:
-        row = {"token": "rebuilt", "executor": executor, "state": CellState.INTERRUPTED, "submitted_at": datetime.now(UTC),
+        row = {"token": "rebuilt", "executor": executor, "state": CellState.INTERRUPTED,
+               "submitted_at": datetime.now(UTC),
                "detail": "rebuilt: its run directory keeps no record of how this attempt ended"}
     return row | {"number": number, "run_dir": str(run.path)}
 

@@ -152,7 +152,8 @@ class RunDir:
             values = Values.of(line.get("metrics"))
             for name, value in values.finite.items():
                 out.values[(name, step)] = (attempt, value)
-            nonfinite = values.nonfinite | (line.get("nonfinite") if isinstance(line.get("nonfinite"), dict) else {})
+            written = line.get("nonfinite")
+            nonfinite = values.nonfinite | (written if isinstance(written, dict) else {})
             if nonfinite:
                 out.nonfinite.setdefault(attempt, f"{describe(nonfinite)} at step {step}")
         return out
@@ -187,8 +188,9 @@ class RunDir:
 
 @dataclass
 class Reported:
-    values: dict[tuple[str, int], tuple[int | None, float]] = field(default_factory=dict)  # -> (attempt, value)
-    nonfinite: dict[int | None, str] = field(default_factory=dict)  # attempt -> the first "loss=nan at step 3"
+    # (metric, step) -> (attempt, value); attempt -> its first non-finite value, as "loss=nan at step 3"
+    values: dict[tuple[str, int], tuple[int | None, float]] = field(default_factory=dict)
+    nonfinite: dict[int | None, str] = field(default_factory=dict)
 
 
 def _line(raw: str) -> dict | None:

@@ -146,7 +146,7 @@ class Metric(Base):
     __tablename__ = "metrics"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"))
-    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0: not known (older stores)
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0: not known (v2 stores)
     stage: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(255))
     step: Mapped[int | None] = mapped_column(Integer)  # None: the final value
@@ -523,11 +523,11 @@ class Store:
 
     def add_metrics(self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None,
                     attempt: int = 0) -> None:
-        self.add_metric_rows([{"cell_key": cell_key, "attempt": attempt, "stage": stage, "name": n, "step": step,
-                               "value": float(v)} for n, v in values.items()])
+        self.add_metric_rows([{"cell_key": cell_key, "attempt": attempt, "stage": stage, "name": n,
+                               "step": step, "value": float(v)} for n, v in values.items()])
 
     def add_metric_rows(self, rows: list[dict]) -> None:
-        """Bulk upsert of {cell_key, attempt, stage, name, step, value} rows: a value recorded again replaces it."""
+        """Bulk upsert of {cell_key, attempt, stage, name, step, value} rows (stored again: replaced)."""
         if rows:
             with self.session() as s, s.begin():
                 stmt = dialect_insert(s, Metric)
@@ -549,7 +549,8 @@ class Store:
                 s.execute(dialect_insert(s, Metric).on_conflict_do_nothing(), rows[i : i + _CHUNK])
 
     def restore_attempts(self, cell_key: str, attempts: list[dict]) -> None:
-        """Replace a cell's attempts by `attempts` (rebuilt from its run directory); the cell takes the last one's state."""
+        """Replace a cell's attempts by `attempts` (rebuilt from its run directory); the cell takes the
+        last one's state."""
         with self.session() as s, s.begin():
             s.execute(delete(Attempt).where(Attempt.cell_key == cell_key))
             if attempts:

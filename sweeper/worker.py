@@ -84,7 +84,8 @@ class TaskContext:
             return
         values = Values.of(metrics if isinstance(metrics, dict) else {"metrics": metrics})
         if values.invalid:
-            raise TypeError(f"ctx.report(step={step}): {describe(values.invalid)}; expected a number for each metric")
+            raise TypeError(f"ctx.report(step={step}): {describe(values.invalid)}; "
+                            "expected a number for each metric")
         line = {"step": int(step), "time": time.time(), "attempt": self.attempt, "metrics": values.finite}
         if values.nonfinite:
             line["nonfinite"] = values.nonfinite
@@ -274,11 +275,12 @@ def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> N
             raise TypeError(f"the task returned {type(result).__name__}; expected a dict of metric name -> number")
         values = Values.of(result)
         if values.invalid:
-            raise TypeError(f"the task returned {describe(values.invalid)}; expected a number for each metric")
+            raise TypeError(f"the task returned {describe(values.invalid)}; "
+                            "expected a number for each metric")
         outcome["result"] = values.finite
         if values.nonfinite:
             raise NonFiniteMetric(f"the task returned {describe(values.nonfinite)}")
-        if ctx.nonfinite:  # reported, and the task went on (it caught the exception, or runs on several ranks)
+        if ctx.nonfinite:  # reported, and the task went on (it caught the exception, or has several ranks)
             raise NonFiniteMetric(f"it reported {ctx.nonfinite}")
     except Interrupted:
         outcome["interrupted"] = True

@@ -30,7 +30,8 @@ def _snapshot(study) -> dict:
         with store.session() as s:
             metrics = sorted(map(tuple, s.execute(text(
                 "SELECT cell_key, attempt, stage, name, step, value FROM metrics")).all()), key=str)
-    return {"csv": _cli("report", study.name, "--format", "csv"), "md": _cli("report", study.name, "--format", "markdown"),
+    return {"csv": _cli("report", study.name, "--format", "csv"),
+            "md": _cli("report", study.name, "--format", "markdown"),
             "status": _cli("status", study.name, "--json"), "attempts": attempts, "metrics": metrics}
 
 
@@ -66,12 +67,14 @@ def test_rebuild_settles_a_cell_whose_ending_was_never_ingested(env):
     with Store() as store:
         launch(store, study)
     runs = [RunDir.of("runs", c.key) for c in study.cells]
-    wait_for(lambda: all(read_dict(r.status).get("state") in ("COMPLETED", "FAILED") for r in runs), timeout=60,
-             what="both cells to end (not yet ingested)")
+    wait_for(lambda: all(read_dict(r.status).get("state") in ("COMPLETED", "FAILED") for r in runs),
+             timeout=60, what="both cells to end (not yet ingested)")
     for path in env.glob("results.db*"):
         path.unlink()
     _cli("rebuild", "late.yaml")
     with Store() as store:
-        got = {c.config["bad"]: (s.state, s.cause, s.attempt) for c, s in zip(study.cells, wait_done(store, study))}
+        statuses = wait_done(store, study)
+        got = {c.config["bad"]: (s.state, s.cause, s.attempt)
+               for c, s in zip(study.cells, statuses, strict=True)}
         assert got == {"0.25": (CellState.COMPLETED, None, 1), "inf": (CellState.FAILED, "NAN", 1)}
         assert store.metrics(study.cells[0].key) == {"acc": 0.25, "params.M": 5.0}

@@ -158,8 +158,8 @@ def test_a_v2_store_migrates_to_metrics_stored_once_per_attempt_and_step(store_u
             s.get(Meta, "schema_version").value = "2"
             rows = [(key, None, 1.0), (key, None, 2.0), (key, 5, 0.5), (key, 5, 0.4), (other, None, 3.0)]
             for cell, step, value in rows:
-                s.execute(text("INSERT INTO metrics (cell_key, stage, name, step, value) VALUES (:c, 'final', 'acc', :s, :v)"),
-                          {"c": cell, "s": step, "v": value})
+                s.execute(text("INSERT INTO metrics (cell_key, stage, name, step, value) "
+                               "VALUES (:c, 'final', 'acc', :s, :v)"), {"c": cell, "s": step, "v": value})
     with Store(store_url) as store:
         assert store.schema_version == SCHEMA_VERSION == 3
         with store.session() as s:
@@ -168,7 +168,8 @@ def test_a_v2_store_migrates_to_metrics_stored_once_per_attempt_and_step(store_u
         store.add_metrics(key, "final", {"acc": 9.0}, attempt=2)  # stored again: replaced, not added
         assert store.metrics(key) == {"acc": 9.0}
         with store.session() as s:
-            assert s.execute(text("SELECT COUNT(*) FROM metrics WHERE cell_key = :k"), {"k": key}).scalar() == 2
+            count = text("SELECT COUNT(*) FROM metrics WHERE cell_key = :k")
+            assert s.execute(count, {"k": key}).scalar() == 2
 
 
 def test_replacing_a_cells_metrics_stores_each_attempt_metric_and_step_once(store_url, write_study):
