@@ -38,18 +38,20 @@ def rebuild(store: Store, study: Study) -> Rebuilt:
     workdir = Path(study.workdir).resolve()
     out = Rebuilt()
     runs: dict[str, RunDir] = {}
+    expected: dict[str, dict] = {}
     for cell in study.cells:
         run = RunDir.of(workdir, cell.key)
-        expected = read_dict(run.attempt)
-        if not isinstance(expected.get("number"), int) or expected["number"] < 1:
-            continue  # never submitted
-        runs[cell.key] = run
-        known = {a.number: a for a in store.attempts(cell.key)}
-        attempts = [_attempt(run, n, expected, known.get(n), study.executor.kind)
-                    for n in range(1, expected["number"] + 1)]
-        store.restore_attempts(cell.key, attempts)
-        out.attempts += len(attempts)
-    out.cells = len(runs)
+        attempt = read_dict(run.attempt)
+        if isinstance(attempt.get("number"), int) and attempt["number"] >= 1:  # else never submitted
+            runs[cell.key], expected[cell.key] = run, attempt
+    stored = store.attempts_of_cells(list(runs))
+    attempts = {}
+    for key, run in runs.items():
+        known = {a.number: a for a in stored.get(key, [])}
+        attempts[key] = [_attempt(run, n, expected[key], known.get(n), study.executor.kind)
+                         for n in range(1, expected[key]["number"] + 1)]
+    store.restore_attempts(attempts)
+    out.cells, out.attempts = len(runs), sum(map(len, attempts.values()))
     out.statuses = ingest(store, study)  # settles the last attempts no record named
     rows, keys = [], []
     for key, a in store.latest_attempts(list(runs)).items():

@@ -9,8 +9,8 @@ from them.
                          status.json      state, cause, host, pid, job id, times, restarts, error
                          heartbeat        touched by the worker while the task runs
                          metrics.jsonl    {"step", "attempt", "metrics"[, "nonfinite"]} lines from ctx.report;
-                                          a resumed attempt's first report drops what earlier
-                                          attempts reported at its steps and later (it redoes them)
+                                          a resumed run's first report of a metric drops what earlier
+                                          runs reported for it from that step on (it redoes them)
                          result.json      the task's final metrics: the truth of completion
                          attempts/N.json  how attempt N ended (written by the controller), for
                                           `sweeper rebuild`
@@ -158,11 +158,12 @@ class RunDir:
                 out.nonfinite.setdefault(attempt, f"{describe(nonfinite)} at step {step}")
         return out
 
-    def supersede(self, attempt: int, step: int, names: set[str]) -> None:
-        """Drop what other attempts reported for `names` at `step` or later, and any cut line.
+    def supersede(self, step: int, names: set[str]) -> None:
+        """Drop what earlier runs reported for `names` at `step` or later, and any cut line.
 
-        Called on an attempt's first report of each metric: a resumed attempt redoes the steps
-        after its checkpoint, so their values replace, not repeat, those of the attempt before.
+        Called on a run's first report of each metric (a new attempt, or the same one requeued):
+        it redoes the steps after its checkpoint, so their values replace, not repeat, those of
+        the run before.
         """
         try:
             lines = self.metrics.read_text().splitlines()
@@ -174,7 +175,7 @@ class RunDir:
             if line is None:
                 continue
             step_of = line.get("step")
-            if line.get("attempt") != attempt and isinstance(step_of, int) and step_of >= step:
+            if isinstance(step_of, int) and step_of >= step:
                 for key in ("metrics", "nonfinite"):
                     if isinstance(line.get(key), dict):
                         line[key] = {k: v for k, v in line[key].items() if k not in names}

@@ -521,6 +521,16 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(Attempt).where(Attempt.cell_key == cell_key).order_by(Attempt.number)))
 
+    def attempts_of_cells(self, keys: list[str]) -> dict[str, list[Attempt]]:
+        """Every attempt of each of the cells that has one, in order."""
+        out: dict[str, list[Attempt]] = defaultdict(list)
+        with self.session() as s:
+            for chunk in chunks(keys):
+                q = select(Attempt).where(Attempt.cell_key.in_(chunk)).order_by(Attempt.number)
+                for a in s.scalars(q):
+                    out[a.cell_key].append(a)
+        return dict(out)
+
     def add_metrics(self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None,
                     attempt: int = 0) -> None:
         self.add_metric_rows([{"cell_key": cell_key, "attempt": attempt, "stage": stage, "name": n,
@@ -548,15 +558,20 @@ class Store:
             for i in range(0, len(rows), _CHUNK):
                 s.execute(dialect_insert(s, Metric).on_conflict_do_nothing(), rows[i : i + _CHUNK])
 
-    def restore_attempts(self, cell_key: str, attempts: list[dict]) -> None:
-        """Replace a cell's attempts by `attempts` (rebuilt from its run directory); the cell takes the
-        last one's state."""
+    def restore_attempts(self, attempts: dict[str, list[dict]]) -> None:
+        """Replace the attempts of cells (key -> attempts rebuilt from its run directory, in order) in
+        one transaction; each cell takes its last attempt's state."""
+        keys = list(attempts)
         with self.session() as s, s.begin():
-            s.execute(delete(Attempt).where(Attempt.cell_key == cell_key))
-            if attempts:
-                s.execute(insert(Attempt), [a | {"cell_key": cell_key} for a in attempts])
-            state = attempts[-1]["state"] if attempts else CellState.PLANNED
-            s.execute(update(CellRow).where(CellRow.key == cell_key).values(state=state))
+            for chunk in chunks(keys):
+                s.execute(delete(Attempt).where(Attempt.cell_key.in_(chunk)))
+            rows = [a | {"cell_key": key} for key, cell in attempts.items() for a in cell]
+            for i in range(0, len(rows), _CHUNK):
+                s.execute(insert(Attempt), rows[i : i + _CHUNK])
+            states = [{"key": k, "state": cell[-1]["state"] if cell else CellState.PLANNED}
+                      for k, cell in attempts.items()]
+            if states:
+                s.execute(update(CellRow), states)
 
     def metrics(self, cell_key: str, *, final_only: bool = True) -> dict[str, float]:
         """The cell's metric values by name (the last recorded wins)."""

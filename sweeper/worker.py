@@ -73,8 +73,8 @@ class TaskContext:
     def report(self, step: int, metrics: dict[str, float]) -> None:
         """Record intermediate values (progress, pruning); appended to metrics.jsonl.
 
-        An attempt's first report of a metric replaces what earlier attempts reported for it
-        from that step on (a resumed attempt redoes them). A NaN or infinite value is kept
+        A run's first report of a metric replaces what earlier runs (attempts, or this one before
+        a requeue) reported for it from that step on: a resumed run redoes those steps. A NaN or infinite value is kept
         apart from the finite ones and stops the task (NonFiniteMetric, cause NAN).
         When a search has pruned the cell since, this stops the task. Only a one-process task:
         the ranks of a multi-process one would see the request at different steps and one
@@ -91,7 +91,7 @@ class TaskContext:
             line["nonfinite"] = values.nonfinite
         new = set(values.finite) | set(values.nonfinite)
         if new - self._reported:
-            self._run.supersede(self.attempt, int(step), new - self._reported)
+            self._run.supersede(int(step), new - self._reported)
             self._reported |= new
         with self._run.metrics.open("a") as f:
             f.write(json.dumps(line) + "\n")

@@ -18,6 +18,7 @@ from sweeper.ingest import ingest
 from sweeper.launch import launch, resume
 from sweeper.rundir import RunDir, read_json
 from sweeper.store import CellState, Store
+from sweeper.worker import TaskContext
 from tests.sweeper.orchestration import wait_done, wait_for, write
 
 SWEEPER = str(Path(sys.executable).parent / "sweeper")
@@ -196,3 +197,19 @@ def test_two_controllers_following_one_study_store_each_value_once(env, store_ur
     with Store(store_url) as store:
         assert {s.state for s in ingest(store, study)} == {CellState.COMPLETED}
         assert _final_rows(store) == 2 * len(study.cells)  # score and seed, once each
+
+
+def test_a_requeued_run_of_the_same_attempt_replaces_the_steps_it_redoes(tmp_path):
+    """SLURM requeues a job as the same attempt; resumed from a periodic checkpoint it redoes steps."""
+    run = RunDir(tmp_path)
+
+    def execution(steps, value):
+        ctx = TaskContext(run, tmp_path / "cache", "k", 1, 0, threading.Event())
+        for step in steps:
+            ctx.report(step, {"loss": value})
+
+    execution(range(1, 6), 1.0)
+    execution(range(4, 7), 2.0)  # its checkpoint was at step 3
+    lines = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    assert [(line["step"], line["metrics"]["loss"]) for line in lines] == [(1, 1.0), (2, 1.0), (3, 1.0),
+                                                                            (4, 2.0), (5, 2.0), (6, 2.0)]
