@@ -67,14 +67,24 @@ class Values:
     def of(cls, values: Any) -> Values:
         out = cls()
         for name, v in (values.items() if isinstance(values, dict) else ()):
-            if isinstance(v, int | float):
-                if math.isfinite(v):
-                    out.finite[str(name)] = float(v)
-                else:
-                    out.nonfinite[str(name)] = str(float(v))
-            else:
+            number = _number(v)
+            if number is None:
                 out.invalid[str(name)] = repr(v)[:60]
+            elif math.isfinite(number):
+                out.finite[str(name)] = number
+            else:
+                out.nonfinite[str(name)] = str(number)
         return out
+
+
+def _number(v: Any) -> float | None:
+    """A number as a float (numpy and one-element torch scalars too); None for text, None, containers."""
+    if isinstance(v, str | bytes) or v is None:
+        return None
+    try:
+        return float(v)
+    except Exception:  # noqa: BLE001 - whatever float() refuses is not a number
+        return None
 
 
 def describe(values: dict[str, str]) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from operator import itemgetter
 
 from sqlalchemy import (
     JSON,
@@ -548,12 +549,14 @@ class Store:
         """Make `rows` the metrics of cells `keys` (what their run directories hold now), in one transaction.
 
         Safe against another controller doing the same at once: the unique index and
-        ON CONFLICT DO NOTHING store each (cell, attempt, metric, step) once.
+        ON CONFLICT DO NOTHING store each (cell, attempt, metric, step) once, and both lock the
+        cells in key order (PostgreSQL), so neither waits on the other in a cycle.
         """
         if not keys:
             return
+        rows = sorted(rows, key=itemgetter("cell_key"))
         with self.session() as s, s.begin():
-            for chunk in chunks(keys):
+            for chunk in chunks(sorted(keys)):
                 s.execute(delete(Metric).where(Metric.cell_key.in_(chunk)))
             for i in range(0, len(rows), _CHUNK):
                 s.execute(dialect_insert(s, Metric).on_conflict_do_nothing(), rows[i : i + _CHUNK])

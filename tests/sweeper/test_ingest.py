@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from sweeper.ingest import ingest
 from sweeper.launch import launch, resume
-from sweeper.rundir import RunDir, read_json
+from sweeper.rundir import RunDir, Values, read_json
 from sweeper.store import CellState, Store
 from sweeper.worker import TaskContext
 from tests.sweeper.orchestration import wait_done, wait_for, write
@@ -213,3 +213,14 @@ def test_a_requeued_run_of_the_same_attempt_replaces_the_steps_it_redoes(tmp_pat
     lines = [json.loads(line) for line in run.metrics.read_text().splitlines()]
     assert [(line["step"], line["metrics"]["loss"]) for line in lines] == [(1, 1.0), (2, 1.0), (3, 1.0),
                                                                             (4, 2.0), (5, 2.0), (6, 2.0)]
+
+
+def test_values_are_numbers_numpy_and_torch_scalars_included():
+    import numpy as np
+    import torch
+
+    values = Values.of({"a": np.float32(0.5), "b": torch.tensor(2.0), "c": np.int64(3), "d": True,
+                        "e": "0.5", "f": [1.0], "g": {"x": 1}, "h": None, "i": float("-inf"), "j": np.nan})
+    assert values.finite == {"a": 0.5, "b": 2.0, "c": 3.0, "d": 1.0}
+    assert values.nonfinite == {"i": "-inf", "j": "nan"}
+    assert set(values.invalid) == {"e", "f", "g", "h"}
