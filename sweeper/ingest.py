@@ -20,7 +20,7 @@ from sweeper.rundir import RunDir, Values, describe, pid_alive, read_dict, read_
 from sweeper.scheduler import JobState, backend
 from sweeper.search import attach
 from sweeper.spec import LocalExecutor, SlurmExecutor, Study
-from sweeper.store import ACTIVE, CellState, Store
+from sweeper.store import ACTIVE, Attempt, CellState, Store
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
 STALE_AFTER_S = 4 * HEARTBEAT_S + 30
@@ -160,7 +160,8 @@ ENDED = frozenset({CellState.COMPLETED, CellState.PRUNED, CellState.FAILED, Cell
                    CellState.CANCELLED})
 
 
-def _settle(a, run: RunDir, job_id: str | None, jobs: dict[str, JobState]) -> tuple[dict, list[dict] | None]:
+def _settle(a: Attempt, run: RunDir, job_id: str | None,
+            jobs: dict[str, JobState]) -> tuple[dict, list[dict] | None]:
     """The attempt's change, and when it ended, its cell's metrics as the run directory holds them."""
     status = read_dict(run.status)
     state, cause, detail = decide(a.state, a.token, run, status, jobs.get(job_id or "", JobState("UNKNOWN")))
@@ -179,7 +180,7 @@ def _settle(a, run: RunDir, job_id: str | None, jobs: dict[str, JobState]) -> tu
     return change, rows
 
 
-def record(run: RunDir, a, change: dict) -> None:
+def record(run: RunDir, a: Attempt, change: dict) -> None:
     """How the attempt ended, beside its run directory (what `sweeper rebuild` reads back)."""
     row = {k: getattr(a, k) for k in ("number", "token", "executor", "job_id", "host", "state", "cause",
                                       "detail")}

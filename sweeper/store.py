@@ -187,7 +187,6 @@ class SearchCell(Base):
     __table_args__ = (UniqueConstraint("study_id", "group_key", "kind", "number", "cell_key"),)
 
 
-# Ordered migrations: MIGRATIONS[v] upgrades a schema at version v to v + 1.
 def _metrics_once(s: Session) -> None:
     """v3: metrics know their attempt (older rows: the cell's last) and are unique; duplicates
     (re-ingested, or reported again after a resume) keep the last recorded, as reports did."""
@@ -199,6 +198,7 @@ def _metrics_once(s: Session) -> None:
     next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())
 
 
+# Ordered migrations: MIGRATIONS[v] upgrades a schema at version v to v + 1.
 MIGRATIONS: dict[int, Callable[[Session], None]] = {
     1: lambda s: None,  # v2 adds search_cells, which create_all has made by then
     2: _metrics_once,

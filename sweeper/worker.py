@@ -74,8 +74,9 @@ class TaskContext:
         """Record intermediate values (progress, pruning); appended to metrics.jsonl.
 
         A run's first report of a metric replaces what earlier runs (attempts, or this one before
-        a requeue) reported for it from that step on: a resumed run redoes those steps. A NaN or infinite value is kept
-        apart from the finite ones and stops the task (NonFiniteMetric, cause NAN).
+        a requeue) reported for it from that step on: a resumed run redoes those steps. A NaN or
+        infinite value is kept apart from the finite ones and stops the task (NonFiniteMetric,
+        cause NAN).
         When a search has pruned the cell since, this stops the task. Only a one-process task:
         the ranks of a multi-process one would see the request at different steps and one
         would wait forever in a collective, so such a trial runs to its end (and a NaN fails it then).
