@@ -134,7 +134,7 @@ def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
 
 def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, analysis: bool = True,
          keys: Collection[str] | None = None, axes: list[str] | None = None) -> Loaded:
-    """Load a study's live members and their final metrics (step IS NULL).
+    """Load a study's live members and the final metrics (step IS NULL) of those finished.
 
     `patterns` are globs over metric names, pushed into SQL as LIKE filters so only the metrics
     asked for are read; without them every metric is read (but analysis.* when `analysis` is
