@@ -17,8 +17,8 @@ def load(study: str, db: str | None = None, metrics: str | Sequence[str] | None 
 
     Columns: `key`, one per axis (the cell's labels in this study), `seed`, `state`,
     `category` (new / running / done / failed), then one per final metric (NaN where a cell
-    has not reported it). `metrics` globs restrict the metric columns; `db` is a store URL
-    (default: SWEEPER_DB, else sqlite:///results.db).
+    has not reported it or has not finished). `metrics` globs restrict the metric columns; `db`
+    is a store URL (default: SWEEPER_DB, else sqlite:///results.db).
     """
     patterns = [metrics] if isinstance(metrics, str) else metrics
     with Store(db, create=False) as store:

@@ -1,4 +1,5 @@
-"""The `sweeper` command line: plan, studies, show, launch, status, resume, cancel, logs, report, plot."""
+"""The `sweeper` command line: plan, studies, show, launch, status, resume, cancel, rebuild, logs, report,
+plot."""
 
 from __future__ import annotations
 
@@ -273,6 +274,27 @@ class Stream(StrEnum):
     out = "out"
     err = "err"
     both = "both"
+
+
+@app.command()
+@user_errors
+def rebuild(
+    study_file: Annotated[Path, typer.Argument(help="The study YAML file.", show_default=False)],
+    as_json: JsonOption = False,
+) -> None:
+    """Re-ingest a study's run directories into a fresh or damaged store (attempts, causes, metrics)."""
+    from sweeper.rebuild import rebuild as do_rebuild
+
+    study = load_study(study_file)
+    with open_store() as store:
+        done = do_rebuild(store, study)
+    if as_json:
+        print_json({"study": study.name, "cells": done.cells, "attempts": done.attempts,
+                    "metrics": done.metrics})
+        return
+    out.print(f"[bold]{study.name}[/]: rebuilt {done.cells} cells from {Path(study.workdir) / 'cells'} "
+              f"({done.attempts} attempts, {done.metrics} metric values)", highlight=False)
+    out.print(_status_view(study, done.statuses, detail=False))
 
 
 @app.command()

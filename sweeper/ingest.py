@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sweeper.rundir import RunDir, pid_alive, read_json
+from sweeper.rundir import RunDir, Values, describe, pid_alive, read_dict, read_json, write_json
 from sweeper.scheduler import JobState, backend
 from sweeper.search import attach
 from sweeper.spec import LocalExecutor, SlurmExecutor, Study
-from sweeper.store import ACTIVE, CellState, Store
+from sweeper.store import ACTIVE, Attempt, CellState, Store
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
 STALE_AFTER_S = 4 * HEARTBEAT_S + 30
@@ -115,7 +115,7 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
             job_ids[a.id] = a.job_id
             continue
         if a.token not in manifests:
-            manifests[a.token] = read_json(submissions_dir(workdir) / f"{a.token}.json") or {}
+            manifests[a.token] = read_dict(submissions_dir(workdir) / f"{a.token}.json")
         if launcher_alive(manifests[a.token]):
             continue  # still submitting
         job_ids[a.id] = manifests[a.token].get("jobs", {}).get(a.cell_key)
@@ -125,26 +125,25 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
                 not_submitted.append(a)
                 del job_ids[a.id]
             else:  # the scheduler call went out and a worker took the cell: adopt it
-                job_ids[a.id] = (read_json(run.status) or {}).get("job_id")
+                job_ids[a.id] = read_dict(run.status).get("job_id")
     settled = [a for a in active if a.id in job_ids]
     jobs = _job_states(study, [(a.executor, job_ids[a.id]) for a in settled])
-    changes, metric_rows = [], []
+    changes, metric_rows, synced = [], [], []
     for a in settled:
         run = RunDir(Path(a.run_dir))
-        job_id = job_ids[a.id]
-        status = read_json(run.status) or {}
-        state, cause, detail = decide(a.state, a.token, run, status, jobs.get(job_id or "", JobState("UNKNOWN")))
-        change = {"id": a.id, "cell_key": a.cell_key, "state": state, "cause": cause, "detail": detail}
-        if job_id != a.job_id:
-            change["job_id"] = job_id
-        if status.get("token") == a.token and a.started_at is None and status.get("started"):
-            change |= {"host": status.get("host"), "started_at": _utc(status["started"])}
-        if state in {CellState.COMPLETED, CellState.PRUNED, CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED}:
-            change["ended_at"] = _utc(status.get("ended") or time.time())
-        if state in (CellState.COMPLETED, CellState.PRUNED):
-            metric_rows.extend(_metric_rows(a.cell_key, run))
+        try:  # one bad run directory never stops the others
+            change, rows = _settle(a, run, job_ids[a.id], jobs)
+        except Exception as exc:  # noqa: BLE001 - what no reader below foresaw: fail this cell, say why
+            detail = f"cannot ingest {run.path}: {type(exc).__name__}: {exc}"
+            change = {"id": a.id, "cell_key": a.cell_key, "state": CellState.FAILED, "cause": "EXCEPTION",
+                      "detail": detail}
+            rows = None
+        if rows is not None:
+            metric_rows.extend(rows)
+            synced.append(a.cell_key)
         # Only what changed is written: `launch --wait` ingests every 2 s.
-        if (state, cause, detail) != (a.state, a.cause, a.detail) or change.keys() & {"host", "job_id"}:
+        if (change["state"], change["cause"], change["detail"]) != (a.state, a.cause, a.detail) \
+                or change.keys() & {"host", "job_id"}:
             changes.append(change)
     changes.extend(
         {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": "NOT_SUBMITTED",
@@ -153,8 +152,46 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     )
     store.update_attempts(changes)
     store.reset_cells([a.cell_key for a in not_submitted])  # never reached the scheduler: new again
-    store.add_metric_rows(metric_rows)
+    store.replace_metrics(synced, metric_rows)
     return _statuses(store, study, workdir)
+
+
+ENDED = frozenset({CellState.COMPLETED, CellState.PRUNED, CellState.FAILED, CellState.INTERRUPTED,
+                   CellState.CANCELLED})
+
+
+def _settle(a: Attempt, run: RunDir, job_id: str | None,
+            jobs: dict[str, JobState]) -> tuple[dict, list[dict] | None]:
+    """The attempt's change, and when it ended, its cell's metrics as the run directory holds them."""
+    status = read_dict(run.status)
+    state, cause, detail = decide(a.state, a.token, run, status, jobs.get(job_id or "", JobState("UNKNOWN")))
+    change = {"id": a.id, "cell_key": a.cell_key, "state": state, "cause": cause, "detail": detail}
+    if job_id != a.job_id:
+        change["job_id"] = job_id
+    if status.get("token") == a.token and a.started_at is None and status.get("started"):
+        change |= {"host": status.get("host"), "started_at": _utc(status["started"])}
+    if state not in ENDED:
+        return change, None
+    change["ended_at"] = _utc(status.get("ended") or time.time())
+    rows, fault = cell_metrics(a.cell_key, run, a.number, status if status.get("token") == a.token else {})
+    if state == CellState.COMPLETED and fault:
+        change |= {"state": CellState.FAILED, "cause": fault[0], "detail": fault[1]}
+    record(run, a, change)
+    return change, rows
+
+
+def record(run: RunDir, a: Attempt, change: dict) -> None:
+    """How the attempt ended, beside its run directory (what `sweeper rebuild` reads back)."""
+    row = {k: getattr(a, k) for k in ("number", "token", "executor", "job_id", "host", "state", "cause",
+                                      "detail")}
+    row |= {k: v for k, v in change.items() if k in row}
+    times = {k: (change.get(k) or getattr(a, k)) for k in ("submitted_at", "started_at", "ended_at")}
+    write_json(run.outcomes / f"{a.number}.json", row | {k: _epoch(t) for k, t in times.items()})
+
+
+def _epoch(t: datetime | None) -> float | None:
+    """Seconds since the epoch; a naive datetime (SQLite gives them back so) is UTC."""
+    return None if t is None else (t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp()
 
 
 def _job_states(study: Study, jobs: list[tuple[str, str | None]]) -> dict[str, JobState]:
@@ -174,16 +211,39 @@ def _default_executor(kind: str):
     return SlurmExecutor(kind="slurm") if kind == "slurm" else LocalExecutor(kind="local")
 
 
-def _metric_rows(key: str, run: RunDir) -> list[dict]:
-    result = read_json(run.result) or {}
-    rows = [{"cell_key": key, "stage": "final", "name": n, "step": None, "value": float(v)} for n, v in result.items()]
-    for line in run.reports():
-        step = line.get("step")
-        rows.extend(
-            {"cell_key": key, "stage": "report", "name": n, "step": step, "value": float(v)}
-            for n, v in line.get("metrics", {}).items()
-        )
-    return rows
+def cell_metrics(key: str, run: RunDir, attempt: int,
+                 status: dict) -> tuple[list[dict], tuple[str, str] | None]:
+    """The cell's metric rows as its run directory holds them, and what is wrong with `attempt`'s values.
+
+    Final values: result.json, else the finite values a NAN failure kept (status.json); intermediate
+    ones: metrics.jsonl, one per (metric, step), a resumed attempt's replacing the one before it.
+    Only finite numbers become rows. A fault is (cause, detail): NAN for a NaN or infinite value,
+    EXCEPTION for a result.json that is unreadable or holds something other than numbers.
+    """
+    fault = None
+    if run.result.exists():
+        result = read_json(run.result)
+        if not isinstance(result, dict):
+            fault = ("EXCEPTION", "result.json is unreadable or not a JSON object; "
+                                  "delete it and resume --retry-failed")
+        values = Values.of(result)
+        if values.nonfinite:
+            fault = ("NAN", f"result.json: {describe(values.nonfinite)} (the finite values are kept)")
+        elif values.invalid:
+            fault = ("EXCEPTION", f"result.json: {describe(values.invalid)}; "
+                                  "expected a number for each metric")
+    else:
+        values = Values.of(status.get("result")) if status.get("state") == "FAILED" else Values()
+    rows = [{"cell_key": key, "attempt": attempt, "stage": "final", "name": n, "step": None, "value": v}
+            for n, v in values.finite.items()]
+    reported = run.reported()
+    rows.extend({"cell_key": key, "attempt": by or attempt, "stage": "report", "name": n, "step": step,
+                 "value": v}
+                for (n, step), (by, v) in reported.values.items())
+    nonfinite = reported.nonfinite.get(attempt) or reported.nonfinite.get(None)
+    if fault is None and nonfinite:
+        fault = ("NAN", f"it reported {nonfinite} (the finite values are kept)")
+    return rows, fault
 
 
 def _statuses(store: Store, study: Study, workdir: Path) -> list[CellStatus]:

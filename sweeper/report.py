@@ -30,7 +30,7 @@ from sqlalchemy import Connection, Select, Text, cast, not_, or_, select
 from sweeper.console import add_columns, open_store, out, print_table, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
 from sweeper.spec import SEED_AXIS, Report, Study, canonical, load_yaml, parse_study
-from sweeper.store import CellRow, Membership, Metric, Store, category
+from sweeper.store import FINISHED, CellRow, Membership, Metric, Store, category
 
 # ----------------------------------------------------------------------------- metric direction
 
@@ -165,7 +165,7 @@ def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
 def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, analysis: bool = True,
          keys: Collection[str] | None = None, axes: list[str] | None = None,
          flag: str = "--metric") -> Loaded:
-    """Load a study's live members and their final metrics (step IS NULL).
+    """Load a study's live members and the final metrics (step IS NULL) of those finished.
 
     `patterns` are globs over metric names, pushed into SQL as LIKE filters so only the metrics
     asked for are read; without them every metric is read (but analysis.* when `analysis` is
@@ -200,6 +200,10 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
         if pivot is None:  # a final value recorded twice (re-ingested): read again in id order, last wins
             pivot = _pivot(members, _fetch_plain(conn, q.order_by(Metric.id)), ordered=True)
     matrix, found = pivot
+    # Only finished cells' values count: a cell failed on a NaN keeps its finite values in the store only.
+    matrix[np.fromiter((m[3] not in FINISHED for m in members), dtype=bool, count=len(members))] = np.nan
+    kept = ~np.isnan(matrix).all(axis=0)
+    matrix, found = matrix[:, kept], [n for n, k in zip(found, kept, strict=True) if k]
 
     labels = json.loads("[" + ",".join(m[2] for m in members) + "]")
     all_axes = axes if axes is not None else (

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
+from operator import itemgetter
 from pathlib import Path
 
 from sqlalchemy import (
@@ -27,10 +28,12 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     func,
     insert,
     inspect,
+    literal_column,
     select,
     text,
     update,
@@ -42,7 +45,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sweeper.errors import UserError, did_you_mean
 from sweeper.spec import Study
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DEFAULT_URL = "sqlite:///results.db"
 _CHUNK = 5000  # bound on IN-list size (SQLite's variable limit)
 
@@ -146,6 +149,7 @@ class Metric(Base):
     __tablename__ = "metrics"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"))
+    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0: not known (v2 stores)
     stage: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(255))
     step: Mapped[int | None] = mapped_column(Integer)  # None: the final value
@@ -156,6 +160,12 @@ class Metric(Base):
         Index("ix_metrics_final", "cell_key", "name", "value",
               sqlite_where=text("step IS NULL"), postgresql_where=text("step IS NULL")),
     )
+
+
+# Each (cell, attempt, metric, step) once, whatever races (two controllers ingesting one cell):
+# NULL steps (final values) are equal here, as they are not in a plain unique constraint.
+_ONCE = (Metric.cell_key, Metric.attempt, Metric.name, func.coalesce(Metric.step, literal_column("-1")))
+Index("ux_metrics_once", *_ONCE, unique=True)
 
 
 class SearchCell(Base):
@@ -179,9 +189,21 @@ class SearchCell(Base):
     __table_args__ = (UniqueConstraint("study_id", "group_key", "kind", "number", "cell_key"),)
 
 
+def _metrics_once(s: Session) -> None:
+    """v3: metrics know their attempt (older rows: the cell's last) and are unique; duplicates
+    (re-ingested, or reported again after a resume) keep the last recorded, as reports did."""
+    s.execute(text("ALTER TABLE metrics ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0"))
+    s.execute(text("UPDATE metrics SET attempt = COALESCE((SELECT MAX(a.number) FROM attempts a "
+                   "WHERE a.cell_key = metrics.cell_key), 0)"))
+    s.execute(text("DELETE FROM metrics WHERE id NOT IN (SELECT MAX(id) FROM metrics "
+                   "GROUP BY cell_key, attempt, name, COALESCE(step, -1))"))
+    next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())
+
+
 # Ordered migrations: MIGRATIONS[v] upgrades a schema at version v to v + 1.
 MIGRATIONS: dict[int, Callable[[Session], None]] = {
     1: lambda s: None,  # v2 adds search_cells, which create_all has made by then
+    2: _metrics_once,
 }
 
 
@@ -289,7 +311,7 @@ class Store:
                 time.sleep(0.2)
         with self.session() as s, s.begin():
             s.execute(dialect_insert(s, Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
-            row = s.get(Meta, "schema_version")
+            row = s.get(Meta, "schema_version", with_for_update=True)  # one process migrates; others wait
             version = int(row.value)
             if version > SCHEMA_VERSION:
                 raise UserError(
@@ -523,16 +545,59 @@ class Store:
         with self.session() as s:
             return list(s.scalars(select(Attempt).where(Attempt.cell_key == cell_key).order_by(Attempt.number)))
 
-    def add_metrics(self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None) -> None:
-        self.add_metric_rows(
-            [{"cell_key": cell_key, "stage": stage, "name": n, "step": step, "value": float(v)} for n, v in values.items()]
-        )
+    def attempts_of_cells(self, keys: list[str]) -> dict[str, list[Attempt]]:
+        """Every attempt of each of the cells that has one, in order."""
+        out: dict[str, list[Attempt]] = defaultdict(list)
+        with self.session() as s:
+            for chunk in chunks(keys):
+                q = select(Attempt).where(Attempt.cell_key.in_(chunk)).order_by(Attempt.number)
+                for a in s.scalars(q):
+                    out[a.cell_key].append(a)
+        return dict(out)
+
+    def add_metrics(self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None,
+                    attempt: int = 0) -> None:
+        self.add_metric_rows([{"cell_key": cell_key, "attempt": attempt, "stage": stage, "name": n,
+                               "step": step, "value": float(v)} for n, v in values.items()])
 
     def add_metric_rows(self, rows: list[dict]) -> None:
-        """Bulk insert of {cell_key, stage, name, step, value} rows."""
+        """Bulk upsert of {cell_key, attempt, stage, name, step, value} rows (stored again: replaced)."""
         if rows:
             with self.session() as s, s.begin():
-                s.execute(insert(Metric), rows)
+                stmt = dialect_insert(s, Metric)
+                s.execute(stmt.on_conflict_do_update(index_elements=_ONCE, set_={
+                    "stage": stmt.excluded.stage, "value": stmt.excluded.value}), rows)
+
+    def replace_metrics(self, keys: list[str], rows: list[dict]) -> None:
+        """Make `rows` the metrics of cells `keys` (what their run directories hold now), in one transaction.
+
+        Safe against another controller doing the same at once: the unique index and
+        ON CONFLICT DO NOTHING store each (cell, attempt, metric, step) once, and both lock the
+        cells in key order (PostgreSQL), so neither waits on the other in a cycle.
+        """
+        if not keys:
+            return
+        rows = sorted(rows, key=itemgetter("cell_key"))
+        with self.session() as s, s.begin():
+            for chunk in chunks(sorted(keys)):
+                s.execute(delete(Metric).where(Metric.cell_key.in_(chunk)))
+            for i in range(0, len(rows), _CHUNK):
+                s.execute(dialect_insert(s, Metric).on_conflict_do_nothing(), rows[i : i + _CHUNK])
+
+    def restore_attempts(self, attempts: dict[str, list[dict]]) -> None:
+        """Replace the attempts of cells (key -> attempts rebuilt from its run directory, in order) in
+        one transaction; each cell takes its last attempt's state."""
+        keys = list(attempts)
+        with self.session() as s, s.begin():
+            for chunk in chunks(keys):
+                s.execute(delete(Attempt).where(Attempt.cell_key.in_(chunk)))
+            rows = [a | {"cell_key": key} for key, cell in attempts.items() for a in cell]
+            for i in range(0, len(rows), _CHUNK):
+                s.execute(insert(Attempt), rows[i : i + _CHUNK])
+            states = [{"key": k, "state": cell[-1]["state"] if cell else CellState.PLANNED}
+                      for k, cell in attempts.items()]
+            if states:
+                s.execute(update(CellRow), states)
 
     def metrics(self, cell_key: str, *, final_only: bool = True) -> dict[str, float]:
         """The cell's metric values by name (the last recorded wins)."""

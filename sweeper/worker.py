@@ -35,7 +35,7 @@ from typing import Any
 
 import submitit
 
-from sweeper.rundir import RunDir, read_json, write_json
+from sweeper.rundir import RunDir, Values, describe, read_json, write_json
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
 CHECKPOINT_GRACE_S = float(os.environ.get("SWEEPER_CHECKPOINT_GRACE_S", "60"))
@@ -47,6 +47,10 @@ class Interrupted(BaseException):
 
 class Pruned(BaseException):
     """Unwinds a task whose search pruned it (not an Exception: tasks must not catch it)."""
+
+
+class NonFiniteMetric(ValueError):
+    """A reported or returned value is NaN or infinite: the cell fails with cause NAN."""
 
 
 class TaskContext:
@@ -63,19 +67,39 @@ class TaskContext:
         self._run = run
         self._requested = requested
         self.saved = threading.Event()
+        self.nonfinite: str | None = None  # the first non-finite value reported: the cell fails with NAN
+        self._reported: set[str] = set()
 
     def report(self, step: int, metrics: dict[str, float]) -> None:
         """Record intermediate values (progress, pruning); appended to metrics.jsonl.
 
+        A run's first report of a metric replaces what earlier runs (attempts, or this one before
+        a requeue) reported for it from that step on: a resumed run redoes those steps. A NaN or
+        infinite value is kept apart from the finite ones and stops the task (NonFiniteMetric,
+        cause NAN).
         When a search has pruned the cell since, this stops the task. Only a one-process task:
         the ranks of a multi-process one would see the request at different steps and one
-        would wait forever in a collective, so such a trial runs to its end.
+        would wait forever in a collective, so such a trial runs to its end (and a NaN fails it then).
         """
         if self.rank != 0:
             return
-        line = json.dumps({"step": int(step), "time": time.time(), "metrics": {k: float(v) for k, v in metrics.items()}})
+        values = Values.of(metrics if isinstance(metrics, dict) else {"metrics": metrics})
+        if values.invalid:
+            raise TypeError(f"ctx.report(step={step}): {describe(values.invalid)}; "
+                            "expected a number for each metric")
+        line = {"step": int(step), "time": time.time(), "attempt": self.attempt, "metrics": values.finite}
+        if values.nonfinite:
+            line["nonfinite"] = values.nonfinite
+        new = set(values.finite) | set(values.nonfinite)
+        if new - self._reported:
+            self._run.supersede(int(step), new - self._reported)
+            self._reported |= new
         with self._run.metrics.open("a") as f:
-            f.write(line + "\n")
+            f.write(json.dumps(line) + "\n")
+        if values.nonfinite and self.nonfinite is None:
+            self.nonfinite = f"{describe(values.nonfinite)} at step {int(step)}"
+            if self.world_size == 1:
+                raise NonFiniteMetric(self.nonfinite)
         if self.world_size == 1 and self._run.prune.exists():
             raise Pruned()
 
@@ -194,6 +218,8 @@ class Worker(submitit.helpers.Checkpointable):
         if "error" in outcome:
             exc, tb = outcome["error"]
             status |= {"state": "FAILED", "cause": failure_cause(exc), "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
+            if isinstance(exc, NonFiniteMetric) and "result" in outcome:  # the finite values are kept
+                status["result"] = outcome["result"]
             if rank == 0:
                 write_json(run.status, status)
             return "FAILED"
@@ -248,7 +274,15 @@ def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> N
         result = fn(config, ctx)
         if not isinstance(result, dict):
             raise TypeError(f"the task returned {type(result).__name__}; expected a dict of metric name -> number")
-        outcome["result"] = {str(k): float(v) for k, v in result.items()}
+        values = Values.of(result)
+        if values.invalid:
+            raise TypeError(f"the task returned {describe(values.invalid)}; "
+                            "expected a number for each metric")
+        outcome["result"] = values.finite
+        if values.nonfinite:
+            raise NonFiniteMetric(f"the task returned {describe(values.nonfinite)}")
+        if ctx.nonfinite:  # reported, and the task went on (it caught the exception, or has several ranks)
+            raise NonFiniteMetric(f"it reported {ctx.nonfinite}")
     except Interrupted:
         outcome["interrupted"] = True
     except Pruned:

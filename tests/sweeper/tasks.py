@@ -85,3 +85,12 @@ def curve(config: dict, ctx) -> dict:
         time.sleep(config.get("dt", 0.05))
         ctx.report(step, {"val.loss": config["x"]})
     return {"val.loss": config["x"]}
+
+
+def values(config: dict, ctx) -> dict:
+    """Three reports and a result; `bad` ("nan", "inf", "-inf") goes into the report of step `at`, or,
+    without `at`, into the result's `acc`, beside the finite values."""
+    bad = float(config.get("bad", 1.0))
+    for step in range(1, 4):
+        ctx.report(step, {"loss": bad if step == config.get("at") else 1.0 / step, "lr": 0.1})
+    return {"acc": bad if config.get("at") is None else 0.5, "params.M": 5.0}

@@ -141,3 +141,46 @@ def test_unknown_study_suggests_a_close_name(store_url, write_study):
         store.plan(make(write_study, name="quickstart"))
         with pytest.raises(UserError, match="did you mean 'quickstart'"):
             store.cells("quikstart")
+
+
+def test_a_v2_store_migrates_to_metrics_stored_once_per_attempt_and_step(store_url, write_study):
+    """Before v3 a value could be stored twice (two controllers, a resume); the migration keeps the
+    last recorded (what reports showed), gives rows their cell's last attempt, and adds the unique index."""
+    study = make(write_study)
+    key, other = study.cells[0].key, study.cells[1].key
+    with Store(store_url) as store:
+        store.plan(study)
+        for _ in range(2):
+            store.add_attempt(key, executor="local", state=CellState.COMPLETED)
+        with store.session() as s, s.begin():  # back to the v2 schema
+            s.execute(text("DROP INDEX ux_metrics_once"))
+            s.execute(text("ALTER TABLE metrics DROP COLUMN attempt"))
+            s.get(Meta, "schema_version").value = "2"
+            rows = [(key, None, 1.0), (key, None, 2.0), (key, 5, 0.5), (key, 5, 0.4), (other, None, 3.0)]
+            for cell, step, value in rows:
+                s.execute(text("INSERT INTO metrics (cell_key, stage, name, step, value) "
+                               "VALUES (:c, 'final', 'acc', :s, :v)"), {"c": cell, "s": step, "v": value})
+    with Store(store_url) as store:
+        assert store.schema_version == SCHEMA_VERSION == 3
+        with store.session() as s:
+            got = s.execute(text("SELECT cell_key, attempt, step, value FROM metrics")).all()
+        assert set(map(tuple, got)) == {(key, 2, 5, 0.4), (key, 2, None, 2.0), (other, 0, None, 3.0)}
+        store.add_metrics(key, "final", {"acc": 9.0}, attempt=2)  # stored again: replaced, not added
+        assert store.metrics(key) == {"acc": 9.0}
+        with store.session() as s:
+            count = text("SELECT COUNT(*) FROM metrics WHERE cell_key = :k")
+            assert s.execute(count, {"k": key}).scalar() == 2
+
+
+def test_replacing_a_cells_metrics_stores_each_attempt_metric_and_step_once(store_url, write_study):
+    study = make(write_study)
+    key = study.cells[0].key
+    row = {"cell_key": key, "attempt": 1, "stage": "report", "name": "loss", "step": 3, "value": 0.5}
+    final = row | {"stage": "final", "step": None, "value": 0.9}
+    with Store(store_url) as store:
+        store.plan(study)
+        store.add_metric_rows([row | {"value": 7.0}, row | {"step": 4}])  # replaced below
+        store.replace_metrics([key], [row, row, final, final])
+        with store.session() as s:
+            got = s.execute(text("SELECT step, value FROM metrics")).all()
+        assert sorted(map(tuple, got), key=str) == [(3, 0.5), (None, 0.9)]
