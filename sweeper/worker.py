@@ -30,6 +30,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import chdir
 from pathlib import Path
 from typing import Any
 
@@ -176,7 +177,10 @@ class Worker(submitit.helpers.Checkpointable):
         ctx = TaskContext(run, Path(self.workdir).resolve() / "cache", key, attempt, rank, requested, world_size)
         self._ctx, self._current = ctx, run
         outcome: dict[str, Any] = {}
-        with _Heartbeat(run.heartbeat if rank == 0 else None), _capture(run.logs, attempt if rank == 0 and self.capture else None):
+        # The task's cwd is its run directory (a relative torch.save lands there); the debug executor
+        # runs in the launching process, whose cwd chdir gives back after the cell.
+        with (_Heartbeat(run.heartbeat if rank == 0 else None), chdir(run.path),
+              _capture(run.logs, attempt if rank == 0 and self.capture else None)):
             thread = threading.Thread(target=_call_task, args=(fn, config, ctx, outcome), name=f"task-{key}", daemon=True)
             thread.start()
             timed_out = _join(thread, requested, self.time_limits.get(key), run, status)

@@ -85,3 +85,10 @@ def curve(config: dict, ctx) -> dict:
         time.sleep(config.get("dt", 0.05))
         ctx.report(step, {"val.loss": config["x"]})
     return {"val.loss": config["x"]}
+
+
+def relative(config: dict, ctx) -> dict:
+    """Writes a file by a relative path, as `torch.save(state, "ckpt")` does."""
+    with open("ckpt", "w") as f:
+        f.write(ctx.key)
+    return {"cwd_is_run_dir": float(os.getcwd() == str(ctx.run_dir))}

@@ -63,6 +63,21 @@ def test_nan_is_its_own_cause(env):
     assert (s.state, s.cause) == (CellState.FAILED, "NAN")
 
 
+@pytest.mark.parametrize("executor", ["{kind: debug}", "{kind: local, parallelism: 2}"])
+def test_the_tasks_cwd_is_its_run_directory(env, executor):
+    """A relative path (torch.save(state, "ckpt")) lands in the cell's run directory, not where the
+    launch ran, so cells do not overwrite each other; the debug executor gives the cwd back."""
+    study = write(env / "cwd.yaml", "relative", {"x": 1}, "x: [1, 2]", executor=executor)
+    with Store() as store:
+        launch(store, study)
+        assert os.getcwd() == str(env)
+        assert {s.state for s in wait_done(store, study)} == {CellState.COMPLETED}
+        for cell in study.cells:
+            assert store.metrics(cell.key) == {"cwd_is_run_dir": 1.0}
+            assert (RunDir.of("runs", cell.key).path / "ckpt").read_text() == cell.key
+    assert not (env / "ckpt").exists()
+
+
 def test_a_killed_worker_is_detected_and_resumed_from_its_checkpoint(env):
     study = write(env / "kill.yaml", "steps", {"steps": 60, "dt": 0.05, "every": 10}, "+variant: [a]",
                   executor="{kind: local, parallelism: 1}")
