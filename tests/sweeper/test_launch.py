@@ -198,6 +198,31 @@ def test_cancel_then_resume(env):
         assert len(resume(store, study, only=["variant=a"]).keys) == 1
 
 
+@pytest.mark.parametrize(("task", "axis"), [("steps", "dt"), ("echo", "sleep")])
+def test_cancel_only_stops_exactly_the_selected_cells_and_the_lanes_run_the_others(env, monkeypatch, task, axis):
+    """Both lanes run a (long) selected cell when the cancel comes. `steps` saves and stops at the
+    request and its lane goes on; `echo` ignores it, so past the grace its lane restarts (submitit's
+    requeue code) and runs the lane's other cells. No other cell is lost, and none runs twice."""
+    monkeypatch.setenv("SWEEPER_CHECKPOINT_GRACE_S", "1")
+    log = env / "runs.log"
+    values = {"dt": "{baseline: 0.2, other: 0.01, third: 0.02}", "sleep": "{baseline: 8, other: 0.2, third: 0.3}"}
+    study = write(env / "only.yaml", task, {"x": 1, "steps": 40, "dt": 0.05, "sleep": 2, "log": str(log)},
+                  f"{axis}: {values[axis]}", seeds=2)
+    chosen = {c.key for c in study.cells if c.labels[axis] == "baseline"}
+    with Store() as store:
+        launch(store, study)
+        wait_for(lambda: {s.key for s in ingest(store, study) if s.state == CellState.RUNNING} == chosen,
+                 what="both lanes running a baseline cell")
+        assert set(cancel(store, study, only=[f"{axis}=baseline"])) == chosen
+        statuses = wait_done(store, study)
+        assert {s.key: s.state for s in statuses} == {
+            c.key: CellState.CANCELLED if c.key in chosen else CellState.COMPLETED for c in study.cells}
+    assert runs_per_cell(log) == Counter({c.key: 1 for c in study.cells})
+    for key in chosen:
+        status = read_json(RunDir.of("runs", key).status)
+        assert (status["state"], status["checkpointed"]) == ("CANCELLED", task == "steps")
+
+
 def test_only_max_cells_and_dry_run(env):
     study = write(env / "sel.yaml", "echo", {"x": 1}, "x: [1, 2, 3]", seeds=2, executor="{kind: debug}")
     with Store() as store:
