@@ -247,6 +247,30 @@ def test_the_cli_follows_a_launch_and_shows_logs(env):
     assert bad.returncode == 2 and "'9' is not a value of x" in bad.stderr
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_ctrl_c_or_a_closed_terminal_stops_the_watch_not_the_lanes(env, sig):
+    """A terminal sends SIGINT (Ctrl-C) or SIGHUP (closed) to its foreground process group: the
+    `launch --wait` stops, the local lanes finish every cell, and no traceback is printed."""
+    log = env / "runs.log"
+    study = write(env / "watch.yaml", "echo", {"x": 1, "sleep": 1.5, "log": str(log)}, "x: [1, 2, 3, 4]")
+    sweeper = str(Path(sys.executable).parent / "sweeper")
+    with open(env / "out.txt", "w") as out:  # a file, not a pipe that lanes could hold open
+        watch = subprocess.Popen([sweeper, "launch", "watch.yaml", "--wait"], stdout=out, stderr=subprocess.STDOUT,
+                                 start_new_session=True)  # its own group, as a shell's foreground job
+        wait_for(lambda: [(read_json(RunDir.of("runs", c.key).status) or {}).get("state") for c in study.cells]
+                 .count("RUNNING") == 2, what="both lanes running a cell")
+        os.killpg(watch.pid, sig)
+        assert watch.wait(timeout=30) == (130 if sig == signal.SIGINT else -sig)
+    with Store() as store:
+        assert {s.state for s in wait_done(store, study)} == {CellState.COMPLETED}
+    assert runs_per_cell(log) == Counter({c.key: 1 for c in study.cells})
+    shown = (env / "out.txt").read_text()
+    assert "Traceback" not in shown and "KeyboardInterrupt" not in shown
+    if sig == signal.SIGINT:
+        assert "stopped following watch; its cells go on running" in shown
+        assert "`sweeper launch watch.yaml --wait` follows them again" in shown
+
+
 def test_out_of_memory_is_retried_only_with_more_memory_configured(env):
     plain = write(env / "oom.yaml", "oom", {"x": 1}, "x: [1]", executor="{kind: debug}",
                   extra="resources: {default: {mem_gb: 8}}")
