@@ -367,9 +367,10 @@ def _watch(store, study: Study, *, quiet: bool = False) -> int:
     try:
         return _follow(store, study, quiet=quiet)
     except KeyboardInterrupt:
+        search = " and goes on with the search" if study.search else ""
         err.print(f"stopped following {study.name}; its cells go on running. `sweeper status {study.name}` "
-                  f"shows them; `sweeper launch {study.file} --wait` follows them again"
-                  f"{' and goes on with the search' if study.search else ''}.", highlight=False, soft_wrap=True)
+                  f"shows them; `sweeper launch {study.file} --wait` follows them again{search}.",
+                  highlight=False, soft_wrap=True)
         return 130
 
 

@@ -248,7 +248,7 @@ def cancel(store: Store, study: Study, *, only: list[str] | None = None) -> list
 
 
 def _whole_jobs(store: Store, targets: list[Attempt]) -> list[str]:
-    """The job ids all of whose active cells are among the targets (a job runs the cells of one submission)."""
+    """The job ids all of whose active cells are targets (a job runs cells of one submission only)."""
     chosen = {a.cell_key for a in targets}
     shared = {a.job_id for token in {a.token for a in targets} for a in store.attempts_of(token)
               if a.state in ACTIVE and a.cell_key not in chosen}

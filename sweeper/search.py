@@ -404,8 +404,8 @@ def results(store: Store, study: Study) -> list[GroupResult]:
                     if t.state == CellState.COMPLETED and (t.value is None or not math.isfinite(t.value))]
         best = best_trial(plan, tried)
         # Only the current final seeds: a store from before they had to be fresh holds the trial's own cell.
-        finals = [t for t in mine if t.row.kind == "final" and best is not None and t.row.number == best.row.number
-                  and t.row.labels.get(SEED_AXIS) in plan.final_seeds]
+        finals = [t for t in mine if t.row.kind == "final" and best is not None
+                  and t.row.number == best.row.number and t.row.labels.get(SEED_AXIS) in plan.final_seeds]
         values = [t.value for t in finals if t.state == CellState.COMPLETED and t.value is not None]
         out.append(GroupResult(labels, plan.budget, counts, best, {t.row.cell_key: t.state for t in finals}, values,
                                unscored))

@@ -563,8 +563,9 @@ class _Expander:
             return [s for s in range(raw + len(used)) if s not in used][:raw]
         seeds = self.seeds(raw, "search.final_seeds")
         if clash := sorted(used & set(seeds)):
-            self.problems.append(("search.final_seeds", f"seed {', '.join(map(str, clash))} is the seed the trials "
-                                  "run with; the final repeats must be fresh runs (a count picks unused seeds)"))
+            shown = ", ".join(map(str, clash))
+            self.problems.append(("search.final_seeds", f"seed {shown} is the seed the trials run with; "
+                                  "the final repeats must be fresh runs (a count picks unused seeds)"))
         return seeds
 
     # -- axes

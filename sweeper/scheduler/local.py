@@ -63,7 +63,6 @@ class LocalBackend:
                     pass
 
 
-
 class _DetachedExecutor(submitit.LocalExecutor):
     """submitit's local executor, its job controllers started in a new session with their output in
     the job folder. submitit starts them in the launching command's process group and terminal, where
@@ -75,10 +74,12 @@ class _DetachedExecutor(submitit.LocalExecutor):
             "SUBMITIT_LOCAL_NTASKS": "1", "SUBMITIT_LOCAL_COMMAND": command,
             "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * self.parameters["timeout_min"])),
             "SUBMITIT_LOCAL_SIGNAL_DELAY_S": str(int(self.parameters.get("signal_delay_s", 30))),
-            "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_JOB_NUM_NODES": "1", "SUBMITIT_STDERR_TO_STDOUT": "",
-            "SUBMITIT_EXECUTOR": "local", "CUDA_VISIBLE_DEVICES": "", "SUBMITIT_LOCAL_WITH_SHELL": "",
+            "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+            "SUBMITIT_STDERR_TO_STDOUT": "", "SUBMITIT_EXECUTOR": "local", "CUDA_VISIBLE_DEVICES": "",
+            "SUBMITIT_LOCAL_WITH_SHELL": "",
         }
+        command_line = [sys.executable, "-m", "submitit.local._local", str(self.folder)]
         with open(self.folder / "controllers.log", "ab") as log:
-            process = subprocess.Popen([sys.executable, "-m", "submitit.local._local", str(self.folder)], env=env,
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+            process = subprocess.Popen(command_line, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=log, start_new_session=True)
         return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])

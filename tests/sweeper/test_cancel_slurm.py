@@ -18,8 +18,9 @@ from tests.sweeper.orchestration import runs_per_cell, wait_done, wait_for, writ
 
 if not (os.environ.get("SLURM_CONF") and shutil.which("sbatch")):
     if os.environ.get("CI") == "true":
-        pytest.fail("CI=true but SLURM is unavailable (scripts/slurm-sandbox.sh up; eval its env)", pytrace=False)
-    pytest.skip("no SLURM (bash scripts/slurm-sandbox.sh up && eval \"$(bash scripts/slurm-sandbox.sh env)\")",
+        pytest.fail("CI=true but SLURM is unavailable (scripts/slurm-sandbox.sh up; eval its env)",
+                    pytrace=False)
+    pytest.skip('no SLURM (bash scripts/slurm-sandbox.sh up && eval "$(bash scripts/slurm-sandbox.sh env)")',
                 allow_module_level=True)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.timeout(300)]

@@ -199,13 +199,15 @@ def test_cancel_then_resume(env):
 
 
 @pytest.mark.parametrize(("task", "axis"), [("steps", "dt"), ("echo", "sleep")])
-def test_cancel_only_stops_exactly_the_selected_cells_and_the_lanes_run_the_others(env, monkeypatch, task, axis):
+def test_cancel_only_stops_exactly_the_selected_cells_and_the_lanes_run_the_others(env, monkeypatch, task,
+                                                                                   axis):
     """Both lanes run a (long) selected cell when the cancel comes. `steps` saves and stops at the
     request and its lane goes on; `echo` ignores it, so past the grace its lane restarts (submitit's
     requeue code) and runs the lane's other cells. No other cell is lost, and none runs twice."""
     monkeypatch.setenv("SWEEPER_CHECKPOINT_GRACE_S", "1")
     log = env / "runs.log"
-    values = {"dt": "{baseline: 0.2, other: 0.01, third: 0.02}", "sleep": "{baseline: 8, other: 0.2, third: 0.3}"}
+    values = {"dt": "{baseline: 0.2, other: 0.01, third: 0.02}",
+              "sleep": "{baseline: 8, other: 0.2, third: 0.3}"}
     study = write(env / "only.yaml", task, {"x": 1, "steps": 40, "dt": 0.05, "sleep": 2, "log": str(log)},
                   f"{axis}: {values[axis]}", seeds=2)
     chosen = {c.key for c in study.cells if c.labels[axis] == "baseline"}
@@ -255,10 +257,12 @@ def test_ctrl_c_or_a_closed_terminal_stops_the_watch_not_the_lanes(env, sig):
     study = write(env / "watch.yaml", "echo", {"x": 1, "sleep": 1.5, "log": str(log)}, "x: [1, 2, 3, 4]")
     sweeper = str(Path(sys.executable).parent / "sweeper")
     with open(env / "out.txt", "w") as out:  # a file, not a pipe that lanes could hold open
-        watch = subprocess.Popen([sweeper, "launch", "watch.yaml", "--wait"], stdout=out, stderr=subprocess.STDOUT,
-                                 start_new_session=True)  # its own group, as a shell's foreground job
-        wait_for(lambda: [(read_json(RunDir.of("runs", c.key).status) or {}).get("state") for c in study.cells]
-                 .count("RUNNING") == 2, what="both lanes running a cell")
+        # Its own process group, as a shell's foreground job.
+        watch = subprocess.Popen([sweeper, "launch", "watch.yaml", "--wait"], stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        runs = [RunDir.of("runs", c.key) for c in study.cells]
+        wait_for(lambda: [(read_json(r.status) or {}).get("state") for r in runs].count("RUNNING") == 2,
+                 what="both lanes running a cell")
         os.killpg(watch.pid, sig)
         assert watch.wait(timeout=30) == (130 if sig == signal.SIGINT else -sig)
     with Store() as store:

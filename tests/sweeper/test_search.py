@@ -167,7 +167,8 @@ def test_a_config_asked_twice_is_one_cell_run_once(env):
 
 
 def test_each_group_gets_its_own_search_and_its_best_repeated_with_final_seeds(env):
-    study = write(env / "groups.yaml", "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1, "log": str(env / "runs.log")}, """\
+    base = {"x": 0.0, "y": 0.0, "lr": 0.1, "log": str(env / "runs.log")}
+    study = write(env / "groups.yaml", "bowl", base, """\
         metric: f
         direction: minimize
         trials: 8
@@ -192,7 +193,8 @@ def test_each_group_gets_its_own_search_and_its_best_repeated_with_final_seeds(e
         trial_keys = {r.cell_key for r in trial_rows(store, study)}
         for g in groups:
             seeds = sorted(shown[k].labels["seed"] for k in g.finals)
-            assert seeds == [1, 2, 3] and {shown[k].labels[TRIAL_LABEL] for k in g.finals} == {g.best.row.number}
+            assert seeds == [1, 2, 3]
+            assert {shown[k].labels[TRIAL_LABEL] for k in g.finals} == {g.best.row.number}
             # Fresh runs: the selected trial's own cell (seed 0) is not one of its repeats.
             assert g.best.row.cell_key not in g.finals and not trial_keys & set(g.finals)
     assert runs_per_cell(env / "runs.log") == {k: 1 for g in groups for k in [*g.finals, *trial_keys]}
