@@ -210,7 +210,7 @@ def launch(
             out.print(f"[bold]{study.name}[/]: submitted {len(submission.keys)} cells "
                       f"({submission.jobs} jobs, {study.executor.kind})" + (f", token {submission.token}" if submission.token else ""))
         if wait and not dry_run:
-            raise typer.Exit(_follow(store, study, quiet=as_json))
+            raise typer.Exit(_watch(store, study, quiet=as_json))
 
 
 @app.command()
@@ -252,7 +252,7 @@ def resume(
         for key, why in submission.skipped.items():
             out.print(f"  [dim]{key}[/] not resubmitted: {why}", highlight=False)
         if wait:
-            raise typer.Exit(_follow(store, spec))
+            raise typer.Exit(_watch(store, spec))
 
 
 @app.command()
@@ -394,6 +394,19 @@ def _search_view(store, study: Study) -> Table:
 
 def _labels(labels: dict) -> str:
     return " ".join(f"{v}" for v in labels.values())
+
+
+def _watch(store, study: Study, *, quiet: bool = False) -> int:
+    """`--wait`: follow the cells; a Ctrl-C stops the watch only, as the jobs and local lanes run on
+    their own (local lanes in a session of their own, which a closed terminal does not reach either)."""
+    try:
+        return _follow(store, study, quiet=quiet)
+    except KeyboardInterrupt:
+        search = " and goes on with the search" if study.search else ""
+        err.print(f"stopped following {study.name}; its cells go on running. `sweeper status {study.name}` "
+                  f"shows them; `sweeper launch {study.file} --wait` follows them again{search}.",
+                  highlight=False, soft_wrap=True)
+        return 130
 
 
 def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) -> int:

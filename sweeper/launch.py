@@ -26,10 +26,10 @@ from pathlib import Path
 from sweeper.errors import UserError, did_you_mean
 from sweeper.ingest import CellStatus, ingest, submissions_dir
 from sweeper.precheck import precheck
-from sweeper.rundir import RunDir, read_json, write_json
+from sweeper.rundir import RunDir, write_json
 from sweeper.scheduler import Group, backend
 from sweeper.spec import Cell, Study, canonical, load_yaml
-from sweeper.store import ACTIVE, CellState, Store
+from sweeper.store import ACTIVE, Attempt, CellState, Store
 
 RESUMABLE = {"PREEMPTED", "TIMEOUT", "NODE_FAIL", "KILLED", "LOST", "REQUEUED", "CANCELLED", "NOT_SUBMITTED"}
 USER_FAULTS = {"EXCEPTION", "NAN"}
@@ -237,7 +237,12 @@ def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list
 
 
 def cancel(store: Store, study: Study, *, only: list[str] | None = None) -> list[str]:
-    """Cancel the selected cells that are submitted or running; returns their keys."""
+    """Cancel exactly the selected cells that are submitted or running; returns their keys.
+
+    Each gets a `cancel` file: a job that has not reached it skips it, and the worker running it asks
+    the task to save and stop, then goes on with its job's other cells (a local lane set, a SLURM pack).
+    Only a job whose every active cell is selected is cancelled through the scheduler.
+    """
     filters = parse_only(study, only)
     statuses = ingest(store, study)
     keys = {c.key for c in study.cells if _selected(c, filters)}
@@ -246,12 +251,9 @@ def cancel(store: Store, study: Study, *, only: list[str] | None = None) -> list
         return []
     workdir = Path(study.workdir).resolve()
     latest = store.latest_attempts([s.key for s in targets])
-    for s in targets:  # a lane or a requeued job that has not reached the cell yet skips it
+    for s in targets:
         RunDir.of(workdir, s.key).cancel.touch()
-    if study.executor.kind == "slurm":
-        backend(study.executor, workdir / "submitit").cancel(sorted({s.job_id for s in targets if s.job_id}))
-    else:
-        _stop_local(workdir, targets)
+    backend(study.executor, workdir / "submitit").cancel(_whole_jobs(store, [latest[s.key] for s in targets]))
     store.update_attempts([
         {"id": latest[s.key].id, "cell_key": s.key, "state": CellState.CANCELLED, "cause": "CANCELLED",
          "detail": "cancelled by sweeper cancel"}
@@ -260,12 +262,9 @@ def cancel(store: Store, study: Study, *, only: list[str] | None = None) -> list
     return [s.key for s in targets]
 
 
-def _stop_local(workdir: Path, targets: list[CellStatus]) -> None:
-    """Stop the workers running the targets; the lanes' other cells go on in the remaining lanes."""
-    for s in targets:
-        status = read_json(RunDir.of(workdir, s.key).status) or {}
-        if s.state == CellState.RUNNING and status.get("host") == socket.gethostname() and status.get("pid"):
-            try:
-                os.kill(int(status["pid"]), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+def _whole_jobs(store: Store, targets: list[Attempt]) -> list[str]:
+    """The job ids all of whose active cells are targets (a job runs cells of one submission only)."""
+    chosen = {a.cell_key for a in targets}
+    shared = {a.job_id for token in {a.token for a in targets} for a in store.attempts_of(token)
+              if a.state in ACTIVE and a.cell_key not in chosen}
+    return sorted({a.job_id for a in targets if a.job_id} - shared)

@@ -326,13 +326,15 @@ def best_trial(plan: SearchPlan, trials: list[_Trial]) -> _Trial | None:
 
 
 def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial]) -> list[tuple[dict, Cell]]:
-    """The best trial's configuration with each final seed, unless already recorded."""
+    """The best trial's configuration with each final seed, unless already recorded. The final seeds are
+    not the trials' seed (spec), so each repeat is a fresh run, not the selected trial's cell again."""
     best = best_trial(plan, [t for t in trials if t.row.kind == "trial"])
     if best is None or not plan.final_seeds:
         return []
-    recorded = {t.row.cell_key for t in trials if t.row.kind == "final" and t.row.number == best.row.number}
-    if len(recorded) == len(plan.final_seeds):
+    mine = [t for t in trials if t.row.kind == "final" and t.row.number == best.row.number]
+    if set(plan.final_seeds) <= {t.row.labels.get(SEED_AXIS) for t in mine}:
         return []
+    recorded = {t.row.cell_key for t in mine}
     base = s.get(CellRow, best.row.cell_key)
     resources = plan.template(best.row.labels).resources
     out = []
@@ -350,8 +352,7 @@ def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial]) -> l
 
 def expected_cells(plan: SearchPlan) -> int:
     """Cells the search makes when it runs to the end (at most: repeated configs share a cell)."""
-    trial_seed = next(iter(plan.templates.values())).seed  # the best trial's own cell is one of its finals
-    return len(plan.groups) * (plan.budget + len([s for s in plan.final_seeds if s != trial_seed]))
+    return len(plan.groups) * (plan.budget + len(plan.final_seeds))
 
 
 # ----------------------------------------------------------------------------- results
@@ -402,7 +403,9 @@ def results(store: Store, study: Study) -> list[GroupResult]:
         unscored = [t.row.cell_key for t in tried
                     if t.state == CellState.COMPLETED and (t.value is None or not math.isfinite(t.value))]
         best = best_trial(plan, tried)
-        finals = [t for t in mine if t.row.kind == "final" and best is not None and t.row.number == best.row.number]
+        # Only the current final seeds: a store from before they had to be fresh holds the trial's own cell.
+        finals = [t for t in mine if t.row.kind == "final" and best is not None
+                  and t.row.number == best.row.number and t.row.labels.get(SEED_AXIS) in plan.final_seeds]
         values = [t.value for t in finals if t.state == CellState.COMPLETED and t.value is not None]
         out.append(GroupResult(labels, plan.budget, counts, best, {t.row.cell_key: t.state for t in finals}, values,
                                unscored))

@@ -580,6 +580,20 @@ class _Expander:
         self.problems.append((where, f"expected a count >= 1 or a non-empty list of integers, got {raw!r}"))
         return []
 
+    def final_seeds(self, raw: Any, used: set[int]) -> list[int]:
+        """Seeds the trials did not run with: the final repeats are fresh runs, so the best-of-N value the
+        selection saw never counts in their mean. A count takes the first integers not used."""
+        if raw is None:
+            return []
+        if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
+            return [s for s in range(raw + len(used)) if s not in used][:raw]
+        seeds = self.seeds(raw, "search.final_seeds")
+        if clash := sorted(used & set(seeds)):
+            shown = ", ".join(map(str, clash))
+            self.problems.append(("search.final_seeds", f"seed {shown} is the seed the trials run with; "
+                                  "the final repeats must be fresh runs (a count picks unused seeds)"))
+        return seeds
+
     # -- axes
 
     def factors(self, base: dict) -> list[list[Axis]]:
@@ -694,7 +708,7 @@ class _Expander:
         grid = self.grid(params, searched) if spec.sampler == "grid" else None
         if spec.sampler_options:
             self.sampler_options(spec)
-        final_seeds = self.seeds(spec.final_seeds, "search.final_seeds") if spec.final_seeds is not None else []
+        final_seeds = self.final_seeds(spec.final_seeds, {t.seed for t in templates})
         executor = self.spec.executor
         if spec.pruner is not None and executor.kind == "debug":
             self.warnings.append(f"{self.file}: search.pruner: the debug executor runs each trial to its end in this "

@@ -14,7 +14,9 @@ Local lanes have no scheduler to enforce a time limit, so the lane keeps each ce
 (`time_limits`, from timeout_min): past it, the task is asked to save the same way, and the cell
 ends INTERRUPTED with cause TIMEOUT (`sweeper resume` continues it) while the lane goes on. A task
 that does not save within CHECKPOINT_GRACE_S cannot be stopped (it is a thread), so the lane
-process ends, as SLURM ends a job at its time limit.
+process ends, as SLURM ends a job at its time limit. `sweeper cancel` stops a running cell the
+same way (its `cancel` file) and the job goes on with its other cells; a local lane whose task
+does not stop is restarted by its submitit controller (requeue exit code) to run them.
 
 Kept light on imports: every job pays for them at start-up.
 """
@@ -30,10 +32,12 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import chdir
 from pathlib import Path
 from typing import Any
 
 import submitit
+from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
 
 from sweeper.rundir import RunDir, Values, describe, read_json, write_json
 
@@ -178,6 +182,8 @@ class Worker(submitit.helpers.Checkpointable):
         expected = read_json(run.attempt) or {}
         if expected.get("token") != self.token:
             return False  # resubmitted since: a newer attempt owns this cell
+        if _ended(read_json(run.status) or {}, self.token):
+            return False  # this submission took it to an end already (a lane its controller restarted)
         # Lanes sharing a list claim each cell; an array task (same id after a requeue) claims its own.
         # A claim also loses to the controller's "void", when it took back a submission it lost.
         owner = f"lane-{self.lane}" if self.lane is not None else f"job-{job_id}"
@@ -200,15 +206,18 @@ class Worker(submitit.helpers.Checkpointable):
         ctx = TaskContext(run, Path(self.workdir).resolve() / "cache", key, attempt, rank, requested, world_size)
         self._ctx, self._current = ctx, run
         outcome: dict[str, Any] = {}
-        with _Heartbeat(run.heartbeat if rank == 0 else None), _capture(run.logs, attempt if rank == 0 and self.capture else None):
+        # The task's cwd is its run directory (a relative torch.save lands there); the debug executor
+        # runs in the launching process, whose cwd chdir gives back after the cell.
+        with (_Heartbeat(run.heartbeat if rank == 0 else None), chdir(run.path),
+              _capture(run.logs, attempt if rank == 0 and self.capture else None)):
             thread = threading.Thread(target=_call_task, args=(fn, config, ctx, outcome), name=f"task-{key}", daemon=True)
             thread.start()
-            timed_out = _join(thread, requested, self.time_limits.get(key), run, status)
+            why = _join(thread, requested, self.time_limits.get(key), run, status, self.lane is not None)
         self._ctx = self._current = None
         if "interrupted" in outcome:
-            if timed_out and not self._ending.is_set():  # the lane's clock: record it, go on
-                write_json(run.status, status | {"state": "INTERRUPTED", "cause": "TIMEOUT", "checkpointed": True,
-                                                 "ended": time.time()})
+            if why and not self._ending.is_set():  # the lane's clock or `sweeper cancel`: record it, go on
+                write_json(run.status, status | _STOPPED[why] | {"checkpointed": True, "ended": time.time()})
+                return _STOPPED[why]["state"]
             return "INTERRUPTED"  # else checkpoint() records it and requeues the job
         status["ended"] = time.time()
         if "pruned" in outcome:
@@ -246,27 +255,52 @@ class Worker(submitit.helpers.Checkpointable):
         return super().checkpoint(*args, **kwargs)
 
 
+# Why a worker asked a task to save and stop (_join), and what the cell's status then records.
+_STOPPED = {"TIMEOUT": {"state": "INTERRUPTED", "cause": "TIMEOUT"},
+            "CANCELLED": {"state": "CANCELLED", "cause": "CANCELLED"}}
+
+
+def _ended(status: dict, token: str) -> bool:
+    """Did the attempt `token` end this cell (not merely get interrupted by a requeue)?"""
+    state = status.get("state")
+    return status.get("token") == token and (state in {"COMPLETED", "FAILED", "PRUNED", "CANCELLED"}
+                                             or state == "INTERRUPTED" and status.get("cause") == "TIMEOUT")
+
+
 def _join(thread: threading.Thread, requested: threading.Event, limit: float | None, run: RunDir,
-          status: dict) -> bool:
-    """Wait for the task; `limit` seconds in, ask it to save. True if it was asked. If it has not
-    unwound CHECKPOINT_GRACE_S later, record the timeout and end this process (a thread cannot be
-    stopped)."""
-    if limit is None:
-        while thread.is_alive():
-            thread.join(timeout=1.0)
-        return False
-    thread.join(timeout=limit)
-    if not thread.is_alive():
-        return False
+          status: dict, lane: bool) -> str | None:
+    """Wait for the task. `limit` seconds in, or once the cell has a `cancel` file (`sweeper cancel`),
+    ask it to save and unwind; returns why ("TIMEOUT", "CANCELLED"), None if it was not asked.
+
+    A thread cannot be stopped: if the task has not unwound CHECKPOINT_GRACE_S later, this process
+    ends. Past a time limit, as SLURM ends a job at its limit. On a cancel, a local lane ends with
+    submitit's requeue code, so its controller starts it again for the lane's other cells.
+    """
+    deadline = None if limit is None else time.monotonic() + limit
+    why = None
+    while thread.is_alive() and why is None:
+        left = 1.0 if deadline is None else deadline - time.monotonic()
+        if run.cancel.exists():
+            why = "CANCELLED"
+        elif left <= 0:
+            why = "TIMEOUT"
+        else:
+            thread.join(timeout=min(1.0, left))
+    if why is None:
+        return None
     requested.set()
     thread.join(timeout=CHECKPOINT_GRACE_S)
     if thread.is_alive():
-        write_json(run.status, status | {"state": "INTERRUPTED", "cause": "TIMEOUT", "checkpointed": False,
-                                         "ended": time.time()})
-        print(f"sweeper: past its time limit ({limit / 60:g} min) the task did not save within "
-              f"{CHECKPOINT_GRACE_S:g} s of the request; ending this lane", file=sys.stderr, flush=True)
-        os._exit(1)
-    return True
+        write_json(run.status, status | _STOPPED[why] | {"checkpointed": False, "ended": time.time()})
+        if why == "TIMEOUT":
+            print(f"sweeper: past its time limit ({limit / 60:g} min) the task did not save within "
+                  f"{CHECKPOINT_GRACE_S:g} s of the request; ending this lane", file=sys.stderr, flush=True)
+            os._exit(1)
+        print(f"sweeper: cancelled, the task did not stop within {CHECKPOINT_GRACE_S:g} s of the request; "
+              f"{'restarting this lane for its other cells' if lane else 'ending this job'}", file=sys.stderr,
+              flush=True)
+        os._exit(LOCAL_REQUEUE_RETURN_CODE if lane else 1)
+    return why
 
 
 def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> None:

@@ -2,18 +2,22 @@
 
 Every lane gets the whole list of cells and claims them one at a time (an O_EXCL file in the
 cell's run directory), so the lanes balance themselves and a launch can return at once: the
-lanes are detached processes that outlive it, as SLURM jobs outlive their sbatch. Each lane
-caps OpenMP threads (cpus_per_task, or its share of the cores) so lanes do not oversubscribe,
-and holds each cell to its timeout_min.
+lanes are detached processes that outlive it, as SLURM jobs outlive their sbatch: their
+controllers run in a session of their own, so a Ctrl-C or a closed terminal that stops
+`launch --wait` does not reach them. Each lane caps OpenMP threads (cpus_per_task, or its share
+of the cores) so lanes do not oversubscribe, and holds each cell to its timeout_min.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import submitit
+from submitit.local.local import LocalJob
 
 from sweeper.rundir import pid_alive
 from sweeper.scheduler import Group, JobState
@@ -32,7 +36,7 @@ class LocalBackend:
 
     def submit(self, task: str, workdir: str, token: str, groups: list[Group], name: str) -> dict[str, str]:
         keys = [k for g in groups for k in g.keys]
-        executor = submitit.AutoExecutor(folder=self.folder, cluster="local")
+        executor = _DetachedExecutor(folder=self.folder)
         executor.update_parameters(timeout_min=_FOREVER_MIN, name=name)
         lanes = min(self.parallelism, len(keys))
         # Lanes share this machine: each gets its cells' cpus_per_task, else an equal share of the cores.
@@ -41,9 +45,8 @@ class LocalBackend:
         # A cell's timeout_min is its own time limit on a lane (see Worker).
         limits = {k: 60.0 * g.resources["timeout_min"] for g in groups if "timeout_min" in g.resources for k in g.keys}
         jobs = [executor.submit(Worker(task, workdir, keys, token, lane=i, threads=threads, time_limits=limits))
+                .cancel_at_deletion(False)  # the lanes outlive this process
                 for i in range(lanes)]
-        for job in jobs:
-            job._cancel_at_deletion = False  # the lanes outlive this process
         job_id = ",".join(job.job_id for job in jobs)
         return dict.fromkeys(keys, job_id)
 
@@ -59,3 +62,24 @@ class LocalBackend:
                 except ProcessLookupError:
                     pass
 
+
+class _DetachedExecutor(submitit.LocalExecutor):
+    """submitit's local executor, its job controllers started in a new session with their output in
+    the job folder. submitit starts them in the launching command's process group and terminal, where
+    a Ctrl-C or a hang-up reaches them too, and they kill their tasks (the lanes) on it."""
+
+    def _submit_command(self, command: str) -> LocalJob:
+        # As submitit.local.local.start_controller does for one task, no GPU and no setup commands.
+        env = os.environ | {
+            "SUBMITIT_LOCAL_NTASKS": "1", "SUBMITIT_LOCAL_COMMAND": command,
+            "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * self.parameters["timeout_min"])),
+            "SUBMITIT_LOCAL_SIGNAL_DELAY_S": str(int(self.parameters.get("signal_delay_s", 30))),
+            "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+            "SUBMITIT_STDERR_TO_STDOUT": "", "SUBMITIT_EXECUTOR": "local", "CUDA_VISIBLE_DEVICES": "",
+            "SUBMITIT_LOCAL_WITH_SHELL": "",
+        }
+        command_line = [sys.executable, "-m", "submitit.local._local", str(self.folder)]
+        with open(self.folder / "controllers.log", "ab") as log:
+            process = subprocess.Popen(command_line, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                       stderr=log, start_new_session=True)
+        return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])

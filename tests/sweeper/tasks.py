@@ -94,3 +94,10 @@ def values(config: dict, ctx) -> dict:
     for step in range(1, 4):
         ctx.report(step, {"loss": bad if step == config.get("at") else 1.0 / step, "lr": 0.1})
     return {"acc": bad if config.get("at") is None else 0.5, "params.M": 5.0}
+
+
+def relative(config: dict, ctx) -> dict:
+    """Writes a file by a relative path, as `torch.save(state, "ckpt")` does."""
+    with open("ckpt", "w") as f:
+        f.write(ctx.key)
+    return {"cwd_is_run_dir": float(os.getcwd() == str(ctx.run_dir))}

@@ -63,6 +63,21 @@ def test_nan_is_its_own_cause(env):
     assert (s.state, s.cause) == (CellState.FAILED, "NAN")
 
 
+@pytest.mark.parametrize("executor", ["{kind: debug}", "{kind: local, parallelism: 2}"])
+def test_the_tasks_cwd_is_its_run_directory(env, executor):
+    """A relative path (torch.save(state, "ckpt")) lands in the cell's run directory, not where the
+    launch ran, so cells do not overwrite each other; the debug executor gives the cwd back."""
+    study = write(env / "cwd.yaml", "relative", {"x": 1}, "x: [1, 2]", executor=executor)
+    with Store() as store:
+        launch(store, study)
+        assert os.getcwd() == str(env)
+        assert {s.state for s in wait_done(store, study)} == {CellState.COMPLETED}
+        for cell in study.cells:
+            assert store.metrics(cell.key) == {"cwd_is_run_dir": 1.0}
+            assert (RunDir.of("runs", cell.key).path / "ckpt").read_text() == cell.key
+    assert not (env / "ckpt").exists()
+
+
 def test_a_killed_worker_is_detected_and_resumed_from_its_checkpoint(env):
     study = write(env / "kill.yaml", "steps", {"steps": 60, "dt": 0.05, "every": 10}, "+variant: [a]",
                   executor="{kind: local, parallelism: 1}")
@@ -183,6 +198,33 @@ def test_cancel_then_resume(env):
         assert len(resume(store, study, only=["variant=a"]).keys) == 1
 
 
+@pytest.mark.parametrize(("task", "axis"), [("steps", "dt"), ("echo", "sleep")])
+def test_cancel_only_stops_exactly_the_selected_cells_and_the_lanes_run_the_others(env, monkeypatch, task,
+                                                                                   axis):
+    """Both lanes run a (long) selected cell when the cancel comes. `steps` saves and stops at the
+    request and its lane goes on; `echo` ignores it, so past the grace its lane restarts (submitit's
+    requeue code) and runs the lane's other cells. No other cell is lost, and none runs twice."""
+    monkeypatch.setenv("SWEEPER_CHECKPOINT_GRACE_S", "1")
+    log = env / "runs.log"
+    values = {"dt": "{baseline: 0.2, other: 0.01, third: 0.02}",
+              "sleep": "{baseline: 8, other: 0.2, third: 0.3}"}
+    study = write(env / "only.yaml", task, {"x": 1, "steps": 40, "dt": 0.05, "sleep": 2, "log": str(log)},
+                  f"{axis}: {values[axis]}", seeds=2)
+    chosen = {c.key for c in study.cells if c.labels[axis] == "baseline"}
+    with Store() as store:
+        launch(store, study)
+        wait_for(lambda: {s.key for s in ingest(store, study) if s.state == CellState.RUNNING} == chosen,
+                 what="both lanes running a baseline cell")
+        assert set(cancel(store, study, only=[f"{axis}=baseline"])) == chosen
+        statuses = wait_done(store, study)
+        assert {s.key: s.state for s in statuses} == {
+            c.key: CellState.CANCELLED if c.key in chosen else CellState.COMPLETED for c in study.cells}
+    assert runs_per_cell(log) == Counter({c.key: 1 for c in study.cells})
+    for key in chosen:
+        status = read_json(RunDir.of("runs", key).status)
+        assert (status["state"], status["checkpointed"]) == ("CANCELLED", task == "steps")
+
+
 def test_only_max_cells_and_dry_run(env):
     study = write(env / "sel.yaml", "echo", {"x": 1}, "x: [1, 2, 3]", seeds=2, executor="{kind: debug}")
     with Store() as store:
@@ -205,6 +247,32 @@ def test_the_cli_follows_a_launch_and_shows_logs(env):
     assert [r["state"] for r in rows] == ["COMPLETED", "COMPLETED"]
     bad = subprocess.run([sweeper, "launch", "cli.yaml", "--only", "x=9"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "'9' is not a value of x" in bad.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_ctrl_c_or_a_closed_terminal_stops_the_watch_not_the_lanes(env, sig):
+    """A terminal sends SIGINT (Ctrl-C) or SIGHUP (closed) to its foreground process group: the
+    `launch --wait` stops, the local lanes finish every cell, and no traceback is printed."""
+    log = env / "runs.log"
+    study = write(env / "watch.yaml", "echo", {"x": 1, "sleep": 1.5, "log": str(log)}, "x: [1, 2, 3, 4]")
+    sweeper = str(Path(sys.executable).parent / "sweeper")
+    with open(env / "out.txt", "w") as out:  # a file, not a pipe that lanes could hold open
+        # Its own process group, as a shell's foreground job.
+        watch = subprocess.Popen([sweeper, "launch", "watch.yaml", "--wait"], stdout=out,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        runs = [RunDir.of("runs", c.key) for c in study.cells]
+        wait_for(lambda: [(read_json(r.status) or {}).get("state") for r in runs].count("RUNNING") == 2,
+                 what="both lanes running a cell")
+        os.killpg(watch.pid, sig)
+        assert watch.wait(timeout=30) == (130 if sig == signal.SIGINT else -sig)
+    with Store() as store:
+        assert {s.state for s in wait_done(store, study)} == {CellState.COMPLETED}
+    assert runs_per_cell(log) == Counter({c.key: 1 for c in study.cells})
+    shown = (env / "out.txt").read_text()
+    assert "Traceback" not in shown and "KeyboardInterrupt" not in shown
+    if sig == signal.SIGINT:
+        assert "stopped following watch; its cells go on running" in shown
+        assert "`sweeper launch watch.yaml --wait` follows them again" in shown
 
 
 def test_out_of_memory_is_retried_only_with_more_memory_configured(env):

@@ -87,6 +87,15 @@ def test_a_search_runs_each_trial_with_one_seed():
         parse_study(text, "s.yaml")
 
 
+def test_final_seeds_are_seeds_the_trials_did_not_run_with():
+    search = "metric: f\ndirection: minimize\ntrials: 4\nspace: {x: [1, 2]}\nfinal_seeds: %s"
+    plan = parse_study(study_text("s", "bowl", {"x": 0}, search % "3", extra="seeds: [2]"), "s.yaml").search
+    assert plan.final_seeds == [0, 1, 3]
+    with pytest.raises(SpecError) as info:
+        parse_study(study_text("s", "bowl", {"x": 0}, search % "[0, 1]"), "s.yaml")
+    assert "seed 0 is the seed the trials run with" in dict(info.value.problems)["search.final_seeds"]
+
+
 def test_groups_follow_group_by_and_the_other_axes_are_searched():
     text = study_text("s", "bowl", {"x": 0.0, "kind": "a", "depth": 1},
                       "metric: f\ndirection: minimize\ntrials: 5\nspace: {x: [1, 2]}\ngroup_by: [kind]",
@@ -158,7 +167,8 @@ def test_a_config_asked_twice_is_one_cell_run_once(env):
 
 
 def test_each_group_gets_its_own_search_and_its_best_repeated_with_final_seeds(env):
-    study = write(env / "groups.yaml", "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1, "shift": 0.0}, """\
+    base = {"x": 0.0, "y": 0.0, "lr": 0.1, "log": str(env / "runs.log")}
+    study = write(env / "groups.yaml", "bowl", base, """\
         metric: f
         direction: minimize
         trials: 8
@@ -180,9 +190,14 @@ def test_each_group_gets_its_own_search_and_its_best_repeated_with_final_seeds(e
             assert len(g.finals) == 3 and set(g.finals.values()) == {CellState.COMPLETED}
             assert g.final_values == [g.best.value] * 3  # bowl ignores the seed
         shown = {c.key: c for c in store.cells(study.name)}
+        trial_keys = {r.cell_key for r in trial_rows(store, study)}
         for g in groups:
             seeds = sorted(shown[k].labels["seed"] for k in g.finals)
-            assert seeds == [0, 1, 2] and {shown[k].labels[TRIAL_LABEL] for k in g.finals} == {g.best.row.number}
+            assert seeds == [1, 2, 3]
+            assert {shown[k].labels[TRIAL_LABEL] for k in g.finals} == {g.best.row.number}
+            # Fresh runs: the selected trial's own cell (seed 0) is not one of its repeats.
+            assert g.best.row.cell_key not in g.finals and not trial_keys & set(g.finals)
+    assert runs_per_cell(env / "runs.log") == {k: 1 for g in groups for k in [*g.finals, *trial_keys]}
 
 
 def test_report_shows_the_best_trial_per_group_and_the_final_seed_table(env):
@@ -316,7 +331,7 @@ def test_the_readme_search_block_is_valid():
         "axes: {model.specialize: {baseline: {}, norms: {norm1: all}}}", block,
     ])
     plan = parse_study(text, "README.md").search
-    assert len(plan.groups) == 2 and plan.budget == 16 and plan.final_seeds == [0, 1, 2]
+    assert len(plan.groups) == 2 and plan.budget == 16 and plan.final_seeds == [1, 2, 3]
     assert set(plan.params) == {"train.lr", "train.weight_decay", "train.warmup_steps", "framework.loss"}
 
 
@@ -340,7 +355,7 @@ def test_trials_that_do_not_return_the_metric_count_as_failed_and_the_report_say
 def test_the_notebook_api_gives_every_trial_with_its_params(env):
     import sweeper
 
-    study = bowl(env, "nb", "random", 4, search="final_seeds: [0, 5]\n")
+    study = bowl(env, "nb", "random", 4, search="final_seeds: [1, 5]\n")
     with Store() as store:
         launch(store, study)
     frame = sweeper.trials("nb")
@@ -397,7 +412,7 @@ def test_report_trials_lists_every_trial_best_first_per_group(env):
         direction: minimize
         trials: 4
         sampler: random
-        final_seeds: [0, 1]
+        final_seeds: [1, 2]
         space: {x: {type: float, low: -3, high: 3}}
         """, axes="y: {near: 1.0, far: 3.0}")
     with Store() as store:

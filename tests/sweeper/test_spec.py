@@ -261,7 +261,7 @@ def test_shipped_studies_are_valid():
     assert all(c.resources["nodes"] == 2 for c in large)
     tuned = load_study("studies/tuned_quickstart.yaml")
     assert tuned.cells == [] and len(tuned.search.groups) == 2 and tuned.search.budget == 8
-    assert tuned.search.final_seeds == [0, 1] and tuned.search.parallel == 2
+    assert tuned.search.final_seeds == [1, 2] and tuned.search.parallel == 2
 
 
 def test_the_readme_example_is_a_valid_study():
