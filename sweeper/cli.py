@@ -14,7 +14,20 @@ import typer
 from rich.console import Group
 from rich.table import Table
 
-from sweeper.console import CATEGORIES, STYLE, Options, add_columns, open_store, out, print_json, study_name, user_errors, err
+from sweeper.console import (
+    CATEGORIES,
+    STYLE,
+    Options,
+    add_columns,
+    err,
+    open_store,
+    out,
+    print_all,
+    print_json,
+    print_table,
+    study_name,
+    user_errors,
+)
 from sweeper.errors import UserError
 from sweeper.plot import plot_command
 from sweeper.report import report_command
@@ -80,7 +93,7 @@ def plan(
         for i, (label, counter) in enumerate(labels.items()):
             table.add_row(axis if i == 0 else "", label, *(str(counter.get(c, 0) or "·") for c in CATEGORIES[:-1]))
         table.add_section()
-    out.print(table)
+    print_table(table)
     if study.baseline:
         out.print(f"baseline: {', '.join(f'{k}={v}' for k, v in study.baseline.items())}")
     if study.search:
@@ -137,7 +150,7 @@ def studies(as_json: Annotated[bool, typer.Option("--json", help="Machine-readab
             cats[category(state)] += n
         table.add_row(r.name, r.file, str(r.cells), *(str(cats[c]) for c in CATEGORIES[:-1]),
                       f"{r.updated_at:%Y-%m-%d %H:%M}")
-    out.print(table)
+    print_table(table)
 
 
 ShownState = StrEnum("ShownState", {s.lower(): s.lower() for s in (*CellState, "ORPHANED")})
@@ -168,7 +181,7 @@ def show(
         cat = "orphaned" if c.orphaned else category(c.state)
         label = c.state.lower() + (" (orphaned)" if c.orphaned else "")
         table.add_row(c.key, *(str(c.labels.get(a, "")) for a in axes), f"[{STYLE[cat]}]{label}[/]")
-    out.print(table)
+    print_table(table)
 
 
 # ----------------------------------------------------------------------------- launch / status / resume / cancel / logs
@@ -228,9 +241,9 @@ def status(
         if as_json:
             print_json([s.__dict__ for s in statuses])
             return
-        out.print(_status_view(spec, statuses, detail=True))
+        print_all(_status_view(spec, statuses, detail=True))
         if spec.search:
-            out.print(_search_view(store, spec))
+            print_table(_search_view(store, spec))
 
 
 @app.command()
@@ -371,7 +384,7 @@ def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
         t = add_columns(Table(title="failed and interrupted (see `sweeper logs KEY`; `sweeper resume` retries by cause)",
                               title_justify="left"), ("key", "cell", "attempt", "state", "cause", "detail"))
         for s in bad:
-            t.add_row(s.key, _labels(s.labels), str(s.attempt), f"[red]{s.state.lower()}[/]", s.cause or "", (s.detail or "")[:80])
+            t.add_row(s.key, _labels(s.labels), str(s.attempt), f"[red]{s.state.lower()}[/]", s.cause or "", s.detail or "")
         parts.append(t)
     return Group(*parts)
 
@@ -431,9 +444,9 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
                 break
             time.sleep(interval)
     if not quiet:
-        out.print(_status_view(study, statuses, detail=True))
+        print_all(_status_view(study, statuses, detail=True))
         if study.search:
-            out.print(_search_view(store, study))
+            print_table(_search_view(store, study))
     return 1 if any(s.state in FINAL_BAD for s in statuses) else 0
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.measure import Measurement
 from rich.table import Column, Table
 
@@ -70,6 +70,15 @@ def print_table(table: Table, console: Console = out, *, keep: int | None = None
         console.print(part)
     for line in caption.splitlines():
         console.print(line, markup=False, highlight=False, soft_wrap=not console.is_terminal)
+
+
+def print_all(group: Group) -> None:
+    """A view of text and tables, each table printed whole (print_table)."""
+    for part in group.renderables:
+        if isinstance(part, Table):
+            print_table(part)
+        else:
+            out.print(part)
 
 
 def _split(table: Table, console: Console, keep: int) -> list[Table]:

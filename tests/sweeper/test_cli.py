@@ -185,3 +185,17 @@ def test_a_bare_executor_kind_is_its_mapping(run, write_study):
     result = run("launch", str(path), "--dry-run")
     assert result.exit_code == 0, result.output
     assert "would submit 8 cells with the debug executor" in result.output
+
+
+def test_status_piped_keeps_every_key_label_and_detail_whole(env):
+    from tests.sweeper.orchestration import write
+
+    long = "a_variant_name_long_enough_to_push_the_failed_table_past_eighty_columns"
+    study = write(env / "wide.yaml", "boom", {"x": 1}, f"x: {{{long}: 1, short: 2}}", executor="debug")
+    runner = CliRunner()
+    assert runner.invoke(app, ["launch", "wide.yaml"], catch_exceptions=False).exit_code == 0
+    result = runner.invoke(app, ["status", "wide"], env={"COLUMNS": "80"}, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if "ValueError" in line]
+    assert len(rows) == 2 and all(c.key in result.output for c in study.cells)
+    assert any(long in row and "ValueError: bad value x=1" in row for row in rows)  # one line each, whole
