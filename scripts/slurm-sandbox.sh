@@ -218,9 +218,16 @@ SlurmdLogFile=$LOG/slurmd.log
 # no cgroups in containers/VMs without systemd
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
-JobAcctGatherType=jobacct_gather/none
+# Memory is enforced without cgroups: the Linux gatherer samples each step's processes every
+# second and OverMemoryKill kills a step past its --mem (sacct: OUT_OF_MEMORY)
+JobAcctGatherType=jobacct_gather/linux
+JobAcctGatherFrequency=task=1
+JobAcctGatherParams=OverMemoryKill
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+# memory is a consumable resource, so a job's --mem is its step's limit (OverMemoryKill, above);
+# a job that asks for none gets DefMemPerCPU per core, not the whole node
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=2048
 # schedule within seconds, not the default minute, so tests and requeues are quick
 SchedulerParameters=bf_interval=2,sched_interval=5
 # room for a 10,000-cell study (every array task counts as a job) next to finished jobs,
