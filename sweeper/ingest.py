@@ -115,7 +115,8 @@ def _running(run: RunDir, status: dict, job: JobState) -> tuple[str, str | None,
 def ingest(store: Store, study: Study) -> list[CellStatus]:
     """Bring the store up to date for the study's cells; return their statuses."""
     attach(store, study)
-    workdir = Path(study.workdir).resolve()
+    study.workdir = store.workdir(study)  # the one recorded, whatever the current directory
+    workdir = Path(study.workdir)
     cells = {c.key: c for c in study.cells}
     latest = store.latest_attempts(list(cells))
     # An interrupted attempt is read again until a newer one replaces it: judged while its job

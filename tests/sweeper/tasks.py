@@ -85,3 +85,11 @@ def curve(config: dict, ctx) -> dict:
         time.sleep(config.get("dt", 0.05))
         ctx.report(step, {"val.loss": config["x"]})
     return {"val.loss": config["x"]}
+
+
+def hog(config: dict, ctx) -> dict:
+    """Holds `mb` MiB (every page written) for `hold_s` seconds: past a job's --mem, SLURM kills it."""
+    _log_start(config, ctx)
+    held = [b"\1" * (1 << 20) for _ in range(config["mb"])]
+    time.sleep(config.get("hold_s", 4))
+    return {"held_mb": float(len(held))}
