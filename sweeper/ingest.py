@@ -57,7 +57,7 @@ def _worker_dead_here(status: dict) -> bool:
 
 
 def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobState) -> tuple[str, str | None, str | None]:
-    """The new (state, cause, detail) of an attempt from its run directory (and status.json) and the scheduler.
+    """The new (state, cause, detail) of an attempt from its run directory (status.json) and the scheduler.
 
     The scheduler's word on a job comes before a pid check on this host: a requeued job's worker
     is dead while SLURM holds the job PENDING to run it again, and a restarted one is RUNNING
@@ -109,7 +109,8 @@ def _running(run: RunDir, status: dict, job: JobState) -> tuple[str, str | None,
         return CellState.INTERRUPTED, "KILLED", "the worker process died mid-cell"
     if job.state == "RUNNING" or (job.state == "UNKNOWN" and (run.heartbeat_age() or 0) < STALE_AFTER_S):
         return CellState.RUNNING, None, None
-    return CellState.INTERRUPTED, "KILLED" if job.state == "FINISHED" else "LOST", "no heartbeat from the worker"
+    cause = "KILLED" if job.state == "FINISHED" else "LOST"
+    return CellState.INTERRUPTED, cause, "no heartbeat from the worker"
 
 
 def ingest(store: Store, study: Study) -> list[CellStatus]:
@@ -121,7 +122,8 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     latest = store.latest_attempts(list(cells))
     # An interrupted attempt is read again until a newer one replaces it: judged while its job
     # was between a requeue and its restart, it may yet run again, end (result.json) or be cancelled.
-    active = [a for a in latest.values() if a.state in ACTIVE or a.state == CellState.INTERRUPTED and a.job_id]
+    active = [a for a in latest.values()
+              if a.state in ACTIVE or (a.state == CellState.INTERRUPTED and a.job_id)]
     # Submissions a killed launch left behind: adopt the jobs its manifest names, or, if the
     # scheduler call never returned, make the cells new again.
     manifests: dict[str, dict] = {}
@@ -150,7 +152,10 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
         run = RunDir(Path(a.run_dir))
         job_id = job_ids[a.id]
         status = read_json(run.status) or {}
-        state, cause, detail = decide(a.state, a.token, run, status, jobs.get(job_id or "", JobState("UNKNOWN")))
+        job = jobs.get(job_id or "", JobState("UNKNOWN"))
+        if a.state == CellState.INTERRUPTED and job.state == "UNKNOWN" and not run.result.exists():
+            continue  # judged, and the scheduler has nothing new to say (sacct down, or the job purged)
+        state, cause, detail = decide(a.state, a.token, run, status, job)
         change = {"id": a.id, "cell_key": a.cell_key, "state": state, "cause": cause, "detail": detail}
         if job_id != a.job_id:
             change["job_id"] = job_id

@@ -401,7 +401,8 @@ class Store:
         """The study's run directory, absolute, as recorded: a relative `workdir:` is resolved once,
         where the study was first recorded, so that every later command uses it from any directory."""
         with self.session() as s:
-            return _workdir(s.scalar(select(StudyRow.workdir).where(StudyRow.name == study.name)), study.workdir)
+            recorded = s.scalar(select(StudyRow.workdir).where(StudyRow.name == study.name))
+        return _workdir(recorded, study.workdir)
 
     def resolve_key(self, prefix: str) -> str:
         """A full cell key from a unique prefix of it."""

@@ -232,7 +232,8 @@ def _record_give_up(run: RunDir, token: str) -> None:
         write_json(run.status, status | {
             "state": "INTERRUPTED", "cause": "TIMEOUT", "ended": time.time(),
             "detail": "reached the time limit (timeout_min) too many times: submitit stopped requeueing it; "
-                      "`sweeper resume` continues it" + (" from its checkpoint" if status.get("checkpointed") else ""),
+                      "`sweeper resume` continues it"
+                      + (" from its checkpoint" if status.get("checkpointed") else ""),
         })
 
 

@@ -265,7 +265,8 @@ def test_the_readme_example_is_a_valid_study():
 
 def test_a_signal_delay_at_or_past_the_time_limit_is_refused_naming_both_keys():
     slurm = "executor: {kind: slurm, signal_delay_s: 120}\naxes:\n  model.scale: [tiny, small]\n"
-    rule = "resources:\n  default: {timeout_min: 5}\n  overrides:\n    - {when: {model.scale: small}, set: {timeout_min: 2}}\n"
+    rule = ("resources:\n  default: {timeout_min: 5}\n"
+            "  overrides:\n    - {when: {model.scale: small}, set: {timeout_min: 2}}\n")
     message = problems(slurm + rule)
     assert "executor.signal_delay_s" in message and "resources.overrides[0].set.timeout_min" in message
     assert "120 s is not less than the job's time limit of 120 s" in message

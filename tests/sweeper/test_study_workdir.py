@@ -11,7 +11,7 @@ from sweeper.rundir import RunDir, read_json
 from tests.sweeper.orchestration import write
 
 
-def test_resume_status_and_report_by_name_from_another_directory_use_the_launch_run_directory(env, monkeypatch):
+def test_resume_status_and_report_by_name_from_elsewhere_use_the_launch_run_directory(env, monkeypatch):
     here, there = env / "x", env / "y"
     here.mkdir(), there.mkdir()
     # timeout_min 0.05: the lane stops the cell after 3 s, at a checkpoint; `resume` continues it
@@ -20,7 +20,8 @@ def test_resume_status_and_report_by_name_from_another_directory_use_the_launch_
     runner = CliRunner()
 
     def sweeper(*args: str):
-        result = runner.invoke(app, ["--db", f"sqlite:///{here / 'results.db'}", *args], catch_exceptions=False)
+        db = f"sqlite:///{here / 'results.db'}"
+        result = runner.invoke(app, ["--db", db, *args], catch_exceptions=False)
         assert result.exit_code in (0, 1), result.output
         return result
 
