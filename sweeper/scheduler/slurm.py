@@ -113,25 +113,25 @@ class SlurmBackend:
         seen: dict[str, JobState] = {}
         requested: dict[str, float | None] = {}
         peak: dict[str, float] = {}
-        ending: set[str] = set()  # jobs with a step still running
+        stepping: set[str] = set()  # jobs with a step running
         for line in out.splitlines():
             job, raw, req, rss = (line.split("|") + ["", "", ""])[:4]
             if "." in job:  # a step (batch, extern, 0...): only its peak memory counts
                 job = job.split(".")[0]
                 peak[job] = max(peak.get(job, 0.0), _bytes(rss) or 0.0)
-                ending.update([job] if raw.startswith("RUNNING") else [])
+                stepping.update([job] if raw.startswith("RUNNING") else [])
                 continue
             state, cause = _SACCT.get(raw.split()[0] if raw else "", ("UNKNOWN", None))
             for one in _expand(job):
                 seen[one] = JobState(state, cause)
                 requested[one] = _bytes(req)
+        # slurmdbd may record a job's start after its steps' (the job PENDING, its steps RUNNING), and
+        # its end before its request ('16?') or its steps' end: the job runs (or is still ending).
         for job, state in seen.items():
-            if state.state not in {"FAILED", "CANCELLED"}:
-                continue
-            # slurmdbd may have the job's end before its request ('16?') or its steps' end: ask again
-            if requested[job] is None or job in ending:
+            ended = state.state in {"FAILED", "CANCELLED"}
+            if (job in stepping and (ended or state.state == "PENDING")) or (ended and requested[job] is None):
                 seen[job] = JobState("RUNNING")
-            elif 0 < requested[job] <= peak.get(job, 0.0):
+            elif ended and 0 < (requested[job] or 0) <= peak.get(job, 0.0):
                 seen[job] = JobState("FAILED", "OUT_OF_MEMORY")
         return {j: seen.get(j, JobState("UNKNOWN")) for j in job_ids}
 
