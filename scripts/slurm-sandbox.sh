@@ -19,7 +19,8 @@
 # Cluster facts a caller may rely on: ClusterName=sandbox, one node "localhost" advertising the
 # CPUs and RealMemory that `slurmd -C` reports, partition "debug" (default, no time limit),
 # MaxArraySize=1001 (array indices 0..1000: split bigger arrays), requeued jobs restart after
-# ~10-15 s (cred_expire=10, bf_interval=2, sched_interval=5) instead of ~2 min.
+# ~10-15 s (cred_expire=10, bf_interval=2, sched_interval=5) instead of ~2 min, memory is
+# enforced without cgroups (a step past its --mem is killed within ~1 s; no --mem: 2 GB per CPU).
 # Re-running `up` is safe; `up` after `down` keeps the accounting database and job history.
 set -euo pipefail
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
@@ -219,7 +220,8 @@ SlurmdLogFile=$LOG/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 # Memory is enforced without cgroups: the Linux gatherer samples each step's processes every
-# second and OverMemoryKill kills a step past its --mem (sacct: OUT_OF_MEMORY)
+# second and OverMemoryKill kills a step past its --mem. sacct then says FAILED, not
+# OUT_OF_MEMORY (that needs cgroups); the step's MaxRSS past the job's ReqMem tells the cause.
 JobAcctGatherType=jobacct_gather/linux
 JobAcctGatherFrequency=task=1
 JobAcctGatherParams=OverMemoryKill

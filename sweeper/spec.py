@@ -825,7 +825,6 @@ class _Expander:
             self.problems.append(("", "the study has no cells (every combination is excluded)"))
         return cells
 
-
     def signal_delay(self, cells: list[Cell]) -> None:
         """SLURM signals a job signal_delay_s before its time limit: at or past the limit, a job would be
         told to save and requeue as it starts, until submitit gives up."""
