@@ -35,7 +35,8 @@ APP = textwrap.dedent("""
     if __name__ == "__main__":
         main()
 """)
-# The same job shape as the sweeper study: 1 CPU, DefMemPerCPU, a 10-minute limit, 50 at once.
+# The sweeper study's job shape: 1 CPU, a 10-minute limit, 50 at once (memory is not what limits
+# the sandbox: its 2 cores run two such jobs at a time either way).
 HYDRA_ARGS = ["--multirun", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
               "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
               "hydra.launcher.array_parallelism=50", "+x=range(0,50)"]
