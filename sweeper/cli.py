@@ -306,7 +306,7 @@ def rebuild(
                     "metrics": done.metrics})
         return
     out.print(f"[bold]{study.name}[/]: rebuilt {done.cells} cells from {Path(study.workdir) / 'cells'} "
-              f"({done.attempts} attempts, {done.metrics} metric values)", highlight=False)
+              f"({done.attempts} attempts, {done.metrics} metric values)", highlight=False, soft_wrap=True)
     out.print(_status_view(study, done.statuses, detail=False))
 
 

@@ -57,7 +57,12 @@ def _worker_dead_here(status: dict) -> bool:
 
 
 def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobState) -> tuple[str, str | None, str | None]:
-    """The new (state, cause, detail) of an attempt from its run directory (and status.json) and the scheduler."""
+    """The new (state, cause, detail) of an attempt from its run directory (status.json) and the scheduler.
+
+    The scheduler's word on a job comes before a pid check on this host: a requeued job's worker
+    is dead while SLURM holds the job PENDING to run it again, and a restarted one is RUNNING
+    before its new worker writes status.json.
+    """
     if run.result.exists():
         return CellState.COMPLETED, None, None
     mine = status.get("token") == token
@@ -69,23 +74,15 @@ def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobSt
     if mine and status.get("state") == "FAILED":
         return CellState.FAILED, status.get("cause", "EXCEPTION"), status.get("error")
     if mine and status.get("state") == "INTERRUPTED":
-        if status.get("cause") == "TIMEOUT":  # a local lane's own clock; the lane has moved on
-            return CellState.INTERRUPTED, "TIMEOUT", ("ran past its timeout_min; resumes from its checkpoint"
-                                                      if status.get("checkpointed") else
-                                                      "ran past its timeout_min and did not save in time")
+        if status.get("cause") == "TIMEOUT":  # a local lane's own clock, or SLURM's limit once too often
+            return CellState.INTERRUPTED, "TIMEOUT", status.get("detail") or (
+                "ran past its timeout_min; resumes from its checkpoint" if status.get("checkpointed") else
+                "ran past its timeout_min and did not save in time")
         if alive:
             return CellState.PENDING, None, "requeued"
         return CellState.INTERRUPTED, job.cause or "PREEMPTED", "interrupted; resumes from its checkpoint"
     if mine and status.get("state") == "RUNNING":
-        if _worker_dead_here(status):
-            return CellState.INTERRUPTED, "KILLED", "the worker process died mid-cell"
-        if job.state == "RUNNING" or (job.state in {"UNKNOWN", "PENDING"} and (run.heartbeat_age() or 0) < STALE_AFTER_S):
-            return CellState.RUNNING, None, None
-        if job.state == "CANCELLED":
-            return CellState.CANCELLED, "CANCELLED", "cancelled while running"
-        if job.state in {"INTERRUPTED", "FAILED"}:
-            return CellState.INTERRUPTED, job.cause or "KILLED", "the job ended mid-cell"
-        return CellState.INTERRUPTED, "KILLED" if job.state == "FINISHED" else "LOST", "no heartbeat from the worker"
+        return _running(run, status, job)
     # The job has not started this cell (yet).
     if alive:
         return CellState.PENDING, None, None
@@ -98,13 +95,35 @@ def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobSt
     return CellState.INTERRUPTED, "LOST", "the job ended without running this cell"
 
 
+def _running(run: RunDir, status: dict, job: JobState) -> tuple[str, str | None, str | None]:
+    """A cell whose worker said RUNNING and wrote nothing since."""
+    if job.state == "CANCELLED":
+        return CellState.CANCELLED, "CANCELLED", "cancelled while running"
+    if job.state in {"INTERRUPTED", "FAILED"}:
+        return CellState.INTERRUPTED, job.cause or "KILLED", "the job ended mid-cell"
+    if job.state == "PENDING":  # it ran, so it was requeued: SLURM runs it again
+        return CellState.PENDING, None, "requeued"
+    if job.state == "RUNNING" and not job.shared:
+        return CellState.RUNNING, None, None
+    if _worker_dead_here(status):
+        return CellState.INTERRUPTED, "KILLED", "the worker process died mid-cell"
+    if job.state == "RUNNING" or (job.state == "UNKNOWN" and (run.heartbeat_age() or 0) < STALE_AFTER_S):
+        return CellState.RUNNING, None, None
+    cause = "KILLED" if job.state == "FINISHED" else "LOST"
+    return CellState.INTERRUPTED, cause, "no heartbeat from the worker"
+
+
 def ingest(store: Store, study: Study) -> list[CellStatus]:
     """Bring the store up to date for the study's cells; return their statuses."""
     attach(store, study)
-    workdir = Path(study.workdir).resolve()
+    study.workdir = store.workdir(study)  # the one recorded, whatever the current directory
+    workdir = Path(study.workdir)
     cells = {c.key: c for c in study.cells}
     latest = store.latest_attempts(list(cells))
-    active = [a for a in latest.values() if a.state in ACTIVE]
+    # An interrupted attempt is read again until a newer one replaces it: judged while its job
+    # was between a requeue and its restart, it may yet run again, end (result.json) or be cancelled.
+    active = [a for a in latest.values()
+              if a.state in ACTIVE or (a.state == CellState.INTERRUPTED and a.job_id)]
     # Submissions a killed launch left behind: adopt the jobs its manifest names, or, if the
     # scheduler call never returned, make the cells new again.
     manifests: dict[str, dict] = {}
@@ -131,8 +150,11 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     changes, metric_rows, synced = [], [], []
     for a in settled:
         run = RunDir(Path(a.run_dir))
+        job = jobs.get(job_ids[a.id] or "", JobState("UNKNOWN"))
+        if a.state == CellState.INTERRUPTED and job.state == "UNKNOWN" and not run.result.exists():
+            continue  # judged, and the scheduler has nothing new to say (sacct down, or the job purged)
         try:  # one bad run directory never stops the others
-            change, rows = _settle(a, run, job_ids[a.id], jobs)
+            change, rows = _settle(a, run, job_ids[a.id], job)
         except Exception as exc:  # noqa: BLE001 - what no reader below foresaw: fail this cell, say why
             detail = f"cannot ingest {run.path}: {type(exc).__name__}: {exc}"
             change = {"id": a.id, "cell_key": a.cell_key, "state": CellState.FAILED, "cause": "EXCEPTION",
@@ -160,17 +182,21 @@ ENDED = frozenset({CellState.COMPLETED, CellState.PRUNED, CellState.FAILED, Cell
                    CellState.CANCELLED})
 
 
-def _settle(a: Attempt, run: RunDir, job_id: str | None,
-            jobs: dict[str, JobState]) -> tuple[dict, list[dict] | None]:
-    """The attempt's change, and when it ended, its cell's metrics as the run directory holds them."""
+def _settle(a: Attempt, run: RunDir, job_id: str | None, job: JobState) -> tuple[dict, list[dict] | None]:
+    """The attempt's change, and when it ended, its cell's metrics as the run directory holds them
+    (None: nothing to store, as for an attempt judged before that the scheduler still sees so)."""
     status = read_dict(run.status)
-    state, cause, detail = decide(a.state, a.token, run, status, jobs.get(job_id or "", JobState("UNKNOWN")))
+    state, cause, detail = decide(a.state, a.token, run, status, job)
     change = {"id": a.id, "cell_key": a.cell_key, "state": state, "cause": cause, "detail": detail}
     if job_id != a.job_id:
         change["job_id"] = job_id
     if status.get("token") == a.token and a.started_at is None and status.get("started"):
         change |= {"host": status.get("host"), "started_at": _utc(status["started"])}
     if state not in ENDED:
+        if a.ended_at is not None:  # judged ended, and SLURM runs it again
+            change["ended_at"] = None
+        return change, None
+    if a.state in ENDED and (state, cause, detail) == (a.state, a.cause, a.detail):
         return change, None
     change["ended_at"] = _utc(status.get("ended") or time.time())
     rows, fault = cell_metrics(a.cell_key, run, a.number, status if status.get("token") == a.token else {})

@@ -827,7 +827,9 @@ def search_study(store: Store, name: str) -> Study | None:
     row = store.study_row(name)
     if "search" not in (load_yaml(row.spec_text, row.file) or {}):
         return None
-    return parse_study(row.spec_text, row.file)
+    study = parse_study(row.spec_text, row.file)
+    study.workdir = store.workdir(study)
+    return study
 
 
 def final_scope(store: Store, study: Study, groups: list | None = None, *,

@@ -545,6 +545,7 @@ class _Expander:
                                            "with search.final_seeds instead"))
         self.fail_if_problems()
         cells = self.cells(base, factors, seeds, include, exclude, overrides)
+        self.signal_delay(cells)
         self.fail_if_problems()
         search = None
         if spec.search:
@@ -863,6 +864,29 @@ class _Expander:
         if not cells and not self.problems:
             self.problems.append(("", "the study has no cells (every combination is excluded)"))
         return cells
+
+    def signal_delay(self, cells: list[Cell]) -> None:
+        """SLURM signals a job signal_delay_s before its time limit: at or past the limit, a job would be
+        told to save and requeue as it starts, until submitit gives up."""
+        executor = self.spec.executor
+        if executor.kind != "slurm":
+            return
+        used = {c.resources.get("timeout_min") for c in cells}
+        sources = [("resources.default.timeout_min", self.spec.resources.default.timeout_min)] + [
+            (f"resources.overrides[{i}].set.timeout_min", o.set.timeout_min)
+            for i, o in enumerate(self.spec.resources.overrides) if o.set.timeout_min is not None
+        ]
+        for where, minutes in sources:
+            if minutes not in used:
+                continue
+            # as the job is submitted: whole minutes (60 when unset), times the cells packed in it
+            limit_s = 60 * math.ceil(minutes or 60) * executor.cells_per_job
+            if executor.signal_delay_s >= limit_s:
+                self.problems.append(("executor.signal_delay_s", (
+                    f"{executor.signal_delay_s} s is not less than the job's time limit of {limit_s} s "
+                    f"({where}: {minutes if minutes is not None else 'unset, 60'}"
+                    + (f" x cells_per_job {executor.cells_per_job}" if executor.cells_per_job > 1 else "")
+                    + f"); lower executor.signal_delay_s or raise {where}")))
 
 
 def as_choice(label: Any) -> Any:

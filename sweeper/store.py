@@ -45,7 +45,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 from sweeper.errors import UserError, did_you_mean
 from sweeper.spec import Study
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 DEFAULT_URL = "sqlite:///results.db"
 _CHUNK = 5000  # bound on IN-list size (SQLite's variable limit)
 
@@ -101,6 +101,7 @@ class StudyRow(Base):
     spec_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    workdir: Mapped[str | None] = mapped_column(Text)  # absolute: see Store.workdir
 
 
 class CellRow(Base):
@@ -200,10 +201,19 @@ def _metrics_once(s: Session) -> None:
     next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())
 
 
+def _workdir(recorded: str | None, setting: str) -> str:
+    """The recorded run directory while the file's `workdir:` still names it; else `setting` resolved here."""
+    parts, known = Path(setting).parts, Path(recorded or "").parts
+    if recorded and not Path(setting).is_absolute() and known[len(known) - len(parts):] == parts:
+        return recorded
+    return str(Path(setting).resolve())
+
+
 # Ordered migrations: MIGRATIONS[v] upgrades a schema at version v to v + 1.
 MIGRATIONS: dict[int, Callable[[Session], None]] = {
     1: lambda s: None,  # v2 adds search_cells, which create_all has made by then
     2: _metrics_once,
+    3: lambda s: s.execute(text("ALTER TABLE studies ADD COLUMN workdir TEXT")),  # v4: the run directory
 }
 
 
@@ -355,13 +365,15 @@ class Store:
 
     def _record(self, s: Session, study: Study, row: StudyRow | None, states, members, plan: Plan) -> None:
         now = _now()
+        file = str(Path(study.file).resolve()) if Path(study.file).is_file() else study.file
         if row is None:
             s.execute(dialect_insert(s, StudyRow).values(
-                name=study.name, file=study.file, spec_text=study.text, spec_hash=study.spec_hash, created_at=now
+                name=study.name, file=file, spec_text=study.text, spec_hash=study.spec_hash, created_at=now
             ).on_conflict_do_nothing())
             row = s.scalar(select(StudyRow).where(StudyRow.name == study.name))
-        elif row.spec_hash != study.spec_hash or row.file != study.file:
-            row.spec_text, row.spec_hash, row.file = study.text, study.spec_hash, study.file
+        elif row.spec_hash != study.spec_hash or row.file != file:
+            row.spec_text, row.spec_hash, row.file = study.text, study.spec_hash, file
+        row.workdir = _workdir(row.workdir, study.workdir)
         row.updated_at = now
         new_cells = [
             {"key": c.key, "task": study.task, "config": c.config, "seed": c.seed, "state": CellState.PLANNED, "created_at": now}
@@ -428,6 +440,13 @@ class Store:
                 f"no study named '{name}' in {self.url}{did_you_mean(name, known)}; known: {', '.join(known) or 'none'}"
             )
         return row
+
+    def workdir(self, study: Study) -> str:
+        """The study's run directory, absolute, as recorded: a relative `workdir:` is resolved once,
+        where the study was first recorded, so that every later command uses it from any directory."""
+        with self.session() as s:
+            recorded = s.scalar(select(StudyRow.workdir).where(StudyRow.name == study.name))
+        return _workdir(recorded, study.workdir)
 
     def resolve_key(self, prefix: str) -> str:
         """A full cell key from a unique prefix of it."""

@@ -173,7 +173,12 @@ class Worker(submitit.helpers.Checkpointable):
             if not self._should_run(run, rank, job_id):
                 states[key] = "SKIPPED"
                 continue
-            states[key] = self._run_cell(fn, run, key, rank, job_id, env.num_tasks if env else 1)
+            try:
+                states[key] = self._run_cell(fn, run, key, rank, job_id, env.num_tasks if env else 1)
+            except submitit.core.utils.UncompletedJobError as exc:  # raised by submitit's signal handler
+                if rank == 0 and "timed-out too many times" in str(exc):
+                    _record_give_up(run, self.token)
+                raise
         return states
 
     def _should_run(self, run: RunDir, rank: int, job_id: str) -> bool:
@@ -265,6 +270,18 @@ def _ended(status: dict, token: str) -> bool:
     state = status.get("state")
     return status.get("token") == token and (state in {"COMPLETED", "FAILED", "PRUNED", "CANCELLED"}
                                              or state == "INTERRUPTED" and status.get("cause") == "TIMEOUT")
+
+
+def _record_give_up(run: RunDir, token: str) -> None:
+    """SLURM's time limit came once too often: submitit ends the job instead of requeueing it."""
+    status = read_json(run.status) or {}
+    if status.get("token") == token and status.get("state") in ("RUNNING", "INTERRUPTED"):
+        write_json(run.status, status | {
+            "state": "INTERRUPTED", "cause": "TIMEOUT", "ended": time.time(),
+            "detail": "reached the time limit (timeout_min) too many times: submitit stopped requeueing it; "
+                      "`sweeper resume` continues it"
+                      + (" from its checkpoint" if status.get("checkpointed") else ""),
+        })
 
 
 def _join(thread: threading.Thread, requested: threading.Event, limit: float | None, run: RunDir,

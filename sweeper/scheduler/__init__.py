@@ -27,6 +27,9 @@ class JobState:
 
     state: str  # PENDING | RUNNING | FINISHED | FAILED | CANCELLED | INTERRUPTED | UNKNOWN
     cause: str | None = None
+    # True when the state is that of lanes shared by many cells (local), not of the process that
+    # runs this cell: a dead worker pid on this host then says more than "RUNNING".
+    shared: bool = False
 
 
 class Backend(Protocol):

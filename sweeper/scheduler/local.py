@@ -52,7 +52,8 @@ class LocalBackend:
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
         """A lane set is RUNNING while any of its controller processes lives."""
-        return {j: JobState("RUNNING" if any(pid_alive(int(p)) for p in j.split(",")) else "FINISHED") for j in job_ids}
+        return {j: JobState("RUNNING" if any(pid_alive(int(p)) for p in j.split(",")) else "FINISHED",
+                            shared=True) for j in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
         for job_id in job_ids:

@@ -95,28 +95,59 @@ class SlurmBackend:
         return ids
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
-        """One sacct call for all arrays; a pending range like 12_[3-9] covers its tasks."""
+        """One sacct call for all arrays; a pending range like 12_[3-9] covers its tasks.
+
+        A job killed for exceeding its memory reads OUT_OF_MEMORY where cgroups enforce it; where
+        the accounting poller does (OverMemoryKill), sacct says FAILED or CANCELLED, and a step's
+        MaxRSS past the job's ReqMem tells the cause."""
         bases = sorted({j.split("_")[0] for j in job_ids})
         if not bases:
             return {}
         try:
             out = subprocess.run(
-                ["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(bases)],
+                ["sacct", "-n", "-P", "-o", "JobID,State,ReqMem,MaxRSS", "-j", ",".join(bases)],
                 capture_output=True, text=True, timeout=120, check=True,
             ).stdout
         except (OSError, subprocess.SubprocessError):
             return {j: JobState("UNKNOWN") for j in job_ids}
         seen: dict[str, JobState] = {}
+        requested: dict[str, float | None] = {}
+        peak: dict[str, float] = {}
+        stepping: set[str] = set()  # jobs with a step running
         for line in out.splitlines():
-            job, _, raw = line.partition("|")
+            job, raw, req, rss = (line.split("|") + ["", "", ""])[:4]
+            if "." in job:  # a step (batch, extern, 0...): only its peak memory counts
+                job = job.split(".")[0]
+                peak[job] = max(peak.get(job, 0.0), _bytes(rss) or 0.0)
+                stepping.update([job] if raw.startswith("RUNNING") else [])
+                continue
             state, cause = _SACCT.get(raw.split()[0] if raw else "", ("UNKNOWN", None))
             for one in _expand(job):
                 seen[one] = JobState(state, cause)
+                requested[one] = _bytes(req)
+        # slurmdbd may record a job's start after its steps' (the job PENDING, its steps RUNNING), and
+        # its end before its request ('16?') or its steps' end: the job runs (or is still ending).
+        for job, state in seen.items():
+            ended = state.state in {"FAILED", "CANCELLED"}
+            if (job in stepping and (ended or state.state == "PENDING")) or (ended and requested[job] is None):
+                seen[job] = JobState("RUNNING")
+            elif ended and 0 < (requested[job] or 0) <= peak.get(job, 0.0):
+                seen[job] = JobState("FAILED", "OUT_OF_MEMORY")
         return {j: seen.get(j, JobState("UNKNOWN")) for j in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
             subprocess.run(["scancel", *job_ids], capture_output=True, timeout=120, check=False)
+
+
+def _bytes(size: str) -> float | None:
+    """sacct's '500M', '1065116K', '2G' (binary units) -> bytes; '' -> 0; None when unreadable."""
+    if not size.strip():
+        return 0.0
+    match = re.fullmatch(r"([\d.]+)([KMGTP]?)[nc]?", size.strip())  # 22.05 and older spellings
+    if not match:
+        return None
+    return float(match.group(1)) * 1024 ** " KMGTP".index(match.group(2) or " ")
 
 
 def _expand(job: str) -> list[str]:

@@ -101,3 +101,11 @@ def relative(config: dict, ctx) -> dict:
     with open("ckpt", "w") as f:
         f.write(ctx.key)
     return {"cwd_is_run_dir": float(os.getcwd() == str(ctx.run_dir))}
+
+
+def hog(config: dict, ctx) -> dict:
+    """Holds `mb` MiB (every page written) for `hold_s` seconds: past a job's --mem, SLURM kills it."""
+    _log_start(config, ctx)
+    held = [b"\1" * (1 << 20) for _ in range(config["mb"])]
+    time.sleep(config.get("hold_s", 4))
+    return {"held_mb": float(len(held))}

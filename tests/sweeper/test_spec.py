@@ -270,3 +270,16 @@ def test_the_readme_example_is_a_valid_study():
     s = parse_study(example, "README.md")
     assert len(s.cells) == 3 * 3 * 2 * 2 * 3 - 2 * 2 * 3  # minus the excluded large × norms
     assert s.executor.kind == "slurm"
+
+
+def test_a_signal_delay_at_or_past_the_time_limit_is_refused_naming_both_keys():
+    slurm = "executor: {kind: slurm, signal_delay_s: 120}\naxes:\n  model.scale: [tiny, small]\n"
+    rule = ("resources:\n  default: {timeout_min: 5}\n"
+            "  overrides:\n    - {when: {model.scale: small}, set: {timeout_min: 2}}\n")
+    message = problems(slurm + rule)
+    assert "executor.signal_delay_s" in message and "resources.overrides[0].set.timeout_min" in message
+    assert "120 s is not less than the job's time limit of 120 s" in message
+    assert "resources.default" not in message  # 5 min is fine
+    # A limit just past the delay, or the same delay on a local lane (no SLURM signal), is accepted.
+    assert study(slurm + rule.replace("timeout_min: 2", "timeout_min: 2.1"))
+    assert study(rule + "executor: {kind: local}\naxes:\n  model.scale: [tiny, small]\n")

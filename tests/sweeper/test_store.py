@@ -144,7 +144,7 @@ def test_unknown_study_suggests_a_close_name(store_url, write_study):
 
 
 def test_a_v2_store_migrates_to_metrics_stored_once_per_attempt_and_step(store_url, write_study):
-    """Before v3 a value could be stored twice (two controllers, a resume); the migration keeps the
+    """In v2 a value could be stored twice (two controllers, a resume); the migration keeps the
     last recorded (what reports showed), gives rows their cell's last attempt, and adds the unique index."""
     study = make(write_study)
     key, other = study.cells[0].key, study.cells[1].key
@@ -155,13 +155,14 @@ def test_a_v2_store_migrates_to_metrics_stored_once_per_attempt_and_step(store_u
         with store.session() as s, s.begin():  # back to the v2 schema
             s.execute(text("DROP INDEX ux_metrics_once"))
             s.execute(text("ALTER TABLE metrics DROP COLUMN attempt"))
+            s.execute(text("ALTER TABLE studies DROP COLUMN workdir"))
             s.get(Meta, "schema_version").value = "2"
             rows = [(key, None, 1.0), (key, None, 2.0), (key, 5, 0.5), (key, 5, 0.4), (other, None, 3.0)]
             for cell, step, value in rows:
                 s.execute(text("INSERT INTO metrics (cell_key, stage, name, step, value) "
                                "VALUES (:c, 'final', 'acc', :s, :v)"), {"c": cell, "s": step, "v": value})
     with Store(store_url) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION == 4
         with store.session() as s:
             got = s.execute(text("SELECT cell_key, attempt, step, value FROM metrics")).all()
         assert set(map(tuple, got)) == {(key, 2, 5, 0.4), (key, 2, None, 2.0), (other, 0, None, 3.0)}

@@ -1,0 +1,111 @@
+"""`decide`: the scheduler's live state wins over a pid check, and a judged attempt is read again.
+
+Real run directories and real (dead) processes; the scheduler's word is the JobState a backend
+returns. The SLURM end-to-end counterparts are in test_launch_slurm.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import time
+
+import pytest
+
+from sweeper.ingest import decide, ingest
+from sweeper.rundir import RunDir, write_json
+from sweeper.scheduler import JobState
+from sweeper.store import CellState, Store
+from tests.sweeper.orchestration import write
+
+
+@pytest.fixture(scope="module")
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def _run(tmp_path, status: dict | None, *, result: bool = False) -> RunDir:
+    run = RunDir(tmp_path / "cell")
+    run.path.mkdir()
+    if status is not None:
+        write_json(run.status, status)
+        run.heartbeat.touch()
+    if result:
+        write_json(run.result, {"acc": 1.0})
+    return run
+
+
+def _worker(pid: int, **extra) -> dict:
+    status = {"state": "RUNNING", "token": "t1", "host": socket.gethostname(), "pid": pid,
+              "started": time.time()}
+    return status | extra
+
+
+I, P, R, C = CellState.INTERRUPTED, CellState.PENDING, CellState.RUNNING, CellState.CANCELLED
+
+
+@pytest.mark.parametrize(("job", "expected"), [
+    # SLURM holds a requeued job to run it again: its worker is dead, the attempt is not
+    (JobState("PENDING"), (P, None, "requeued")),
+    # restarted after a requeue, before its new worker rewrote status.json
+    (JobState("RUNNING"), (R, None, None)),
+    # scancel: SLURM's word, whenever status runs (before or after the worker is killed)
+    (JobState("CANCELLED", "CANCELLED"), (C, "CANCELLED", "cancelled while running")),
+    (JobState("INTERRUPTED", "TIMEOUT"), (I, "TIMEOUT", "the job ended mid-cell")),
+    (JobState("FAILED", "OUT_OF_MEMORY"), (I, "OUT_OF_MEMORY", "the job ended mid-cell")),
+    # no word from the scheduler that the job lives: the dead pid decides
+    (JobState("FINISHED"), (I, "KILLED", "the worker process died mid-cell")),
+    (JobState("UNKNOWN"), (I, "KILLED", "the worker process died mid-cell")),
+    # local lanes: RUNNING is that of the other lanes, not of this cell's worker
+    (JobState("RUNNING", shared=True), (I, "KILLED", "the worker process died mid-cell")),
+])
+def test_the_scheduler_state_wins_over_a_dead_worker_pid(tmp_path, dead_pid, job, expected):
+    run = _run(tmp_path, _worker(dead_pid))
+    assert decide(R, "t1", run, json.loads(run.status.read_text()), job) == expected
+
+
+def test_a_live_worker_is_running_and_a_result_completes_whatever_was_judged(tmp_path, dead_pid):
+    run = _run(tmp_path, _worker(os.getpid()))
+    assert decide(R, "t1", run, _worker(os.getpid()), JobState("RUNNING", shared=True))[0] == R
+    write_json(run.result, {"acc": 1.0})
+    assert decide(I, "t1", run, _worker(dead_pid), JobState("FINISHED"))[0] == CellState.COMPLETED
+
+
+@pytest.mark.parametrize(("job", "expected"), [
+    (JobState("PENDING"), (P, None, "requeued")),  # checkpointed, and submitit requeued it
+    (JobState("FAILED", "KILLED"), (I, "KILLED", "interrupted; resumes from its checkpoint")),
+])
+def test_a_checkpointed_worker_is_pending_while_its_job_is_requeued(tmp_path, dead_pid, job, expected):
+    status = _worker(dead_pid, state="INTERRUPTED", cause="REQUEUED", checkpointed=True)
+    assert decide(R, "t1", _run(tmp_path, status), status, job) == expected
+
+
+def test_submitits_give_up_after_too_many_timeouts_is_a_timeout(tmp_path, dead_pid):
+    detail = "reached the time limit (timeout_min) too many times: submitit stopped requeueing it"
+    status = _worker(dead_pid, state="INTERRUPTED", cause="TIMEOUT", checkpointed=True, detail=detail)
+    job = JobState("FAILED", "KILLED")  # submitit ends the job with an error
+    assert decide(R, "t1", _run(tmp_path, status), status, job) == (I, "TIMEOUT", detail)
+
+
+def test_an_attempt_judged_killed_is_read_again_and_completes_with_its_result(env, dead_pid):
+    """An attempt judged dead whose job still ran to its end: the result is not left outside the store."""
+    study = write(env / "late.yaml", "echo", {"x": 1}, "+variant: [a]")
+    (cell,) = study.cells
+    run = RunDir.of(study.workdir, cell.key)
+    with Store() as store:
+        store.plan(study)
+        store.add_attempt(cell.key, executor="local", state=CellState.INTERRUPTED, token="t1",
+                          run_dir=str(run.path), job_id=str(dead_pid), cause="KILLED",
+                          detail="the worker process died mid-cell")
+        write_json(run.attempt, {"token": "t1", "number": 1})
+        write_json(run.status, _worker(dead_pid))
+        (s,) = ingest(store, study)
+        assert (s.state, s.cause) == (I, "KILLED")
+        write_json(run.result, {"score": 3.0})  # the job it belonged to wrote its result after all
+        (s,) = ingest(store, study)
+        assert s.state == CellState.COMPLETED and s.cause is None
+        assert store.metrics(cell.key)["score"] == 3.0
