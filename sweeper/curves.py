@@ -31,13 +31,13 @@ def supersede(rows: pd.DataFrame) -> pd.DataFrame:
     An attempt's values stop where a later attempt's first step of that metric begins (the
     later attempt redid those steps). `rows` has columns key, metric, attempt, step, value.
     """
-    if rows.empty or rows.groupby(["key", "metric"])["attempt"].nunique().max() < 2:
+    if rows["attempt"].nunique() < 2:  # nothing resumed
         return rows
     by = ["key", "metric"]
-    first = rows.groupby([*by, "attempt"], sort=True)["step"].min().reset_index()
+    first = rows.groupby([*by, "attempt"], sort=True, observed=True)["step"].min().reset_index()
     first = first.iloc[::-1]  # latest attempt first: the cumulative min of later attempts' first steps
-    first["cut"] = first.groupby(by, sort=False)["step"].cummin()
-    first["cut"] = first.groupby(by, sort=False)["cut"].shift()
+    first["cut"] = first.groupby(by, sort=False, observed=True)["step"].cummin()
+    first["cut"] = first.groupby(by, sort=False, observed=True)["cut"].shift()
     merged = rows.merge(first[[*by, "attempt", "cut"]], on=[*by, "attempt"], how="left")
     kept = merged[merged["cut"].isna() | (merged["step"] < merged["cut"])]
     return kept.drop(columns="cut").reset_index(drop=True)
@@ -54,40 +54,46 @@ def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None,
     row = store.study_row(study)
     file_axes = _study_meta(row.spec_text, row.file)[0]
     live = (Membership.study_id == row.id, Membership.orphaned.is_(False))
-    q = (select(Membership.cell_key, Metric.attempt, Metric.name, Metric.step, Metric.value)
+    q = (select(Membership.position, Metric.attempt, Metric.name, Metric.step, Metric.value)
          .join(Metric, Metric.cell_key == Membership.cell_key)
          .where(*live, Metric.step.is_not(None)))
     if patterns:
         q = q.where(or_(*(Metric.name.like(_like(p), escape="\\") for p in patterns)))
     with store.engine.connect() as conn:
         members = conn.execute(
-            select(Membership.cell_key, cast(Membership.labels, Text), CellRow.state)
+            select(Membership.cell_key, cast(Membership.labels, Text), CellRow.state, Membership.position)
             .join(CellRow, CellRow.key == Membership.cell_key).where(*live).order_by(Membership.position)
         ).all()
         raw = _fetch_plain(conn, q)
+    # Plain columns from the cursor's tuples; the cell as its position, the metric as a category.
     rows = pd.DataFrame({
-        "key": [r[0] for r in raw],
+        "key": np.fromiter(map(itemgetter(0), raw), dtype=np.int64, count=len(raw)),
         "attempt": np.fromiter(map(itemgetter(1), raw), dtype=np.int64, count=len(raw)),
-        "metric": [r[2] for r in raw],
+        "metric": pd.Categorical(list(map(itemgetter(2), raw))),
         STEP: np.fromiter(map(itemgetter(3), raw), dtype=np.int64, count=len(raw)),
         "value": np.fromiter(map(itemgetter(4), raw), dtype=float, count=len(raw)),
     })
-    names = sorted(set(rows["metric"]))
+    names = sorted(rows["metric"].cat.categories)
     if patterns:
         for p in patterns:
             if not any(fnmatchcase(n, p) for n in names):
                 names = _reported_names(store, row.id)
                 raise UserError(f"{flag} {p}: matches no reported (per-step) metric of study '{study}'"
                                 f"{did_you_mean(p, names)}; reported: {', '.join(names[:12]) or 'none yet'}")
-        rows = rows[rows["metric"].map(lambda n: any(fnmatchcase(n, p) for p in patterns))]
-    rows = supersede(rows).sort_values(["metric", STEP], kind="stable")
+        wanted = [n for n in names if any(fnmatchcase(n, p) for p in patterns)]
+        rows = rows[rows["metric"].isin(wanted)]
+    rows = supersede(rows)
+    rows = rows.assign(metric=rows["metric"].astype(str)).sort_values(["key", "metric", STEP], kind="stable")
     labels = json.loads("[" + ",".join(m[1] for m in members) + "]")
     axes = file_axes + [a for a in (labels[0] if labels else {}) if a not in file_axes and a != SEED_AXIS]
     cells = pd.DataFrame({"key": [m[0] for m in members],
                           **{a: _column([lab.get(a) for lab in labels]) for a in axes},
-                          SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels], "state": [m[2] for m in members]})
-    frame = cells.merge(rows, on="key", how="inner")
-    return frame[["key", *axes, SEED_AXIS, "state", "metric", STEP, "value"]].reset_index(drop=True), axes
+                          SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels], "state": [m[2] for m in members]},
+                         index=[m[3] for m in members])
+    frame = cells.loc[rows["key"].to_numpy()].reset_index(drop=True)
+    for column in ("metric", STEP, "value"):
+        frame[column] = rows[column].to_numpy()
+    return frame, axes
 
 
 def _reported_names(store: Store, study_id: int) -> list[str]:
