@@ -579,10 +579,11 @@ class Format(StrEnum):
     latex = "latex"
     csv = "csv"
     json = "json"
+    html = "html"  # the whole study on one page: sweeper.report_html
 
 
 EXTENSIONS = {".md": Format.markdown, ".markdown": Format.markdown, ".tex": Format.latex, ".csv": Format.csv,
-              ".json": Format.json, ".txt": Format.rich}
+              ".json": Format.json, ".txt": Format.rich, ".html": Format.html, ".htm": Format.html}
 RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows (every value kept, with a note)
 RICH_MAX_ROWS = 50  # cut there in a terminal, with a note (rich takes ~7 ms a row); pipes and files never are
 
@@ -913,6 +914,8 @@ def report_command(
         fmt = Format.json
     if fmt is None:
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
+    if fmt == Format.html and (coverage or final or trials):
+        raise UserError("--format html is the whole study on one page; it takes no --coverage, --final or --trials")
     parts: list[str | Table] = []
     with open_store(create=False) as store:
         name = study_name(study)
@@ -928,13 +931,20 @@ def report_command(
             return
         if searched is not None:
             groups = results(store, searched)
-            if not final and not coverage:
+            if not final and not coverage and fmt != Format.html:
                 parts.append(search_report.search_view(store, searched, groups, fmt))
             keys, axes, directions = final_scope(store, searched, groups, required=final or coverage)
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
             summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes,
                             directions=directions, pool=pool or ())
+        if fmt == Format.html:
+            from sweeper.report_html import page
+
+            _write([page(store, name, summary, searched, groups if searched else None, keys)], out_file)
+            if out_file is not None:
+                out.print(f"wrote {out_file} ({fmt})", highlight=False)
+            return
     max_rows = RICH_MAX_ROWS if out_file is None and out.is_terminal else None
     if summary is not None and coverage:
         parts = [render_coverage(summary, fmt, max_rows)]
