@@ -143,3 +143,31 @@ def test_headless_chromium_renders_the_page(store, tmp_path):
     assert pixels.std() > 20  # not a blank page: dark header, text, tables and figures
     header, body = pixels[:40].mean(), pixels[200:].mean()
     assert header < 100 < body  # the dark header band above a light page: the page itself, styled
+
+
+def test_a_search_page_lists_its_groups_and_trials_then_the_final_seed_table(env):
+    from sweeper.launch import launch
+    from sweeper.report import final_scope
+    from sweeper.search import results
+    from tests.sweeper.test_search import write as write_search
+
+    study = write_search(env / "rep.yaml", "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1}, """\
+        metric: f
+        direction: minimize
+        trials: 4
+        sampler: random
+        final_seeds: 2
+        space: {x: {type: float, low: -3, high: 3}}
+        """, axes="y: {near: 1.0, far: 3.0}", extra="baseline: near")
+    with Store() as store:
+        launch(store, study)
+        groups = results(store, study)
+        keys, axes, directions = final_scope(store, study, groups, required=True)
+        summary = build(store, "rep", keys=keys, axes=axes, directions=directions)
+        html = page(store, "rep", summary, study, groups, keys)
+    parser = Tables()
+    parser.feed(html)
+    assert [r[0] for r in parser.tables["search"][1:]] == ["near", "far"]
+    assert len(parser.tables["trials"]) == 1 + 2 * (4 + 2)  # header, per group 4 trials and 2 final seeds
+    assert parser.tables["ablation"] == markdown_cells(render_markdown(summary))
+    assert '<section id="search">' in html and html.count("<svg") == 2  # trials landscape, forest plot
