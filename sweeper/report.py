@@ -899,6 +899,8 @@ def report_command(
     final: Annotated[bool, typer.Option("--final", help="A search study: only the ablation table of the best configurations' final seeds.")] = False,
     trials: Annotated[bool, typer.Option("--trials", help="A search study: every trial with its hyperparameters and value, best first.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable (as --format json).")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="With --out FILE.html: rewrite the page as results arrive "
+                                                        "(it reloads itself in a browser) until no cell is active.")] = False,
 ) -> None:
     """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged.
 
@@ -916,6 +918,13 @@ def report_command(
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
     if fmt == Format.html and (coverage or final or trials):
         raise UserError("--format html is the whole study on one page; it takes no --coverage, --final or --trials")
+    if watch and (fmt != Format.html or out_file is None):
+        raise UserError("--watch rewrites an HTML page as results arrive: give --out FILE.html")
+    if fmt == Format.html:
+        from sweeper.report_html import command
+
+        command(study_name(study), rows, cols or None, metric, pool or (), out_file, watch)
+        return
     parts: list[str | Table] = []
     with open_store(create=False) as store:
         name = study_name(study)
@@ -931,20 +940,13 @@ def report_command(
             return
         if searched is not None:
             groups = results(store, searched)
-            if not final and not coverage and fmt != Format.html:
+            if not final and not coverage:
                 parts.append(search_report.search_view(store, searched, groups, fmt))
             keys, axes, directions = final_scope(store, searched, groups, required=final or coverage)
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
             summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes,
                             directions=directions, pool=pool or ())
-        if fmt == Format.html:
-            from sweeper.report_html import page
-
-            _write([page(store, name, summary, searched, groups if searched else None, keys)], out_file)
-            if out_file is not None:
-                out.print(f"wrote {out_file} ({fmt})", highlight=False)
-            return
     max_rows = RICH_MAX_ROWS if out_file is None and out.is_terminal else None
     if summary is not None and coverage:
         parts = [render_coverage(summary, fmt, max_rows)]

@@ -13,6 +13,8 @@ import html
 import io
 import math
 import subprocess
+import time
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
@@ -42,6 +44,7 @@ if TYPE_CHECKING:
 
     from sweeper.search import GroupResult
 
+WATCH_S = 30  # --watch: seconds between rewrites (and the page's own reload)
 MAX_CURVES = 6  # reported metrics drawn as curves (losses first)
 MAX_FAMILIES = 6  # per-block analysis families drawn
 MAX_TRIALS = 300  # trial rows listed (the search summary covers every group)
@@ -291,8 +294,8 @@ def _figures(figs: list[Figure]) -> str:
 
 
 def page(store: Store, name: str, summary: Summary | None, searched: Study | None,
-         groups: list[GroupResult] | None, keys: list[str] | None) -> str:
-    """The whole HTML document."""
+         groups: list[GroupResult] | None, keys: list[str] | None, refresh: int | None = None) -> str:
+    """The whole HTML document; with `refresh`, it reloads itself every that many seconds (--watch)."""
     from sweeper import search_report
     from sweeper.search import trials as search_trials
 
@@ -327,8 +330,61 @@ def page(store: Store, name: str, summary: Summary | None, searched: Study | Non
              else '<span class="pending">in progress</span>')
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = f"{state}{' · ' if state else ''}generated {when} · {_e(code_version(row.file))}"
+    reload = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(name)} — sweeper report'
-            f'</title><meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style>'
+            f'</title><meta name="viewport" content="width=device-width, initial-scale=1">{reload}<style>{CSS}</style>'
             f'</head><body><header><h1>{_e(name)}</h1><div class="meta" id="version">{meta}</div></header>'
             f'<nav>{nav}</nav><main>{"".join(p for _, _, p in parts)}</main></body></html>\n')
 
+
+
+def render(store: Store, name: str, rows: Sequence[str] | None, cols: Sequence[str] | None,
+           metrics: Sequence[str] | None, pool: Sequence[str], refresh: int | None = None) -> str:
+    """The page as `sweeper report` scopes it: a search's trials, then its final seeds' table."""
+    from sweeper.report import build, final_scope, search_study
+    from sweeper.search import results
+
+    searched = search_study(store, name)
+    keys = axes = directions = groups = None
+    if searched is not None:
+        groups = results(store, searched)
+        keys, axes, directions = final_scope(store, searched, groups, required=False)
+    summary = None
+    if keys is None or keys:
+        summary = build(store, name, rows, cols, metrics, keys=keys, axes=axes, directions=directions, pool=pool)
+    return page(store, name, summary, searched, groups, keys, refresh)
+
+
+def command(name: str, rows, cols, metrics, pool, out_file: Path | None, watch: bool) -> None:
+    """Write the page (or print it); with `watch`, ingest and rewrite it every WATCH_S seconds (atomically,
+    so a browser never reads half a page) until no cell of the study is active."""
+    from sweeper.console import open_store, out
+    from sweeper.ingest import ingest
+    from sweeper.rundir import _write_text
+    from sweeper.spec import parse_study
+    from sweeper.store import ACTIVE
+
+    while True:
+        with open_store(create=False) as store:
+            active = False
+            if watch:
+                row = store.study_row(name)
+                active = any(s.state in ACTIVE for s in ingest(store, parse_study(row.spec_text, row.file)))
+            text = render(store, name, rows, cols, metrics, pool, WATCH_S if active else None)
+        if out_file is None:
+            out.file.write(text)
+            return
+        try:
+            _write_text(out_file, text)
+        except OSError as e:
+            raise UserError(f"--out {out_file}: cannot write it ({e.strerror or e})") from None
+        when = datetime.now().strftime("%H:%M:%S")
+        out.print(f"wrote {out_file} (html){f' at {when}; rewritten every {WATCH_S} s while cells run' if active else ''}",
+                  highlight=False)
+        if not active:
+            return
+        try:
+            time.sleep(WATCH_S)
+        except KeyboardInterrupt:
+            out.print(f"stopped watching; {out_file} holds the page as of {when}", highlight=False)
+            return

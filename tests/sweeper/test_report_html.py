@@ -171,3 +171,26 @@ def test_a_search_page_lists_its_groups_and_trials_then_the_final_seed_table(env
     assert len(parser.tables["trials"]) == 1 + 2 * (4 + 2)  # header, per group 4 trials and 2 final seeds
     assert parser.tables["ablation"] == markdown_cells(render_markdown(summary))
     assert '<section id="search">' in html and html.count("<svg") == 2  # trials landscape, forest plot
+
+
+def test_watch_rewrites_the_page_while_cells_run_then_stops(env, monkeypatch):
+    from sweeper import report_html
+    from sweeper.launch import launch
+    from tests.sweeper.orchestration import write as write_plain
+
+    study = write_plain(env / "w.yaml", "steps", {"steps": 30, "dt": 0.1}, "dt: [0.1, 0.11]",
+                        executor="{kind: local, parallelism: 2}")
+    with Store() as store:
+        launch(store, study)
+    monkeypatch.setattr(report_html, "WATCH_S", 1)
+    app = typer.Typer()
+    app.command("report")(report_command)
+    app.command("other")(lambda: None)
+    result = CliRunner().invoke(app, ["report", "w", "--watch", "--out", "w.html"])
+    assert result.exit_code == 0, result.output
+    assert "rewritten every 1 s while cells run" in result.output  # at least one rewrite while running
+    final = (env / "w.html").read_text()
+    assert 'http-equiv="refresh"' not in final and '<span class="complete">complete<' in final and '<table id="ablation">' in final
+    assert "training curves" in final  # the steps task reports its loss
+    result = CliRunner().invoke(app, ["report", "w", "--watch", "--format", "markdown"])
+    assert result.exit_code == 2 and "--watch rewrites an HTML page" in result.stderr
