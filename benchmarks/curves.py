@@ -76,7 +76,8 @@ def main() -> None:
             data = aligned(frame, ["model.scale", "model.specialize"])
             data = data.assign(err=band(data, ci=False))
             t2 = time.perf_counter()
-            fig = curve_figure(data, "pretrain.loss", "model.specialize", "model.scale", ErrorBar.std, "curves")
+            fig = curve_figure(data, "pretrain.loss", "model.specialize", "model.scale", ErrorBar.std,
+                               title="curves")
             save(fig, Path(tmp) / "curves.png")
             t3 = time.perf_counter()
         cells = frame["key"].nunique()

@@ -437,14 +437,14 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
     from sweeper.progress import Eta, Lines, eta_text
     from sweeper.search import expected_cells
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                        TextColumn("{task.fields[eta]}"))
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[eta]}"))
     total = expected_cells(study.search) if study.search else len(study.cells)
     bar = progress.add_task(study.name, total=total, eta="")
     eta, lines = Eta(), Lines(study.name)
     live = err.is_terminal and not quiet
-    view = Live(console=err, refresh_per_second=2, transient=True, redirect_stdout=False) if live else nullcontext()
-    with view as live_view:
+    view = Live(console=err, refresh_per_second=2, transient=True, redirect_stdout=False)
+    with view if live else nullcontext() as live_view:
         while True:
             statuses, moved = advance(store, study)  # a search prunes, asks and submits here too
             active = moved or any(s.state in ("SUBMITTING", "PENDING", "RUNNING") for s in statuses)
@@ -452,8 +452,10 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
             left = eta.remaining(statuses)
             if live:
                 done = sum(s.state in ("COMPLETED", "PRUNED") or s.state in FINAL_BAD for s in statuses)
-                progress.update(bar, completed=done, total=max(total, len(statuses)), eta=eta_text(left, True))
-                live_view.update(Group(progress, _status_view(study, statuses, detail=False), _running(statuses)))
+                progress.update(bar, completed=done, total=max(total, len(statuses)),
+                                eta=eta_text(left, True))
+                live_view.update(Group(progress, _status_view(study, statuses, detail=False),
+                                       _running(statuses)))
             elif not quiet and (line := lines.line(statuses, left, expected=total)):
                 err.print(line, highlight=False, markup=False, soft_wrap=True)
             if not active:
@@ -474,7 +476,8 @@ def _running(statuses: list, shown: int = 8) -> Text:
     text = Text()
     for s in running[:shown]:
         step, total = step_total(s.progress)
-        where = "starting" if step is None else f"step {step}" + (f"/{total} ({step / total:.0%})" if total else "")
+        where = ("starting" if step is None
+                 else f"step {step}" + (f"/{total} ({step / total:.0%})" if total else ""))
         text.append(f"  ⟳ {s.key[:12]} {_labels(s.labels)}  {where}\n", style="dim")
     if len(running) > shown:
         text.append(f"  … {len(running) - shown} more running\n", style="dim")

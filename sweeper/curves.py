@@ -88,7 +88,8 @@ def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None,
     axes = file_axes + [a for a in (labels[0] if labels else {}) if a not in file_axes and a != SEED_AXIS]
     cells = pd.DataFrame({"key": [m[0] for m in members],
                           **{a: _column([lab.get(a) for lab in labels]) for a in axes},
-                          SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels], "state": [m[2] for m in members]},
+                          SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels],
+                          "state": [m[2] for m in members]},
                          index=[m[3] for m in members])
     frame = cells.loc[rows["key"].to_numpy()].reset_index(drop=True)
     for column in ("metric", STEP, "value"):

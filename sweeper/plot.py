@@ -279,7 +279,8 @@ def make_figure(store: Store, study: str, x: str, y: str, hue: str | None = None
     searched = search_study(store, name)  # a search plots the final seeds of each group's best configuration
     if x == STEP:
         finals = final_scope(store, searched, required=True)[0] if searched else None
-        return curve_figure(curve_data(store, name, y, hue, col, error, finals), y, hue, col, error, title=name)
+        data = curve_data(store, name, y, hue, col, error, finals)
+        return curve_figure(data, y, hue, col, error, title=name)
     if searched is not None and x in searched.search.params:
         points = trial_points(searched, pd.DataFrame(trials(store, searched)), x, y, hue)
         return trials_figure(searched, points, x, y, hue)

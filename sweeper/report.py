@@ -899,8 +899,9 @@ def report_command(
     final: Annotated[bool, typer.Option("--final", help="A search study: only the ablation table of the best configurations' final seeds.")] = False,
     trials: Annotated[bool, typer.Option("--trials", help="A search study: every trial with its hyperparameters and value, best first.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable (as --format json).")] = False,
-    watch: Annotated[bool, typer.Option("--watch", help="With --out FILE.html: rewrite the page as results arrive "
-                                                        "(it reloads itself in a browser) until no cell is active.")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="With --out FILE.html: rewrite the page as results arrive (it reloads itself in a "
+                        "browser) until no cell is active.")] = False,
 ) -> None:
     """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged.
 
@@ -917,7 +918,8 @@ def report_command(
     if fmt is None:
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
     if fmt == Format.html and (coverage or final or trials):
-        raise UserError("--format html is the whole study on one page; it takes no --coverage, --final or --trials")
+        raise UserError("--format html is the whole study on one page; "
+                        "it takes no --coverage, --final or --trials")
     if watch and (fmt != Format.html or out_file is None):
         raise UserError("--watch rewrites an HTML page as results arrive: give --out FILE.html")
     if fmt == Format.html:

@@ -95,9 +95,11 @@ def code_version(study_file: str) -> str:
     except PackageNotFoundError:
         mine = "sweeper (not installed)"
     where = Path(study_file).resolve().parent if study_file else Path.cwd()
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=5,
+                              check=True).stdout.strip()
+
     try:
-        git = lambda *a: subprocess.run(["git", "-C", str(where), *a], capture_output=True, text=True,  # noqa: E731
-                                        timeout=5, check=True).stdout.strip()
         commit = git("rev-parse", "HEAD")
         dirty = " (uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else ""
         return f"{mine}; git {commit[:12]}{dirty}"
@@ -169,7 +171,8 @@ def frame_table(frame: pd.DataFrame, table_id: str, left: set[str]) -> str:
     head = "".join(f'<th class="{"label" if c in left else ""}">{_e(c)}</th>' for c in frame.columns)
     body = "".join("<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row, strict=True)) + "</tr>"
                    for row in frame.itertuples(index=False, name=None))
-    return f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+    return (f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+            "</table></div>")
 
 
 # ----------------------------------------------------------------------------- figures
@@ -195,8 +198,8 @@ def forest_figure(summary: Summary) -> Figure | None:
         delta, lo, hi = part["delta"].to_numpy(), part["ci_low"].to_numpy(), part["ci_high"].to_numpy()
         sign = summary.direction(metric)
         verdict = np.where(lo > 0, sign, np.where(hi < 0, -sign, 0))  # as the table colours its deltas
-        colour = np.where(np.isnan(lo), "#6e7781", np.select([verdict > 0, verdict < 0], ["#1a7f37", "#cf222e"],
-                                                             "#0969da"))
+        judged = np.select([verdict > 0, verdict < 0], ["#1a7f37", "#cf222e"], "#0969da")
+        colour = np.where(np.isnan(lo), "#6e7781", judged)
         err = np.vstack([delta - lo, hi - delta])
         for i in range(len(part)):
             ax.errorbar(delta[i], y[i], xerr=None if np.isnan(lo[i]) else err[:, i : i + 1], fmt="o",
@@ -303,7 +306,8 @@ def page(store: Store, name: str, summary: Summary | None, searched: Study | Non
     parts: list[tuple[str, str, str]] = []
     if searched is not None and groups is not None:
         plan = searched.search
-        lines = [search_report._cells(searched, r) for _, r in search_report.frame(searched, groups).iterrows()]
+        frame = search_report.frame(searched, groups)
+        lines = [search_report._cells(searched, r) for _, r in frame.iterrows()]
         body = frame_table(pd.DataFrame(lines), "search", set(plan.group_axes))
         fig = trials_figure(searched, store)
         trials = pd.DataFrame(search_trials(store, searched)).drop(columns="key", errors="ignore")
@@ -332,7 +336,8 @@ def page(store: Store, name: str, summary: Summary | None, searched: Study | Non
     meta = f"{state}{' · ' if state else ''}generated {when} · {_e(code_version(row.file))}"
     reload = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(name)} — sweeper report'
-            f'</title><meta name="viewport" content="width=device-width, initial-scale=1">{reload}<style>{CSS}</style>'
+            '</title><meta name="viewport" content="width=device-width, initial-scale=1">'
+            f'{reload}<style>{CSS}</style>'
             f'</head><body><header><h1>{_e(name)}</h1><div class="meta" id="version">{meta}</div></header>'
             f'<nav>{nav}</nav><main>{"".join(p for _, _, p in parts)}</main></body></html>\n')
 
@@ -351,7 +356,8 @@ def render(store: Store, name: str, rows: Sequence[str] | None, cols: Sequence[s
         keys, axes, directions = final_scope(store, searched, groups, required=False)
     summary = None
     if keys is None or keys:
-        summary = build(store, name, rows, cols, metrics, keys=keys, axes=axes, directions=directions, pool=pool)
+        summary = build(store, name, rows, cols, metrics, keys=keys, axes=axes, directions=directions,
+                        pool=pool)
     return page(store, name, summary, searched, groups, keys, refresh)
 
 
@@ -379,8 +385,8 @@ def command(name: str, rows, cols, metrics, pool, out_file: Path | None, watch: 
         except OSError as e:
             raise UserError(f"--out {out_file}: cannot write it ({e.strerror or e})") from None
         when = datetime.now().strftime("%H:%M:%S")
-        out.print(f"wrote {out_file} (html){f' at {when}; rewritten every {WATCH_S} s while cells run' if active else ''}",
-                  highlight=False)
+        again = f" at {when}; rewritten every {WATCH_S} s while cells run" if active else ""
+        out.print(f"wrote {out_file} (html){again}", highlight=False)
         if not active:
             return
         try:

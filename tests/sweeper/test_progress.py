@@ -30,7 +30,8 @@ def cells(*states: str, progress: dict | None = None) -> list[CellStatus]:
 def test_a_line_on_each_change_of_counts_and_at_least_every_n_seconds():
     lines = Lines("abl", every=30)
     first = lines.line(cells("PENDING", "PENDING"), None, now=lines.start)
-    assert first == "abl: 0/2 done, 0 running, 0 failed, 2 pending; 0s elapsed, ETA after the first cell finishes"
+    assert first == ("abl: 0/2 done, 0 running, 0 failed, 2 pending; 0s elapsed, "
+                     "ETA after the first cell finishes")
     assert lines.line(cells("PENDING", "PENDING"), None, now=lines.start + 10) is None  # nothing new
     assert "1 running" in lines.line(cells("RUNNING", "PENDING"), None, now=lines.start + 12)
     quiet = lines.line(cells("RUNNING", "PENDING"), 95.0, now=lines.start + 42.5)  # 30 s without a change
@@ -39,7 +40,7 @@ def test_a_line_on_each_change_of_counts_and_at_least_every_n_seconds():
     assert end == "abl: 1/2 done, 0 running, 1 failed, 0 pending; 50s elapsed, finished"
 
 
-def test_the_eta_uses_finished_durations_and_the_running_cells_step_of_total(store_url, write_study, tmp_path):
+def test_the_eta_uses_finished_durations_and_the_running_cells_step_of_total(store_url, tmp_path):
     study = write(tmp_path / "eta.yaml", "echo", {"x": 0}, "x: [1, 2, 3, 4, 5]")
     with Store(store_url) as store:
         store.plan(study)
@@ -70,11 +71,13 @@ def test_launch_wait_in_a_pipe_prints_progress_lines_with_an_eta(env, monkeypatc
     write(env / "steps.yaml", "steps", {"steps": 40, "dt": 0.1}, "dt: [0.1, 0.11]",
           executor="{kind: local, parallelism: 1}")
     monkeypatch.setenv("SWEEPER_PROGRESS_S", "1")
-    done = subprocess.run([SWEEPER, "launch", "steps.yaml", "--wait"], capture_output=True, text=True, timeout=180)
+    done = subprocess.run([SWEEPER, "launch", "steps.yaml", "--wait"], capture_output=True, text=True,
+                          timeout=180)
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("steps: ")]
-    assert lines[-1].startswith("steps: 2/2 done, 0 running, 0 failed, 0 pending;") and lines[-1].endswith("finished")
-    assert any(re.search(r"1/2 done, 1 running, .* ETA \d+s$", ln) for ln in lines)  # once a cell has finished
+    assert lines[-1].startswith("steps: 2/2 done, 0 running, 0 failed, 0 pending;")
+    assert lines[-1].endswith("finished")
+    assert any(re.search(r"1/2 done, 1 running, .* ETA \d+s$", ln) for ln in lines)  # once one has finished
     repeated = [a for a, b in zip(lines, lines[1:]) if a.split(";")[0] == b.split(";")[0]]
     assert repeated  # the same counts again a second later: never silent while a cell runs
 

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 from html.parser import HTMLParser
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,13 +33,16 @@ def store(store_url, write_study):
         for c in study.cells:
             v, s, seed = c.labels["model.specialize"], c.labels["model.scale"], c.seed
             running = (v, s, seed) == ("norms", "base", 2)
-            store.add_attempt(c.key, executor="debug", state=CellState.RUNNING if running else CellState.COMPLETED)
+            state = CellState.RUNNING if running else CellState.COMPLETED
+            store.add_attempt(c.key, executor="debug", state=state)
             if not running:
-                store.add_metrics(c.key, "eval", {"linear_seg.ade20k.miou": MIOU[v, s][seed],
-                                                  "linear_depth.nyu.rmse": RMSE[v, s][seed],
-                                                  **{BLOCK.format(b): 0.1 * b + 0.01 * seed for b in range(4)}})
-            store.add_metric_rows([{"cell_key": c.key, "attempt": 1, "stage": "report", "name": "pretrain.loss",
-                                    "step": t, "value": 2 * math.exp(-t / 50) + 0.1 * seed} for t in range(0, 200, 10)])
+                store.add_metrics(c.key, "eval", {
+                    "linear_seg.ade20k.miou": MIOU[v, s][seed], "linear_depth.nyu.rmse": RMSE[v, s][seed],
+                    **{BLOCK.format(b): 0.1 * b + 0.01 * seed for b in range(4)}})
+            store.add_metric_rows([{"cell_key": c.key, "attempt": 1, "stage": "report",
+                                    "name": "pretrain.loss",
+                                    "step": t, "value": 2 * math.exp(-t / 50) + 0.1 * seed}
+                                   for t in range(0, 200, 10)])
         yield store
 
 
@@ -118,7 +120,7 @@ def _chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
         if IN_CI:
-            pytest.fail("CI must render the HTML report in a browser: chromium is not installed (see .ci/run)")
+            pytest.fail("CI must render the HTML report in a browser: chromium is missing (see .ci/run)")
         pytest.skip("no chromium (apt-get install chromium) to render the HTML report")
     return found
 
@@ -190,7 +192,8 @@ def test_watch_rewrites_the_page_while_cells_run_then_stops(env, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "rewritten every 1 s while cells run" in result.output  # at least one rewrite while running
     final = (env / "w.html").read_text()
-    assert 'http-equiv="refresh"' not in final and '<span class="complete">complete<' in final and '<table id="ablation">' in final
+    assert 'http-equiv="refresh"' not in final and '<span class="complete">complete<' in final
+    assert '<table id="ablation">' in final
     assert "training curves" in final  # the steps task reports its loss
     result = CliRunner().invoke(app, ["report", "w", "--watch", "--format", "markdown"])
     assert result.exit_code == 2 and "--watch rewrites an HTML page" in result.stderr
