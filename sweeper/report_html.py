@@ -216,6 +216,13 @@ def forest_figure(summary: Summary) -> Figure | None:
     return fig
 
 
+def _scope(summary: Summary | None, keys: list[str] | None) -> list[str] | None:
+    """The axes a search's final-seed view has (its groups'); None for a plain study (every axis)."""
+    if summary is None or keys is None:
+        return None
+    return [a for a in summary.rows + summary.cols + summary.pooled if a != "study"]
+
+
 def _variant(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
     return frame[axes].astype(str).agg(" · ".join, axis=1) if axes else pd.Series("all", index=frame.index)
 
@@ -227,6 +234,7 @@ def curve_figures(store: Store, name: str, summary: Summary | None, keys: list[s
     from sweeper.plot import ErrorBar, curve_figure
 
     frame, axes = load_curves(store, name)
+    axes = _scope(summary, keys) or axes
     if keys is not None:
         frame = frame[frame["key"].isin(set(keys))]
     if frame.empty:
@@ -248,7 +256,7 @@ def block_figures(store: Store, name: str, summary: Summary | None, keys: list[s
     from sweeper.plot import BLOCK, BLOCK_AXIS, ErrorBar, figure, plot_data, y_label
 
     try:
-        loaded = load(store, name, ["analysis.*"], keys=keys, axes=None)
+        loaded = load(store, name, ["analysis.*"], keys=keys, axes=_scope(summary, keys))
     except UserError:  # no analysis metric recorded
         return []
     families: dict[str, list[str]] = {}
