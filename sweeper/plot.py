@@ -196,13 +196,14 @@ def curve_figure(data: pd.DataFrame, y: str, hue: str | None, col: str | None, e
     what the band is. A series keeps its colour in every panel."""
     from matplotlib import rcParams
     from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     series = [c for c in (hue, "metric" if "metric" in data else None) if c]
     facets = list(dict.fromkeys(data[col])) if col else [None]
     names = [", ".join(map(str, n)) for n, _ in data.groupby(series, sort=False)] if series else [y]
     colours = rcParams["axes.prop_cycle"].by_key()["color"]
     seeds = int(data["n"].max())
-    what = "95 % t interval of the mean" if error == ErrorBar.ci else "± std"
+    what = "95 % t interval of the mean" if error == ErrorBar.ci else "± std over seeds"
     legend = f"mean over seeds, band: {what}" if seeds > 1 else "one seed per curve, no band"
     fig = Figure(figsize=(4.6 * len(facets) + 2.8, 3.6), layout="constrained")
     panels = fig.subplots(1, len(facets), sharey=True, squeeze=False)[0]
@@ -223,8 +224,10 @@ def curve_figure(data: pd.DataFrame, y: str, hue: str | None, col: str | None, e
     panels[0].set_ylabel(y)
     fig.suptitle(f"{title}{': ' if title else ''}{legend}", fontsize="medium")
     shown = [n for n in names if n in handles]
-    fig.legend([handles[n] for n in shown], shown, title=f"{' / '.join(series) or 'metric'}\n({legend})",
-               fontsize="small", title_fontsize="small", loc="outside right upper")
+    entries, labels = [handles[n] for n in shown], shown
+    if seeds > 1:  # the last entry says what the band is
+        entries, labels = [*entries, Patch(color="grey", alpha=0.25, linewidth=0)], [*labels, f"band: {what}"]
+    fig.legend(entries, labels, title=" / ".join(series) or "metric", fontsize="small", loc="outside right upper")
     return fig
 
 

@@ -92,7 +92,7 @@ def test_the_figure_has_a_line_and_a_band_per_hue_and_says_what_the_band_is(stud
     assert "band: ± std" in fig.get_suptitle()
     ci = make_figure(store, "abl", x="step", y=LOSS, error=ErrorBar.ci)
     assert "band: 95 % t interval" in ci.get_suptitle()
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["baseline", "norms"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["baseline", "norms", "band: ± std over seeds"]
 
 
 def test_curve_errors_name_the_flag(study_store):
