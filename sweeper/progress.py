@@ -4,8 +4,8 @@ every SWEEPER_PROGRESS_S seconds, 30 by default, so a log never goes minutes wit
 
 The ETA comes from the durations of the cells finished so far (their attempts' start and end) and
 the cells in flight: each running cell still needs the part of a duration its step / total says
-is left (half, when its task reports no total), the pending ones a whole one, spread over as many
-lanes as are running now.
+is left (when its task reports no total: a duration less the time it has run, at least a tenth),
+the pending ones a whole one, spread over as many lanes as are running now.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from sweeper.store import CellState, Store
 
@@ -61,25 +62,40 @@ class Eta:
     """Remaining time of a study being followed (see the module docstring)."""
 
     durations: dict[str, float] = field(default_factory=dict)  # finished cell key -> seconds
+    started: dict[str, datetime] = field(default_factory=dict)  # running cell key -> its attempt's start
 
     def update(self, store: Store, statuses: Sequence) -> None:
-        """Learn the durations of cells newly finished (one query for those only)."""
-        new = [s.key for s in statuses if s.state == CellState.COMPLETED and s.key not in self.durations]
+        """Learn the durations of cells newly finished and the starts of those newly running (one
+        query for those only)."""
+        new = [s.key for s in statuses if (s.state == CellState.COMPLETED and s.key not in self.durations)
+               or (s.state == CellState.RUNNING and s.key not in self.started)]
         for key, a in store.latest_attempts(new).items() if new else ():
-            if a.started_at is not None and a.ended_at is not None:
+            if a.state == CellState.RUNNING and a.started_at is not None:
+                self.started[key] = _utc(a.started_at)
+            elif a.started_at is not None and a.ended_at is not None:
                 self.durations[key] = max(0.0, (a.ended_at - a.started_at).total_seconds())
 
-    def remaining(self, statuses: Sequence) -> float | None:
+    def remaining(self, statuses: Sequence, now: datetime | None = None) -> float | None:
         if not self.durations:
             return None
         mean = statistics.fmean(self.durations.values())
+        now = now or datetime.now(UTC)
         running = [s for s in statuses if s.state == CellState.RUNNING]
         left = 0.0
         for s in running:
             step, total = step_total(s.progress)
-            left += 1 - min(step, total) / total if step is not None and total else 0.5
+            if step is not None and total:
+                left += 1 - min(step, total) / total
+            elif s.key in self.started:
+                left += max(0.1, 1 - (now - self.started[s.key]).total_seconds() / mean) if mean else 0.1
+            else:
+                left += 0.5
         left += counts(statuses)["pending"]
         return mean * left / max(1, len(running))
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)  # SQLite gives naive datetimes back
 
 
 def eta_text(seconds: float | None, active: bool) -> str:

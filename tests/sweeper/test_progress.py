@@ -49,16 +49,21 @@ def test_the_eta_uses_finished_durations_and_the_running_cells_step_of_total(sto
         for key, seconds in zip(keys[:2], (100, 300), strict=False):
             store.add_attempt(key, executor="local", state=CellState.COMPLETED, started_at=start,
                               ended_at=start + timedelta(seconds=seconds))
+        for key in keys[2:4]:
+            store.add_attempt(key, executor="local", state=CellState.RUNNING, started_at=start)
         statuses = [CellStatus(keys[0], {}, "COMPLETED"), CellStatus(keys[1], {}, "COMPLETED"),
                     CellStatus(keys[2], {}, "RUNNING", progress={"step": 75, "total": 100}),
-                    CellStatus(keys[3], {}, "RUNNING", progress={"step": 3}),  # no total: half-way
+                    CellStatus(keys[3], {}, "RUNNING", progress={"step": 3}),  # no total: by its time
                     CellStatus(keys[4], {}, "PENDING")]
         eta = Eta()
         assert eta.remaining(statuses) is None  # no duration known yet
         eta.update(store, statuses)
         assert eta.durations == {keys[0]: 100.0, keys[1]: 300.0}
-        # mean 200 s x (0.25 + 0.5 + 1 pending) cells of work over 2 running lanes
-        assert eta.remaining(statuses) == pytest.approx(200 * 1.75 / 2)
+        assert set(eta.started) == {keys[2], keys[3]}
+        # mean 200 s x (0.25 + 0.5 run for 100 s of 200 + 1 pending) cells of work over 2 running lanes
+        assert eta.remaining(statuses, now=start + timedelta(seconds=100)) == pytest.approx(200 * 1.75 / 2)
+        # past the mean duration: a tenth of one left, never a negative time
+        assert eta.remaining(statuses, now=start + timedelta(seconds=900)) == pytest.approx(200 * 1.35 / 2)
 
 
 def test_the_live_view_shows_step_of_total_for_running_cells():
