@@ -204,7 +204,6 @@ def curve_figure(data: pd.DataFrame, y: str, hue: str | None, col: str | None, e
     colours = rcParams["axes.prop_cycle"].by_key()["color"]
     seeds = int(data["n"].max())
     what = "95 % t interval of the mean" if error == ErrorBar.ci else "± std over seeds"
-    legend = f"mean over seeds, band: {what}" if seeds > 1 else "one seed per curve, no band"
     fig = Figure(figsize=(4.6 * len(facets) + 2.8, 3.6), layout="constrained")
     panels = fig.subplots(1, len(facets), sharey=True, squeeze=False)[0]
     handles: dict[str, Any] = {}
@@ -222,7 +221,9 @@ def curve_figure(data: pd.DataFrame, y: str, hue: str | None, col: str | None, e
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     panels[0].set_ylabel(y)
-    fig.suptitle(f"{title}{': ' if title else ''}{legend}", fontsize="medium")
+    # With seeds, the legend's last entry says what the band is.
+    said = "mean over seeds" if seeds > 1 else "one seed per curve, no band"
+    fig.suptitle(f"{title}{': ' if title else ''}{said}", fontsize="medium")
     shown = [n for n in names if n in handles]
     entries, labels = [handles[n] for n in shown], shown
     if seeds > 1:  # the last entry says what the band is

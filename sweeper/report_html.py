@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 import io
 import math
+import os
 import subprocess
 import time
 from collections.abc import Sequence
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 
 WATCH_S = 30  # --watch: seconds between rewrites (and the page's own reload)
 MAX_CURVES = 6  # reported metrics drawn as curves (losses first)
+MIN_STEPS = 3  # a metric reported at fewer steps is no curve
 MAX_FAMILIES = 6  # per-block analysis families drawn
 MAX_TRIALS = 300  # trial rows listed (the search summary covers every group)
 VARIANT = "variant"
@@ -77,7 +79,9 @@ td.best { background: #fff8c5; }
 td.up .d { color: var(--up); } td.down .d { color: var(--down); }
 sup { color: var(--down); }
 ul.legend { color: var(--muted); font-size: 12.5px; padding-left: 18px; }
-figure { margin: 12px 0; } figure svg { max-width: 100%; height: auto; }
+.grid { display: flex; flex-wrap: wrap; gap: 8px 24px; align-items: flex-start; }
+figure { margin: 12px 0; flex: 0 1 calc(50% - 12px); min-width: 480px; } figure svg { width: 100%; height: auto; }
+.grid figure:only-child { flex-basis: 100%; }
 pre { background: var(--soft); border: 1px solid var(--line); padding: 12px; overflow-x: auto;
       font-size: 12.5px; }
 .complete { color: var(--up); } .pending { color: #9a6700; }
@@ -183,7 +187,8 @@ def forest_figure(summary: Summary) -> Figure | None:
     from matplotlib.figure import Figure
 
     cells = summary.cells[summary.cells["delta_n"] > 0]
-    metrics = [m for m in summary.metrics if m in set(cells["metric"])]
+    # The scores: a metric with a direction (not a size, a step count or a time without one).
+    metrics = [m for m in summary.metrics if m in set(cells["metric"]) and summary.direction(m) != 0]
     if cells.empty or not metrics:
         return None
     ncols = min(3, len(metrics))
@@ -239,7 +244,10 @@ def curve_figures(store: Store, name: str, summary: Summary | None, keys: list[s
         frame = frame[frame["key"].isin(set(keys))]
     if frame.empty:
         return []
-    names = sorted(set(frame["metric"]), key=lambda m: ("loss" not in m, m))[:MAX_CURVES]
+    # Curves, not points: a metric reported at a few steps only (an evaluation at the end) is left out.
+    steps = frame.groupby("metric")["step"].nunique()
+    curves = [m for m in steps.index if steps[m] >= MIN_STEPS and not m.startswith("analysis.")]
+    names = sorted(curves, key=lambda m: ("loss" not in m, m))[:MAX_CURVES]
     col = summary.cols[0] if summary and summary.cols and summary.cols[0] in axes else None
     frame = frame.assign(**{VARIANT: _variant(frame, [a for a in axes if a != col and a in frame])})
     figs = []
@@ -272,8 +280,9 @@ def block_figures(store: Store, name: str, summary: Summary | None, keys: list[s
         data = plot_data(one, BLOCK_AXIS, VARIANT, col, ErrorBar.std)
         if not data.empty:  # the family's whole name as the title, its last segment on the y axis
             family = y_label(metrics, BLOCK_AXIS)
-            figs.append(figure(data, BLOCK_AXIS, family.rsplit(".", 1)[-1], VARIANT, col, ErrorBar.std,
-                               title=family))
+            fig = figure(data, BLOCK_AXIS, family.rsplit(".", 1)[-1], VARIANT, col, ErrorBar.std)
+            fig.suptitle(f"{family}\n{fig.get_suptitle()}", fontsize="small")
+            figs.append(fig)
     return figs
 
 
@@ -301,7 +310,7 @@ def _section(anchor: str, title: str, body: str, parts: list[tuple[str, str, str
 
 
 def _figures(figs: list[Figure]) -> str:
-    return "".join(f"<figure>{svg(f)}</figure>" for f in figs)
+    return '<div class="grid">' + "".join(f"<figure>{svg(f)}</figure>" for f in figs) + "</div>"
 
 
 def page(store: Store, name: str, summary: Summary | None, searched: Study | None,
@@ -374,7 +383,6 @@ def command(name: str, rows, cols, metrics, pool, out_file: Path | None, watch: 
     so a browser never reads half a page) until no cell of the study is active."""
     from sweeper.console import open_store, out
     from sweeper.ingest import ingest
-    from sweeper.rundir import _write_text
     from sweeper.spec import parse_study
     from sweeper.store import ACTIVE
 
@@ -388,8 +396,10 @@ def command(name: str, rows, cols, metrics, pool, out_file: Path | None, watch: 
         if out_file is None:
             out.file.write(text)
             return
-        try:
-            _write_text(out_file, text)
+        try:  # whole or not at all: a browser reloading it never reads half a page
+            tmp = out_file.with_name(f".{out_file.name}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, out_file)
         except OSError as e:
             raise UserError(f"--out {out_file}: cannot write it ({e.strerror or e})") from None
         when = datetime.now().strftime("%H:%M:%S")

@@ -89,9 +89,9 @@ def test_the_figure_has_a_line_and_a_band_per_hue_and_says_what_the_band_is(stud
     fig = make_figure(store, "abl", x="step", y=LOSS, hue="model.specialize", col="model.scale")
     base, small = fig.axes
     assert [len(base.lines), len(base.collections)] == [2, 2]  # baseline and norms, each with a band
-    assert "band: ± std" in fig.get_suptitle()
+    assert fig.get_suptitle() == "abl: mean over seeds"
     ci = make_figure(store, "abl", x="step", y=LOSS, error=ErrorBar.ci)
-    assert "band: 95 % t interval" in ci.get_suptitle()
+    assert ci.legends[0].get_texts()[-1].get_text() == "band: 95 % t interval of the mean"
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["baseline", "norms", "band: ± std over seeds"]
 
 

@@ -96,7 +96,7 @@ def test_the_page_holds_every_section_and_fetches_nothing(store):
     for anchor in ("coverage", "table", "forest", "curves", "blocks", "study"):
         assert f'<section id="{anchor}">' in html
     assert html.count("<svg") == 3  # the forest plot, the loss curves, the one per-block family
-    assert "mean over seeds, band: ± std" in html
+    assert "band: ± std over seeds" in html  # the curves' legend (SVG text comes with its string)
     assert "model.specialize:" in html and "sweeper 0." in html  # the study file and the code version
     assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|url\((?!#)|@import", html)  # fetch nothing
     assert re.search(r'<td class="num best[^"]*"><span class="v">52.0', html)  # the best is marked
