@@ -15,7 +15,7 @@ from operator import itemgetter
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Text, cast, or_, select
+from sqlalchemy import Text, cast, func, or_, select
 
 from sweeper.errors import UserError, did_you_mean
 from sweeper.report import _column, _fetch_plain, _like, _study_meta, t_quantile
@@ -77,7 +77,7 @@ def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None,
     if patterns:
         for p in patterns:
             if not any(fnmatchcase(n, p) for n in names):
-                names = _reported_names(store, row.id)
+                names = reported_names(store, study)
                 raise UserError(f"{flag} {p}: matches no reported (per-step) metric of study '{study}'"
                                 f"{did_you_mean(p, names)}; reported: {', '.join(names[:12]) or 'none yet'}")
         wanted = [n for n in names if any(fnmatchcase(n, p) for p in patterns)]
@@ -97,12 +97,30 @@ def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None,
     return frame, axes
 
 
-def _reported_names(store: Store, study_id: int) -> list[str]:
+def reported_names(store: Store, study: str) -> list[str]:
+    """The names of the metrics the study's cells reported per step (what curves can show)."""
+    study_id = store.study_row(study).id
     with store.session() as s:
         return list(s.scalars(select(Metric.name).distinct()
                               .join(Membership, Membership.cell_key == Metric.cell_key)
                               .where(Membership.study_id == study_id, Metric.step.is_not(None))
                               .order_by(Metric.name)))
+
+
+def step_counts(store: Store, study: str, sample: int = 20) -> dict[str, int]:
+    """Per metric reported per step, how many steps a cell reported at most, over the first `sample`
+    cells that reported anything: a curve (many) from a value reported once at the end (one),
+    without reading a large study's millions of values."""
+    study_id = store.study_row(study).id
+    with store.session() as s:
+        cells = select(Membership.cell_key).join(Metric, Metric.cell_key == Membership.cell_key).where(
+            Membership.study_id == study_id, Membership.orphaned.is_(False), Metric.step.is_not(None)
+        ).distinct().limit(sample).subquery()
+        per_cell = (select(Metric.cell_key, Metric.name, func.count(func.distinct(Metric.step)).label("n"))
+                    .where(Metric.cell_key.in_(select(cells.c.cell_key)), Metric.step.is_not(None))
+                    .group_by(Metric.cell_key, Metric.name).subquery())
+        rows = s.execute(select(per_cell.c.name, func.max(per_cell.c.n)).group_by(per_cell.c.name))
+        return dict(rows.all())
 
 
 def aligned(frame: pd.DataFrame, series: list[str]) -> pd.DataFrame:

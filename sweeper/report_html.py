@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from sweeper.search import GroupResult
 
 WATCH_S = 30  # --watch: seconds between rewrites (and the page's own reload)
-MAX_CURVES = 6  # reported metrics drawn as curves (losses first)
+MAX_CURVES = 4  # reported metrics drawn as curves (losses first)
 MIN_STEPS = 3  # a metric reported at fewer steps is no curve
 MAX_FAMILIES = 6  # per-block analysis families drawn
 MAX_TRIALS = 300  # trial rows listed (the search summary covers every group)
@@ -235,19 +235,20 @@ def _variant(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
 def curve_figures(store: Store, name: str, summary: Summary | None, keys: list[str] | None) -> list[Figure]:
     """The reported metrics (losses first) as curves, a line per variant (every non-seed axis but the
     panel's), a band over seeds; panels by the table's first column axis."""
-    from sweeper.curves import aligned, band, load_curves
+    from sweeper.curves import aligned, band, load_curves, step_counts
     from sweeper.plot import ErrorBar, curve_figure
 
-    frame, axes = load_curves(store, name)
+    # Curves, not points: a metric reported at a few steps only (a final value) is left out, and
+    # only the metrics drawn are read (a large study holds millions of reported values).
+    names = sorted((m for m, n in step_counts(store, name).items()
+                    if n >= MIN_STEPS and not m.startswith("analysis.")), key=lambda m: ("loss" not in m, m))
+    names = names[:MAX_CURVES]
+    if not names:
+        return []
+    frame, axes = load_curves(store, name, names)
     axes = _scope(summary, keys) or axes
     if keys is not None:
         frame = frame[frame["key"].isin(set(keys))]
-    if frame.empty:
-        return []
-    # Curves, not points: a metric reported at a few steps only (an evaluation at the end) is left out.
-    steps = frame.groupby("metric")["step"].nunique()
-    curves = [m for m in steps.index if steps[m] >= MIN_STEPS and not m.startswith("analysis.")]
-    names = sorted(curves, key=lambda m: ("loss" not in m, m))[:MAX_CURVES]
     col = summary.cols[0] if summary and summary.cols and summary.cols[0] in axes else None
     frame = frame.assign(**{VARIANT: _variant(frame, [a for a in axes if a != col and a in frame])})
     figs = []

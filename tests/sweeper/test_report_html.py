@@ -42,7 +42,9 @@ def store(store_url, write_study):
             store.add_metric_rows([{"cell_key": c.key, "attempt": 1, "stage": "report",
                                     "name": "pretrain.loss",
                                     "step": t, "value": 2 * math.exp(-t / 50) + 0.1 * seed}
-                                   for t in range(0, 200, 10)])
+                                   for t in range(0, 200, 10)]
+                                  + [{"cell_key": c.key, "attempt": 1, "stage": "report", "name": "acc",
+                                      "step": 200, "value": 0.5}])  # a final value, reported once: no curve
         yield store
 
 
@@ -95,7 +97,7 @@ def test_the_page_holds_every_section_and_fetches_nothing(store):
     html = page(store, "abl", build(store, "abl"), None, None, None)
     for anchor in ("coverage", "table", "forest", "curves", "blocks", "study"):
         assert f'<section id="{anchor}">' in html
-    assert html.count("<svg") == 3  # the forest plot, the loss curves, the one per-block family
+    assert html.count("<svg") == 3  # the forest plot, the loss curves (not acc's one point), one block family
     assert "band: ± std over seeds" in html  # the curves' legend (SVG text comes with its string)
     assert "model.specialize:" in html and "sweeper 0." in html  # the study file and the code version
     assert not re.search(r"<(script|link|img|iframe)\b|\bsrc=|url\((?!#)|@import", html)  # fetch nothing
