@@ -39,3 +39,17 @@ def trials(study: str, db: str | None = None) -> pd.DataFrame:
         if found is None:
             raise UserError(f"study '{study_name(study)}' has no search block; sweeper.load gives its cells")
         return pd.DataFrame(search_trials(store, found))
+
+
+def curves(study: str, db: str | None = None, metrics: str | Sequence[str] | None = None) -> pd.DataFrame:
+    """Every value the cells of `study` reported during training, one row per (cell, metric, step).
+
+    Columns: `key`, one per axis, `seed`, `state`, `metric`, `step`, `value`. A resumed cell is
+    one curve: from the step a later attempt resumed at, its values replace the earlier ones.
+    Running cells are included. `metrics` globs restrict the metrics.
+    """
+    from sweeper.curves import load_curves
+
+    patterns = [metrics] if isinstance(metrics, str) else metrics
+    with Store(db, create=False) as store:
+        return load_curves(store, study_name(study), patterns, flag="metrics")[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from contextlib import nullcontext
 from enum import StrEnum
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -13,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from sweeper.console import (
     CATEGORIES,
@@ -423,24 +425,40 @@ def _watch(store, study: Study, *, quiet: bool = False) -> int:
 
 
 def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) -> int:
-    """Ingest until no cell is active; exit code 1 if any cell ended unsuccessfully."""
+    """Ingest until no cell is active; exit code 1 if any cell ended unsuccessfully.
+
+    In a terminal, a live view (bar, ETA, the running cells' step / total); elsewhere, plain lines
+    (sweeper.progress.Lines) so that a pipe, nohup or CI log never goes minutes without a word.
+    """
     from rich.live import Live
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from sweeper.launch import advance
+    from sweeper.progress import Eta, Lines, eta_text
     from sweeper.search import expected_cells
 
-    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[eta]}"))
     total = expected_cells(study.search) if study.search else len(study.cells)
-    bar = progress.add_task(study.name, total=total)
-    with Live(console=err, refresh_per_second=2, transient=True, redirect_stdout=False) as live:
+    bar = progress.add_task(study.name, total=total, eta="")
+    eta, lines = Eta(), Lines(study.name)
+    live = err.is_terminal and not quiet
+    view = Live(console=err, refresh_per_second=2, transient=True, redirect_stdout=False)
+    with view if live else nullcontext() as live_view:
         while True:
             statuses, moved = advance(store, study)  # a search prunes, asks and submits here too
-            done = sum(s.state in ("COMPLETED", "PRUNED") or s.state in FINAL_BAD for s in statuses)
-            progress.update(bar, completed=done, total=max(total, len(statuses)))
-            if not quiet:
-                live.update(Group(progress, _status_view(study, statuses, detail=False)))
-            if not moved and not any(s.state in ("SUBMITTING", "PENDING", "RUNNING") for s in statuses):
+            active = moved or any(s.state in ("SUBMITTING", "PENDING", "RUNNING") for s in statuses)
+            eta.update(store, statuses)
+            left = eta.remaining(statuses)
+            if live:
+                done = sum(s.state in ("COMPLETED", "PRUNED") or s.state in FINAL_BAD for s in statuses)
+                progress.update(bar, completed=done, total=max(total, len(statuses)),
+                                eta=eta_text(left, True))
+                live_view.update(Group(progress, _status_view(study, statuses, detail=False),
+                                       _running(statuses)))
+            elif not quiet and (line := lines.line(statuses, left, expected=total)):
+                err.print(line, highlight=False, markup=False, soft_wrap=True)
+            if not active:
                 break
             time.sleep(interval)
     if not quiet:
@@ -448,6 +466,22 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
         if study.search:
             print_table(_search_view(store, study))
     return 1 if any(s.state in FINAL_BAD for s in statuses) else 0
+
+
+def _running(statuses: list, shown: int = 8) -> Text:
+    """The running cells with their step (of the total their task reports), a few of them."""
+    from sweeper.progress import step_total
+
+    running = [s for s in statuses if s.state == "RUNNING"]
+    text = Text()
+    for s in running[:shown]:
+        step, total = step_total(s.progress)
+        where = ("starting" if step is None
+                 else f"step {step}" + (f"/{total} ({step / total:.0%})" if total else ""))
+        text.append(f"  ⟳ {s.key[:12]} {_labels(s.labels)}  {where}\n", style="dim")
+    if len(running) > shown:
+        text.append(f"  … {len(running) - shown} more running\n", style="dim")
+    return text
 
 
 app.command("report")(report_command)

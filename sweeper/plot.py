@@ -1,5 +1,6 @@
 """`sweeper plot`: a metric against an axis (or against the block index) per hue, mean over
-seeds with error bars, written as PNG / PDF / SVG through matplotlib.
+seeds with error bars, or against the training step (a curve with a band over seeds), written
+as PNG / PDF / SVG through matplotlib.
 
 Figures are built on `matplotlib.figure.Figure` (the Agg / PDF canvases), never pyplot, so
 no GUI backend or global state is involved: it works on a login node without a display.
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 BLOCK_AXIS = "block"
+STEP = "step"  # the x of a training curve (values reported per step)
 BLOCK = re.compile(r"(?<![^.])block(\d+)(?![^.])")  # a whole name segment: analysis.x.block3.cos…
 SUFFIXES = (".png", ".pdf", ".svg")
 
@@ -169,6 +171,67 @@ def figure(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None,
     return fig
 
 
+def curve_data(store: Store, study: str, y: str, hue: str | None = None, col: str | None = None,
+               error: ErrorBar = ErrorBar.std, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Mean over seeds per (col, hue, metric when --y matches several, step) with its band half-width."""
+    from sweeper.curves import aligned, band, load_curves
+
+    frame, axes = load_curves(store, study, [y])
+    for option, name in (("--hue", hue), ("--col", col)):
+        if name is not None and name not in axes:
+            raise UserError(f"{option} {name}: not an axis of this study{did_you_mean(name, axes)}; "
+                            f"choose from: {', '.join(axes)}")
+    if keys is not None:
+        frame = frame[frame["key"].isin(set(keys))]
+    series = [c for c in (col, hue) if c] + (["metric"] if frame["metric"].nunique() > 1 else [])
+    data = aligned(frame, series)
+    if data.empty:
+        raise UserError(f"no values of {y} reported yet for study '{study}'")
+    return data.assign(err=band(data, error == ErrorBar.ci))
+
+
+def curve_figure(data: pd.DataFrame, y: str, hue: str | None, col: str | None, error: ErrorBar,
+                 title: str = "") -> Figure:
+    """One panel per `col` label, a line per hue (and metric) with a shaded band; the legend says
+    what the band is. A series keeps its colour in every panel."""
+    from matplotlib import rcParams
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    series = [c for c in (hue, "metric" if "metric" in data else None) if c]
+    facets = list(dict.fromkeys(data[col])) if col else [None]
+    names = [", ".join(map(str, n)) for n, _ in data.groupby(series, sort=False)] if series else [y]
+    colours = rcParams["axes.prop_cycle"].by_key()["color"]
+    seeds = int(data["n"].max())
+    what = "95 % t interval of the mean" if error == ErrorBar.ci else "± std over seeds"
+    fig = Figure(figsize=(4.6 * len(facets) + 2.8, 3.6), layout="constrained")
+    panels = fig.subplots(1, len(facets), sharey=True, squeeze=False)[0]
+    handles: dict[str, Any] = {}
+    for ax, facet in zip(panels, facets, strict=True):
+        part = data if facet is None else data[data[col] == facet]
+        for name, line in part.groupby(series, sort=False) if series else [((y,), part)]:
+            label = ", ".join(map(str, name if isinstance(name, tuple) else (name,)))
+            colour = colours[names.index(label) % len(colours)]
+            steps, mean, err = line["step"].to_numpy(), line["mean"].to_numpy(), line["err"].to_numpy()
+            (handles[label],) = ax.plot(steps, mean, color=colour, linewidth=1.4)
+            if seeds > 1:
+                ax.fill_between(steps, mean - err, mean + err, color=colour, alpha=0.2, linewidth=0)
+        if facet is not None:
+            ax.set_title(f"{col} = {facet}")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    panels[0].set_ylabel(y)
+    # With seeds, the legend's last entry says what the band is.
+    said = "mean over seeds" if seeds > 1 else "one seed per curve, no band"
+    fig.suptitle(f"{title}{': ' if title else ''}{said}", fontsize="medium")
+    shown = [n for n in names if n in handles]
+    entries, labels = [handles[n] for n in shown], shown
+    if seeds > 1:  # the last entry says what the band is
+        entries, labels = [*entries, Patch(color="grey", alpha=0.25, linewidth=0)], [*labels, f"band: {what}"]
+    fig.legend(entries, labels, title=" / ".join(series) or "metric", fontsize="small", loc="outside right upper")
+    return fig
+
+
 def save(fig: Figure, path: Path) -> None:
     """Written by the file's suffix; a path that cannot be written is the user's to fix."""
     try:
@@ -218,6 +281,10 @@ def make_figure(store: Store, study: str, x: str, y: str, hue: str | None = None
     """What `sweeper plot` draws, before it is saved."""
     name = study_name(study)
     searched = search_study(store, name)  # a search plots the final seeds of each group's best configuration
+    if x == STEP:
+        finals = final_scope(store, searched, required=True)[0] if searched else None
+        data = curve_data(store, name, y, hue, col, error, finals)
+        return curve_figure(data, y, hue, col, error, title=name)
     if searched is not None and x in searched.search.params:
         points = trial_points(searched, pd.DataFrame(trials(store, searched)), x, y, hue)
         return trials_figure(searched, points, x, y, hue)
@@ -232,14 +299,16 @@ def make_figure(store: Store, study: str, x: str, y: str, hue: str | None = None
 @user_errors
 def plot_command(
     study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
-    x: Annotated[str, typer.Option("--x", help="Axis on the x axis, or 'block' for per-block metrics.")],
+    x: Annotated[str, typer.Option("--x", help="Axis on the x axis, 'block' for per-block metrics, or "
+                                               "'step' for training curves.")],
     y: Annotated[str, typer.Option("--y", help="Metric name or glob (with --x block: the per-block metrics).")],
     out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .png, .pdf or .svg.")],
     hue: Annotated[str | None, typer.Option("--hue", help="Axis whose labels are separate lines.")] = None,
     col: Annotated[str | None, typer.Option("--col", help="Axis whose labels are separate panels.")] = None,
     error: Annotated[ErrorBar, typer.Option("--error", help="Error bars: std over seeds, or the 95 % t interval.")] = ErrorBar.std,
 ) -> None:
-    """Plot a metric against an axis (or the block index), mean over seeds with error bars.
+    """Plot a metric against an axis (or the block index), mean over seeds with error bars; with
+    --x step, the values reported during training as curves with a band over seeds.
 
     For a study with a search: over the final seeds of each group's best configuration; with
     a searched parameter as --x, every completed trial as a point (the search's landscape).

@@ -579,10 +579,11 @@ class Format(StrEnum):
     latex = "latex"
     csv = "csv"
     json = "json"
+    html = "html"  # the whole study on one page: sweeper.report_html
 
 
 EXTENSIONS = {".md": Format.markdown, ".markdown": Format.markdown, ".tex": Format.latex, ".csv": Format.csv,
-              ".json": Format.json, ".txt": Format.rich}
+              ".json": Format.json, ".txt": Format.rich, ".html": Format.html, ".htm": Format.html}
 RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows (every value kept, with a note)
 RICH_MAX_ROWS = 50  # cut there in a terminal, with a note (rich takes ~7 ms a row); pipes and files never are
 
@@ -900,6 +901,9 @@ def report_command(
     final: Annotated[bool, typer.Option("--final", help="A search study: only the ablation table of the best configurations' final seeds.")] = False,
     trials: Annotated[bool, typer.Option("--trials", help="A search study: every trial with its hyperparameters and value, best first.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable (as --format json).")] = False,
+    watch: Annotated[bool, typer.Option(
+        "--watch", help="With --out FILE.html: rewrite the page as results arrive (it reloads itself in a "
+                        "browser) until no cell is active.")] = False,
 ) -> None:
     """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged.
 
@@ -915,6 +919,16 @@ def report_command(
         fmt = Format.json
     if fmt is None:
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
+    if fmt == Format.html and (coverage or final or trials):
+        raise UserError("--format html is the whole study on one page; "
+                        "it takes no --coverage, --final or --trials")
+    if watch and (fmt != Format.html or out_file is None):
+        raise UserError("--watch rewrites an HTML page as results arrive: give --out FILE.html")
+    if fmt == Format.html:
+        from sweeper.report_html import command
+
+        command(study_name(study), rows, cols or None, metric, pool or (), out_file, watch)
+        return
     parts: list[str | Table] = []
     with open_store(create=False) as store:
         name = study_name(study)

@@ -74,8 +74,9 @@ class TaskContext:
         self.nonfinite: str | None = None  # the first non-finite value reported: the cell fails with NAN
         self._reported: set[str] = set()
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
-        """Record intermediate values (progress, pruning); appended to metrics.jsonl.
+    def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None:
+        """Record intermediate values (progress, pruning); appended to metrics.jsonl. `total`, the
+        step the task ends at, lets `--wait` show step/total and a running cell's part of the ETA.
 
         A run's first report of a metric replaces what earlier runs (attempts, or this one before
         a requeue) reported for it from that step on: a resumed run redoes those steps. A NaN or
@@ -92,6 +93,8 @@ class TaskContext:
             raise TypeError(f"ctx.report(step={step}): {describe(values.invalid)}; "
                             "expected a number for each metric")
         line = {"step": int(step), "time": time.time(), "attempt": self.attempt, "metrics": values.finite}
+        if total is not None:
+            line["total"] = int(total)
         if values.nonfinite:
             line["nonfinite"] = values.nonfinite
         new = set(values.finite) | set(values.nonfinite)

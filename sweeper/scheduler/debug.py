@@ -8,6 +8,8 @@ from pathlib import Path
 
 import submitit
 
+from sweeper.console import err
+from sweeper.rundir import RunDir
 from sweeper.scheduler import Group, JobState
 from sweeper.worker import Worker
 
@@ -21,9 +23,12 @@ class DebugBackend:
     def submit(self, task: str, workdir: str, token: str, groups: list[Group], name: str) -> dict[str, str]:
         keys = [k for g in groups for k in g.keys]
         executor = submitit.AutoExecutor(folder=self.folder, cluster="debug")
-        job = executor.submit(Worker(task, workdir, keys, token, capture=False))
         job_id = f"debug-{os.getpid()}"
-        job.result()  # runs the cells here and now; failures are recorded in the run directories
+        for i, key in enumerate(keys, 1):  # one job per cell, so that each says which cell it is
+            err.print(f"[dim]debug executor:[/] {name}: running cell {i}/{len(keys)} {key} "
+                      f"(its files: {RunDir.of(workdir, key).path})", highlight=False, soft_wrap=True)
+            # runs the cell here and now; a failure is recorded in its run directory
+            executor.submit(Worker(task, workdir, [key], token, capture=False)).result()
         return dict.fromkeys(keys, job_id)
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:

@@ -35,7 +35,7 @@ def steps(config: dict, ctx) -> dict:
     while step < config["steps"]:
         time.sleep(config.get("dt", 0.05))
         step += 1
-        ctx.report(step, {"loss": 1.0 / step})
+        ctx.report(step, {"loss": 1.0 / step}, total=config["steps"])
         if step % config.get("every", 10) == 0:
             save()
         ctx.checkpoint_if_requested(save)
