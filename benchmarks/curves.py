@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert, select, update
 
-from sweeper.curves import aligned, band, load_curves
+from sweeper.stepwise import aligned, band, load_curves
 from sweeper.plot import ErrorBar, curve_figure, save
 from sweeper.spec import load_study
 from sweeper.store import CellRow, CellState, Metric, Store, StudyRow

@@ -48,7 +48,7 @@ def curves(study: str, db: str | None = None, metrics: str | Sequence[str] | Non
     one curve: from the step a later attempt resumed at, its values replace the earlier ones.
     Running cells are included. `metrics` globs restrict the metrics.
     """
-    from sweeper.curves import load_curves
+    from sweeper.stepwise import load_curves
 
     patterns = [metrics] if isinstance(metrics, str) else metrics
     with Store(db, create=False) as store:

@@ -174,7 +174,7 @@ def figure(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None,
 def curve_data(store: Store, study: str, y: str, hue: str | None = None, col: str | None = None,
                error: ErrorBar = ErrorBar.std, keys: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean over seeds per (col, hue, metric when --y matches several, step) with its band half-width."""
-    from sweeper.curves import aligned, band, load_curves
+    from sweeper.stepwise import aligned, band, load_curves
 
     frame, axes = load_curves(store, study, [y])
     for option, name in (("--hue", hue), ("--col", col)):

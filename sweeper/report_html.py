@@ -235,7 +235,7 @@ def _variant(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
 def curve_figures(store: Store, name: str, summary: Summary | None, keys: list[str] | None) -> list[Figure]:
     """The reported metrics (losses first) as curves, a line per variant (every non-seed axis but the
     panel's), a band over seeds; panels by the table's first column axis."""
-    from sweeper.curves import aligned, band, load_curves, step_counts
+    from sweeper.stepwise import aligned, band, load_curves, step_counts
     from sweeper.plot import ErrorBar, curve_figure
 
     # Curves, not points: a metric reported at a few steps only (a final value) is left out, and

@@ -113,3 +113,9 @@ def test_plot_command_step_writes_the_curves(study_store, monkeypatch, tmp_path)
                                       "--col", "model.scale", "--out", str(tmp_path / "loss.png")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_sweeper_curves_is_the_function_whatever_was_imported_before():
+    import sweeper.plot  # noqa: F401 - imports the module that computes the curves
+
+    assert callable(sweeper.curves) and sweeper.curves.__doc__.startswith("Every value the cells")
