@@ -343,7 +343,9 @@ def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> N
         outcome["pruned"] = True
     except BaseException as exc:  # noqa: BLE001 - every failure of the task is recorded, none escapes the thread
         outcome["error"] = (exc, traceback.format_exc())
-        print(outcome["error"][1], file=sys.stderr, flush=True)  # into the cell's log
+        # Into the cell's log; under the debug executor, on the terminal among other cells' output.
+        print(f"sweeper: the task failed on cell {ctx.key} ({ctx.run_dir})\n{outcome['error'][1]}",
+              file=sys.stderr, flush=True)
 
 
 def _failing(exc: Exception, tb: str) -> Callable:

@@ -94,3 +94,13 @@ def test_the_debug_executor_says_which_cell_it_runs(env, capsys):
     said = capsys.readouterr().err
     for i, c in enumerate(study.cells, 1):
         assert f"dbg: running cell {i}/2 {c.key}" in said
+
+
+def test_a_failing_tasks_traceback_names_its_cell(env, capfd):
+    study = write(env / "bad.yaml", "boom", {"x": 0}, "x: [1, 2]", executor="{kind: debug}")
+    with Store() as store:
+        launch(store, study)
+    said = capfd.readouterr().err
+    for c in study.cells:
+        header = f"sweeper: the task failed on cell {c.key} ({env / 'runs' / 'cells' / c.key})"
+        assert header in said and said.index(header) < said.index(f"bad value x={c.config['x']}")
