@@ -36,6 +36,9 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
 def _problems(err: ValidationError, cls: type[BaseModel], where: str) -> list[str]:
     out = []
     for e in err.errors():
@@ -45,12 +48,14 @@ def _problems(err: ValidationError, cls: type[BaseModel], where: str) -> list[st
             fields = sorted(cls.model_fields) if len(e["loc"]) == 1 else []
             close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            accepted = f" (accepted: {', '.join(fields)})" if fields else ""
+            accepted = f" (accepted: {', '.join(fields)})" if fields and not close else ""
             out.append(f"{path}: unknown key{hint}{accepted}")
         elif e["type"] == "missing":
             out.append(f"{path}: missing; a value is required")
         else:
-            expected = e["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+            bound = {k: v for k, v in (e.get("ctx") or {}).items() if k in _BOUNDS}
+            expected = (" and ".join(f"{_BOUNDS[k]} {v}" for k, v in bound.items()) if bound else
+                        e["msg"].removeprefix("Value error, ").removeprefix("Input should be "))
             out.append(f"{path}: got {e['input']!r}; expected {expected}")
     return out
 

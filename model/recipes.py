@@ -140,8 +140,11 @@ def default_recipe(framework: str) -> str:
 def preset(config: Mapping[str, Any]) -> tuple[str, dict[str, dict[str, Any]]]:
     """(recipe name, its model / framework / train values for this config's framework and scale).
     ValueError names ``framework.recipe`` when the recipe is unknown or does not fit."""
+    from model.frameworks import framework_class
+
     framework_cfg = config.get("framework") or {}
     framework = str(framework_cfg.get("name", "dinov2"))
+    framework_class(framework)  # an unknown framework is named as such, not as a recipe mismatch
     name = framework_cfg.get("recipe") or default_recipe(framework)
     if name not in RECIPES:
         raise ValueError(f"framework.recipe: unknown recipe {name!r}; expected one of {', '.join(RECIPES)}")
