@@ -160,10 +160,14 @@ class DINO(Framework):
             loss = loss + self.koleo_weight * losses["koleo"]
         return {"loss": loss, **losses}
 
+    def momentum(self, step: int) -> float:
+        """The teacher's EMA momentum: cosine from momentum_teacher to momentum_teacher_end."""
+        return cosine_schedule(step, self.total_steps, self.opts.momentum_teacher, self.opts.momentum_teacher_end)
+
     @torch.no_grad()
     def after_step(self, step: int) -> None:
         """EMA of the student into the teacher, momentum on a cosine schedule towards 1."""
-        m = cosine_schedule(step, self.total_steps, self.opts.momentum_teacher, self.opts.momentum_teacher_end)
+        m = self.momentum(step)
         for student, teacher in self._pairs():
             t_params = list(teacher.parameters())
             torch._foreach_mul_(t_params, m)
