@@ -160,12 +160,13 @@ def check(config: Mapping[str, Any]) -> list[str]:
     if known is not None and name not in known:
         problems.append(f"framework.name: unknown framework {name!r}; expected one of {', '.join(sorted(known))}")
         return problems
-    resolved = _collect(problems, lambda: resolve(config)[0]) or config
+    recipe = _collect(problems, lambda: resolve(config)[0])
+    resolved = recipe or config
     if isinstance(resolved.get("model"), Mapping):
         _collect(problems, lambda: validate(ModelConfig, resolved["model"], "model"))
     if isinstance(resolved.get("train"), Mapping):
         train = _collect(problems, lambda: validate(TrainConfig, resolved["train"], "train"))
-        if train is not None and train.steps is None and train.epochs is None:
+        if recipe and train is not None and train.steps is None and train.epochs is None:
             problems.append("train: set steps (optimizer steps in total) or epochs")
     options = {k: v for k, v in (resolved.get("framework") or {}).items() if k not in ("name", "recipe")}
     _collect(problems, lambda: validate(framework_class(name).Options, options, "framework"))

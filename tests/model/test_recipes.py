@@ -125,8 +125,8 @@ def test_no_cpu_value_is_a_default_of_a_paper_scale_study():
     quick = _resolved(_cell("supervised", "micro", recipe="cpu"))
     assert quick["train.batch_size"] == 64 and quick["framework.crop_scale"] == (0.35, 1.0)
     problems = check({**_cell("dinov2", "micro"), "data": {"name": "procedural"}})
-    assert problems[0] == ("framework.recipe: recipe dinov2 has no values for model.scale 'micro'; expected small, "
-                           "base or large (recipe cpu for CPU-scale models)")
+    assert problems == ["framework.recipe: recipe dinov2 has no values for model.scale 'micro'; expected small, "
+                        "base or large (recipe cpu for CPU-scale models)"]
     assert check({**_cell("dinov2", "base", recipe="deit3"), "data": {"name": "procedural"}}) == [
         "framework.recipe: recipe 'deit3' is for supervised, deit3, not framework 'dinov2'"]
 
