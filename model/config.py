@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from model.vit import SCALES, Spec, SpecError
 
-__all__ = ["ConfigError", "DataConfig", "ModelConfig", "RuntimeConfig", "Strict", "TrainConfig",
+__all__ = ["ConfigError", "ModelConfig", "RuntimeConfig", "Strict", "TrainConfig",
            "data_model", "validate"]
 
 
@@ -135,10 +135,6 @@ class RuntimeConfig(Strict):
     """Settings that do not change results (kept out of the training key)."""
 
     threads: int | None = Field(None, ge=1)  # torch intra-op threads of the cell
-
-
-class DataConfig(Strict):
-    name: str
 
 
 def data_model(name: str) -> type[Strict]:
