@@ -21,7 +21,8 @@ cells side by side with nothing pinning them, and torch would otherwise start on
 in each, oversubscribing the machine (2 cells x 2 threads on 2 cores run slower than 2 x 1).
 
 Standalone: ``python -m model.experiment config.yaml [--run-dir DIR] [--cache-dir DIR]``;
-``--print-config`` prints the resolved config with the source of each value instead.
+``--print-config`` prints the resolved config with the source of each value instead. Given a study
+file, ``--cell model.scale=large,framework.name=deit3`` picks one of its cells.
 """
 
 from __future__ import annotations
@@ -326,6 +327,23 @@ def describe(config: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
     return rows
 
 
+def _study_cell(path: Path, wanted: str | None) -> dict[str, Any]:
+    """The config of the first cell of study ``path`` whose axis labels match ``wanted``
+    (``axis=label,...``), through the orchestrator's own expansion (sweeper.spec)."""
+    from sweeper.errors import UserError
+    from sweeper.spec import load_study
+
+    try:
+        study = load_study(path)
+    except UserError as err:
+        raise EvalError(str(err)) from None
+    pairs = dict(item.split("=", 1) for item in (wanted or "").split(",") if "=" in item)
+    for cell in study.cells:
+        if all(str(cell.labels.get(axis)) == label for axis, label in pairs.items()):
+            return dict(cell.config)
+    raise EvalError(f"{path}: no cell has the labels {wanted!r}; axes: {', '.join(study.cells[0].labels)}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m model.experiment", description=(
         "Run one trial without the orchestrator: pretrain (or load), evaluate, print the metrics."))
@@ -336,19 +354,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     parser.add_argument("--print-config", action="store_true",
                         help="print the resolved config, each value with its source (preset, study, default)")
+    parser.add_argument("--cell", default=None, metavar="AXIS=LABEL,...",
+                        help="with a study file: the cell to print or run (default: the study's first cell)")
     args = parser.parse_args(argv)
     try:
         config = yaml.safe_load(args.config.read_text())
+        if isinstance(config, dict) and {"study", "base"} <= set(config):
+            config = _study_cell(args.config, args.cell)
         if not isinstance(config, dict):
             raise EvalError(f"{args.config}: expected a mapping (model, framework, data, train, eval, seed)")
-        problems = check(config)
-        if problems:
-            raise EvalError("\n".join(f"{args.config}: {p}" for p in problems))
-        if args.print_config:
-            width = max(len(k) for k, _, _ in describe(config))
-            for key, value, source in describe(config):
+        problems = "\n".join(f"{args.config}: {p}" for p in check(config))
+        if args.print_config:  # the config is worth seeing on a machine without the datasets too
+            rows = describe(config)
+            width = max(len(k) for k, _, _ in rows)
+            for key, value, source in rows:
                 print(f"{key:<{width}}  {json.dumps(value, default=str):<40}  {source}")
+            if problems:
+                print(f"problems:\n{problems}", file=sys.stderr)
             return
+        if problems:
+            raise EvalError(problems)
         run_dir = args.run_dir or Path("runs") / training_key(config)
         metrics = run(config, LocalContext(run_dir, args.cache_dir, echo=not args.json))
     except (OSError, yaml.YAMLError, EvalError, SpecError, DatasetError, ConfigError) as err:

@@ -5,6 +5,7 @@ step; layer-wise lr decay; the sources that --print-config shows; the cpu recipe
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import yaml
@@ -142,3 +143,13 @@ def test_print_config_shows_each_value_and_its_source(tmp_path, capsys):
     assert lines["train.batch_size"] == ["1024", "preset", "dinov2"]  # no reference config for ViT-B
     assert lines["train.num_workers"] == ["0", "default"]
     assert lines["framework.recipe"] == ['"dinov2"', "default"]
+
+
+def test_print_config_of_one_cell_of_a_study(capsys):
+    study = Path(__file__).parents[2] / "studies" / "norm_vs_qkv.yaml"
+    main([str(study), "--print-config", "--cell", "model.scale=large,framework.name=deit3"])
+    out = capsys.readouterr()
+    lines = {line.split()[0]: line.split()[1:] for line in out.out.splitlines()}
+    assert lines["model.img_size"] == ["192", "preset", "deit3"] and lines["train.optimizer"] == ['"lamb"', "preset", "deit3"]
+    assert lines["model.registers"] == ["4", "study"]
+    assert "data: imagefolder root /datasets/imagenet: does not exist" in out.err  # shown, not fatal here
