@@ -153,3 +153,25 @@ def test_print_config_of_one_cell_of_a_study(capsys):
     assert lines["model.img_size"] == ["192", "preset", "deit3"] and lines["train.optimizer"] == ['"lamb"', "preset", "deit3"]
     assert lines["model.registers"] == ["4", "study"]
     assert "data: imagefolder root /datasets/imagenet: does not exist" in out.err  # shown, not fatal here
+
+
+# The reference recipes' code paths (sqrt lr rule, epochs of `epoch_length` steps, layer-wise decay,
+# frozen last layer, per-module clipping, a shared iBOT head; LAMB and BCE) for a few real steps,
+# on a ViT shrunk below its scale so that it runs in seconds.
+TINY = {"depth": 1, "embed_dim": 48, "num_heads": 2, "img_size": 32, "patch_size": 16}
+
+
+@pytest.mark.parametrize("framework,scale,overrides", [
+    ({"name": "dinov2", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "n_local": 2, "local_size": 16},
+     "large", {"epoch_length": 1}),
+    ({"name": "deit3"}, "base", {}),
+], ids=["dinov2", "deit3"])
+def test_reference_recipes_train_a_few_steps(tmp_path, framework, scale, overrides):
+    from model.train import pretrain
+
+    config = {"seed": 0, "model": {"scale": scale, **TINY}, "framework": framework,
+              "data": {"name": "procedural", "num_classes": 4, "size": 16},
+              "train": {"steps": 3, "batch_size": 4, **overrides}}
+    backbone, summary = pretrain(config, tmp_path, progress=False)
+    assert summary["pretrain.steps"] == 3 and math.isfinite(summary["pretrain.loss"])
+    assert backbone.blocks[0].drop_path1.drop_prob == resolve(config)[0]["model"]["drop_path_rate"]
