@@ -27,7 +27,8 @@ def throughput(framework_name: str, scale: str, spec: str, batch_size: int, img_
                steps: int) -> float:
     torch.manual_seed(0)
     model = {"scale": scale, "img_size": img_size, "patch_size": 4, "specialize": spec}
-    options = resolve({"model": model, "framework": {"name": framework_name, "recipe": "cpu"}})[0]["framework"]
+    cpu = {"model": model, "framework": {"name": framework_name, "recipe": "cpu"}}
+    options = resolve(cpu)[0]["framework"]
     fw = build_framework(model, options, num_classes=8, total_steps=100)
     data = build_dataset("procedural", "train", size=batch_size, num_classes=8, resolution=img_size)
     transform = fw.train_transform()

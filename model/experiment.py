@@ -201,17 +201,6 @@ def _known_frameworks() -> set[str] | None:
     return set(FRAMEWORKS)
 
 
-def _threads(config: Mapping[str, Any]) -> int | None:
-    """``runtime.threads`` of the config (None: torch's default); ValueError names a bad value."""
-    runtime = config.get("runtime") or {}
-    if not isinstance(runtime, Mapping) or set(runtime) - {"threads"}:
-        raise ValueError(f"runtime: got {runtime!r}; expected a mapping with the only key 'threads'")
-    threads = runtime.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"runtime.threads: got {threads!r}; expected an integer >= 1")
-    return threads
-
-
 @contextmanager
 def _exclusive(directory: Path, enabled: bool) -> Iterator[None]:
     """Hold an exclusive flock on ``directory/.lock`` (blocking) while the body runs."""
@@ -252,7 +241,7 @@ def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, floa
 
     ctx = ctx if ctx is not None else LocalContext(Path.cwd())
     evals = parse_evals(config)  # fail on a bad eval config before hours of training
-    threads = _threads(config)
+    threads = validate(RuntimeConfig, config.get("runtime"), "runtime").threads
     if threads is not None:
         torch.set_num_threads(threads)
     progress = sys.stderr.isatty()

@@ -101,8 +101,8 @@ class EvalConfig:
             else:
                 close = difflib.get_close_matches(key, [*protocol, *accepted], n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise EvalError(f"{where}.{key}: unknown key{hint} (protocol keys: {', '.join(sorted(protocol))}; "
-                                f"{dataset} keys: {', '.join(sorted(accepted))})")
+                raise EvalError(f"{where}.{key}: unknown key{hint} (protocol keys: "
+                                f"{', '.join(sorted(protocol))}; {dataset} keys: {', '.join(sorted(accepted))})")
         config = cls(dataset=dataset, dataset_kwargs=dict(sorted(kwargs.items())), **values)
         config.validate()
         return config
