@@ -49,6 +49,9 @@ class DINOOptions(Strict):
     local_size: int | None = Field(96, ge=1)  # None: half the image size (a multiple of the patch)
     global_scale: tuple[float, float] = (0.32, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.32)
+    # blur probability of global crop 1, global crop 2, the locals: what DINOv2's code runs (its
+    # GaussianBlur wrapper inverts the nominal 1.0 / 0.1 / 0.5; recipes.md §1a)
+    blur: tuple[float, float, float] = (0.0, 0.9, 0.5)
     layerscale: float | None = Field(1e-5, gt=0)  # LayerScale init (timm init_values); None: none
     dino_weight: float = Field(1.0, ge=0)
 
@@ -113,7 +116,8 @@ class DINO(Framework):
         img, patch = self.student.patch_embed.img_size[0], self.student.patch_embed.patch_size[0]
         local = self.opts.local_size or max(patch, img // 2 // patch * patch)
         steps: list[Any] = [
-            MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale), tuple(self.opts.local_scale)),
+            MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale), tuple(self.opts.local_scale),
+                      blur=tuple(self.opts.blur)),
             KeepKeys("image"),
         ]
         if self.ibot_weight:

@@ -30,7 +30,7 @@ DINOV2_VITL16 = {
     "framework.warmup_teacher_temp_epochs": 30, "framework.layerscale": 1e-5,
     "framework.student_temp": 0.1, "framework.center_momentum": 0.9,
     "framework.global_scale": (0.32, 1.0), "framework.n_local": 8, "framework.local_scale": (0.05, 0.32),
-    "framework.local_size": 96,
+    "framework.local_size": 96, "framework.blur": (0.0, 0.9, 0.5),
     "train.betas": (0.9, 0.999), "train.optimizer": "adamw", "train.epochs": 100, "train.epoch_length": 1250,
     "train.lr": 4e-3, "train.lr_scaling": "sqrt_wrt_1024", "train.warmup_epochs": 10, "train.min_lr": 1e-6,
     "train.weight_decay": 0.04, "train.weight_decay_end": 0.4, "train.clip_grad": 3.0,
