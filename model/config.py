@@ -120,6 +120,7 @@ class TrainConfig(Strict):
     optimizer: Literal["adamw", "lamb"] = "adamw"  # lamb: timm.optim.Lamb (clips to 1.0 inside)
     weight_decay: float = Field(0.04, ge=0)
     weight_decay_end: float | None = Field(None, ge=0)  # None: constant (DINOv2: 0.04 -> 0.4, cosine)
+    decay_tokens: bool = False  # weight decay on position embedding, CLS / register / mask tokens (DINOv2)
     betas: tuple[float, float] = (0.9, 0.999)
     layerwise_decay: float = Field(1.0, gt=0, le=1)  # lr x decay^(depth + 1 - layer id) in the backbone
     patch_embed_lr_mult: float = Field(1.0, ge=0)

@@ -5,8 +5,8 @@ decay, patch-embed multiplier, frozen last layer), the schedules of each step, t
 Multipliers follow DINOv2's ``param_groups.py``: ``layerwise_decay ** (depth + 1 - layer_id)``,
 layer 0 for the patch embedding, position embedding, CLS / register / mask tokens, ``i + 1`` for
 block ``i``, ``depth + 1`` for the rest of the backbone (final norm); heads get 1; anything named
-``patch_embed`` is also multiplied by ``patch_embed_lr_mult``. Weight decay skips biases, 1-D
-parameters and the tokens (timm's rule, kept from before the recipes; DINOv2 decays the tokens).
+``patch_embed`` is also multiplied by ``patch_embed_lr_mult``. Weight decay skips biases and 1-D
+parameters (norms, LayerScale), and the tokens unless ``decay_tokens`` (DINOv2 decays them).
 """
 
 from __future__ import annotations
@@ -106,7 +106,8 @@ def param_groups(framework: nn.Module, train: TrainConfig) -> list[dict[str, Any
     names = {id(p): n for n, p in framework.named_parameters()}
     backbones = _backbones(framework)
     out = []
-    for group in param_groups_weight_decay(framework, train.weight_decay, no_weight_decay_list=_NO_WEIGHT_DECAY):
+    skip = () if train.decay_tokens else _NO_WEIGHT_DECAY
+    for group in param_groups_weight_decay(framework, train.weight_decay, no_weight_decay_list=skip):
         buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
         for p in group["params"]:
             name = names[id(p)]

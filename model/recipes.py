@@ -34,7 +34,8 @@ OFFICIAL_EPOCH_LENGTH = 1250  # DINOv2's iterations per "epoch", whatever the da
 _CPU = {
     "model": {"img_size": 32, "patch_size": 4, "drop_path_rate": 0.0},
     "train": {"batch_size": 64, "lr": 1e-3, "lr_scaling": "none", "min_lr": 1e-6, "warmup_lr": 0.0,
-              "optimizer": "adamw", "weight_decay": 0.04, "weight_decay_end": None, "betas": (0.9, 0.999),
+              "optimizer": "adamw", "weight_decay": 0.04, "weight_decay_end": None, "decay_tokens": False,
+              "betas": (0.9, 0.999),
               "layerwise_decay": 1.0, "patch_embed_lr_mult": 1.0, "freeze_last_layer_epochs": 0.0,
               "clip_grad": 3.0, "clip_grad_per_module": False},
     "dino": {"out_dim": 1024, "hidden_dim": 512, "bottleneck_dim": 128, "head_layers": 3, "student_temp": 0.1,
@@ -63,7 +64,7 @@ _DINOV2 = {
               "lr_scaling": "sqrt_wrt_1024", "warmup_epochs": 10, "warmup_lr": 0.0, "min_lr": 1e-6,
               "optimizer": "adamw", "betas": (0.9, 0.999), "weight_decay": 0.04, "weight_decay_end": 0.4,
               "clip_grad": 3.0, "clip_grad_per_module": True, "freeze_last_layer_epochs": 1,
-              "patch_embed_lr_mult": 0.2, "layerwise_decay": 0.9},
+              "patch_embed_lr_mult": 0.2, "layerwise_decay": 0.9, "decay_tokens": True},
 }
 _DINOV2_L14 = {
     "model": {"patch_size": 14, "drop_path_rate": 0.4},
@@ -80,7 +81,8 @@ _DEIT3 = {
                   "jitter": 0.3},
     "train": {"epochs": 800, "epoch_length": None, "batch_size": 2048, "optimizer": "lamb",
               "lr_scaling": "none", "warmup_epochs": 5, "warmup_lr": 1e-6, "min_lr": 1e-5,
-              "weight_decay": 0.05, "weight_decay_end": None, "betas": (0.9, 0.999), "clip_grad": None,
+              "weight_decay": 0.05, "weight_decay_end": None, "decay_tokens": False, "betas": (0.9, 0.999),
+              "clip_grad": None,
               "clip_grad_per_module": False, "layerwise_decay": 1.0, "patch_embed_lr_mult": 1.0,
               "freeze_last_layer_epochs": 0.0},
 }

@@ -35,7 +35,7 @@ DINOV2_VITL16 = {
     "train.lr": 4e-3, "train.lr_scaling": "sqrt_wrt_1024", "train.warmup_epochs": 10, "train.min_lr": 1e-6,
     "train.weight_decay": 0.04, "train.weight_decay_end": 0.4, "train.clip_grad": 3.0,
     "train.clip_grad_per_module": True, "train.freeze_last_layer_epochs": 1, "train.patch_embed_lr_mult": 0.2,
-    "train.layerwise_decay": 0.9, "train.batch_size": 2048, "train.warmup_lr": 0.0,
+    "train.layerwise_decay": 0.9, "train.batch_size": 2048, "train.warmup_lr": 0.0, "train.decay_tokens": True,
 }
 # recipes.md §4: README_revenge.md IN-1k pretraining, B row; timm's cosine scheduler defaults
 DEIT3_VITB = {
@@ -45,6 +45,7 @@ DEIT3_VITB = {
     "train.optimizer": "lamb", "train.lr": 3e-3, "train.lr_scaling": "none", "train.batch_size": 2048,
     "train.epochs": 800, "train.weight_decay": 0.05, "train.weight_decay_end": None, "train.warmup_epochs": 5,
     "train.warmup_lr": 1e-6, "train.min_lr": 1e-5, "train.betas": (0.9, 0.999), "train.clip_grad": None,
+    "train.decay_tokens": False,  # timm: no decay on pos_embed and cls_token
 }
 
 
@@ -120,6 +121,9 @@ def test_layerwise_decay_patch_embed_multiplier_and_frozen_last_layer():
     assert mult["head.mlp.0.weight"] == (1.0, False)
     assert [v for k, v in mult.items() if "last_layer" in k] == [(1.0, True)]
     assert not any(k.startswith("teacher") for k in mult)
+    decay = {names[id(p)]: g["wd_scale"] for g in param_groups(fw, train) for p in g["params"]}
+    assert decay["student.pos_embed"] == decay["mask_token"] == decay["head.last_layer.parametrizations.weight.original1"] == 1.0
+    assert decay["student.blocks.0.norm1.weight"] == decay["student.blocks.0.ls1.gamma"] == 0.0
 
 
 def test_no_cpu_value_is_a_default_of_a_paper_scale_study():
