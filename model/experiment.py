@@ -159,7 +159,8 @@ def check(config: Mapping[str, Any]) -> list[str]:
     name = str(framework_cfg.get("name", "dinov2"))
     known = _known_frameworks()
     if known is not None and name not in known:
-        problems.append(f"framework.name: unknown framework {name!r}; expected one of {', '.join(sorted(known))}")
+        problems.append(f"framework.name: unknown framework {name!r}; "
+                        f"expected one of {', '.join(sorted(known))}")
         return problems
     recipe = _collect(problems, lambda: resolve(config)[0])
     resolved = recipe or config

@@ -43,7 +43,8 @@ _CPU = {
              "momentum_teacher": 0.99, "momentum_teacher_end": 1.0, "centering": "center",
              "center_momentum": 0.9, "n_local": 4, "local_size": None, "global_scale": (0.32, 1.0),
              "local_scale": (0.05, 0.32), "blur": (1.0, 0.1, 0.5), "layerscale": None, "dino_weight": 1.0,
-             "ibot_weight": 1.0, "ibot_separate_head": True, "mask_probability": 0.5, "mask_ratio": (0.1, 0.5),
+             "ibot_weight": 1.0, "ibot_separate_head": True, "mask_probability": 0.5,
+             "mask_ratio": (0.1, 0.5),
              "koleo_weight": 0.1},
     "supervised": {"loss": "bce", "label_smoothing": 0.0, "layerscale": 1e-4, "crop_scale": (0.35, 1.0),
                    "jitter": 0.3},
@@ -57,7 +58,7 @@ _DINOV2 = {
                   "warmup_teacher_temp_epochs": 30, "momentum_teacher": 0.992, "momentum_teacher_end": 1.0,
                   "centering": "center", "center_momentum": 0.9, "n_local": 8, "local_size": 96,
                   "global_scale": (0.32, 1.0), "local_scale": (0.05, 0.32), "layerscale": 1e-5,
-                  "blur": (0.0, 0.9, 0.5),  # as DINOv2's code runs them (inverted wrapper), not 1.0 / 0.1 / 0.5
+                  "blur": (0.0, 0.9, 0.5),  # as DINOv2's code runs them (inverted wrapper), not 1 / 0.1 / 0.5
                   "dino_weight": 1.0, "ibot_weight": 1.0, "ibot_separate_head": False,
                   "mask_probability": 0.5, "mask_ratio": (0.1, 0.5), "koleo_weight": 0.1},
     "train": {"epochs": 100, "epoch_length": OFFICIAL_EPOCH_LENGTH, "batch_size": 2048, "lr": 4e-3,
@@ -68,7 +69,8 @@ _DINOV2 = {
 }
 _DINOV2_L14 = {
     "model": {"patch_size": 14, "drop_path_rate": 0.4},
-    "framework": {"out_dim": 131072, "bottleneck_dim": 384, "ibot_separate_head": True, "ibot_out_dim": 131072,
+    "framework": {"out_dim": 131072, "bottleneck_dim": 384, "ibot_separate_head": True,
+                  "ibot_out_dim": 131072,
                   "ibot_bottleneck_dim": 256, "ibot_hidden_dim": 2048, "centering": "sinkhorn",
                   "momentum_teacher": 0.994, "local_size": 98},
     "train": {"batch_size": 3072, "epochs": 500, "warmup_epochs": 80, "lr": 2e-4, "weight_decay_end": 0.2,

@@ -45,7 +45,8 @@ def precheck(study: Study, cells: list[Cell]) -> None:
             example = "{" + ", ".join(f"{k}={v}" for k, v in where[0].labels.items() if k != "seed") + "}"
             scope = f"cell {example}" if len(where) == 1 else f"{len(where)} configs, e.g. cell {example}"
             lines.append(f"{study.file}: {scope}: {problem}")
-        raise UserError("the study's check found problems; nothing was recorded or submitted\n" + "\n".join(lines))
+        raise UserError("the study's check found problems; nothing was recorded or submitted\n"
+                        + "\n".join(lines))
 
 
 _UNIMPORTABLE = 3  # the child's exit code when the task or the check cannot be imported

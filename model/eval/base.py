@@ -102,7 +102,8 @@ class EvalConfig:
                 close = difflib.get_close_matches(key, [*protocol, *accepted], n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise EvalError(f"{where}.{key}: unknown key{hint} (protocol keys: "
-                                f"{', '.join(sorted(protocol))}; {dataset} keys: {', '.join(sorted(accepted))})")
+                                f"{', '.join(sorted(protocol))}; {dataset} keys: "
+                                f"{', '.join(sorted(accepted))})")
         config = cls(dataset=dataset, dataset_kwargs=dict(sorted(kwargs.items())), **values)
         config.validate()
         return config

@@ -79,9 +79,10 @@ class DINO(Framework):
         # iBOT's own head (DINOv2 L/14, g/14), or the DINO head shared (DINOv2's default)
         separate = bool(self.ibot_weight) and getattr(opts, "ibot_separate_head", False)
         if separate:
-            self.ibot_head = DINOHead(dim, **{**head, "out_dim": opts.ibot_out_dim or opts.out_dim,
-                                              "hidden_dim": opts.ibot_hidden_dim or opts.hidden_dim,
-                                              "bottleneck_dim": opts.ibot_bottleneck_dim or opts.bottleneck_dim})
+            self.ibot_head = DINOHead(
+                dim, **{**head, "out_dim": opts.ibot_out_dim or opts.out_dim,
+                        "hidden_dim": opts.ibot_hidden_dim or opts.hidden_dim,
+                        "bottleneck_dim": opts.ibot_bottleneck_dim or opts.bottleneck_dim})
         if self.ibot_weight:
             patch_dim = (opts.ibot_out_dim or opts.out_dim) if separate else opts.out_dim
             self.patch_targets = TeacherTargets(patch_dim, opts.centering, opts.center_momentum)
@@ -116,8 +117,8 @@ class DINO(Framework):
         img, patch = self.student.patch_embed.img_size[0], self.student.patch_embed.patch_size[0]
         local = self.opts.local_size or max(patch, img // 2 // patch * patch)
         steps: list[Any] = [
-            MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale), tuple(self.opts.local_scale),
-                      blur=tuple(self.opts.blur)),
+            MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale),
+                      tuple(self.opts.local_scale), blur=tuple(self.opts.blur)),
             KeepKeys("image"),
         ]
         if self.ibot_weight:
@@ -138,7 +139,8 @@ class DINO(Framework):
             t_tokens = self.teacher.forward_features(globals_)
             t_cls = self.targets(self.teacher_head(t_tokens[:, 0]), temp).chunk(2)
             if masks is not None:
-                t_patch = (self.teacher_ibot_head or self.teacher_head)(patch_tokens(self.teacher, t_tokens)[masks])
+                t_head = self.teacher_ibot_head if self.teacher_ibot_head is not None else self.teacher_head
+                t_patch = t_head(patch_tokens(self.teacher, t_tokens)[masks])
                 t_patch = self.patch_targets(t_patch, temp)
 
         if masks is not None:
@@ -154,7 +156,8 @@ class DINO(Framework):
         loss = self.opts.dino_weight * losses["dino"]
 
         if masks is not None:
-            s_patch = (self.ibot_head if self.teacher_ibot_head is not None else self.head)(patch_tokens(self.student, s_tokens)[masks])
+            s_head = self.ibot_head if self.teacher_ibot_head is not None else self.head
+            s_patch = s_head(patch_tokens(self.student, s_tokens)[masks])
             # each image's masked tokens weigh 1 / its count; the sum is averaged over all images
             weight = (1.0 / masks.sum(-1).clamp(min=1)).unsqueeze(1).expand_as(masks)[masks]
             losses["ibot"] = (soft_cross_entropy(t_patch, s_patch, student_temp) * weight).sum() / masks.shape[0]
@@ -166,7 +169,8 @@ class DINO(Framework):
 
     def momentum(self, step: int) -> float:
         """The teacher's EMA momentum: cosine from momentum_teacher to momentum_teacher_end."""
-        return cosine_schedule(step, self.total_steps, self.opts.momentum_teacher, self.opts.momentum_teacher_end)
+        opts = self.opts
+        return cosine_schedule(step, self.total_steps, opts.momentum_teacher, opts.momentum_teacher_end)
 
     @torch.no_grad()
     def after_step(self, step: int) -> None:
