@@ -22,7 +22,8 @@ torch.set_num_threads(2)
 MODEL = {"scale": "micro", "img_size": 16, "patch_size": 4, "depth": 2, "specialize": "norms+qkv_third"}
 # center_momentum 0.5 (DINO: 0.9): with 0.9 the first few dozen steps are dominated by the center
 # catching up from 0 (the loss rises towards ln(out_dim)), which hides whether the student learns
-SMALL_HEAD = {"recipe": "cpu", "out_dim": 256, "hidden_dim": 128, "bottleneck_dim": 64, "n_local": 2, "center_momentum": 0.5}
+SMALL_HEAD = {"recipe": "cpu", "out_dim": 256, "hidden_dim": 128, "bottleneck_dim": 64, "n_local": 2,
+              "center_momentum": 0.5}
 
 
 class Recorder:

@@ -20,7 +20,8 @@ DATA = {"name": "imagefolder", "root": "/datasets/imagenet"}
 
 # recipes.md §1a (cfg:L<n> of ssl_default_config.yaml = vitl16_short.yaml) and §2
 DINOV2_VITL16 = {
-    "model.patch_size": 16, "model.img_size": 224, "model.drop_path_rate": 0.3, "model.drop_path_uniform": True,
+    "model.patch_size": 16, "model.img_size": 224, "model.drop_path_rate": 0.3,
+    "model.drop_path_uniform": True,
     "framework.dino_weight": 1.0, "framework.koleo_weight": 0.1, "framework.out_dim": 65536,
     "framework.bottleneck_dim": 256, "framework.head_layers": 3, "framework.hidden_dim": 2048,
     "framework.ibot_weight": 1.0, "framework.mask_probability": 0.5, "framework.mask_ratio": (0.1, 0.5),
@@ -35,11 +36,13 @@ DINOV2_VITL16 = {
     "train.lr": 4e-3, "train.lr_scaling": "sqrt_wrt_1024", "train.warmup_epochs": 10, "train.min_lr": 1e-6,
     "train.weight_decay": 0.04, "train.weight_decay_end": 0.4, "train.clip_grad": 3.0,
     "train.clip_grad_per_module": True, "train.freeze_last_layer_epochs": 1, "train.patch_embed_lr_mult": 0.2,
-    "train.layerwise_decay": 0.9, "train.batch_size": 2048, "train.warmup_lr": 0.0, "train.decay_tokens": True,
+    "train.layerwise_decay": 0.9, "train.batch_size": 2048, "train.warmup_lr": 0.0,
+    "train.decay_tokens": True,
 }
 # recipes.md §4: README_revenge.md IN-1k pretraining, B row; timm's cosine scheduler defaults
 DEIT3_VITB = {
-    "model.patch_size": 16, "model.img_size": 192, "model.drop_path_rate": 0.2, "model.drop_path_uniform": True,
+    "model.patch_size": 16, "model.img_size": 192, "model.drop_path_rate": 0.2,
+    "model.drop_path_uniform": True,
     "framework.loss": "bce", "framework.label_smoothing": 0.0, "framework.layerscale": 1e-4,
     "framework.crop_scale": (0.08, 1.0), "framework.jitter": 0.3,
     "train.optimizer": "lamb", "train.lr": 3e-3, "train.lr_scaling": "none", "train.batch_size": 2048,
@@ -79,11 +82,14 @@ def _schedule(config: dict, dataset_len: int = 1_281_167) -> Schedule:
 
 def test_dinov2_vitl16_schedules_at_first_warmup_end_and_last_step():
     s = _schedule(_cell("dinov2", "large"))
-    assert (s.total, s.warmup, s.freeze_last_layer) == (125_000, 12_500, 1250)  # epochs x OFFICIAL_EPOCH_LENGTH
+    # epochs x OFFICIAL_EPOCH_LENGTH
+    assert (s.total, s.warmup, s.freeze_last_layer) == (125_000, 12_500, 1250)
     peak = 4e-3 * math.sqrt(2048 / 1024)
     assert peak_lr(s.train) == pytest.approx(5.657e-3, rel=1e-3)
-    assert s.lr(0) == 0.0 and s.lr(12_500) == pytest.approx(peak) and s.lr(125_000 - 1) == pytest.approx(1e-6, abs=1e-9)
-    assert s.weight_decay(0) == pytest.approx(0.04) and s.weight_decay(125_000 - 1) == pytest.approx(0.4, abs=1e-8)
+    assert s.lr(0) == 0.0 and s.lr(12_500) == pytest.approx(peak)
+    assert s.lr(125_000 - 1) == pytest.approx(1e-6, abs=1e-9)
+    assert s.weight_decay(0) == pytest.approx(0.04)
+    assert s.weight_decay(125_000 - 1) == pytest.approx(0.4, abs=1e-8)
     assert s.last_layer_lr(1249) == 0.0 and s.last_layer_lr(1250) == s.lr(1250) > 0
 
     resolved = resolve(_cell("dinov2", "large"))[0]
@@ -112,7 +118,8 @@ def test_layerwise_decay_patch_embed_multiplier_and_frozen_last_layer():
     fw = build_framework({"scale": "micro", "depth": 3, "img_size": 32, "patch_size": 16}, options,
                          num_classes=None, total_steps=10)
     names = {id(p): n for n, p in fw.named_parameters()}
-    mult = {names[id(p)]: (g["lr_mult"], g["last_layer"]) for g in param_groups(fw, train) for p in g["params"]}
+    groups = param_groups(fw, train)
+    mult = {names[id(p)]: (g["lr_mult"], g["last_layer"]) for g in groups for p in g["params"]}
     assert mult["student.patch_embed.proj.weight"] == (pytest.approx(0.2 * 0.9**4), False)
     assert mult["student.cls_token"] == mult["mask_token"] == (pytest.approx(0.9**4), False)
     assert mult["student.blocks.0.attn.qkv.weight"] == (pytest.approx(0.9**3), False)
@@ -121,8 +128,9 @@ def test_layerwise_decay_patch_embed_multiplier_and_frozen_last_layer():
     assert mult["head.mlp.0.weight"] == (1.0, False)
     assert [v for k, v in mult.items() if "last_layer" in k] == [(1.0, True)]
     assert not any(k.startswith("teacher") for k in mult)
-    decay = {names[id(p)]: g["wd_scale"] for g in param_groups(fw, train) for p in g["params"]}
-    assert decay["student.pos_embed"] == decay["mask_token"] == decay["head.last_layer.parametrizations.weight.original1"] == 1.0
+    decay = {names[id(p)]: g["wd_scale"] for g in groups for p in g["params"]}
+    last_layer = "head.last_layer.parametrizations.weight.original1"
+    assert decay["student.pos_embed"] == decay["mask_token"] == decay[last_layer] == 1.0
     assert decay["student.blocks.0.norm1.weight"] == decay["student.blocks.0.ls1.gamma"] == 0.0
 
 
@@ -130,8 +138,8 @@ def test_no_cpu_value_is_a_default_of_a_paper_scale_study():
     quick = _resolved(_cell("supervised", "micro", recipe="cpu"))
     assert quick["train.batch_size"] == 64 and quick["framework.crop_scale"] == (0.35, 1.0)
     problems = check({**_cell("dinov2", "micro"), "data": {"name": "procedural"}})
-    assert problems == ["framework.recipe: recipe dinov2 has no values for model.scale 'micro'; expected small, "
-                        "base or large (recipe cpu for CPU-scale models)"]
+    assert problems == ["framework.recipe: recipe dinov2 has no values for model.scale 'micro'; "
+                        "expected small, base or large (recipe cpu for CPU-scale models)"]
     assert check({**_cell("dinov2", "base", recipe="deit3"), "data": {"name": "procedural"}}) == [
         "framework.recipe: recipe 'deit3' is for supervised, deit3, not framework 'dinov2'"]
 
@@ -154,7 +162,8 @@ def test_print_config_of_one_cell_of_a_study(capsys):
     main([str(study), "--print-config", "--cell", "model.scale=large,framework.name=deit3"])
     out = capsys.readouterr()
     lines = {line.split()[0]: line.split()[1:] for line in out.out.splitlines()}
-    assert lines["model.img_size"] == ["192", "preset", "deit3"] and lines["train.optimizer"] == ['"lamb"', "preset", "deit3"]
+    assert lines["model.img_size"] == ["192", "preset", "deit3"]
+    assert lines["train.optimizer"] == ['"lamb"', "preset", "deit3"]
     assert lines["model.registers"] == ["4", "study"]
     assert "data: imagefolder root /datasets/imagenet: does not exist" in out.err  # shown, not fatal here
 
@@ -166,7 +175,8 @@ TINY = {"depth": 1, "embed_dim": 48, "num_heads": 2, "img_size": 32, "patch_size
 
 
 @pytest.mark.parametrize("framework,scale,overrides", [
-    ({"name": "dinov2", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "n_local": 2, "local_size": 16},
+    ({"name": "dinov2", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "n_local": 2,
+      "local_size": 16},
      "large", {"epoch_length": 1}),
     ({"name": "deit3"}, "base", {}),
 ], ids=["dinov2", "deit3"])

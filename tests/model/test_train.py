@@ -157,7 +157,8 @@ def test_pretraining_beats_a_random_init_on_knn(tmp_path):
 
     data = {"name": "procedural", "num_classes": 4, "size": 4096, "max_distractors": 0, "texture": 0, "contrast": True}
     model = {"scale": "micro", "img_size": 32, "patch_size": 8}
-    framework = {"name": "supervised", "recipe": "cpu", "loss": "ce", "layerscale": None, "crop_scale": [0.8, 1.0], "jitter": 0.0}
+    framework = {"name": "supervised", "recipe": "cpu", "loss": "ce", "layerscale": None,
+                 "crop_scale": [0.8, 1.0], "jitter": 0.0}
     config = {"seed": 0, "model": model, "framework": framework, "data": data,
               "train": {"steps": 600, "batch_size": 32, "lr": 2e-3, "warmup_steps": 30}}
     threads = torch.get_num_threads()
@@ -167,7 +168,8 @@ def test_pretraining_beats_a_random_init_on_knn(tmp_path):
     finally:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    random_init = build_framework(model, resolve(config)[0]["framework"], num_classes=4, total_steps=1).backbone()
+    options = resolve(config)[0]["framework"]
+    random_init = build_framework(model, options, num_classes=4, total_steps=1).backbone()
     knn = parse_eval("knn", {"dataset": "procedural", "size": 512}, data)
     top1 = {name: run_eval(m, knn)["top1"] for name, m in (("trained", trained), ("random", random_init))}
     assert top1["trained"] > top1["random"] + 10, top1  # chance is 25 %
