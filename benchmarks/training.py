@@ -20,13 +20,16 @@ from torch.utils.data import default_collate
 
 from model.data import build_dataset, finalize
 from model.frameworks import build_framework
+from model.recipes import resolve
 
 
 def throughput(framework_name: str, scale: str, spec: str, batch_size: int, img_size: int,
                steps: int) -> float:
     torch.manual_seed(0)
-    fw = build_framework({"scale": scale, "img_size": img_size, "patch_size": 4, "specialize": spec},
-                         {"name": framework_name}, num_classes=8, total_steps=100)
+    model = {"scale": scale, "img_size": img_size, "patch_size": 4, "specialize": spec}
+    cpu = {"model": model, "framework": {"name": framework_name, "recipe": "cpu"}}
+    options = resolve(cpu)[0]["framework"]
+    fw = build_framework(model, options, num_classes=8, total_steps=100)
     data = build_dataset("procedural", "train", size=batch_size, num_classes=8, resolution=img_size)
     transform = fw.train_transform()
     batch = default_collate([finalize(transform(data.load(i))) for i in range(batch_size)])
@@ -61,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     table = Table(title=f"training img/s, {args.img_size}px patch 4, batch {args.batch_size}, "
-                        f"{args.threads} thread(s), CPU (default framework options)")
+                        f"{args.threads} thread(s), CPU (the cpu recipe's framework options)")
     for col in ("framework", "scale", "plain", *args.specs, *(f"ratio {s}" for s in args.specs)):
         table.add_column(col, justify="left" if col in ("framework", "scale") else "right")
     for scale in args.scales:

@@ -20,13 +20,16 @@ Metrics are flat: ``<eval>.<dataset>.<metric>`` (e.g. ``knn.procedural.top1``,
 cells side by side with nothing pinning them, and torch would otherwise start one thread per core
 in each, oversubscribing the machine (2 cells x 2 threads on 2 cores run slower than 2 x 1).
 
-Standalone: ``python -m model.experiment config.yaml [--run-dir DIR] [--cache-dir DIR]``.
+Standalone: ``python -m model.experiment config.yaml [--run-dir DIR] [--cache-dir DIR]``;
+``--print-config`` prints the resolved config with the source of each value instead. Given a study
+file, ``--cell model.scale=large,framework.name=deit3`` picks one of its cells.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import difflib
 import fcntl
 import hashlib
 import json
@@ -42,9 +45,11 @@ import torch
 import yaml
 from torch import nn
 
+from model.config import ConfigError, ModelConfig, RuntimeConfig, TrainConfig, data_model, validate
 from model.data import DatasetError, check_root
 from model.eval import EVALS, EvalConfig, EvalError, parse_eval, run_eval
-from model.vit import SCALES, Spec, SpecError, flops, param_report
+from model.recipes import default_recipe, resolve
+from model.vit import SpecError, flops, param_report
 
 TRAINING_KEYS: tuple[str, ...] = ("model", "framework", "data", "train", "seed")
 # Bump when an evaluation's protocol changes in a way its config does not show: old results
@@ -106,65 +111,95 @@ def parse_evals(config: Mapping[str, Any]) -> dict[str, EvalConfig]:
     return {name: parse_eval(name, raw, config.get("data")) for name, raw in evals.items()}
 
 
+SECTIONS = ("model", "framework", "data", "train", "eval", "runtime", "seed")
+
+
+def _collect(problems: list[str], fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; a ConfigError or ValueError becomes problems (one per line) and None."""
+    try:
+        return fn()
+    except ConfigError as err:
+        problems.extend(err.problems)
+    except (DatasetError, SpecError, ValueError) as err:
+        problems.append(str(err))
+    return None
+
+
+def _check_root(where: str, name: str, root: Any, splits: tuple[str, ...]) -> list[str]:
+    if root is not None and not Path(str(root)).is_absolute():
+        return [f"{where}.root: {root!r} is relative, but the task runs in its run directory; "
+                "give an absolute path"]
+    try:
+        check_root(name, root, splits=splits)
+    except (DatasetError, ValueError) as err:
+        return [f"{where}: {err}"]
+    return []
+
+
 def check(config: Mapping[str, Any]) -> list[str]:
-    """Cheap problems the orchestrator can show before submitting: unknown model scale or spec,
-    framework, evaluation names or keys, and dataset roots that cannot serve the needed splits."""
+    """Every problem of a cell's config the orchestrator can show before submitting, one line
+    each naming its key path: unknown keys (with a did-you-mean), wrong types and out-of-range
+    values in every section (model.config, the framework's options, the dataset's keyword
+    arguments, evaluations), an unknown recipe, framework or dataset, and dataset roots that are
+    relative or cannot serve the needed splits."""
+    from model.frameworks import framework_class
+
     problems: list[str] = []
+    for key in config:
+        if key not in SECTIONS:
+            close = difflib.get_close_matches(str(key), SECTIONS, n=1)
+            problems.append(f"{key}: unknown section" + (f"; did you mean {close[0]!r}?" if close else "")
+                            + f" (expected: {', '.join(SECTIONS)})")
     for key in ("model", "data", "train"):
         if not isinstance(config.get(key), Mapping):
             problems.append(f"{key}: missing or not a mapping")
-    try:
-        _threads(config)
-    except ValueError as err:
-        problems.append(str(err))
-    model_cfg, data_cfg = config.get("model") or {}, config.get("data") or {}
-    if isinstance(model_cfg, Mapping):
-        if model_cfg.get("scale", "tiny") not in SCALES:
-            problems.append(f"model.scale: unknown scale {model_cfg.get('scale')!r}; expected one of {', '.join(SCALES)}")
-        try:
-            Spec.parse(model_cfg.get("specialize"))
-        except SpecError as err:
-            problems.append(f"model.{err}")
-    framework = (config.get("framework") or {}).get("name")
+    framework_cfg = config.get("framework") or {}
+    if not isinstance(framework_cfg, Mapping):
+        return [*problems, "framework: not a mapping"]
+    name = str(framework_cfg.get("name", "dinov2"))
     known = _known_frameworks()
-    if known is not None and framework not in known:
-        problems.append(f"framework.name: unknown framework {framework!r}; expected one of {', '.join(sorted(known))}")
+    if known is not None and name not in known:
+        problems.append(f"framework.name: unknown framework {name!r}; "
+                        f"expected one of {', '.join(sorted(known))}")
+        return problems
+    recipe = _collect(problems, lambda: resolve(config)[0])
+    resolved = recipe or config
+    if isinstance(resolved.get("model"), Mapping):
+        _collect(problems, lambda: validate(ModelConfig, resolved["model"], "model"))
+    if isinstance(resolved.get("train"), Mapping):
+        train = _collect(problems, lambda: validate(TrainConfig, resolved["train"], "train"))
+        if recipe and train is not None and train.steps is None and train.epochs is None:
+            problems.append("train: set steps (optimizer steps in total) or epochs")
+    options = {k: v for k, v in (resolved.get("framework") or {}).items() if k not in ("name", "recipe")}
+    _collect(problems, lambda: validate(framework_class(name).Options, options, "framework"))
+    _collect(problems, lambda: validate(RuntimeConfig, config.get("runtime"), "runtime"))
+    data_cfg = config.get("data")
     if isinstance(data_cfg, Mapping):
+        data_name = str(data_cfg.get("name"))
         try:
-            check_root(str(data_cfg.get("name")), data_cfg.get("root"), splits=("train",))
-        except (DatasetError, ValueError) as err:
-            problems.append(f"data: {err}")
+            cls = data_model(data_name)
+        except ValueError as err:
+            problems.append(f"data.name: {err}")
+        else:
+            _collect(problems, lambda: validate(cls, data_cfg, "data"))
+            problems += _check_root("data", data_name, data_cfg.get("root"), ("train",))
     try:
         evals = parse_evals(config)
     except EvalError as err:
         return [*problems, str(err)]
-    for name, cfg in evals.items():
-        try:
-            check_root(cfg.dataset, cfg.dataset_kwargs.get("root"), splits=(cfg.train_split, cfg.val_split))
-        except (DatasetError, ValueError) as err:
-            problems.append(f"eval.{name}: {err}")
+    for eval_name, cfg in evals.items():
+        problems += _check_root(f"eval.{eval_name}", cfg.dataset, cfg.dataset_kwargs.get("root"),
+                                (cfg.train_split, cfg.val_split))
     return problems
 
 
 def _known_frameworks() -> set[str] | None:
-    """Framework names model.train exposes (``FRAMEWORKS``), or None when it does not say."""
+    """Framework names model.frameworks registers (``FRAMEWORKS``), or None when it cannot say."""
     try:
-        from model import train
+        from model.frameworks import FRAMEWORKS
     except ImportError:
         return None
-    names = getattr(train, "FRAMEWORKS", None)
-    return set(names) if names is not None else None
-
-
-def _threads(config: Mapping[str, Any]) -> int | None:
-    """``runtime.threads`` of the config (None: torch's default); ValueError names a bad value."""
-    runtime = config.get("runtime") or {}
-    if not isinstance(runtime, Mapping) or set(runtime) - {"threads"}:
-        raise ValueError(f"runtime: got {runtime!r}; expected a mapping with the only key 'threads'")
-    threads = runtime.get("threads")
-    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-        raise ValueError(f"runtime.threads: got {threads!r}; expected an integer >= 1")
-    return threads
+    return set(FRAMEWORKS)
 
 
 @contextmanager
@@ -207,7 +242,7 @@ def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, floa
 
     ctx = ctx if ctx is not None else LocalContext(Path.cwd())
     evals = parse_evals(config)  # fail on a bad eval config before hours of training
-    threads = _threads(config)
+    threads = validate(RuntimeConfig, config.get("runtime"), "runtime").threads
     if threads is not None:
         torch.set_num_threads(threads)
     progress = sys.stderr.isatty()
@@ -222,7 +257,8 @@ def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, floa
         model, pretrain_metrics = pretrain(dict(config), pretrain_dir, ctx=ctx, progress=progress)
     step = int(pretrain_metrics.get("pretrain.steps", 0))
     metrics = {k: float(v) for k, v in pretrain_metrics.items()}
-    metrics.update(_model_metrics(model, int(config["model"].get("img_size", 224))))
+    img_size = resolve(config)[0]["model"].get("img_size", 224)
+    metrics.update(_model_metrics(model, int(img_size)))
     ctx.report(step, metrics)
 
     features: dict = {}  # shared by evaluations on the same dataset/split/size within this run
@@ -254,6 +290,50 @@ def _print_table(metrics: Mapping[str, float]) -> None:
     Console().print(table)
 
 
+def describe(config: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """(key path, resolved value, source) for every key of the cell: ``preset <recipe>``,
+    ``study`` (set by the config) or ``default`` (the typed section's default)."""
+    from model.frameworks import framework_class
+
+    resolved, sources = resolve(config)
+    name = str(resolved["framework"].get("name", "dinov2"))
+    options = {k: v for k, v in resolved["framework"].items() if k not in ("name", "recipe")}
+    typed = {"model": validate(ModelConfig, resolved.get("model"), "model").model_dump(),
+             "framework": {"name": name, "recipe": resolved["framework"].get("recipe"),
+                           **validate(framework_class(name).Options, options, "framework").model_dump()},
+             "train": validate(TrainConfig, resolved.get("train"), "train").model_dump(),
+             "runtime": validate(RuntimeConfig, config.get("runtime"), "runtime").model_dump()}
+    rows = []
+    for section, values in typed.items():
+        for key, value in values.items():
+            path = f"{section}.{key}"
+            source = "study" if key in (config.get(section) or {}) else sources.get(path, "default")
+            if path == "framework.recipe" and value is None:
+                value, source = resolved["framework"].get("recipe") or default_recipe(name), "default"
+            rows.append((path, value, source))
+    for section in ("data", "eval", "seed"):
+        if section in config:
+            rows.append((section, config[section], "study"))
+    return rows
+
+
+def _study_cell(path: Path, wanted: str | None) -> dict[str, Any]:
+    """The config of the first cell of study ``path`` whose axis labels match ``wanted``
+    (``axis=label,...``), through the orchestrator's own expansion (sweeper.spec)."""
+    from sweeper.errors import UserError
+    from sweeper.spec import load_study
+
+    try:
+        study = load_study(path)
+    except UserError as err:
+        raise EvalError(str(err)) from None
+    pairs = dict(item.split("=", 1) for item in (wanted or "").split(",") if "=" in item)
+    for cell in study.cells:
+        if all(str(cell.labels.get(axis)) == label for axis, label in pairs.items()):
+            return dict(cell.config)
+    raise EvalError(f"{path}: no cell has the labels {wanted!r}; axes: {', '.join(study.cells[0].labels)}")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m model.experiment", description=(
         "Run one trial without the orchestrator: pretrain (or load), evaluate, print the metrics."))
@@ -262,17 +342,31 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="shared stage cache (pretrained backbones, eval results); default: the run dir")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config, each value with its source (preset, study, default)")
+    parser.add_argument("--cell", default=None, metavar="AXIS=LABEL,...",
+                        help="with a study file: the cell to print or run (default: the study's first cell)")
     args = parser.parse_args(argv)
     try:
         config = yaml.safe_load(args.config.read_text())
+        if isinstance(config, dict) and {"study", "base"} <= set(config):
+            config = _study_cell(args.config, args.cell)
         if not isinstance(config, dict):
             raise EvalError(f"{args.config}: expected a mapping (model, framework, data, train, eval, seed)")
-        problems = check(config)
+        problems = "\n".join(f"{args.config}: {p}" for p in check(config))
+        if args.print_config:  # the config is worth seeing on a machine without the datasets too
+            rows = describe(config)
+            width = max(len(k) for k, _, _ in rows)
+            for key, value, source in rows:
+                print(f"{key:<{width}}  {json.dumps(value, default=str):<40}  {source}")
+            if problems:
+                print(f"problems:\n{problems}", file=sys.stderr)
+            return
         if problems:
-            raise EvalError("; ".join(f"{args.config}: {p}" for p in problems))
+            raise EvalError(problems)
         run_dir = args.run_dir or Path("runs") / training_key(config)
         metrics = run(config, LocalContext(run_dir, args.cache_dir, echo=not args.json))
-    except (OSError, yaml.YAMLError, EvalError, SpecError, DatasetError) as err:
+    except (OSError, yaml.YAMLError, EvalError, SpecError, DatasetError, ConfigError) as err:
         parser.exit(2, f"error: {err}\n")
     if args.json:
         print(json.dumps(metrics, indent=1))

@@ -1,7 +1,9 @@
 """The pretraining loop: one function, ``pretrain(config, ckpt_dir)``, for every framework.
 
-AdamW with warmup + cosine schedules (learning rate, weight decay; teacher momentum and
-temperature live in the framework), gradient clipping, bf16 autocast on CUDA, DDP through
+The config is first resolved against its recipe (model.recipes); the optimiser, its parameter
+groups and schedules are model.optim's (AdamW or LAMB, warmup + cosine lr, cosine weight decay,
+layer-wise decay, last-layer freeze; teacher momentum and temperature live in the framework),
+gradient clipping, bf16 autocast on CUDA, DDP through
 torch.distributed (env:// from torchrun, or SLURM via submitit), atomic checkpoints every
 ``train.checkpoint_every`` steps, on demand (``ctx.checkpoint_if_requested``) and at the end.
 
@@ -23,27 +25,27 @@ import os
 import pathlib
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from timm.optim import param_groups_weight_decay
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from model.config import TrainConfig, validate
 from model.data import Sample, Transform, VisionDataset, build_dataset, dataset_class, finalize
-from model.frameworks import Framework, build_framework, cosine_schedule
-from model.frameworks.base import parse_options
+from model.frameworks import Framework, build_framework
+from model.optim import Schedule, build_optimizer, clip_groups, param_groups
+from model.recipes import resolve
 from model.vit import TokenSplit
 
 __all__ = ["CHECKPOINT_NAME", "NonFiniteLoss", "TrainConfig", "pretrain"]
 
 CHECKPOINT_NAME = "last.pt"
-_NO_WEIGHT_DECAY = ("*pos_embed", "*cls_token", "*reg_token", "*mask_token")
 
 
 class NonFiniteLoss(RuntimeError):
@@ -53,25 +55,6 @@ class NonFiniteLoss(RuntimeError):
         self.step, self.losses = step, dict(losses)
         terms = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
         super().__init__(f"non-finite loss at step {step} of {total}: {terms}")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The ``train`` section of a cell's config. ``steps`` or ``epochs`` is required."""
-
-    steps: int | None = None  # optimizer steps in total
-    epochs: float | None = None  # used when steps is absent: ceil(epochs * len(data) / batch_size)
-    batch_size: int = 64  # global, over all DDP ranks
-    lr: float = 1e-3  # peak, after warmup (not scaled by batch size)
-    min_lr: float = 1e-6  # at the last step
-    warmup_steps: int | None = None  # None: 10% of the steps
-    weight_decay: float = 0.04
-    weight_decay_end: float | None = None  # None: constant weight decay (DINO: 0.04 -> 0.4)
-    betas: tuple[float, float] = (0.9, 0.999)
-    clip_grad: float | None = 3.0  # max gradient norm; None or 0: no clipping
-    checkpoint_every: int = 200  # steps; 0: only at the end and on demand
-    num_workers: int = 0
-    log_every: int = 10  # steps between ctx.report calls (and the window of the reported mean)
 
 
 class Context(Protocol):
@@ -168,11 +151,18 @@ def _data_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return name, data
 
 
+def _steps_per_epoch(train: TrainConfig, dataset_len: int) -> float:
+    """``epoch_length`` (DINOv2's OFFICIAL_EPOCH_LENGTH) or one pass over the data."""
+    return float(train.epoch_length) if train.epoch_length else dataset_len / train.batch_size
+
+
 def _total_steps(train: TrainConfig, dataset_len: int) -> int:
     if train.steps is not None:
         return int(train.steps)
     if train.epochs is None:
         raise ValueError("train: set steps (optimizer steps in total) or epochs")
+    if train.epoch_length:
+        return math.ceil(train.epochs * train.epoch_length)
     return math.ceil(train.epochs * dataset_len / train.batch_size)
 
 
@@ -199,10 +189,11 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
     ``pretrain.seconds``). Raises NonFiniteLoss on a NaN/inf loss, before any update with it.
     """
     ckpt_path = pathlib.Path(ckpt_dir) / CHECKPOINT_NAME
+    config, _ = resolve(config)
     seed = int(config.get("seed", 0))
     model_cfg = dict(config.get("model") or {})
     framework_cfg = dict(config.get("framework") or {"name": "dinov2"})
-    train = parse_options(TrainConfig, dict(config.get("train") or {}), "train")
+    train = validate(TrainConfig, config.get("train"), "train")
     env = _init_distributed()
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else None
 
@@ -216,18 +207,16 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
     data_name, data_cfg = _data_config(config)
     dataset = build_dataset(data_name, "train", **data_cfg)
     total = _total_steps(train, len(dataset))
+    schedule = Schedule(train, total, _steps_per_epoch(train, len(dataset)))
     if train.batch_size % env.world != 0:
         raise ValueError(f"train.batch_size {train.batch_size} is not divisible by the "
                          f"{env.world} DDP processes")
     torch.manual_seed(seed)
     framework = build_framework(model_cfg, framework_cfg, num_classes=dataset.num_classes,
-                                total_steps=total).to(env.device)
-    groups = param_groups_weight_decay(framework, train.weight_decay,
-                                       no_weight_decay_list=_NO_WEIGHT_DECAY)
-    for group in groups:
-        group["wd_scale"] = 1.0 if group["weight_decay"] > 0 else 0.0
-    optimizer = torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), fused=True)
-    params = [p for g in groups for p in g["params"]]
+                                total_steps=total, steps_per_epoch=schedule.steps_per_epoch).to(env.device)
+    groups = param_groups(framework, train)
+    optimizer = build_optimizer(groups, train)
+    clipped = clip_groups(framework, groups, train)
     start = 0
     if checkpoint is not None:
         framework.load_state_dict(checkpoint["framework"])
@@ -246,14 +235,12 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
         _SampleStream(dataset, framework.train_transform(), seed),
         batch_size=local_batch, sampler=range(start * train.batch_size + env.rank, total * train.batch_size, env.world),
         num_workers=train.num_workers, pin_memory=env.device.type == "cuda")
-    warmup = train.warmup_steps if train.warmup_steps is not None else total // 10
-    wd_end = train.weight_decay if train.weight_decay_end is None else train.weight_decay_end
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
 
     def state(step: int, summary: dict[str, float] | None = None) -> dict[str, Any]:
         return {"step": step, "total_steps": total, "num_classes": dataset.num_classes,
                 "framework": framework.state_dict(), "optimizer": optimizer.state_dict(),
-                "train": asdict(train), "summary": summary}
+                "train": train.model_dump(), "summary": summary}
 
     def save(step: int, summary: dict[str, float] | None = None) -> None:
         if env.rank == 0:
@@ -273,10 +260,7 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
                 ctx.checkpoint_if_requested(lambda: save(step))
             batch = _to_device(next(batches), env.device)
             torch.manual_seed(_mix(seed, _STEP, step, env.rank))
-            lr = cosine_schedule(step, total, train.lr, train.min_lr, warmup)
-            wd = cosine_schedule(step, total, train.weight_decay, wd_end)
-            for group in optimizer.param_groups:
-                group["lr"], group["weight_decay"] = lr, wd * group["wd_scale"]
+            lr = schedule.apply(optimizer, step)
             with autocast:
                 losses = model(batch, step)
             values = torch.stack([v.detach().float() for v in losses.values()])
@@ -289,7 +273,8 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
             optimizer.zero_grad(set_to_none=True)
             losses["loss"].backward()
             if train.clip_grad:
-                nn.utils.clip_grad_norm_(params, train.clip_grad)
+                for params in clipped:
+                    nn.utils.clip_grad_norm_(params, train.clip_grad)
             optimizer.step()
             framework.after_step(step)
             window = [*window[-(train.log_every - 1):], logged] if train.log_every > 1 else [logged]

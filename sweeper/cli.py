@@ -72,10 +72,13 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the totals line.")] = False,
 ) -> None:
-    """Validate and expand a study, record it, and show what a launch would do."""
+    """Validate and expand a study, check it (its task imports; its `check` finds no problem),
+    record it, and show what a launch would do."""
+    from sweeper.precheck import precheck
     from sweeper.search import attach
 
     study = load_study(study_file)
+    precheck(study, list(study.search.templates.values()) if study.search else study.cells)
     with open_store() as store:
         result = store.plan(attach(store, study))
     for w in study.warnings:

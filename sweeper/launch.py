@@ -165,6 +165,8 @@ def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: 
     """One launch; also says whether it moved anything (a search may ask for a config already done),
     and returns the statuses it decided on."""
     filters = parse_only(study, only)
+    if study.search is None:  # before anything is recorded: a refused study leaves no trace
+        precheck(study, [c for c in study.cells if _selected(c, filters)])
     statuses = [] if dry_run else ingest(store, study)  # settles earlier launches (incl. killed ones)
     plan = store.plan(study, record=not dry_run)
     grew = False
@@ -179,8 +181,6 @@ def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: 
         max_cells = free if max_cells is None else min(max_cells, free)
     chosen = [c for c in study.cells if plan.states[c.key] == CellState.PLANNED and _selected(c, filters)]
     chosen = chosen[:max_cells] if max_cells is not None else chosen
-    if study.search is None:
-        precheck(study, chosen)
     if dry_run:
         return Submission(), chosen, False, statuses
     result = submit(store, study, chosen, from_states={CellState.PLANNED})

@@ -81,8 +81,9 @@ def dense_eval(size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[f
 class MultiCrop:
     """DINO / DINOv2 multi-crop: two global crops and ``n_local`` local crops of the image.
 
-    Follows DINO's recipe: flip, colour jitter (p 0.8), grayscale (p 0.2) on every crop; blur always
-    on the first global crop, p 0.1 plus solarize p 0.2 on the second, p 0.5 on the locals. Returns the
+    Follows DINO's recipe: flip, colour jitter (p 0.8), grayscale (p 0.2) on every crop; blur with
+    probabilities ``blur`` (first global, second global, locals; DINO's 1.0 / 0.1 / 0.5 by default,
+    DINOv2's code runs 0.0 / 0.9 / 0.5), solarize p 0.2 on the second global crop. Returns the
     sample with ``image`` replaced by the list of crops (globals first); mask and depth are dropped,
     since no single geometry matches the crops. Collated, the list becomes a list of batches.
     """
@@ -91,6 +92,7 @@ class MultiCrop:
         self, global_size: int = 224, local_size: int = 96, n_local: int = 8,
         global_scale: Range = (0.32, 1.0), local_scale: Range = (0.05, 0.32),
         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+        blur: tuple[float, float, float] = (1.0, 0.1, 0.5),
     ) -> None:
         def crop(size: int, scale: Range, blur_p: float, solarize_p: float = 0.0) -> v2.Compose:
             return v2.Compose([
@@ -104,9 +106,9 @@ class MultiCrop:
             ])
 
         self.n_local = n_local
-        self.global1 = crop(global_size, global_scale, blur_p=1.0)
-        self.global2 = crop(global_size, global_scale, blur_p=0.1, solarize_p=0.2)
-        self.local = crop(local_size, local_scale, blur_p=0.5)
+        self.global1 = crop(global_size, global_scale, blur_p=blur[0])
+        self.global2 = crop(global_size, global_scale, blur_p=blur[1], solarize_p=0.2)
+        self.local = crop(local_size, local_scale, blur_p=blur[2])
 
     def __call__(self, sample: Sample) -> Sample:
         image = sample["image"]

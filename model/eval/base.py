@@ -9,6 +9,7 @@ on the cached tensors; dense evaluations can stream with augmentation instead (`
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import inspect
 import math
 import types
@@ -98,8 +99,11 @@ class EvalConfig:
             elif key in accepted:
                 kwargs[key] = value
             else:
-                raise EvalError(f"{where}.{key}: unknown key; protocol keys: {', '.join(sorted(protocol))}; "
-                                f"{dataset} keys: {', '.join(sorted(accepted))}")
+                close = difflib.get_close_matches(key, [*protocol, *accepted], n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise EvalError(f"{where}.{key}: unknown key{hint} (protocol keys: "
+                                f"{', '.join(sorted(protocol))}; {dataset} keys: "
+                                f"{', '.join(sorted(accepted))})")
         config = cls(dataset=dataset, dataset_kwargs=dict(sorted(kwargs.items())), **values)
         config.validate()
         return config

@@ -29,10 +29,12 @@ def framework_class(name: str) -> type[Framework]:
 
 
 def build_framework(model_cfg: Mapping[str, Any], framework_cfg: Mapping[str, Any], *,
-                    num_classes: int | None, total_steps: int) -> Framework:
+                    num_classes: int | None, total_steps: int,
+                    steps_per_epoch: float | None = None) -> Framework:
     """Build the framework named by ``framework_cfg['name']`` (default dinov2) with its options."""
     cls = framework_class(framework_cfg.get("name", "dinov2"))
-    return cls.from_config(model_cfg, framework_cfg, num_classes=num_classes, total_steps=total_steps)
+    return cls.from_config(model_cfg, framework_cfg, num_classes=num_classes, total_steps=total_steps,
+                          steps_per_epoch=steps_per_epoch)
 
 
 __all__ = ["DINO", "FRAMEWORKS", "IBOT", "DINOv2", "Framework", "Supervised", "build_framework",

@@ -14,16 +14,17 @@ training loop (model.train) only needs:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
+from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from model.config import validate
 from model.data import Sample, Transform
 from model.vit import build_vit
 
@@ -32,23 +33,27 @@ MODEL_DEFAULTS: dict[str, Any] = dict(scale="micro", img_size=32, patch_size=4, 
 
 
 def parse_options(cls: type, options: Mapping[str, Any], where: str) -> Any:
-    """Build dataclass ``cls`` from a config mapping; an unknown key is a ValueError naming it.
+    """Validate a config mapping into the Strict model ``cls``; ConfigError names every bad key.
 
     A misspelled key that silently fell back to its default would run the wrong ablation.
     """
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(options) - set(names))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; accepted: {sorted(names)}")
-    return cls(**options)
+    return validate(cls, options, where)
 
 
 def build_backbone(model_cfg: Mapping[str, Any], *, num_classes: int = 0,
                    **defaults: Any) -> VisionTransformer:
     """The (specialized) timm ViT of ``model_cfg``; ``defaults`` are framework-chosen timm kwargs
-    (LayerScale, dynamic image size) that the model config may override."""
-    cfg = {**MODEL_DEFAULTS, **defaults, **model_cfg}
-    return build_vit(cfg.pop("scale"), num_classes=num_classes, **cfg)
+    (LayerScale, dynamic image size) that the model config may override. With
+    ``drop_path_uniform`` (the default) every block drops its residuals at ``drop_path_rate``, as
+    DINOv2 and DeiT-III do, rather than timm's linear ramp from 0."""
+    cfg = {**MODEL_DEFAULTS, **defaults, **{k: v for k, v in model_cfg.items() if v is not None}}
+    uniform = cfg.pop("drop_path_uniform", True)
+    vit = build_vit(cfg.pop("scale"), num_classes=num_classes, **cfg)
+    rate = float(cfg.get("drop_path_rate") or 0.0)
+    if uniform and rate > 0:
+        for block in vit.blocks:
+            block.drop_path1, block.drop_path2 = DropPath(rate), DropPath(rate)
+    return vit
 
 
 def patch_tokens(vit: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
@@ -103,10 +108,12 @@ class Framework(nn.Module):
 
     @classmethod
     def from_config(cls, model_cfg: Mapping[str, Any], options: Mapping[str, Any], *,
-                    num_classes: int | None, total_steps: int) -> Framework:
-        opts = parse_options(cls.Options, {k: v for k, v in options.items() if k != "name"},
-                             f"framework ({cls.name})")
-        return cls(model_cfg, opts, num_classes=num_classes, total_steps=total_steps)
+                    num_classes: int | None, total_steps: int,
+                    steps_per_epoch: float | None = None) -> Framework:
+        opts = parse_options(cls.Options, {k: v for k, v in options.items() if k not in ("name", "recipe")},
+                             "framework")
+        return cls(model_cfg, opts, num_classes=num_classes, total_steps=total_steps,
+                   steps_per_epoch=steps_per_epoch)
 
     def train_transform(self) -> Transform:
         raise NotImplementedError

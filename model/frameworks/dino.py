@@ -3,22 +3,22 @@ the teacher's output, multi-crop (the teacher sees the global crops, the student
 
 The same class carries iBOT's masked patch loss and DINOv2's KoLeo term, switched on by the
 options of model.frameworks.ibot and model.frameworks.dinov2, so the three share one code path.
-Defaults are scaled for CPU-size runs (out_dim 1024 rather than 65536, momentum 0.99 rather than
-0.996 for runs of a few hundred steps, 4 local crops).
+Option defaults are the reference DINOv2 values; CPU-size runs take the ``cpu`` recipe.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from pydantic import Field
 from torchvision.transforms import v2
 
+from model.config import Strict
 from model.data import MultiCrop, Sample, Transform
 from model.frameworks.base import (
     Framework, KeepKeys, build_backbone, cosine_schedule, forward_masked, patch_tokens,
@@ -28,26 +28,32 @@ from model.frameworks.losses import TeacherTargets, koleo_loss, soft_cross_entro
 from model.frameworks.masking import AddBlockMasks
 
 
-@dataclass(frozen=True)
-class DINOOptions:
-    out_dim: int = 1024  # prototypes of the DINO head
-    hidden_dim: int = 512
-    bottleneck_dim: int = 128
-    head_layers: int = 3
-    student_temp: float = 0.1
-    teacher_temp: float = 0.04
-    warmup_teacher_temp: float = 0.04
-    warmup_teacher_temp_steps: int | None = None  # None: the first 30% of the steps
-    momentum_teacher: float = 0.99  # cosine to momentum_teacher_end over the run
-    momentum_teacher_end: float = 1.0
-    centering: str = "center"  # or "sinkhorn" (Sinkhorn-Knopp, DINOv2)
-    center_momentum: float = 0.9
-    n_local: int = 4
-    local_size: int | None = None  # None: half the image size (a multiple of the patch size)
+class DINOOptions(Strict):
+    """Defaults are the reference DINOv2 values (ssl_default_config.yaml); the CPU-scale ones are
+    the ``cpu`` recipe (model.recipes)."""
+
+    out_dim: int = Field(65536, ge=1)  # prototypes of the DINO head
+    hidden_dim: int = Field(2048, ge=1)
+    bottleneck_dim: int = Field(256, ge=1)
+    head_layers: int = Field(3, ge=1)
+    student_temp: float = Field(0.1, gt=0)
+    teacher_temp: float = Field(0.07, gt=0)
+    warmup_teacher_temp: float = Field(0.04, gt=0)
+    warmup_teacher_temp_epochs: float | None = Field(30, ge=0)  # in train epochs (epoch_length)
+    warmup_teacher_temp_steps: int | None = Field(None, ge=0)  # wins over epochs; both None: 30%
+    momentum_teacher: float = Field(0.992, ge=0, le=1)  # cosine to momentum_teacher_end over the run
+    momentum_teacher_end: float = Field(1.0, ge=0, le=1)
+    centering: Literal["center", "sinkhorn"] = "center"  # sinkhorn: Sinkhorn-Knopp (DINOv2 L/14, g/14)
+    center_momentum: float = Field(0.9, ge=0, le=1)
+    n_local: int = Field(8, ge=0)
+    local_size: int | None = Field(96, ge=1)  # None: half the image size (a multiple of the patch)
     global_scale: tuple[float, float] = (0.32, 1.0)
     local_scale: tuple[float, float] = (0.05, 0.32)
-    layerscale: float | None = None  # LayerScale init (timm init_values); None: none
-    dino_weight: float = 1.0
+    # blur probability of global crop 1, global crop 2, the locals: what DINOv2's code runs (its
+    # GaussianBlur wrapper inverts the nominal 1.0 / 0.1 / 0.5; recipes.md §1a)
+    blur: tuple[float, float, float] = (0.0, 0.9, 0.5)
+    layerscale: float | None = Field(1e-5, gt=0)  # LayerScale init (timm init_values); None: none
+    dino_weight: float = Field(1.0, ge=0)
 
 
 class DINO(Framework):
@@ -57,7 +63,7 @@ class DINO(Framework):
     Options = DINOOptions
 
     def __init__(self, model_cfg: Mapping[str, Any], opts: DINOOptions, *, num_classes: int | None,
-                 total_steps: int) -> None:
+                 total_steps: int, steps_per_epoch: float | None = None) -> None:
         super().__init__()
         self.opts = opts
         self.total_steps = total_steps
@@ -70,20 +76,30 @@ class DINO(Framework):
                     bottleneck_dim=opts.bottleneck_dim, nlayers=opts.head_layers)
         self.head = DINOHead(dim, **head)
         self.targets = TeacherTargets(opts.out_dim, opts.centering, opts.center_momentum)
+        # iBOT's own head (DINOv2 L/14, g/14), or the DINO head shared (DINOv2's default)
+        separate = bool(self.ibot_weight) and getattr(opts, "ibot_separate_head", False)
+        if separate:
+            self.ibot_head = DINOHead(
+                dim, **{**head, "out_dim": opts.ibot_out_dim or opts.out_dim,
+                        "hidden_dim": opts.ibot_hidden_dim or opts.hidden_dim,
+                        "bottleneck_dim": opts.ibot_bottleneck_dim or opts.bottleneck_dim})
         if self.ibot_weight:
-            self.ibot_head = DINOHead(dim, **{**head, "out_dim": opts.ibot_out_dim or opts.out_dim})
-            self.patch_targets = TeacherTargets(opts.ibot_out_dim or opts.out_dim, opts.centering,
-                                                opts.center_momentum)
+            patch_dim = (opts.ibot_out_dim or opts.out_dim) if separate else opts.out_dim
+            self.patch_targets = TeacherTargets(patch_dim, opts.centering, opts.center_momentum)
             self.mask_token = nn.Parameter(torch.zeros(1, dim))
         self.teacher = copy.deepcopy(self.student)
         self.teacher_head = copy.deepcopy(self.head)
-        self.teacher_ibot_head = copy.deepcopy(self.ibot_head) if self.ibot_weight else None
+        self.teacher_ibot_head = copy.deepcopy(self.ibot_head) if separate else None
         self.teacher.requires_grad_(False)
         self.teacher_head.requires_grad_(False)
         if self.teacher_ibot_head is not None:
             self.teacher_ibot_head.requires_grad_(False)
-        self.teacher_temp_warmup = (opts.warmup_teacher_temp_steps if opts.warmup_teacher_temp_steps
-                                    is not None else int(0.3 * total_steps))
+        if opts.warmup_teacher_temp_steps is not None:
+            self.teacher_temp_warmup = opts.warmup_teacher_temp_steps
+        elif opts.warmup_teacher_temp_epochs is not None and steps_per_epoch:
+            self.teacher_temp_warmup = round(opts.warmup_teacher_temp_epochs * steps_per_epoch)
+        else:
+            self.teacher_temp_warmup = int(0.3 * total_steps)
 
     def _pairs(self) -> list[tuple[nn.Module, nn.Module]]:
         pairs = [(self.student, self.teacher), (self.head, self.teacher_head)]
@@ -101,7 +117,8 @@ class DINO(Framework):
         img, patch = self.student.patch_embed.img_size[0], self.student.patch_embed.patch_size[0]
         local = self.opts.local_size or max(patch, img // 2 // patch * patch)
         steps: list[Any] = [
-            MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale), tuple(self.opts.local_scale)),
+            MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale),
+                      tuple(self.opts.local_scale), blur=tuple(self.opts.blur)),
             KeepKeys("image"),
         ]
         if self.ibot_weight:
@@ -122,7 +139,8 @@ class DINO(Framework):
             t_tokens = self.teacher.forward_features(globals_)
             t_cls = self.targets(self.teacher_head(t_tokens[:, 0]), temp).chunk(2)
             if masks is not None:
-                t_patch = self.teacher_ibot_head(patch_tokens(self.teacher, t_tokens)[masks])
+                t_head = self.teacher_ibot_head if self.teacher_ibot_head is not None else self.teacher_head
+                t_patch = t_head(patch_tokens(self.teacher, t_tokens)[masks])
                 t_patch = self.patch_targets(t_patch, temp)
 
         if masks is not None:
@@ -138,7 +156,8 @@ class DINO(Framework):
         loss = self.opts.dino_weight * losses["dino"]
 
         if masks is not None:
-            s_patch = self.ibot_head(patch_tokens(self.student, s_tokens)[masks])
+            s_head = self.ibot_head if self.teacher_ibot_head is not None else self.head
+            s_patch = s_head(patch_tokens(self.student, s_tokens)[masks])
             # each image's masked tokens weigh 1 / its count; the sum is averaged over all images
             weight = (1.0 / masks.sum(-1).clamp(min=1)).unsqueeze(1).expand_as(masks)[masks]
             losses["ibot"] = (soft_cross_entropy(t_patch, s_patch, student_temp) * weight).sum() / masks.shape[0]
@@ -148,10 +167,15 @@ class DINO(Framework):
             loss = loss + self.koleo_weight * losses["koleo"]
         return {"loss": loss, **losses}
 
+    def momentum(self, step: int) -> float:
+        """The teacher's EMA momentum: cosine from momentum_teacher to momentum_teacher_end."""
+        opts = self.opts
+        return cosine_schedule(step, self.total_steps, opts.momentum_teacher, opts.momentum_teacher_end)
+
     @torch.no_grad()
     def after_step(self, step: int) -> None:
         """EMA of the student into the teacher, momentum on a cosine schedule towards 1."""
-        m = cosine_schedule(step, self.total_steps, self.opts.momentum_teacher, self.opts.momentum_teacher_end)
+        m = self.momentum(step)
         for student, teacher in self._pairs():
             t_params = list(teacher.parameters())
             torch._foreach_mul_(t_params, m)

@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import Field
 
 from model.frameworks.ibot import IBOT, IBOTOptions
 
 
-@dataclass(frozen=True)
 class DINOv2Options(IBOTOptions):
-    koleo_weight: float = 0.1
-    layerscale: float | None = 1e-5
+    koleo_weight: float = Field(0.1, ge=0)
 
 
 class DINOv2(IBOT):

@@ -2,22 +2,24 @@
 
 The student sees the global crops with block-masked patch embeddings replaced by a learnable mask
 token; an iBOT head on its patch tokens (never the CLS or register tokens) learns the teacher's
-output for the same, unmasked view at the masked positions. The head is separate from the DINO
-head, as in DINOv2.
+output for the same, unmasked view at the masked positions. The head is the DINO head unless
+``ibot_separate_head`` (DINOv2's default shares it; its L/14 and g/14 recipes separate it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pydantic import Field
 
 from model.frameworks.dino import DINO, DINOOptions
 
 
-@dataclass(frozen=True)
 class IBOTOptions(DINOOptions):
-    ibot_weight: float = 1.0
-    ibot_out_dim: int | None = None  # None: out_dim
-    mask_probability: float = 0.5  # share of global crops that get masked
+    ibot_weight: float = Field(1.0, ge=0)
+    ibot_separate_head: bool = False  # False: the DINO head serves the patch tokens too (DINOv2)
+    ibot_out_dim: int | None = Field(None, ge=1)  # separate head only; None: the DINO head's size
+    ibot_hidden_dim: int | None = Field(None, ge=1)
+    ibot_bottleneck_dim: int | None = Field(None, ge=1)
+    mask_probability: float = Field(0.5, ge=0, le=1)  # share of global crops that get masked
     mask_ratio: tuple[float, float] = (0.1, 0.5)  # of the patches, uniform per masked crop
 
 

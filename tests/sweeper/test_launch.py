@@ -305,7 +305,8 @@ def test_the_studys_check_runs_before_anything_is_submitted(env):
         assert [s.state for s in ingest(store, study)] == [CellState.PLANNED] * 2  # nothing submitted
         broken = write(env / "checked.yaml", "echo", {"x": 1}, "x: [1]", executor="{kind: debug}",
                        extra="check: tests.sweeper.no_such_module:check")
-        with pytest.raises(UserError, match="could not run"):
+        with pytest.raises(UserError, match=r"checked.yaml: check: cannot import "
+                                            r"'tests.sweeper.no_such_module:check'"):
             launch(store, broken)
 
 
@@ -322,11 +323,11 @@ def test_local_lanes_share_the_cores_instead_of_oversubscribing(env, monkeypatch
         assert store.metrics(pinned.cells[0].key)["omp_threads"] == 3
 
 
-def test_a_task_that_cannot_be_imported_fails_its_cells_with_the_reason(env):
+def test_a_task_that_cannot_be_imported_is_refused_before_anything_is_recorded(env):
     study = write(env / "noimport.yaml", "echo", {"x": 1}, "x: [1]", executor="{kind: local, parallelism: 1}")
     study.task = "tests.sweeper.no_such_module:run"
     with Store() as store:
-        launch(store, study)
-        (s,) = wait_done(store, study)
-    assert (s.state, s.cause) == (CellState.FAILED, "EXCEPTION")
-    assert "cannot import the task: ModuleNotFoundError" in s.detail
+        with pytest.raises(UserError, match=r"noimport.yaml: task: cannot import "
+                                            r"'tests.sweeper.no_such_module:run': ModuleNotFoundError"):
+            launch(store, study)
+        assert store.plan(study, record=False).added == [study.cells[0].key]  # not recorded

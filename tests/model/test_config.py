@@ -1,0 +1,130 @@
+"""Strict configs at plan time: every shipped study passes its check, and each class of mistake,
+made in a copy of each shipped study, is refused by `sweeper plan` before anything is recorded,
+with one line per problem naming the study file, a cell and the key path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from sweeper.errors import UserError
+from sweeper.precheck import precheck
+from sweeper.spec import load_study
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
+
+
+def _image(path: Path, array: np.ndarray | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array if array is not None else np.zeros((16, 16, 3), np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory) -> dict[str, Path]:
+    """ImageNet and ADE20K roots in their on-disk layouts, one image per split."""
+    root = tmp_path_factory.mktemp("datasets")
+    for split in ("train", "val"):
+        _image(root / "imagenet" / split / "n01440764" / f"{split}_1.JPEG")
+    ade = root / "ADEChallengeData2016"
+    for split, prefix in (("training", "train"), ("validation", "val")):
+        _image(ade / "images" / split / f"ADE_{prefix}_00000001.jpg")
+        _image(ade / "annotations" / split / f"ADE_{prefix}_00000001.png", np.ones((16, 16), np.uint8))
+    return {"/datasets/imagenet": root / "imagenet", "/datasets/ADEChallengeData2016": ade}
+
+
+def _copy(study: Path, tmp_path: Path, datasets: dict[str, Path], edit=None) -> Path:
+    """A copy of ``study`` with the dataset roots of this machine and ``edit`` applied."""
+    text = study.read_text()
+    for cluster, here in datasets.items():
+        text = text.replace(cluster, str(here))
+    raw = yaml.safe_load(text)
+    if edit is not None:
+        edit(raw)
+    path = tmp_path / study.name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _set(raw: dict, path: str, value) -> None:
+    """Set ``path`` in the base; an axis of that name gets the value as one more."""
+    section, _, key = path.partition(".")
+    raw["base"].setdefault(section, {})
+    target = raw["base"][section]
+    *parents, last = key.split(".")
+    for parent in parents:
+        target = target.setdefault(parent, {})
+    target[last] = value
+    axis = raw.get("axes", {}).get(path)
+    if isinstance(axis, list):
+        axis.append(value)
+    elif isinstance(axis, dict):
+        axis["mistake"] = value
+
+
+@pytest.fixture
+def cwd(tmp_path, monkeypatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.delenv("SWEEPER_DB", raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.stem)
+def test_every_shipped_study_passes_its_check(study, cwd, datasets):
+    loaded = load_study(_copy(study, cwd, datasets))
+    cells = list(loaded.search.templates.values()) if loaded.search else loaded.cells
+    precheck(loaded, cells)  # raises UserError listing the problems
+
+
+MISTAKES = {
+    "unknown key": (lambda raw: _set(raw, "train.lrr", 1e-3), "train.lrr: unknown key; did you mean 'lr'?"),
+    "wrong type": (lambda raw: _set(raw, "train.lr", "abc"), "train.lr: got 'abc'; expected a valid number"),
+    "out of range": (lambda raw: _set(raw, "train.batch_size", 0), "train.batch_size: got 0; expected >= 1"),
+    "unknown scale": (lambda raw: _set(raw, "model.scale", "huge"),
+                      "model.scale: got 'huge'; expected 'micro'"),
+    "unknown framework": (lambda raw: _set(raw, "framework.name", "byol"),
+                          "framework.name: unknown framework 'byol'; expected one of deit3, dino"),
+    "unknown framework key": (lambda raw: _set(raw, "framework.layerscal", None),
+                              "framework.layerscal: unknown key; did you mean 'layerscale'?"),
+    "unknown recipe": (lambda raw: _set(raw, "framework.recipe", "dinov3"),
+                       "framework.recipe: unknown recipe 'dinov3'; expected one of cpu, dinov2"),
+    "unknown data key": (lambda raw: _set(raw, "data.nmae", "x"),
+                         "data.nmae: unknown key; did you mean 'name'?"),
+    "relative data root": (lambda raw: raw["base"].update(data={"name": "imagefolder", "root": "imagenet"}),
+                           "data.root: 'imagenet' is relative, but the task runs in its run directory; "
+                           "give an absolute path"),
+    "unknown eval key": (lambda raw: _set(raw, "eval.knn.kk", 20),
+                         "eval.knn.kk: unknown key; did you mean 'k'?"),
+    "unknown section": (lambda raw: raw["base"].update(trian={"lr": 1}),
+                        "trian: unknown section; did you mean 'train'?"),
+    "runtime": (lambda raw: _set(raw, "runtime.threads", "two"),
+                "runtime.threads: got 'two'; expected a valid integer"),
+    "unimportable task": (lambda raw: raw.update(task="model.experimentt:run"),
+                          "task: cannot import 'model.experimentt:run': ModuleNotFoundError"),
+}
+
+
+@pytest.mark.slow  # ~13 plans of a process that imports torch each; ~2 min for norm_vs_qkv
+@pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.stem)
+def test_each_mistake_is_refused_at_plan_with_one_line_naming_file_cell_and_key(study, cwd, datasets):
+    from typer.testing import CliRunner
+
+    from sweeper.cli import app
+
+    for name, (edit, expected) in MISTAKES.items():
+        path = _copy(study, cwd, datasets, edit)
+        result = CliRunner().invoke(app, ["plan", str(path)], env={"COLUMNS": "300"})
+        message = " ".join(result.output.split())
+        assert result.exit_code == 2, (name, result.output)
+        assert expected in message, (name, result.output)
+        if name != "unimportable task":
+            lines = [line for line in result.output.splitlines() if expected[:20] in line]
+            assert len(lines) == 1 and f"{path}: " in lines[0] and "cell {" in lines[0], (name, result.output)
+        assert "Traceback" not in result.output
+    assert not (cwd / "results.db").exists()  # nothing recorded

@@ -1,0 +1,191 @@
+"""The reference recipes as presets: the resolved DINOv2 ViT-L/16 and DeiT-III ViT-B configs
+equal ../shared/reference/recipes.md key by key; each schedule at its first, warm-up-end and last
+step; layer-wise lr decay; the sources that --print-config shows; the cpu recipe is explicit."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from model.config import TrainConfig, validate
+from model.experiment import check, describe, main
+from model.frameworks import build_framework
+from model.optim import Schedule, param_groups, peak_lr
+from model.recipes import resolve
+
+DATA = {"name": "imagefolder", "root": "/datasets/imagenet"}
+
+# recipes.md §1a (cfg:L<n> of ssl_default_config.yaml = vitl16_short.yaml) and §2
+DINOV2_VITL16 = {
+    "model.patch_size": 16, "model.img_size": 224, "model.drop_path_rate": 0.3,
+    "model.drop_path_uniform": True,
+    "framework.dino_weight": 1.0, "framework.koleo_weight": 0.1, "framework.out_dim": 65536,
+    "framework.bottleneck_dim": 256, "framework.head_layers": 3, "framework.hidden_dim": 2048,
+    "framework.ibot_weight": 1.0, "framework.mask_probability": 0.5, "framework.mask_ratio": (0.1, 0.5),
+    "framework.ibot_separate_head": False, "framework.centering": "center",
+    "framework.momentum_teacher": 0.992, "framework.momentum_teacher_end": 1.0,
+    "framework.warmup_teacher_temp": 0.04, "framework.teacher_temp": 0.07,
+    "framework.warmup_teacher_temp_epochs": 30, "framework.layerscale": 1e-5,
+    "framework.student_temp": 0.1, "framework.center_momentum": 0.9,
+    "framework.global_scale": (0.32, 1.0), "framework.n_local": 8, "framework.local_scale": (0.05, 0.32),
+    "framework.local_size": 96, "framework.blur": (0.0, 0.9, 0.5),
+    "train.betas": (0.9, 0.999), "train.optimizer": "adamw", "train.epochs": 100, "train.epoch_length": 1250,
+    "train.lr": 4e-3, "train.lr_scaling": "sqrt_wrt_1024", "train.warmup_epochs": 10, "train.min_lr": 1e-6,
+    "train.weight_decay": 0.04, "train.weight_decay_end": 0.4, "train.clip_grad": 3.0,
+    "train.clip_grad_per_module": True, "train.freeze_last_layer_epochs": 1, "train.patch_embed_lr_mult": 0.2,
+    "train.layerwise_decay": 0.9, "train.batch_size": 2048, "train.warmup_lr": 0.0,
+    "train.decay_tokens": True,
+}
+# recipes.md §4: README_revenge.md IN-1k pretraining, B row; timm's cosine scheduler defaults
+DEIT3_VITB = {
+    "model.patch_size": 16, "model.img_size": 192, "model.drop_path_rate": 0.2,
+    "model.drop_path_uniform": True,
+    "framework.loss": "bce", "framework.label_smoothing": 0.0, "framework.layerscale": 1e-4,
+    "framework.crop_scale": (0.08, 1.0), "framework.jitter": 0.3,
+    "train.optimizer": "lamb", "train.lr": 3e-3, "train.lr_scaling": "none", "train.batch_size": 2048,
+    "train.epochs": 800, "train.weight_decay": 0.05, "train.weight_decay_end": None, "train.warmup_epochs": 5,
+    "train.warmup_lr": 1e-6, "train.min_lr": 1e-5, "train.betas": (0.9, 0.999), "train.clip_grad": None,
+    "train.decay_tokens": False,  # timm: no decay on pos_embed and cls_token
+}
+
+
+def _cell(framework: str, scale: str, **framework_keys) -> dict:
+    return {"model": {"scale": scale}, "framework": {"name": framework, **framework_keys}, "data": dict(DATA),
+            "train": {}, "seed": 0}
+
+
+def _resolved(config: dict) -> dict:
+    return {key: tuple(v) if isinstance(v, list) else v for key, v, _ in describe(config)}
+
+
+@pytest.mark.parametrize("config,reference", [
+    (_cell("dinov2", "large"), DINOV2_VITL16),
+    (_cell("dinov2", "large", recipe="dinov2"), DINOV2_VITL16),
+    (_cell("deit3", "base"), DEIT3_VITB),
+], ids=["dinov2-vitl16-by-default", "dinov2-vitl16", "deit3-vitb"])
+def test_resolved_reference_configs_equal_recipes_md_key_by_key(config, reference):
+    resolved = _resolved(config)
+    for key, value in reference.items():
+        assert resolved[key] == value, key
+    assert check({**config, "data": {"name": "procedural"}}) == []
+
+
+def _schedule(config: dict, dataset_len: int = 1_281_167) -> Schedule:
+    from model.train import _steps_per_epoch, _total_steps
+
+    train = validate(TrainConfig, resolve(config)[0]["train"], "train")
+    return Schedule(train, _total_steps(train, dataset_len), _steps_per_epoch(train, dataset_len))
+
+
+def test_dinov2_vitl16_schedules_at_first_warmup_end_and_last_step():
+    s = _schedule(_cell("dinov2", "large"))
+    # epochs x OFFICIAL_EPOCH_LENGTH
+    assert (s.total, s.warmup, s.freeze_last_layer) == (125_000, 12_500, 1250)
+    peak = 4e-3 * math.sqrt(2048 / 1024)
+    assert peak_lr(s.train) == pytest.approx(5.657e-3, rel=1e-3)
+    assert s.lr(0) == 0.0 and s.lr(12_500) == pytest.approx(peak)
+    assert s.lr(125_000 - 1) == pytest.approx(1e-6, abs=1e-9)
+    assert s.weight_decay(0) == pytest.approx(0.04)
+    assert s.weight_decay(125_000 - 1) == pytest.approx(0.4, abs=1e-8)
+    assert s.last_layer_lr(1249) == 0.0 and s.last_layer_lr(1250) == s.lr(1250) > 0
+
+    resolved = resolve(_cell("dinov2", "large"))[0]
+    small = {**resolved["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4}  # schedules only
+    fw = build_framework({"scale": "micro", "depth": 1, "img_size": 32, "patch_size": 16}, small,
+                         num_classes=None, total_steps=s.total, steps_per_epoch=s.steps_per_epoch)
+    assert fw.teacher_temp_warmup == 37_500
+    assert fw.teacher_temp(0) == pytest.approx(0.04) and fw.teacher_temp(37_500) == pytest.approx(0.07)
+    assert fw.teacher_temp(125_000 - 1) == pytest.approx(0.07)
+    assert fw.momentum(0) == pytest.approx(0.992) and fw.momentum(125_000 - 1) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_deit3_vitb_schedule_at_first_warmup_end_and_last_step():
+    s = _schedule(_cell("deit3", "base"))
+    per_epoch = 1_281_167 / 2048
+    assert s.total == math.ceil(800 * per_epoch) and s.warmup == round(5 * per_epoch)
+    assert s.lr(0) == pytest.approx(1e-6) and s.lr(s.warmup) == pytest.approx(3e-3)
+    assert s.lr(s.total - 1) == pytest.approx(1e-5, abs=1e-9)
+    assert s.weight_decay(0) == s.weight_decay(s.total - 1) == 0.05
+
+
+def test_layerwise_decay_patch_embed_multiplier_and_frozen_last_layer():
+    resolved = resolve(_cell("dinov2", "large"))[0]
+    train = validate(TrainConfig, resolved["train"], "train")
+    options = {**resolved["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4}
+    fw = build_framework({"scale": "micro", "depth": 3, "img_size": 32, "patch_size": 16}, options,
+                         num_classes=None, total_steps=10)
+    names = {id(p): n for n, p in fw.named_parameters()}
+    groups = param_groups(fw, train)
+    mult = {names[id(p)]: (g["lr_mult"], g["last_layer"]) for g in groups for p in g["params"]}
+    assert mult["student.patch_embed.proj.weight"] == (pytest.approx(0.2 * 0.9**4), False)
+    assert mult["student.cls_token"] == mult["mask_token"] == (pytest.approx(0.9**4), False)
+    assert mult["student.blocks.0.attn.qkv.weight"] == (pytest.approx(0.9**3), False)
+    assert mult["student.blocks.2.mlp.fc2.bias"] == (pytest.approx(0.9), False)
+    assert mult["student.norm.weight"] == (1.0, False)
+    assert mult["head.mlp.0.weight"] == (1.0, False)
+    assert [v for k, v in mult.items() if "last_layer" in k] == [(1.0, True)]
+    assert not any(k.startswith("teacher") for k in mult)
+    decay = {names[id(p)]: g["wd_scale"] for g in groups for p in g["params"]}
+    last_layer = "head.last_layer.parametrizations.weight.original1"
+    assert decay["student.pos_embed"] == decay["mask_token"] == decay[last_layer] == 1.0
+    assert decay["student.blocks.0.norm1.weight"] == decay["student.blocks.0.ls1.gamma"] == 0.0
+
+
+def test_no_cpu_value_is_a_default_of_a_paper_scale_study():
+    quick = _resolved(_cell("supervised", "micro", recipe="cpu"))
+    assert quick["train.batch_size"] == 64 and quick["framework.crop_scale"] == (0.35, 1.0)
+    problems = check({**_cell("dinov2", "micro"), "data": {"name": "procedural"}})
+    assert problems == ["framework.recipe: recipe dinov2 has no values for model.scale 'micro'; "
+                        "expected small, base or large (recipe cpu for CPU-scale models)"]
+    assert check({**_cell("dinov2", "base", recipe="deit3"), "data": {"name": "procedural"}}) == [
+        "framework.recipe: recipe 'deit3' is for supervised, deit3, not framework 'dinov2'"]
+
+
+def test_print_config_shows_each_value_and_its_source(tmp_path, capsys):
+    config = {**_cell("dinov2", "base"), "train": {"lr": 1e-3}, "data": {"name": "procedural"}}
+    path = tmp_path / "cell.yaml"
+    path.write_text(yaml.safe_dump(config))
+    main([str(path), "--print-config"])
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()}
+    assert lines["train.lr"] == ["0.001", "study"]
+    assert lines["train.layerwise_decay"] == ["0.9", "preset", "dinov2"]
+    assert lines["train.batch_size"] == ["1024", "preset", "dinov2"]  # no reference config for ViT-B
+    assert lines["train.num_workers"] == ["0", "default"]
+    assert lines["framework.recipe"] == ['"dinov2"', "default"]
+
+
+def test_print_config_of_one_cell_of_a_study(capsys):
+    study = Path(__file__).parents[2] / "studies" / "norm_vs_qkv.yaml"
+    main([str(study), "--print-config", "--cell", "model.scale=large,framework.name=deit3"])
+    out = capsys.readouterr()
+    lines = {line.split()[0]: line.split()[1:] for line in out.out.splitlines()}
+    assert lines["model.img_size"] == ["192", "preset", "deit3"]
+    assert lines["train.optimizer"] == ['"lamb"', "preset", "deit3"]
+    assert lines["model.registers"] == ["4", "study"]
+    assert "data: imagefolder root /datasets/imagenet: does not exist" in out.err  # shown, not fatal here
+
+
+# The reference recipes' code paths (sqrt lr rule, epochs of `epoch_length` steps, layer-wise decay,
+# frozen last layer, per-module clipping, a shared iBOT head; LAMB and BCE) for a few real steps,
+# on a ViT shrunk below its scale so that it runs in seconds.
+TINY = {"depth": 1, "embed_dim": 48, "num_heads": 2, "img_size": 32, "patch_size": 16}
+
+
+@pytest.mark.parametrize("framework,scale,overrides", [
+    ({"name": "dinov2", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "n_local": 2,
+      "local_size": 16},
+     "large", {"epoch_length": 1}),
+    ({"name": "deit3"}, "base", {}),
+], ids=["dinov2", "deit3"])
+def test_reference_recipes_train_a_few_steps(tmp_path, framework, scale, overrides):
+    from model.train import pretrain
+
+    config = {"seed": 0, "model": {"scale": scale, **TINY}, "framework": framework,
+              "data": {"name": "procedural", "num_classes": 4, "size": 16},
+              "train": {"steps": 3, "batch_size": 4, **overrides}}
+    backbone, summary = pretrain(config, tmp_path, progress=False)
+    assert summary["pretrain.steps"] == 3 and math.isfinite(summary["pretrain.loss"])
+    assert backbone.blocks[0].drop_path1.drop_prob == resolve(config)[0]["model"]["drop_path_rate"]
