@@ -63,7 +63,7 @@ class Context(Protocol):
     run_dir: Path
     cache_dir: Path | None
 
-    def report(self, step: int, metrics: dict[str, float]) -> None: ...
+    def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None: ...
 
     def checkpoint_if_requested(self, save: Callable[[], None]) -> None: ...
 
@@ -76,8 +76,9 @@ class LocalContext:
         self.run_dir, self.cache_dir, self.echo = Path(run_dir), cache_dir and Path(cache_dir), echo
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
-        line = json.dumps({"step": int(step), "time": time.time(), "metrics": metrics})
+    def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None:
+        line = json.dumps({"step": int(step), "time": time.time(), "metrics": metrics}
+                          | ({"total": int(total)} if total is not None else {}))
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(line + "\n")
         if self.echo:

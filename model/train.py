@@ -60,7 +60,7 @@ class NonFiniteLoss(RuntimeError):
 class Context(Protocol):
     """What the experiment passes as ``ctx`` (see sweeper's worker)."""
 
-    def report(self, step: int, metrics: dict[str, float]) -> None: ...
+    def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None: ...
     def checkpoint_if_requested(self, save: Callable[[], None]) -> None: ...
 
 
@@ -286,7 +286,7 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
                 tick, tick_step = now, done
                 mean = {f"pretrain.{k}": sum(w[k] for w in window) / len(window) for k in logged}
                 if ctx is not None and env.rank == 0:
-                    ctx.report(done, {**mean, "pretrain.lr": lr, "pretrain.img_per_s": rate})
+                    ctx.report(done, {**mean, "pretrain.lr": lr, "pretrain.img_per_s": rate}, total=total)
                 if bar is not None:
                     bar.update(bar.task_ids[0], completed=done, loss=f"{mean['pretrain.loss']:.4f}",
                                rate=f"{rate:.1f}")

@@ -32,7 +32,7 @@ class Recorder:
     def __init__(self) -> None:
         self.reports: list[tuple[int, dict[str, float]]] = []
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
+    def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None:
         self.reports.append((step, metrics))
 
     def checkpoint_if_requested(self, save) -> None:

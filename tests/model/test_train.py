@@ -36,10 +36,12 @@ class Recorder:
 
     def __init__(self, preempt_at: int | None = None) -> None:
         self.losses: dict[int, float] = {}
+        self.totals: set[int | None] = set()  # what each report said the run's total steps are
         self.preempt_at, self.boundaries = preempt_at, 0
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
+    def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None:
         self.losses[step] = metrics["pretrain.loss"]
+        self.totals.add(total)
 
     def checkpoint_if_requested(self, save) -> None:
         if self.boundaries == self.preempt_at:
@@ -68,6 +70,7 @@ def test_resumed_run_matches_uninterrupted_run(tmp_path):
     resumed, resumed_summary = pretrain(config, tmp_path / "resumed", ctx=rest, progress=False)
 
     assert sorted(rest.losses) == [4, 5, 6] and resumed_summary["pretrain.steps_run"] == 3
+    assert whole.totals == rest.totals == {6}  # step/total: the progress and ETA of `launch --wait`
     for step in (4, 5, 6):
         assert rest.losses[step] == pytest.approx(whole.losses[step], rel=1e-4)
     for key, value in _state(backbone).items():
