@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on a fresh clone: install the environment when absent, run the quickstart study
-# (micro ViT, DINOv2, procedural data; 2 local cells at a time) into ./results.db and ./runs,
+# (micro ViT pretrained supervised, procedural data; 2 local cells at a time) into ./results.db and ./runs,
 # wait for it, and print the ablation table (mean ± std over seeds, deltas vs the baseline).
 set -euo pipefail
 cd "$(dirname "$0")/.."
