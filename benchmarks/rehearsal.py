@@ -32,7 +32,8 @@ FRAMEWORKS = {
 
 def study(scales: list[str], frameworks: list[str]) -> dict:
     return {
-        "study": "rehearsal_benchmark", "task": "model.experiment:run", "rehearse": "model.rehearsal:rehearsal",
+        "study": "rehearsal_benchmark", "task": "model.experiment:run",
+        "rehearse": "model.rehearsal:rehearsal",
         "base": {
             "model": {"scale": scales[0], "img_size": 224, "patch_size": 16, "registers": 4,
                       "specialize": {"norm1": "first_third", "norm2": "first_third", "qkv": "first_third",
@@ -40,7 +41,8 @@ def study(scales: list[str], frameworks: list[str]) -> dict:
             "framework": FRAMEWORKS[frameworks[0]],
             "data": {"name": "imagefolder", "root": "/nonexistent/imagenet"},
             "train": {"epochs": 100, "batch_size": 1024, "lr": 5.0e-4, "warmup_steps": 12500},
-            "eval": {"linear_seg": {"dataset": "ade20k", "root": "/nonexistent/ADEChallengeData2016", "img_size": 512},
+            "eval": {"linear_seg": {"dataset": "ade20k", "root": "/nonexistent/ADEChallengeData2016",
+                                    "img_size": 512},
                      "linear_cls": {"dataset": "imagefolder"}, "knn": {"dataset": "imagefolder", "k": 20}},
         },
         "axes": {"model.scale": scales, "framework": {name: FRAMEWORKS[name] for name in frameworks}},
@@ -57,8 +59,8 @@ def main() -> None:
         path = Path(tmp) / "study.yaml"
         path.write_text(yaml.safe_dump(study(args.scales, args.frameworks), sort_keys=False))
         cli = "from sweeper.cli import app; app()"
-        proc = subprocess.run([sys.executable, "-c", cli, "rehearse", str(path), "--json", "--steps", str(args.steps)],
-                              capture_output=True, text=True, cwd=tmp)
+        command = [sys.executable, "-c", cli, "rehearse", str(path), "--json", "--steps", str(args.steps)]
+        proc = subprocess.run(command, capture_output=True, text=True, cwd=tmp)
     if not proc.stdout:
         sys.exit(f"sweeper rehearse failed:\n{proc.stderr[-2000:]}")
     table = Table(title=f"rehearsal: {args.steps} steps of batch 2 per config, then its evaluations")
@@ -67,7 +69,8 @@ def main() -> None:
     for unit in json.loads(proc.stdout)["units"]:
         ok = "pass" if unit["ok"] else f"FAIL at {unit['stage']}: {unit['error']}"
         table.add_row(unit["labels"]["model.scale"], unit["labels"]["framework"], f"{unit['seconds']:.0f}",
-                      f"{unit['figures'].get('seconds_per_step', 0):.1f}", f"{unit['peak_rss_mb'] / 1024:.1f}", ok)
+                      f"{unit['figures'].get('seconds_per_step', 0):.1f}",
+                      f"{unit['peak_rss_mb'] / 1024:.1f}", ok)
     Console(width=200).print(table)
 
 

@@ -232,8 +232,9 @@ def rehearse(
     study_file: Annotated[Path, typer.Argument(help="The study YAML file.", show_default=False)],
     only: OnlyOption = None,
     cover: Annotated[list[str] | None, typer.Option(
-        "--cover", help="Only a few cells holding every label of every axis and every combination of these "
-                        "comma-separated axes (repeatable), e.g. --cover model.scale,framework.name.")] = None,
+        "--cover", help="Only a few cells holding every label of every axis and every combination of "
+                        "these comma-separated axes (repeatable), e.g. --cover model.scale,framework.name.")
+    ] = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Optimiser steps per training config.")] = 2,
     as_json: JsonOption = False,
 ) -> None:
@@ -261,8 +262,8 @@ def rehearse(
     else:
         axes = [a for a in study.axis_names if a != "seed"]
         numbers = ("configs", "s/step", "peak RSS", "seconds")
-        table = Table(title=f"{study.name}: rehearsal of {len(cells)} configs in {len(rows)} units, {steps} steps",
-                      title_justify="left")
+        title = f"{study.name}: rehearsal of {len(cells)} configs in {len(rows)} units, {steps} steps"
+        table = Table(title=title, title_justify="left")
         add_columns(table, (*axes, *numbers, "stage", "result", "error"), right=numbers)
         for r in rows:
             per_step = r.figures.get("seconds_per_step")

@@ -65,7 +65,8 @@ def select(study: Study, only: dict[str, set[str]], cover: list[str] | None) -> 
     groups = [[a.strip() for a in item.split(",") if a.strip()] for item in cover]
     for name in (a for g in groups for a in g):
         if name not in axes:
-            raise UserError(f"--cover {name}: unknown axis{did_you_mean(name, axes)}; axes: {', '.join(axes)}")
+            raise UserError(f"--cover {name}: unknown axis{did_you_mean(name, axes)}; "
+                            f"axes: {', '.join(axes)}")
 
     def needs(cell: Cell) -> set:
         single = {((a, str(cell.labels[a])),) for a in axes}
@@ -112,7 +113,8 @@ def plan(study: Study, cells: list[Cell], scratch: Path) -> list[dict]:
     found: list[dict] = []
     code, _ = _child(study.rehearse, {"plan": [c.config for c in cells]}, scratch / "plan.log", found.append)
     if code != 0 or not found:
-        raise UserError(f"{study.file}: rehearse: {study.rehearse} could not plan: {_crash(code, scratch / 'plan.log')}")
+        why = _crash(code, scratch / "plan.log")
+        raise UserError(f"{study.file}: rehearse: {study.rehearse} could not plan: {why}")
     return found[-1]["units"]
 
 
@@ -131,7 +133,8 @@ def rehearse(study: Study, cells: list[Cell], *, steps: int,
             rows.append(row)
             workdir, log = scratch / f"unit-{n}", scratch / f"unit-{n}.log"
             workdir.mkdir()
-            request = {"run": unit, "steps": steps, "workdir": str(workdir), "shared": str(scratch / "shared")}
+            request = {"run": unit, "steps": steps, "workdir": str(workdir),
+                       "shared": str(scratch / "shared")}
             started = time.perf_counter()
 
             def line(event: dict, row: Row = row, n: int = n) -> None:
@@ -140,7 +143,8 @@ def rehearse(study: Study, cells: list[Cell], *, steps: int,
                     if progress:
                         progress(n, len(units), row)
                 else:
-                    row.ok, row.error, row.figures = event["ok"], event.get("error", ""), event.get("figures", {})
+                    row.ok, row.error = event["ok"], event.get("error", "")
+                    row.figures = event.get("figures", {})
 
             code, row.peak_rss_mb = _child(study.rehearse or "", request, log, line)
             row.seconds = time.perf_counter() - started
@@ -181,7 +185,8 @@ def main() -> None:
         traceback.print_exc()
         protocol.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
         return
-    protocol.write(json.dumps({"ok": True, "figures": {k: float(v) for k, v in (figures or {}).items()}}) + "\n")
+    figures = {k: float(v) for k, v in (figures or {}).items()}
+    protocol.write(json.dumps({"ok": True, "figures": figures}) + "\n")
 
 
 if __name__ == "__main__":

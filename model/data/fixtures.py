@@ -45,7 +45,8 @@ def _ade20k(root: Path, rng: np.random.Generator, images: int, num_classes: int)
     for split, prefix in (("training", "train"), ("validation", "val")):
         for i in range(images):
             _save(base / "images" / split / f"ADE_{prefix}_{i + 1:08d}.jpg", _rgb(rng, size))
-            _save(base / "annotations" / split / f"ADE_{prefix}_{i + 1:08d}.png", _blocks(rng, size, 0, 151, np.uint8))
+            annotation = _blocks(rng, size, 0, 151, np.uint8)  # 0: "other", 1..150 the classes
+            _save(base / "annotations" / split / f"ADE_{prefix}_{i + 1:08d}.png", annotation)
 
 
 def _nyu(root: Path, rng: np.random.Generator, images: int, num_classes: int) -> None:
@@ -54,7 +55,8 @@ def _nyu(root: Path, rng: np.random.Generator, images: int, num_classes: int) ->
         for i in range(images):
             _save(root / split_dir / scene / f"rgb_{i:05d}.jpg", _rgb(rng, size))
             depth = _blocks(rng, size, 0, 10000, np.uint16)  # mm; values below 500 become 0, invalid
-            _save(root / split_dir / scene / f"sync_depth_{i:05d}.png", np.where(depth < 500, 0, depth).astype(np.uint16))
+            depth = np.where(depth < 500, 0, depth).astype(np.uint16)
+            _save(root / split_dir / scene / f"sync_depth_{i:05d}.png", depth)
 
 
 def _cityscapes(root: Path, rng: np.random.Generator, images: int, num_classes: int) -> None:
@@ -63,7 +65,8 @@ def _cityscapes(root: Path, rng: np.random.Generator, images: int, num_classes: 
         for i in range(images):
             stem = f"aachen_{i:06d}_000019"
             _save(root / "leftImg8bit" / split / "aachen" / f"{stem}_leftImg8bit.png", _rgb(rng, size))
-            _save(root / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelIds.png", _blocks(rng, size, 0, 34, np.uint8))
+            label_ids = _blocks(rng, size, 0, 34, np.uint8)
+            _save(root / "gtFine" / split / "aachen" / f"{stem}_gtFine_labelIds.png", label_ids)
 
 
 WRITERS: dict[str, Callable[[Path, np.random.Generator, int, int], None]] = {
@@ -71,7 +74,8 @@ WRITERS: dict[str, Callable[[Path, np.random.Generator, int, int], None]] = {
 }
 
 
-def write_fixture(name: str, root: str | Path, *, images: int = 2, num_classes: int = 2, seed: int = 0) -> Path:
+def write_fixture(name: str, root: str | Path, *, images: int = 2, num_classes: int = 2,
+                  seed: int = 0) -> Path:
     """Write dataset ``name`` under ``root`` (``images`` per split, per class for ImageFolder) unless a
     complete one is there already; returns ``root``."""
     if name not in WRITERS:

@@ -36,8 +36,8 @@ def test_each_unit_reports_its_stage_error_and_own_peak_memory_and_nothing_is_re
 
     units = json.loads(_rehearse(str(path), "--json").stdout)["units"]
     # seeds collapse (one config per seed pair); the hook groups the 4 (y, z) configs of each x into one unit
-    assert [(u["labels"]["x"], u["labels"]["y"], u["cells"]) for u in units] == [("1", "a|b", 4), ("2", "a|b", 4),
-                                                                                ("3", "a|b", 4)]
+    got = [(u["labels"]["x"], u["labels"]["y"], u["cells"]) for u in units]
+    assert got == [("1", "a|b", 4), ("2", "a|b", 4), ("3", "a|b", 4)]
     ok, bad, killed = units
     assert ok["ok"] and ok["stage"] == "train" and ok["figures"] == {"seconds_per_step": 0.5}
     assert not bad["ok"] and bad["stage"] == "train" and bad["error"] == "ValueError: x=2 is bad"
@@ -58,7 +58,8 @@ def test_only_and_cover_narrow_what_is_rehearsed(env, write_study):
 
     result = _rehearse(str(path), "--cover", "x,y", "--json")  # every (x, y) pair, every z
     units = json.loads(result.stdout)["units"]
-    assert sum(u["cells"] for u in units) == 6 and all(set(u["labels"]["y"].split("|")) == {"a", "b"} for u in units)
+    assert sum(u["cells"] for u in units) == 6
+    assert all(set(u["labels"]["y"].split("|")) == {"a", "b"} for u in units)
 
 
 def test_a_study_without_a_usable_hook_is_a_user_error(env, write_study):
