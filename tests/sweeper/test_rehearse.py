@@ -68,5 +68,7 @@ def test_a_study_without_a_usable_hook_is_a_user_error(env, write_study):
     result = _rehearse(str(write_study(STUDY.replace("tasks:rehearsal", "tasks:nothing"))))
     assert result.exit_code == 2 and "rehearse: tests.sweeper.tasks:nothing could not plan" in result.output
     assert "AttributeError" in result.output
+    result = _rehearse(str(write_study(STUDY.replace("tasks:rehearsal", "tasks.rehearsal"))))
+    assert result.exit_code == 2 and "rehearse: expected a 'module.path:object' string" in result.output
     result = _rehearse(str(write_study(STUDY)), "--cover", "x,yy")
     assert result.exit_code == 2 and "--cover yy: unknown axis (did you mean 'y'?)" in result.output
