@@ -38,7 +38,7 @@ def study(scales: list[str], frameworks: list[str]) -> dict:
             "model": {"scale": scales[0], "img_size": 224, "patch_size": 16, "registers": 4,
                       "specialize": {"norm1": "first_third", "norm2": "first_third", "qkv": "first_third",
                                      "final_norm": True}},
-            "framework": FRAMEWORKS[frameworks[0]],
+            "framework": {"name": frameworks[0]},  # the axis merges each framework's options here
             "data": {"name": "imagefolder", "root": "/nonexistent/imagenet"},
             "train": {"epochs": 100, "batch_size": 1024, "lr": 5.0e-4, "warmup_steps": 12500},
             "eval": {"linear_seg": {"dataset": "ade20k", "root": "/nonexistent/ADEChallengeData2016",
