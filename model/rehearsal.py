@@ -64,7 +64,7 @@ def _local_root(name: str, root: Any, shared: Path) -> Any:
     return str(write_fixture(name, shared / f"{name}-{_hash(root)[:8]}", images=EVAL_IMAGES))
 
 
-def _local_eval(name: str | None, raw: Any, data: Mapping[str, Any], shared: Path) -> Any:
+def _local_eval(name: str | None, raw: Any, shared: Path) -> Any:
     """An evaluation's raw config on local data, with one epoch and a handful of images."""
     from model.eval import EVALS
 
@@ -87,7 +87,8 @@ class _Stop(Exception):
 
 class _Context:
     """The task context of a rehearsal: asks for a checkpoint at step boundary ``stop_at`` (then
-    unwinds, as sweeper's worker does on a preemption), times the steps and names the stages."""
+    unwinds, as sweeper's worker does on a preemption), times the steps (data, forward, backward,
+    update) and names the stages."""
 
     def __init__(self, run_dir: Path, stage: Callable[[str], None], evals: list[str],
                  stop_at: int | None = None) -> None:
@@ -131,7 +132,7 @@ def run(unit: Mapping[str, Any], *, steps: int, workdir: Path, shared: Path,
         group = next((g for g in groups if name not in g), None)
         if group is None:
             groups.append(group := {})
-        group[name] = _local_eval(name, raw, config.get("data") or {}, shared)
+        group[name] = _local_eval(name, raw, shared)
 
     stage("train")
     seconds: list[float] = []

@@ -11,8 +11,9 @@ in child processes, as sweeper never imports the task's code. The hook has two f
   unit, calling `stage(name)` as it enters each stage, and returns figures (`seconds_per_step` is
   shown). `workdir` is the unit's scratch (deleted after it), `shared` lives for the whole rehearsal.
 
-Each unit runs in a child process of its own, so that its peak memory (RSS, from `wait4`) is its
-own and a crash or an out-of-memory kill fails that unit only, naming the stage it had reached.
+Each unit runs in a child process of its own, so that its peak memory is its own (the child's VmHWM;
+for a child that was killed, `wait4`'s maxrss, which also counts the launching process's RSS at the
+fork) and a crash or an out-of-memory kill fails that unit only, naming the stage it had reached.
 """
 
 from __future__ import annotations
@@ -144,9 +145,10 @@ def rehearse(study: Study, cells: list[Cell], *, steps: int,
                         progress(n, len(units), row)
                 else:
                     row.ok, row.error = event["ok"], event.get("error", "")
-                    row.figures = event.get("figures", {})
+                    row.figures, row.peak_rss_mb = event.get("figures", {}), event["peak_rss_mb"]
 
-            code, row.peak_rss_mb = _child(study.rehearse or "", request, log, line)
+            code, forked_peak = _child(study.rehearse or "", request, log, line)
+            row.peak_rss_mb = row.peak_rss_mb or forked_peak
             row.seconds = time.perf_counter() - started
             if code != 0 and not row.error:
                 row.ok, row.error = False, _crash(code, log)
@@ -154,6 +156,14 @@ def rehearse(study: Study, cells: list[Cell], *, steps: int,
         return rows
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _peak_mb() -> float:
+    """This process's peak RSS since its exec (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise OSError("no VmHWM in /proc/self/status")
 
 
 def as_json(rows: list[Row]) -> list[dict]:
@@ -183,10 +193,11 @@ def main() -> None:
         import traceback
 
         traceback.print_exc()
-        protocol.write(json.dumps({"ok": False, "error": f"{type(exc).__name__}: {exc}"}) + "\n")
+        error = f"{type(exc).__name__}: {exc}"
+        protocol.write(json.dumps({"ok": False, "error": error, "peak_rss_mb": _peak_mb()}) + "\n")
         return
     figures = {k: float(v) for k, v in (figures or {}).items()}
-    protocol.write(json.dumps({"ok": True, "figures": figures}) + "\n")
+    protocol.write(json.dumps({"ok": True, "figures": figures, "peak_rss_mb": _peak_mb()}) + "\n")
 
 
 if __name__ == "__main__":

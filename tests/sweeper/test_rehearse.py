@@ -42,7 +42,7 @@ def test_each_unit_reports_its_stage_error_and_own_peak_memory_and_nothing_is_re
     assert ok["ok"] and ok["stage"] == "train" and ok["figures"] == {"seconds_per_step": 0.5}
     assert not bad["ok"] and bad["stage"] == "train" and bad["error"] == "ValueError: x=2 is bad"
     assert not killed["ok"] and killed["stage"] == "train"
-    assert killed["peak_rss_mb"] > 300 > ok["peak_rss_mb"]  # wait4 of that child, not the largest so far
+    assert killed["peak_rss_mb"] > 300 > ok["peak_rss_mb"]  # that child's, not the largest so far
 
 
 def test_only_and_cover_narrow_what_is_rehearsed(env, write_study):
