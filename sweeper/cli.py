@@ -1,5 +1,5 @@
-"""The `sweeper` command line: plan, studies, show, launch, status, resume, cancel, rebuild, logs, report,
-plot."""
+"""The `sweeper` command line: plan, studies, show, launch, rehearse, status, resume, cancel, rebuild, logs,
+report, plot."""
 
 from __future__ import annotations
 
@@ -229,6 +229,55 @@ def launch(
                       f"({submission.jobs} jobs, {study.executor.kind})" + (f", token {submission.token}" if submission.token else ""))
         if wait and not dry_run:
             raise typer.Exit(_watch(store, study, quiet=as_json))
+
+
+@app.command()
+@user_errors
+def rehearse(
+    study_file: Annotated[Path, typer.Argument(help="The study YAML file.", show_default=False)],
+    only: OnlyOption = None,
+    cover: Annotated[list[str] | None, typer.Option(
+        "--cover", help="Only a few cells holding every label of every axis and every combination of "
+                        "these comma-separated axes (repeatable), e.g. --cover model.scale,framework.name.")
+    ] = None,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Optimiser steps per training config.")] = 2,
+    as_json: JsonOption = False,
+) -> None:
+    """Run every distinct config of a study a few real steps here, on CPU, before submitting it.
+
+    The study's `rehearse:` hook rehearses each distinct training config (the real model, framework,
+    crops and schedules; a checkpoint saved and restored) and each evaluation, on generated fixtures where
+    a dataset root does not exist here. Nothing is recorded; exit 1 if any unit fails."""
+    from sweeper.launch import parse_only
+    from sweeper.rehearse import as_json as rows_json
+    from sweeper.rehearse import rehearse as do_rehearse
+    from sweeper.rehearse import select
+
+    study = load_study(study_file)
+    cells = select(study, parse_only(study, only), cover)
+
+    def progress(n: int, total: int, row) -> None:
+        if not as_json:
+            err.print(f"[{n}/{total}] {_labels(row.labels)}: {row.stage}", highlight=False)
+
+    rows = do_rehearse(study, cells, steps=steps, progress=progress)
+    failed = sum(not r.ok for r in rows)
+    if as_json:
+        print_json({"study": study.name, "steps": steps, "units": rows_json(rows)})
+    else:
+        axes = [a for a in study.axis_names if a != "seed"]
+        numbers = ("configs", "s/step", "peak RSS", "seconds")
+        title = f"{study.name}: rehearsal of {len(cells)} configs in {len(rows)} units, {steps} steps"
+        table = Table(title=title, title_justify="left")
+        add_columns(table, (*axes, *numbers, "stage", "result", "error"), right=numbers)
+        for r in rows:
+            per_step = r.figures.get("seconds_per_step")
+            table.add_row(*(r.labels[a] for a in axes), str(r.cells), f"{per_step:.2f}" if per_step else "–",
+                          f"{r.peak_rss_mb / 1024:.1f} GB", f"{r.seconds:.0f}", r.stage,
+                          "[green]pass[/]" if r.ok else "[red]FAIL[/]", r.error)
+        print_table(table)
+        out.print(f"{len(rows) - failed} passed, {failed} failed; nothing was recorded")
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()

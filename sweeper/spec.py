@@ -351,6 +351,7 @@ class StudyFile(_Strict):
     description: str = ""
     task: str = Field(pattern=TASK_PATTERN)
     check: str | None = Field(default=None, pattern=TASK_PATTERN)  # config -> list of problems, run before submitting
+    rehearse: str | None = Field(default=None, pattern=TASK_PATTERN)  # plan/run of `sweeper rehearse` (sweeper.rehearse)
     base: dict[str, Any] = {}
     axes: dict[str, Any] = {}
     seeds: Any = 1  # a count or a list; checked by the expander for a clearer message
@@ -377,6 +378,7 @@ _EXPECTED = {
     "string_pattern_mismatch": {
         "task": "a 'module.path:function' string, e.g. 'model.experiment:run'",
         "check": "a 'module.path:function' string, e.g. 'model.experiment:check'",
+        "rehearse": "a 'module.path:object' string, e.g. 'model.rehearsal:rehearsal'",
         "study": "a name of letters, digits and _ . + -",
     },
 }
@@ -482,6 +484,7 @@ class Study:
     workdir: str
     search: SearchPlan | None = None  # its cells are the trials recorded in the store (sweeper.search.attach)
     warnings: list[str] = field(default_factory=list)
+    rehearse: str | None = None  # the task's rehearsal hook (sweeper.rehearse)
 
     @property
     def axis_names(self) -> list[str]:
@@ -569,6 +572,7 @@ class _Expander:
             workdir=spec.workdir,
             search=search,
             warnings=self.warnings,
+            rehearse=spec.rehearse,
         )
 
     def seeds(self, raw: Any, where: str = "seeds") -> list[int]:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
+from types import SimpleNamespace
 
 
 def _log_start(config: dict, ctx, extra: str = "") -> None:
@@ -109,3 +111,27 @@ def hog(config: dict, ctx) -> dict:
     held = [b"\1" * (1 << 20) for _ in range(config["mb"])]
     time.sleep(config.get("hold_s", 4))
     return {"held_mb": float(len(held))}
+
+
+def _rehearsal_plan(configs: list[dict]) -> list[dict]:
+    """One unit per value of x (configs that differ elsewhere share it)."""
+    units: dict = {}
+    for i, config in enumerate(configs):
+        units.setdefault(config["x"], {"x": config["x"], "cells": []})["cells"].append(i)
+    return list(units.values())
+
+
+def _rehearsal_run(unit: dict, *, steps: int, workdir, shared, stage) -> dict:
+    """x=2 raises at stage train; x=3 holds 300 MB, then is killed as the OOM killer would."""
+    stage("build")
+    stage("train")
+    if unit["x"] == 2:
+        raise ValueError("x=2 is bad")
+    if unit["x"] == 3:
+        held = b"\x01" * (300 << 20)  # touched pages: they count in the RSS
+        os.kill(os.getpid(), signal.SIGKILL)
+        del held
+    return {"seconds_per_step": 0.25 * steps}
+
+
+rehearsal = SimpleNamespace(plan=_rehearsal_plan, run=_rehearsal_run)

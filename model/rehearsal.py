@@ -1,0 +1,160 @@
+"""The rehearsal hook of the trial task (study key ``rehearse: model.rehearsal:rehearsal``; run by
+``sweeper rehearse``, see sweeper.rehearse for the protocol): before a study goes to the cluster,
+each distinct training config runs a few real steps here, on CPU.
+
+A unit is one distinct (model, framework, data, train) config: the real model (scale, resolution,
+registers, specialization), the real framework with its crops and schedules, ``steps`` optimiser
+steps on a batch of ``BATCH`` through :func:`model.experiment.run` itself. The run is stopped at
+the last step boundary the way a scheduler's preemption stops it (a checkpoint saved), then run
+again: it restores the checkpoint (weights, optimizer, step), takes the last step and goes on to
+the evaluations, each at its real resolution on a handful of images and one epoch of its head.
+Each evaluation is rehearsed once per (evaluation config, model config), with the first unit that
+has it. The schedules are the real ones compressed into ``steps`` (``train.steps`` is set).
+
+A dataset root that does not exist here is replaced by a fixture in the same on-disk layout
+(model.data.fixtures), so the real loaders run; an existing root is used as it is.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+BATCH = 2  # images per optimiser step
+EVAL_IMAGES = 2  # per split (per class for ImageNet folders); procedural: EVAL_IMAGES * 4
+SHAPE_KEYS = ("model", "framework", "data", "train", "runtime")
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def plan(configs: list[dict]) -> list[dict]:
+    """One unit per distinct training config (seed aside); each evaluation goes with the first unit
+    whose model it is evaluated on. A unit: ``{config, evals: [[name, raw], ...], cells}``."""
+    units: dict[str, dict] = {}
+    seen: set[str] = set()
+    for i, config in enumerate(configs):
+        shape = {k: config[k] for k in SHAPE_KEYS if k in config}
+        unit = units.setdefault(_hash(shape), {"config": {**shape, "seed": config.get("seed", 0)},
+                                               "evals": [], "cells": []})
+        unit["cells"].append(i)
+        evals = config.get("eval") or {}
+        for name, raw in evals.items() if isinstance(evals, Mapping) else [(None, evals)]:
+            key = _hash([name, raw, config.get("model")])
+            if key not in seen:
+                seen.add(key)
+                unit["evals"].append([name, raw])
+    return list(units.values())
+
+
+def _local_root(name: str, root: Any, shared: Path) -> Any:
+    """``root`` when it exists here, else a fixture of dataset ``name`` written under ``shared``."""
+    from model.data.fixtures import WRITERS, write_fixture
+
+    if name not in WRITERS or (root is not None and Path(str(root)).expanduser().exists()):
+        return root
+    return str(write_fixture(name, shared / f"{name}-{_hash(root)[:8]}", images=EVAL_IMAGES))
+
+
+def _local_eval(name: str | None, raw: Any, shared: Path) -> Any:
+    """An evaluation's raw config on local data, with one epoch and a handful of images."""
+    from model.eval import EVALS
+
+    if not isinstance(raw, Mapping) or name not in EVALS:
+        return raw  # model.experiment's parser says what is wrong
+    raw = dict(raw)
+    dataset = raw.get("dataset")
+    if "root" in raw:
+        raw["root"] = _local_root(str(dataset), raw["root"], shared)
+    if dataset == "procedural":
+        raw["size"] = EVAL_IMAGES * 4
+    if "epochs" in EVALS[name].config.__dataclass_fields__:
+        raw["epochs"] = 1
+    return raw
+
+
+class _Stop(Exception):
+    """Raised at the step boundary where the rehearsal preempts its run."""
+
+
+class _Context:
+    """The task context of a rehearsal: asks for a checkpoint at step boundary ``stop_at`` (then
+    unwinds, as sweeper's worker does on a preemption), times the steps (data, forward, backward,
+    update) and names the stages."""
+
+    def __init__(self, run_dir: Path, stage: Callable[[str], None], evals: list[str],
+                 stop_at: int | None = None) -> None:
+        self.run_dir, self.cache_dir, self.stage, self.evals = run_dir, None, stage, evals
+        self.stop_at, self.boundaries, self.trained = stop_at, 0, False
+        self.step_started: float | None = None
+        self.step_seconds: list[float] = []
+
+    def report(self, step: int, metrics: dict[str, float]) -> None:
+        if "params.total" in metrics:  # pretraining is over; evaluations follow
+            self.trained = True
+        elif self.step_started is not None:
+            self.step_seconds.append(time.perf_counter() - self.step_started)
+
+    def checkpoint_if_requested(self, save: Callable[[], None]) -> None:
+        if self.trained:  # model.experiment.run asks before each evaluation, in config order
+            self.stage(f"eval {self.evals.pop(0)}")
+            return
+        if self.boundaries == self.stop_at:
+            save()
+            raise _Stop
+        self.boundaries += 1
+        self.step_started = time.perf_counter()
+
+
+def run(unit: Mapping[str, Any], *, steps: int, workdir: Path, shared: Path,
+        stage: Callable[[str], None]) -> dict[str, float]:
+    """Rehearse one unit of :func:`plan` (module docstring); raises what the real run raises."""
+    from model.experiment import run as run_cell
+
+    stage("data")
+    config = copy.deepcopy(dict(unit["config"]))
+    data = config.get("data")
+    if isinstance(data, Mapping) and "root" in data:
+        config["data"] = {**data, "root": _local_root(str(data.get("name")), data["root"], shared)}
+    if isinstance(config.get("train"), Mapping):
+        config["train"] = {**config["train"], "steps": steps, "batch_size": BATCH, "log_every": 1,
+                           "checkpoint_every": 0, "num_workers": 0}
+    groups: list[dict] = [{}]  # evaluations sharing a name run in separate passes (the backbone is cached)
+    for name, raw in unit["evals"]:
+        group = next((g for g in groups if name not in g), None)
+        if group is None:
+            groups.append(group := {})
+        group[name] = _local_eval(name, raw, shared)
+
+    stage("train")
+    seconds: list[float] = []
+    first = _Context(workdir, stage, [], stop_at=steps - 1)
+    try:
+        run_cell({**config, "eval": {}}, first)
+        raise RuntimeError(f"the run did not stop for a checkpoint at step {steps - 1}")
+    except _Stop:
+        seconds += first.step_seconds
+    del first
+    gc.collect()
+    stage("resume")
+    for evals in groups:
+        ctx = _Context(workdir, stage, [str(n) for n in evals])
+        metrics = run_cell({**config, "eval": evals if None not in evals else evals[None]}, ctx)
+        seconds += ctx.step_seconds
+    if metrics.get("pretrain.steps") != steps:
+        raise RuntimeError(f"the resumed run ended at step {metrics.get('pretrain.steps')}, not {steps}")
+    stage("done")
+    return {"seconds_per_step": sum(seconds) / len(seconds) if seconds else 0.0,
+            "params": metrics.get("params.total", 0.0)}
+
+
+# what `rehearse:` names: the protocol of sweeper.rehearse
+rehearsal = SimpleNamespace(plan=plan, run=run)
