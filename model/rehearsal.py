@@ -97,7 +97,7 @@ class _Context:
         self.step_started: float | None = None
         self.step_seconds: list[float] = []
 
-    def report(self, step: int, metrics: dict[str, float]) -> None:
+    def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None:
         if "params.total" in metrics:  # pretraining is over; evaluations follow
             self.trained = True
         elif self.step_started is not None:
