@@ -246,7 +246,7 @@ def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, floa
     threads = validate(RuntimeConfig, config.get("runtime"), "runtime").threads
     if threads is not None:
         torch.set_num_threads(threads)
-    progress = sys.stderr.isatty()
+    progress = True  # a bar in a terminal; in a cell's log, plain lines (model.train, model.eval)
     rank = getattr(ctx, "rank", 0)
     train_key = training_key(config)
     root = Path(ctx.cache_dir) if getattr(ctx, "cache_dir", None) else Path(ctx.run_dir)

@@ -23,6 +23,7 @@ import inspect
 import math
 import os
 import pathlib
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -166,16 +167,39 @@ def _total_steps(train: TrainConfig, dataset_len: int) -> int:
     return math.ceil(train.epochs * dataset_len / train.batch_size)
 
 
-def _progress(enabled: bool, total: int, start: int):  # -> rich Progress | None
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+class _Progress:
+    """Pretraining progress on stderr: a rich bar in a terminal; elsewhere (a cell's log under
+    sweeper, a pipe) a plain line at most every LINE_EVERY_S seconds and at the end."""
 
-    progress = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} img/s"),
-                        TimeRemainingColumn())
-    progress.add_task("pretrain", total=total, completed=start, loss="-", rate="-")
-    return progress
+    LINE_EVERY_S = 30.0
+
+    def __init__(self, total: int, start: int) -> None:
+        self.total, self.start, self.begun, self.last = total, start, time.perf_counter(), 0.0
+        self.bar = None
+        if sys.stderr.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} img/s"),
+                                TimeRemainingColumn())
+            self.bar.add_task("pretrain", total=total, completed=start, loss="-", rate="-")
+            self.bar.start()
+
+    def update(self, done: int, loss: float, rate: float) -> None:
+        if self.bar is not None:
+            self.bar.update(self.bar.task_ids[0], completed=done, loss=f"{loss:.4f}", rate=f"{rate:.1f}")
+            return
+        now = time.perf_counter() - self.begun
+        if now - self.last < self.LINE_EVERY_S and done < self.total:
+            return
+        self.last = now
+        left = now / max(done - self.start, 1) * (self.total - done)
+        print(f"pretrain {done}/{self.total} ({100 * done / self.total:.0f}%) loss {loss:.4f}, {rate:.1f} img/s, "
+              f"{now:.0f}s elapsed, ETA {left:.0f}s", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None,
@@ -246,14 +270,12 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
         if env.rank == 0:
             _save(ckpt_path, state(step, summary))
 
-    bar = _progress(progress and env.rank == 0, total, start)
+    bar = _Progress(total, start) if progress and env.rank == 0 else None
     window: list[dict[str, float]] = []
     begun = time.perf_counter()
     tick, tick_step = begun, start
     framework.train()
     try:
-        if bar is not None:
-            bar.start()
         batches = iter(loader)
         for step in range(start, total):
             if ctx is not None:
@@ -288,13 +310,12 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
                 if ctx is not None and env.rank == 0:
                     ctx.report(done, {**mean, "pretrain.lr": lr, "pretrain.img_per_s": rate}, total=total)
                 if bar is not None:
-                    bar.update(bar.task_ids[0], completed=done, loss=f"{mean['pretrain.loss']:.4f}",
-                               rate=f"{rate:.1f}")
+                    bar.update(done, mean["pretrain.loss"], rate)
             if train.checkpoint_every and done % train.checkpoint_every == 0 and done < total:
                 save(done)
     finally:
         if bar is not None:
-            bar.stop()
+            bar.close()
 
     seconds = time.perf_counter() - begun
     summary = {f"pretrain.{k}": sum(w[k] for w in window) / len(window) for k in window[0]} if window else {}

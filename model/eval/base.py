@@ -12,6 +12,8 @@ import dataclasses
 import difflib
 import inspect
 import math
+import sys
+import time
 import types
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -162,10 +164,23 @@ def tokens(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 
 def progress_iter(items: Iterable[Any], description: str, show: bool, total: int | None = None) -> Iterable[Any]:
+    """A rich bar in a terminal; elsewhere (a cell's log) a line when the work starts and ends."""
     if not show:
         return items
-    from rich.progress import track
-    return track(items, description=description, total=total, transient=True)
+    if sys.stderr.isatty():
+        from rich.progress import track
+
+        return track(items, description=description, total=total, transient=True)
+    return _lines(items, description)
+
+
+def _lines(items: Iterable[Any], description: str) -> Iterator[Any]:
+    started = time.perf_counter()
+    print(f"{description}: started", file=sys.stderr, flush=True)
+    count = 0
+    for count, item in enumerate(items, 1):
+        yield item
+    print(f"{description}: {count} batches in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -176,3 +176,13 @@ def test_pretraining_beats_a_random_init_on_knn(tmp_path):
     knn = parse_eval("knn", {"dataset": "procedural", "size": 512}, data)
     top1 = {name: run_eval(m, knn)["top1"] for name, m in (("trained", trained), ("random", random_init))}
     assert top1["trained"] > top1["random"] + 10, top1  # chance is 25 %
+
+
+def test_outside_a_terminal_pretraining_logs_plain_progress_lines(tmp_path, capsys, monkeypatch):
+    from model import train as train_module
+
+    monkeypatch.setattr(train_module._Progress, "LINE_EVERY_S", 0.0)  # a line per logged step
+    pretrain(_config({"name": "supervised", "recipe": "cpu"}, steps=4), tmp_path, progress=True)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("pretrain ")]
+    assert [ln.split()[1] for ln in lines] == ["1/4", "2/4", "3/4", "4/4"]
+    assert "(100%) loss" in lines[-1] and "img/s" in lines[-1] and "ETA 0s" in lines[-1]
