@@ -72,8 +72,7 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the totals line.")] = False,
 ) -> None:
-    """Validate and expand a study, check it (its task imports; its `check` finds no problem),
-    record it, and show what a launch would do."""
+    """Validate, expand and check a study (task and `check`), record it and show what a launch would do."""
     from sweeper.precheck import precheck
     from sweeper.search import attach
 
