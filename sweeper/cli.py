@@ -34,7 +34,7 @@ from sweeper.errors import UserError
 from sweeper.plot import plot_command
 from sweeper.report import report_command
 from sweeper.spec import Study, load_study, parse_study
-from sweeper.store import CellState, Plan, category
+from sweeper.store import FINISHED, UNSUCCESSFUL, CellState, Plan, category
 
 app = typer.Typer(
     help="Declarative ablation sweeps for vision-transformer research.",
@@ -194,7 +194,7 @@ OnlyOption = Annotated[list[str] | None, typer.Option("--only", help="Only cells
 MaxCellsOption = Annotated[int | None, typer.Option("--max-cells", min=1, help="Submit at most this many cells.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 StudyArgument = Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)]
-FINAL_BAD = {"FAILED", "INTERRUPTED", "CANCELLED"}
+FINAL_BAD = UNSUCCESSFUL
 
 
 @app.command()
@@ -502,7 +502,7 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
             eta.update(store, statuses)
             left = eta.remaining(statuses)
             if live:
-                done = sum(s.state in ("COMPLETED", "PRUNED") or s.state in FINAL_BAD for s in statuses)
+                done = sum(s.state in FINISHED or s.state in FINAL_BAD for s in statuses)
                 progress.update(bar, completed=done, total=max(total, len(statuses)),
                                 eta=eta_text(left, True))
                 live_view.update(Group(progress, _status_view(study, statuses, detail=False),

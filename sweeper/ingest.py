@@ -20,7 +20,7 @@ from sweeper.rundir import RunDir, Values, describe, pid_alive, read_dict, read_
 from sweeper.scheduler import JobState, backend
 from sweeper.search import attach
 from sweeper.spec import LocalExecutor, SlurmExecutor, Study
-from sweeper.store import ACTIVE, Attempt, CellState, Store
+from sweeper.store import ACTIVE, FINISHED, UNSUCCESSFUL, Attempt, CellState, Store
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
 STALE_AFTER_S = 4 * HEARTBEAT_S + 30
@@ -178,8 +178,7 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     return _statuses(store, study, workdir)
 
 
-ENDED = frozenset({CellState.COMPLETED, CellState.PRUNED, CellState.FAILED, CellState.INTERRUPTED,
-                   CellState.CANCELLED})
+ENDED = FINISHED | UNSUCCESSFUL
 
 
 def _settle(a: Attempt, run: RunDir, job_id: str | None, job: JobState) -> tuple[dict, list[dict] | None]:

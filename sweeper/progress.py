@@ -17,10 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from sweeper.store import FINISHED as DONE
+from sweeper.store import UNSUCCESSFUL as FINAL_BAD
 from sweeper.store import CellState, Store
-
-FINAL_BAD = frozenset({CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED})
-DONE = frozenset({CellState.COMPLETED, CellState.PRUNED})
 
 
 def every_s() -> float:

@@ -35,7 +35,8 @@ def rebuild(store: Store, study: Study) -> Rebuilt:
     """Replace the store's attempts and metrics of the study's cells by what their run directories say."""
     attach(store, study)
     store.plan(study)
-    workdir = Path(study.workdir).resolve()
+    study.workdir = store.workdir(study)  # the one recorded (a damaged store may still have it)
+    workdir = Path(study.workdir)
     out = Rebuilt()
     runs: dict[str, RunDir] = {}
     expected: dict[str, dict] = {}

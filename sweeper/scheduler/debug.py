@@ -4,11 +4,11 @@ process, so `breakpoint()` and pdb work inside a task."""
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import submitit
 
-from sweeper.console import err
 from sweeper.rundir import RunDir
 from sweeper.scheduler import Group, JobState
 from sweeper.worker import Worker
@@ -25,8 +25,8 @@ class DebugBackend:
         executor = submitit.AutoExecutor(folder=self.folder, cluster="debug")
         job_id = f"debug-{os.getpid()}"
         for i, key in enumerate(keys, 1):  # one job per cell, so that each says which cell it is
-            err.print(f"[dim]debug executor:[/] {name}: running cell {i}/{len(keys)} {key} "
-                      f"(its files: {RunDir.of(workdir, key).path})", highlight=False, soft_wrap=True)
+            print(f"debug executor: {name}: running cell {i}/{len(keys)} {key} "
+                  f"(its files: {RunDir.of(workdir, key).path})", file=sys.stderr, flush=True)
             # runs the cell here and now; a failure is recorded in its run directory
             executor.submit(Worker(task, workdir, [key], token, capture=False)).result()
         return dict.fromkeys(keys, job_id)
