@@ -85,6 +85,7 @@ class ModelConfig(Strict):
     specialize: Any = None  # model.vit.Spec: a preset name or component -> blocks
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
     drop_path_uniform: bool = True  # the same rate in every block (DINOv2, DeiT-III); False: timm's ramp
+    drop_path_subset: bool = False  # residuals on a batch subset, not masked per sample (DINOv2; model.droppath)
     depth: int | None = Field(None, ge=1)  # overrides of the scale (small test models)
     embed_dim: int | None = Field(None, ge=1)
     num_heads: int | None = Field(None, ge=1)
@@ -117,6 +118,8 @@ class TrainConfig(Strict):
     warmup_steps: int | None = Field(None, ge=0)  # None: warmup_epochs, else 10% of the steps
     warmup_epochs: float | None = Field(None, ge=0)
     warmup_lr: float = Field(0.0, ge=0)  # lr at step 0 (DeiT-III: 1e-6)
+    lr_step: Literal["step", "epoch"] = "step"  # epoch: timm's scheduler stepped once an epoch (DeiT-III)
+    repeated_aug: int = Field(1, ge=1)  # each image n times per epoch (DeiT-III: 3, timm RepeatAugSampler)
     optimizer: Literal["adamw", "lamb"] = "adamw"  # lamb: timm.optim.Lamb (clips to 1.0 inside)
     weight_decay: float = Field(0.04, ge=0)
     weight_decay_end: float | None = Field(None, ge=0)  # None: constant (DINOv2: 0.04 -> 0.4, cosine)

@@ -94,8 +94,24 @@ def _hash(value: Any) -> str:
 
 
 def training_key(config: Mapping[str, Any]) -> str:
-    """Hash of the config parts that change the pretrained backbone (never ``eval``)."""
-    return _hash({k: config.get(k) for k in TRAINING_KEYS})
+    """Hash of the config parts that change the pretrained backbone (never ``eval``), as resolved:
+    the recipe applied and every typed default filled in (:func:`describe`'s values).
+
+    Hashing the config as written would give one backbone two keys (a study spelling out a
+    preset's or a default's value, another omitting it: trained twice) and, worse, keep a key when
+    a preset or a default changes, so that a cached backbone trained with the old values would be
+    reused. Resolved, any change to what trains changes the key; a new option changes every key
+    once (a cache miss, never a wrong hit). A config that does not resolve is hashed as written
+    (its run fails in ``check`` or ``pretrain`` with the message)."""
+    try:
+        resolved = {path: value for path, value, _ in describe(config)
+                    if path.partition(".")[0] in ("model", "framework", "train") and path != "framework.recipe"}
+        data = dict(config.get("data") or {"name": "procedural"})  # model.train's default
+        resolved["data"] = data_model(str(data.get("name"))).model_validate(data).model_dump()
+        resolved["seed"] = int(config.get("seed", 0))
+    except (ConfigError, SpecError, ValueError, TypeError):  # pydantic's ValidationError is a ValueError
+        return _hash({k: config.get(k) for k in TRAINING_KEYS})
+    return _hash(resolved)
 
 
 def eval_key(train_key: str, config: EvalConfig) -> str:

@@ -58,9 +58,28 @@ class Schedule:
         return round(self.train.freeze_last_layer_epochs * self.steps_per_epoch)
 
     def lr(self, step: int) -> float:
-        """Linear warmup from ``warmup_lr``, then cosine to ``min_lr`` at the last step."""
+        """Linear warmup from ``warmup_lr``, then cosine to ``min_lr`` at the last step; per epoch
+        with ``lr_step: epoch`` (:meth:`epoch_lr`)."""
+        if self.train.lr_step == "epoch":
+            return self.epoch_lr(step)
         return cosine_schedule(step, self.total, peak_lr(self.train), self.train.min_lr, self.warmup,
                                self.train.warmup_lr)
+
+    def epoch_lr(self, step: int) -> float:
+        """The lr of DeiT-III's timm ``CosineLRScheduler``, which ``main.py`` steps with the index
+        of each finished epoch: epoch ``k`` runs at the value of ``t = k - 1`` (epochs 0 and 1 at
+        ``warmup_lr``). The value is a linear warm-up ``warmup_lr + t (lr - warmup_lr) / warmup``
+        for ``t < warmup`` epochs, then a cosine over all the epochs, not shifted by the warm-up
+        (``warmup_prefix=False``), towards ``min_lr``."""
+        epochs = self.train.epochs if self.train.steps is None else self.total / self.steps_per_epoch
+        warmup = self.train.warmup_epochs
+        if warmup is None:
+            warmup = self.warmup / self.steps_per_epoch
+        t = max(0, int(step // self.steps_per_epoch) - 1)
+        peak, low = peak_lr(self.train), self.train.min_lr
+        if t < warmup:
+            return self.train.warmup_lr + t * (peak - self.train.warmup_lr) / warmup
+        return low + 0.5 * (peak - low) * (1 + math.cos(math.pi * t / epochs))
 
     def last_layer_lr(self, step: int) -> float:
         return 0.0 if step < self.freeze_last_layer else self.lr(step)

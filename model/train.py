@@ -9,9 +9,11 @@ torch.distributed (env:// from torchrun, or SLURM via submitit), atomic checkpoi
 
 Reproducibility, and why a resumed run matches the uninterrupted one: every random draw is a
 function of the seed and a position, never of process history. Sample ``p`` of the stream (global
-position ``step * batch_size + j``) is image ``perm(epoch)[p mod N]``, augmented under a torch
-seed derived from ``(seed, p)``; the model's own randomness (stochastic depth) is reseeded from
-``(seed, step, rank)`` before each step. So the step is the data position and the RNG state at
+position ``step * batch_size + j``) is image ``order(epoch)[p mod E]`` (a permutation of the N
+images, E = N; with ``train.repeated_aug``, timm's RepeatAugSampler list, whose copies of an image
+are consecutive and so go to consecutive ranks, as DeiT's RASampler deals them), augmented under a
+torch seed derived from ``(seed, p)``; the model's own randomness (stochastic depth, iBOT masks,
+Mixup) is reseeded from ``(seed, step, rank)`` before each step. So the step is the data position and the RNG state at
 once: a checkpoint holds the framework (student, teacher, heads, centers), the optimizer and the
 step, and the run continues identically on any number of data workers. Rank ``r`` of ``W`` takes
 positions ``r, r + W, ...`` of each global batch, so DDP sees exactly the single-process batches.
@@ -35,6 +37,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset
 
 from model.config import TrainConfig, validate
@@ -99,15 +102,33 @@ def _mix(*keys: int) -> int:
 _SAMPLE, _STEP, _EPOCH = 1, 2, 3  # seed domains
 
 
-class _SampleStream(Dataset):
-    """Item ``p`` of an endless stream over ``dataset``: epoch ``p // N`` in its own permutation,
-    augmented with a torch RNG seeded by ``(seed, p)``; see the module docstring."""
+def _repeat_sampler(dataset_len: int, repeats: int) -> RepeatAugSampler:
+    """timm's RepeatAugSampler (DeiT's RASampler) as one process: its list is the global order,
+    which the ranks deal round-robin as the sampler's ranks would."""
+    return RepeatAugSampler(range(dataset_len), num_replicas=1, rank=0, num_repeats=repeats)
 
-    def __init__(self, dataset: VisionDataset, transform: Transform, seed: int) -> None:
-        self.dataset, self.transform, self.seed = dataset, transform, seed
+
+def epoch_samples(dataset_len: int, repeats: int = 1) -> int:
+    """Samples in one epoch: the dataset, or with repeated augmentation what RASampler yields
+    (each image ``repeats`` times in a row, ``N // 256 * 256`` samples: about N / repeats images)."""
+    return dataset_len if repeats == 1 else len(_repeat_sampler(dataset_len, repeats))
+
+
+class _SampleStream(Dataset):
+    """Item ``p`` of an endless stream over ``dataset``: epoch ``p // E`` in its own order (a
+    permutation, or RepeatAugSampler's list with ``repeats``), augmented with a torch RNG seeded by
+    ``(seed, p)``; see the module docstring."""
+
+    def __init__(self, dataset: VisionDataset, transform: Transform, seed: int, repeats: int = 1) -> None:
+        self.dataset, self.transform, self.seed, self.repeats = dataset, transform, seed, repeats
+        self.epoch_len = epoch_samples(len(dataset), repeats)
 
     @lru_cache(maxsize=2)
-    def _permutation(self, epoch: int) -> torch.Tensor:
+    def _order(self, epoch: int) -> torch.Tensor:
+        if self.repeats > 1:
+            sampler = _repeat_sampler(len(self.dataset), self.repeats)
+            sampler.set_epoch(_mix(self.seed, _EPOCH, epoch))  # seeds its permutation
+            return torch.tensor(list(sampler))
         generator = torch.Generator().manual_seed(_mix(self.seed, _EPOCH, epoch))
         return torch.randperm(len(self.dataset), generator=generator)
 
@@ -115,8 +136,8 @@ class _SampleStream(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, position: int) -> Sample:
-        epoch, offset = divmod(position, len(self.dataset))
-        sample = self.dataset.load(int(self._permutation(epoch)[offset]))
+        epoch, offset = divmod(position, self.epoch_len)
+        sample = self.dataset.load(int(self._order(epoch)[offset]))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(_mix(self.seed, _SAMPLE, position))
             return finalize(self.transform(sample))
@@ -153,7 +174,8 @@ def _data_config(config: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
 
 
 def _steps_per_epoch(train: TrainConfig, dataset_len: int) -> float:
-    """``epoch_length`` (DINOv2's OFFICIAL_EPOCH_LENGTH) or one pass over the data."""
+    """``epoch_length`` (DINOv2's OFFICIAL_EPOCH_LENGTH) or one epoch of ``dataset_len`` samples
+    (:func:`epoch_samples`)."""
     return float(train.epoch_length) if train.epoch_length else dataset_len / train.batch_size
 
 
@@ -230,8 +252,9 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
 
     data_name, data_cfg = _data_config(config)
     dataset = build_dataset(data_name, "train", **data_cfg)
-    total = _total_steps(train, len(dataset))
-    schedule = Schedule(train, total, _steps_per_epoch(train, len(dataset)))
+    samples = epoch_samples(len(dataset), train.repeated_aug)
+    total = _total_steps(train, samples)
+    schedule = Schedule(train, total, _steps_per_epoch(train, samples))
     if train.batch_size % env.world != 0:
         raise ValueError(f"train.batch_size {train.batch_size} is not divisible by the "
                          f"{env.world} DDP processes")
@@ -256,7 +279,7 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
             broadcast_buffers=False)  # buffers (centers) are kept equal by all-reduced updates
     local_batch = train.batch_size // env.world
     loader = DataLoader(
-        _SampleStream(dataset, framework.train_transform(), seed),
+        _SampleStream(dataset, framework.train_transform(), seed, train.repeated_aug),
         batch_size=local_batch, sampler=range(start * train.batch_size + env.rank, total * train.batch_size, env.world),
         num_workers=train.num_workers, pin_memory=env.device.type == "cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")

@@ -58,6 +58,8 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
+from model.droppath import SubsetBlock, draw_subset
+
 __all__ = [
     "BLOCK_COMPONENTS", "PRESETS", "SCALES", "ComponentParams", "Flops", "ParamReport", "Spec",
     "SpecError", "TokenSplit", "build_vit", "flops", "param_report", "spec_from_state_dict",
@@ -487,7 +489,8 @@ class _SplitBlock(Block):
       the last one returns timm's layout.
 
     Same parameters, module names and FLOPs as the Block it replaces (``specialize`` swaps the
-    class); stochastic depth draws one per-sample mask for both paths, as timm does. A forward
+    class); stochastic depth draws one per-sample mask for both paths, as timm does, or runs each
+    half on DINOv2's batch subset (model.droppath.SubsetDropPath). A forward
     or backward hook anywhere inside the block (e.g. on ``norm1`` or ``attn.qkv``, which must see
     the whole sequence), an attention mask or causal attention take timm's own forward, where each
     TokenSplit splits and joins.
@@ -499,7 +502,7 @@ class _SplitBlock(Block):
     @staticmethod
     def supports(block: nn.Module) -> bool:
         attn = getattr(block, "attn", None)
-        return (type(block) is Block and type(attn) is Attention and attn.gate is None
+        return (type(block) in (Block, SubsetBlock) and type(attn) is Attention and attn.gate is None
                 and isinstance(_path(attn.qkv, 0), nn.Linear) and _streamable_mlp(block.mlp)
                 and all(isinstance(d, (nn.Identity, DropPath))
                         for d in (block.drop_path1, block.drop_path2)))
@@ -512,12 +515,35 @@ class _SplitBlock(Block):
                 is_causal: bool = False) -> torch.Tensor:
         if attn_mask is not None or is_causal or self._hooked():
             return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
-        attn, mlp = self.attn, self.mlp
-        batch, n, _ = x.shape
-        sizes, routes = (self.num_cls, n - self.num_cls), (0, 1)
-        heads, head_dim = attn.num_heads, attn.head_dim
         t = x.transpose(0, 1)  # free after another _SplitBlock
         t = t if t.is_contiguous() else t.contiguous()
+        state = self._half(self._attention, t, self.drop_path1)
+        out = self._half(self._mlp, state, self.drop_path2).transpose(0, 1)
+        return out if self.token_major_out else out.contiguous()
+
+    def _half(self, fn: Any, state: Any, drop: nn.Module) -> Any:
+        """``fn(state, scale)`` for the whole batch with timm's per-sample stochastic-depth factor
+        (one draw shared by both paths), or for DINOv2's batch subset (model.droppath) with its
+        scale, written back into the untouched samples. ``state`` is token-major, one tensor or
+        the two paths' slices."""
+        first = state[0] if isinstance(state, list) else state
+        subset = draw_subset(drop, first.shape[1], first.device, self.training)
+        if subset is None:
+            return fn(state, _drop_path_mask(drop, first.shape[1], first, self.training))
+        index, scale = subset
+        part = [s.index_select(1, index) for s in state] if isinstance(state, list) else state.index_select(1, index)
+        out = fn(part, first.new_full((1, 1, 1), scale))
+        if isinstance(out, list):  # the attention half of a whole sequence, left split
+            return [s.index_copy(1, index, o) for s, o in zip(state.split([o.shape[0] for o in out]), out)]
+        whole = torch.cat(state) if isinstance(state, list) else state
+        return whole.index_copy(1, index, out.to(whole.dtype))
+
+    def _attention(self, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | list[torch.Tensor]:
+        """norm1 -> attention -> proj -> ls1, added to ``t`` (split when proj or ls1 is)."""
+        attn = self.attn
+        n, batch, _ = t.shape
+        sizes, routes = (self.num_cls, n - self.num_cls), (0, 1)
+        heads, head_dim = attn.num_heads, attn.head_dim
         xs = t.split(sizes)
 
         # attention input
@@ -545,30 +571,26 @@ class _SplitBlock(Block):
 
         # attention output and residual (the reshape to token-major copies, as timm's does)
         o = attn.norm(o.permute(2, 0, 1, 3).reshape(n, batch, attn.attn_dim))
-        mask = _drop_path_mask(self.drop_path1, batch, t, self.training)
-        state: torch.Tensor | list[torch.Tensor]
         if isinstance(attn.proj, TokenSplit) or isinstance(self.ls1, TokenSplit):
             if isinstance(attn.proj, TokenSplit):
                 o = _SplitLinear.apply(*_linear_args(attn.proj, o, self.num_cls))
             else:
                 o = [attn.proj(o_r) for o_r in o.split(sizes)]
-            state = [xs[r] + _scaled(_path(self.ls1, r)(attn.proj_drop(o[r])), mask) for r in routes]
-        else:
-            state = t + _scaled(self.ls1(attn.proj_drop(attn.proj(o))), mask)
+            return [xs[r] + _scaled(_path(self.ls1, r)(attn.proj_drop(o[r])), mask) for r in routes]
+        return t + _scaled(self.ls1(attn.proj_drop(attn.proj(o))), mask)
 
-        # MLP and residual
-        mask = _drop_path_mask(self.drop_path2, batch, t, self.training)
+    def _mlp(self, state: torch.Tensor | list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
+        """norm2 -> MLP -> ls2, added to ``state``; the paths joined (a whole token-major tensor)."""
+        mlp = self.mlp
+        routes = (0, 1)
         if (any(isinstance(m, TokenSplit) for m in (mlp.fc1, mlp.fc2, self.ls2))
                 or (isinstance(state, list) and isinstance(self.norm2, TokenSplit))):
-            xs = state if isinstance(state, list) else state.split(sizes)
-            out = _AddJoin.apply(*xs, *[_scaled(_path(self.ls2, r)(_mlp(mlp, r, _path(self.norm2, r)(xs[r]))),
+            xs = state if isinstance(state, list) else state.split((self.num_cls, len(state) - self.num_cls))
+            return _AddJoin.apply(*xs, *[_scaled(_path(self.ls2, r)(_mlp(mlp, r, _path(self.norm2, r)(xs[r]))),
                                                  mask) for r in routes])
-        else:
-            if isinstance(state, list):
-                state = torch.cat(state)
-            out = state + _scaled(self.ls2(mlp(_norm(self.norm2, state))), mask)
-        out = out.transpose(0, 1)
-        return out if self.token_major_out else out.contiguous()
+        if isinstance(state, list):
+            state = torch.cat(state)
+        return state + _scaled(self.ls2(mlp(_norm(self.norm2, state))), mask)
 
 
 class Specialization(nn.Module):

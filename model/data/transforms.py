@@ -21,6 +21,7 @@ from model.data.base import Sample
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Range = tuple[float, float]
+INTERPOLATION = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
 
 
 def _normalize(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
@@ -37,12 +38,13 @@ def _blur(size: int) -> v2.GaussianBlur:
 def supervised_train(
     size: int, scale: Range = (0.35, 1.0), jitter: float = 0.3,
     mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    interpolation: str = "bilinear",
 ) -> v2.Compose:
     """DeiT-III's "3-Augment": random resized crop, flip, one of grayscale / solarize / blur, colour
     jitter. The crop scale floor defaults to 0.35 rather than 0.08 so that small images keep their
-    object; pass (0.08, 1.0) for ImageNet."""
+    object; pass (0.08, 1.0) and ``interpolation="bicubic"`` for DeiT-III's ImageNet crop."""
     return v2.Compose([
-        v2.RandomResizedCrop(size, scale=scale, antialias=True),
+        v2.RandomResizedCrop(size, scale=scale, interpolation=INTERPOLATION[interpolation], antialias=True),
         v2.RandomHorizontalFlip(),
         v2.RandomChoice([v2.Grayscale(num_output_channels=3), v2.RandomSolarize(128, p=1.0), _blur(size)]),
         v2.ColorJitter(jitter, jitter, jitter),
@@ -83,7 +85,8 @@ class MultiCrop:
 
     Follows DINO's recipe: flip, colour jitter (p 0.8), grayscale (p 0.2) on every crop; blur with
     probabilities ``blur`` (first global, second global, locals; DINO's 1.0 / 0.1 / 0.5 by default,
-    DINOv2's code runs 0.0 / 0.9 / 0.5), solarize p 0.2 on the second global crop. Returns the
+    DINOv2's code runs 0.0 / 0.9 / 0.5), solarize p 0.2 on the second global crop; DINO and
+    DINOv2 crop with bicubic interpolation (``interpolation``; the cpu recipe keeps bilinear). Returns the
     sample with ``image`` replaced by the list of crops (globals first); mask and depth are dropped,
     since no single geometry matches the crops. Collated, the list becomes a list of batches.
     """
@@ -92,11 +95,12 @@ class MultiCrop:
         self, global_size: int = 224, local_size: int = 96, n_local: int = 8,
         global_scale: Range = (0.32, 1.0), local_scale: Range = (0.05, 0.32),
         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-        blur: tuple[float, float, float] = (1.0, 0.1, 0.5),
+        blur: tuple[float, float, float] = (1.0, 0.1, 0.5), interpolation: str = "bilinear",
     ) -> None:
         def crop(size: int, scale: Range, blur_p: float, solarize_p: float = 0.0) -> v2.Compose:
             return v2.Compose([
-                v2.RandomResizedCrop(size, scale=scale, antialias=True),
+                v2.RandomResizedCrop(size, scale=scale, interpolation=INTERPOLATION[interpolation],
+                                     antialias=True),
                 v2.RandomHorizontalFlip(),
                 v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
                 v2.RandomGrayscale(p=0.2),

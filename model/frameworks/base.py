@@ -20,12 +20,12 @@ from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
-from timm.layers import DropPath
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from model.config import validate
 from model.data import Sample, Transform
+from model.droppath import set_drop_path
 from model.vit import build_vit
 
 # model config keys read here; every other key goes to timm's VisionTransformer (e.g. init_values)
@@ -45,14 +45,13 @@ def build_backbone(model_cfg: Mapping[str, Any], *, num_classes: int = 0,
     """The (specialized) timm ViT of ``model_cfg``; ``defaults`` are framework-chosen timm kwargs
     (LayerScale, dynamic image size) that the model config may override. With
     ``drop_path_uniform`` (the default) every block drops its residuals at ``drop_path_rate``, as
-    DINOv2 and DeiT-III do, rather than timm's linear ramp from 0."""
+    DINOv2 and DeiT-III do, rather than timm's linear ramp from 0; ``drop_path_subset`` runs each
+    residual branch on a batch subset instead, as DINOv2 (model.droppath)."""
     cfg = {**MODEL_DEFAULTS, **defaults, **{k: v for k, v in model_cfg.items() if v is not None}}
     uniform = cfg.pop("drop_path_uniform", True)
+    subset = cfg.pop("drop_path_subset", False)
     vit = build_vit(cfg.pop("scale"), num_classes=num_classes, **cfg)
-    rate = float(cfg.get("drop_path_rate") or 0.0)
-    if uniform and rate > 0:
-        for block in vit.blocks:
-            block.drop_path1, block.drop_path2 = DropPath(rate), DropPath(rate)
+    set_drop_path(vit, float(cfg.get("drop_path_rate") or 0.0), uniform, subset)
     return vit
 
 
@@ -131,10 +130,13 @@ class Framework(nn.Module):
 def cosine_schedule(step: int, total: int, start: float, end: float, warmup_steps: int = 0,
                     warmup_start: float = 0.0) -> float:
     """Linear warmup from ``warmup_start`` to ``start``, then cosine from ``start`` to ``end`` at
-    step ``total``: DINO's ``cosine_scheduler`` as a function of the step, used for the learning
-    rate, weight decay and teacher momentum alike. Being a pure function of the step, a schedule's
-    whole state is the step, which the checkpoint holds."""
+    step ``total``: DINO's and DINOv2's ``CosineScheduler`` as a function of the step, used for the
+    learning rate, weight decay, teacher momentum and temperature alike. As there, the warm-up is
+    ``linspace(warmup_start, start, warmup_steps)`` with both ends included (``start`` is reached
+    at step ``warmup_steps - 1``, and again at ``warmup_steps``, the cosine's first), and the last
+    step ``total - 1`` is one cosine step short of ``end``. Being a pure function of the step, a
+    schedule's whole state is the step, which the checkpoint holds."""
     if step < warmup_steps:
-        return warmup_start + (start - warmup_start) * step / warmup_steps
+        return warmup_start + (start - warmup_start) * step / max(1, warmup_steps - 1)
     progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))

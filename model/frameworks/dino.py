@@ -12,6 +12,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -25,7 +26,7 @@ from model.frameworks.base import (
 )
 from model.frameworks.heads import DINOHead
 from model.frameworks.losses import TeacherTargets, koleo_loss, soft_cross_entropy
-from model.frameworks.masking import AddBlockMasks
+from model.frameworks.masking import batch_masks
 
 
 class DINOOptions(Strict):
@@ -52,6 +53,8 @@ class DINOOptions(Strict):
     # blur probability of global crop 1, global crop 2, the locals: what DINOv2's code runs (its
     # GaussianBlur wrapper inverts the nominal 1.0 / 0.1 / 0.5; recipes.md §1a)
     blur: tuple[float, float, float] = (0.0, 0.9, 0.5)
+    interpolation: Literal["bilinear", "bicubic"] = "bicubic"  # of the random resized crops
+    norm_last_layer: bool = False  # the head's weight-norm g frozen at 1 (DINO v1); DINOv2 trains it
     layerscale: float | None = Field(1e-5, gt=0)  # LayerScale init (timm init_values); None: none
     dino_weight: float = Field(1.0, ge=0)
 
@@ -73,7 +76,8 @@ class DINO(Framework):
         self.student = build_backbone(model_cfg, init_values=opts.layerscale, dynamic_img_size=True)
         dim = self.student.embed_dim
         head = dict(out_dim=opts.out_dim, hidden_dim=opts.hidden_dim,
-                    bottleneck_dim=opts.bottleneck_dim, nlayers=opts.head_layers)
+                    bottleneck_dim=opts.bottleneck_dim, nlayers=opts.head_layers,
+                    norm_last_layer=opts.norm_last_layer)
         self.head = DINOHead(dim, **head)
         self.targets = TeacherTargets(opts.out_dim, opts.centering, opts.center_momentum)
         # iBOT's own head (DINOv2 L/14, g/14), or the DINO head shared (DINOv2's default)
@@ -118,13 +122,19 @@ class DINO(Framework):
         local = self.opts.local_size or max(patch, img // 2 // patch * patch)
         steps: list[Any] = [
             MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale),
-                      tuple(self.opts.local_scale), blur=tuple(self.opts.blur)),
+                      tuple(self.opts.local_scale), blur=tuple(self.opts.blur),
+                      interpolation=self.opts.interpolation),
             KeepKeys("image"),
         ]
-        if self.ibot_weight:
-            steps.append(AddBlockMasks(self.student.patch_embed.grid_size, 2, self.opts.mask_probability,
-                                       tuple(self.opts.mask_ratio)))
         return v2.Compose(steps)
+
+    def draw_masks(self, n_images: int, device: torch.device) -> torch.Tensor:
+        """iBOT masks of the batch's ``n_images`` global crops (model.frameworks.masking), from
+        torch's RNG (reseeded per step and rank by model.train)."""
+        rng = np.random.default_rng(int(torch.randint(2**62, ())))
+        masks = batch_masks(n_images, self.student.patch_embed.grid_size, self.opts.mask_probability,
+                            tuple(self.opts.mask_ratio), rng)
+        return masks.to(device)
 
     def teacher_temp(self, step: int) -> float:
         return cosine_schedule(step, self.total_steps, self.opts.teacher_temp, self.opts.teacher_temp,
@@ -134,7 +144,7 @@ class DINO(Framework):
         crops = batch["image"]
         globals_ = torch.cat(crops[:2])
         temp, student_temp = self.teacher_temp(step), self.opts.student_temp
-        masks = torch.cat(batch["ibot_mask"].unbind(1)) if self.ibot_weight else None  # 2B×N
+        masks = self.draw_masks(len(globals_), globals_.device) if self.ibot_weight else None  # 2B×N
         with torch.no_grad():
             t_tokens = self.teacher.forward_features(globals_)
             t_cls = self.targets(self.teacher_head(t_tokens[:, 0]), temp).chunk(2)

@@ -10,14 +10,14 @@ from torch.nn.utils.parametrizations import weight_norm
 
 
 class DINOHead(nn.Module):
-    """MLP -> L2 normalisation -> weight-normed linear layer with its norm fixed to 1.
+    """MLP -> L2 normalisation -> weight-normed linear layer whose norm (g) starts at 1.
 
-    The fixed norm bounds the logits to [-1, 1] (so a temperature sets the sharpness alone) and
-    is what DINO found to keep training stable (``norm_last_layer=True``).
+    DINOv2 trains g (``dinov2/layers/dino_head.py``); DINO v1's ``norm_last_layer=True`` freezes
+    it at 1, which bounds the logits to [-1, 1] so that a temperature sets the sharpness alone.
     """
 
     def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 512, bottleneck_dim: int = 128,
-                 nlayers: int = 3) -> None:
+                 nlayers: int = 3, norm_last_layer: bool = False) -> None:
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (nlayers - 1)
         layers: list[nn.Module] = []
@@ -32,7 +32,7 @@ class DINOHead(nn.Module):
         self.last_layer = weight_norm(nn.Linear(bottleneck_dim, out_dim, bias=False))
         magnitude = self.last_layer.parametrizations.weight.original0
         magnitude.data.fill_(1.0)
-        magnitude.requires_grad = False
+        magnitude.requires_grad = not norm_last_layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.last_layer(F.normalize(self.mlp(x), dim=-1))

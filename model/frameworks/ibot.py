@@ -19,8 +19,8 @@ class IBOTOptions(DINOOptions):
     ibot_out_dim: int | None = Field(None, ge=1)  # separate head only; None: the DINO head's size
     ibot_hidden_dim: int | None = Field(None, ge=1)
     ibot_bottleneck_dim: int | None = Field(None, ge=1)
-    mask_probability: float = Field(0.5, ge=0, le=1)  # share of global crops that get masked
-    mask_ratio: tuple[float, float] = (0.1, 0.5)  # of the patches, uniform per masked crop
+    mask_probability: float = Field(0.5, ge=0, le=1)  # share of a batch's global crops that get masked
+    mask_ratio: tuple[float, float] = (0.1, 0.5)  # of the patches, stratified over the masked crops
 
 
 class IBOT(DINO):

@@ -20,7 +20,7 @@ CENTERINGS = ("center", "sinkhorn")
 def sinkhorn_knopp(logits: torch.Tensor, temp: float, iterations: int = 3) -> torch.Tensor:
     """DINOv2's Sinkhorn-Knopp teacher targets: rows of ``exp(logits / temp)`` rescaled so that
     every prototype gets an equal share of the (global) batch; rows sum to 1."""
-    q = torch.exp(logits.float() / temp).t()  # K×B; logits lie in [-1, 1] (DINOHead)
+    q = torch.exp(logits.float() / temp).t()  # K×B, as DINOv2 (logits start in [-1, 1]: DINOHead)
     k = q.shape[0]
     b = all_reduce_sum(torch.tensor(float(q.shape[1]), device=q.device))
     q /= all_reduce_sum(q.sum())

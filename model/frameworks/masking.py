@@ -1,7 +1,10 @@
-"""iBOT block masking of patch tokens, per sample, as a transform step.
+"""iBOT / DINOv2 block masking of the global crops' patch tokens, drawn per batch.
 
-Masks are drawn in the data pipeline from the sample's own random stream (model.train seeds
-each sample), so they do not depend on the rank, the worker or a resume.
+As DINOv2's ``collate_data_and_cast`` does per process: of the batch's global crops, a share
+``probability`` is masked with ratios stratified over ``ratio`` (so every batch spans the range),
+the masks are shuffled over the crops, and each is made of BEiT-style blocks. The framework draws
+them in its forward from torch's RNG, which model.train reseeds from ``(seed, step, rank)``, so
+they do not depend on the data workers or a resume.
 """
 
 from __future__ import annotations
@@ -11,24 +14,24 @@ import math
 import numpy as np
 import torch
 
-from model.data import Sample
 
-
-def block_mask(height: int, width: int, num_masking: int, rng: np.random.Generator,
-               min_patches: int = 4, min_aspect: float = 0.3) -> np.ndarray:
-    """BEiT/iBOT's MaskingGenerator: add random rectangles (log-uniform aspect ratio) until about
-    ``num_masking`` of the ``height``×``width`` patches are masked."""
+def block_mask(height: int, width: int, num_masking: int, rng: np.random.Generator, min_patches: int = 4,
+               max_patches: float | None = None, min_aspect: float = 0.3) -> np.ndarray:
+    """DINOv2's MaskingGenerator: add random rectangles of ``min_patches`` to ``max_patches``
+    patches (log-uniform aspect ratio in [min_aspect, 1 / min_aspect], 10 tries each) until
+    ``num_masking`` of the ``height``×``width`` patches are masked or no rectangle fits."""
     mask = np.zeros((height, width), dtype=bool)
     log_aspect = (math.log(min_aspect), -math.log(min_aspect))
+    cap = num_masking if max_patches is None else max_patches
     count = 0
     while count < num_masking:
-        budget = num_masking - count
+        budget = min(num_masking - count, cap)
         added = 0
         for _ in range(10):
-            area = rng.uniform(min(min_patches, budget), budget)
+            area = min_patches + (budget - min_patches) * rng.random()  # as random.uniform: budget may be lower
             aspect = math.exp(rng.uniform(*log_aspect))
             h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
-            if 0 < h < height and 0 < w < width:
+            if h < height and w < width:
                 top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
                 region = mask[top:top + h, left:left + w]
                 new = h * w - int(region.sum())
@@ -42,19 +45,19 @@ def block_mask(height: int, width: int, num_masking: int, rng: np.random.Generat
     return mask
 
 
-class AddBlockMasks:
-    """Adds ``ibot_mask`` (n_global × patches, bool) to a multi-crop sample: each global crop is
-    masked with probability ``probability``, with a ratio uniform in ``ratio`` (DINOv2 defaults)."""
-
-    def __init__(self, grid: tuple[int, int], n_global: int = 2, probability: float = 0.5,
-                 ratio: tuple[float, float] = (0.1, 0.5)) -> None:
-        self.grid, self.n_global, self.probability, self.ratio = grid, n_global, probability, ratio
-
-    def __call__(self, sample: Sample) -> Sample:
-        rng = np.random.default_rng(int(torch.randint(2**62, ())))  # the sample's seeded stream
-        h, w = self.grid
-        masks = np.zeros((self.n_global, h * w), dtype=bool)
-        for i in range(self.n_global):
-            if rng.random() < self.probability:
-                masks[i] = block_mask(h, w, round(rng.uniform(*self.ratio) * h * w), rng).reshape(-1)
-        return {**sample, "ibot_mask": torch.from_numpy(masks)}
+def batch_masks(n_images: int, grid: tuple[int, int], probability: float, ratio: tuple[float, float],
+                rng: np.random.Generator) -> torch.Tensor:
+    """Masks (``n_images`` × patches, bool) of a batch's global crops: ``int(n_images *
+    probability)`` masked, the i-th of them with a ratio uniform in the i-th of as many equal bins
+    of ``ratio``, ``int(patches * ratio)`` patches in blocks of at most half the patches (DINOv2's
+    ``max_num_patches``); the rest unmasked; shuffled over the crops."""
+    h, w = grid
+    patches = h * w
+    masked = int(n_images * probability)
+    edges = np.linspace(*ratio, masked + 1)
+    masks = np.zeros((n_images, patches), dtype=bool)
+    for i in range(masked):
+        count = int(patches * rng.uniform(edges[i], edges[i + 1]))
+        masks[i] = block_mask(h, w, count, rng, max_patches=0.5 * patches).reshape(-1)
+    rng.shuffle(masks)
+    return torch.from_numpy(masks)

@@ -7,7 +7,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
 
 from model.config import TrainConfig, validate
@@ -21,7 +23,7 @@ DATA = {"name": "imagefolder", "root": "/datasets/imagenet"}
 # recipes.md §1a (cfg:L<n> of ssl_default_config.yaml = vitl16_short.yaml) and §2
 DINOV2_VITL16 = {
     "model.patch_size": 16, "model.img_size": 224, "model.drop_path_rate": 0.3,
-    "model.drop_path_uniform": True,
+    "model.drop_path_uniform": True, "model.drop_path_subset": True,
     "framework.dino_weight": 1.0, "framework.koleo_weight": 0.1, "framework.out_dim": 65536,
     "framework.bottleneck_dim": 256, "framework.head_layers": 3, "framework.hidden_dim": 2048,
     "framework.ibot_weight": 1.0, "framework.mask_probability": 0.5, "framework.mask_ratio": (0.1, 0.5),
@@ -31,24 +33,27 @@ DINOV2_VITL16 = {
     "framework.warmup_teacher_temp_epochs": 30, "framework.layerscale": 1e-5,
     "framework.student_temp": 0.1, "framework.center_momentum": 0.9,
     "framework.global_scale": (0.32, 1.0), "framework.n_local": 8, "framework.local_scale": (0.05, 0.32),
-    "framework.local_size": 96, "framework.blur": (0.0, 0.9, 0.5),
+    "framework.local_size": 96, "framework.blur": (0.0, 0.9, 0.5), "framework.interpolation": "bicubic",
+    "framework.norm_last_layer": False,
     "train.betas": (0.9, 0.999), "train.optimizer": "adamw", "train.epochs": 100, "train.epoch_length": 1250,
     "train.lr": 4e-3, "train.lr_scaling": "sqrt_wrt_1024", "train.warmup_epochs": 10, "train.min_lr": 1e-6,
     "train.weight_decay": 0.04, "train.weight_decay_end": 0.4, "train.clip_grad": 3.0,
     "train.clip_grad_per_module": True, "train.freeze_last_layer_epochs": 1, "train.patch_embed_lr_mult": 0.2,
     "train.layerwise_decay": 0.9, "train.batch_size": 2048, "train.warmup_lr": 0.0,
-    "train.decay_tokens": True,
+    "train.decay_tokens": True, "train.lr_step": "step", "train.repeated_aug": 1,
 }
 # recipes.md §4: README_revenge.md IN-1k pretraining, B row; timm's cosine scheduler defaults
 DEIT3_VITB = {
     "model.patch_size": 16, "model.img_size": 192, "model.drop_path_rate": 0.2,
-    "model.drop_path_uniform": True,
+    "model.drop_path_uniform": True, "model.drop_path_subset": False,
     "framework.loss": "bce", "framework.label_smoothing": 0.0, "framework.layerscale": 1e-4,
-    "framework.crop_scale": (0.08, 1.0), "framework.jitter": 0.3,
+    "framework.crop_scale": (0.08, 1.0), "framework.interpolation": "bicubic", "framework.jitter": 0.3,
+    "framework.mixup": 0.8, "framework.cutmix": 1.0,
     "train.optimizer": "lamb", "train.lr": 3e-3, "train.lr_scaling": "none", "train.batch_size": 2048,
     "train.epochs": 800, "train.weight_decay": 0.05, "train.weight_decay_end": None, "train.warmup_epochs": 5,
     "train.warmup_lr": 1e-6, "train.min_lr": 1e-5, "train.betas": (0.9, 0.999), "train.clip_grad": None,
     "train.decay_tokens": False,  # timm: no decay on pos_embed and cls_token
+    "train.lr_step": "epoch", "train.repeated_aug": 3,  # timm's scheduler stepped per epoch; RASampler
 }
 
 
@@ -74,10 +79,28 @@ def test_resolved_reference_configs_equal_recipes_md_key_by_key(config, referenc
 
 
 def _schedule(config: dict, dataset_len: int = 1_281_167) -> Schedule:
-    from model.train import _steps_per_epoch, _total_steps
+    from model.train import _steps_per_epoch, _total_steps, epoch_samples
 
     train = validate(TrainConfig, resolve(config)[0]["train"], "train")
-    return Schedule(train, _total_steps(train, dataset_len), _steps_per_epoch(train, dataset_len))
+    samples = epoch_samples(dataset_len, train.repeated_aug)
+    return Schedule(train, _total_steps(train, samples), _steps_per_epoch(train, samples))
+
+
+def _cosine_scheduler(base: float, final: float, total: int, warmup: int = 0, start: float = 0.0) -> np.ndarray:
+    """DINOv2's CosineScheduler array as recipes.md §2 states it: linspace(start, base, warmup), both
+    ends included, then final + (base - final)(1 + cos(pi i / n)) / 2 for i < n = total - warmup."""
+    i = np.arange(total - warmup)
+    return np.concatenate([np.linspace(start, base, warmup),
+                           final + 0.5 * (base - final) * (1 + np.cos(np.pi * i / len(i)))])
+
+
+def test_schedules_equal_dinov2_cosine_scheduler_at_every_step():
+    train = validate(TrainConfig, {"steps": 30, "lr": 1.0, "min_lr": 0.1, "warmup_steps": 7,
+                                   "weight_decay": 0.04, "weight_decay_end": 0.4}, "train")
+    s = Schedule(train, 30, 3.0)
+    np.testing.assert_allclose([s.lr(i) for i in range(30)], _cosine_scheduler(1.0, 0.1, 30, 7), atol=1e-12)
+    np.testing.assert_allclose([s.weight_decay(i) for i in range(30)], _cosine_scheduler(0.04, 0.4, 30),
+                               atol=1e-12)
 
 
 def test_dinov2_vitl16_schedules_at_first_warmup_end_and_last_step():
@@ -86,8 +109,11 @@ def test_dinov2_vitl16_schedules_at_first_warmup_end_and_last_step():
     assert (s.total, s.warmup, s.freeze_last_layer) == (125_000, 12_500, 1250)
     peak = 4e-3 * math.sqrt(2048 / 1024)
     assert peak_lr(s.train) == pytest.approx(5.657e-3, rel=1e-3)
-    assert s.lr(0) == 0.0 and s.lr(12_500) == pytest.approx(peak)
-    assert s.lr(125_000 - 1) == pytest.approx(1e-6, abs=1e-9)
+    # linspace(0, peak, 12500): the peak at the warm-up's last step and the cosine's first
+    assert s.lr(0) == 0.0 and s.lr(12_499) == pytest.approx(peak) and s.lr(12_500) == pytest.approx(peak)
+    assert s.lr(1) == pytest.approx(peak / 12_499)
+    last = 1e-6 + 0.5 * (peak - 1e-6) * (1 + math.cos(math.pi * 112_499 / 112_500))  # one step short of min
+    assert s.lr(125_000 - 1) == pytest.approx(last, rel=1e-9)
     assert s.weight_decay(0) == pytest.approx(0.04)
     assert s.weight_decay(125_000 - 1) == pytest.approx(0.4, abs=1e-8)
     assert s.last_layer_lr(1249) == 0.0 and s.last_layer_lr(1250) == s.lr(1250) > 0
@@ -97,17 +123,28 @@ def test_dinov2_vitl16_schedules_at_first_warmup_end_and_last_step():
     fw = build_framework({"scale": "micro", "depth": 1, "img_size": 32, "patch_size": 16}, small,
                          num_classes=None, total_steps=s.total, steps_per_epoch=s.steps_per_epoch)
     assert fw.teacher_temp_warmup == 37_500
-    assert fw.teacher_temp(0) == pytest.approx(0.04) and fw.teacher_temp(37_500) == pytest.approx(0.07)
+    assert fw.teacher_temp(0) == pytest.approx(0.04) and fw.teacher_temp(37_499) == pytest.approx(0.07)
     assert fw.teacher_temp(125_000 - 1) == pytest.approx(0.07)
     assert fw.momentum(0) == pytest.approx(0.992) and fw.momentum(125_000 - 1) == pytest.approx(1.0, abs=1e-9)
 
 
-def test_deit3_vitb_schedule_at_first_warmup_end_and_last_step():
+def test_deit3_vitb_lr_is_timms_scheduler_stepped_once_an_epoch():
+    from timm.scheduler import CosineLRScheduler
+
     s = _schedule(_cell("deit3", "base"))
-    per_epoch = 1_281_167 / 2048
-    assert s.total == math.ceil(800 * per_epoch) and s.warmup == round(5 * per_epoch)
-    assert s.lr(0) == pytest.approx(1e-6) and s.lr(s.warmup) == pytest.approx(3e-3)
-    assert s.lr(s.total - 1) == pytest.approx(1e-5, abs=1e-9)
+    per_epoch = 1_281_167 // 256 * 256 / 2048  # an epoch of RASampler's 3 repeats
+    assert s.steps_per_epoch == per_epoch and s.total == math.ceil(800 * per_epoch)
+    # DeiT's main.py: timm's CosineLRScheduler(t_initial=epochs, warmup_t=5, warmup_lr_init=1e-6, lr_min=1e-5),
+    # step(epoch) after each epoch, so epoch k runs at the value of k - 1
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-3)
+    timm_schedule = CosineLRScheduler(opt, t_initial=800, lr_min=1e-5, warmup_t=5, warmup_lr_init=1e-6)
+    for epoch in range(800):
+        first = math.ceil(epoch * per_epoch)
+        assert s.lr(first) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12), epoch
+        timm_schedule.step(epoch)
+    assert s.lr(0) == s.lr(math.ceil(per_epoch)) == pytest.approx(1e-6)  # epochs 0 and 1
+    assert s.lr(math.ceil(6 * per_epoch)) == pytest.approx(1e-5 + 0.5 * (3e-3 - 1e-5) * (1 + math.cos(math.pi * 5 / 800)))
+    assert s.lr(s.total - 1) == pytest.approx(1e-5 + 0.5 * (3e-3 - 1e-5) * (1 + math.cos(math.pi * 798 / 800)))
     assert s.weight_decay(0) == s.weight_decay(s.total - 1) == 0.05
 
 
@@ -126,11 +163,13 @@ def test_layerwise_decay_patch_embed_multiplier_and_frozen_last_layer():
     assert mult["student.blocks.2.mlp.fc2.bias"] == (pytest.approx(0.9), False)
     assert mult["student.norm.weight"] == (1.0, False)
     assert mult["head.mlp.0.weight"] == (1.0, False)
-    assert [v for k, v in mult.items() if "last_layer" in k] == [(1.0, True)]
+    # the head's weight-norm g (original0) and direction (original1): trained, frozen the first epoch
+    assert [v for k, v in mult.items() if "last_layer" in k] == [(1.0, True), (1.0, True)]
     assert not any(k.startswith("teacher") for k in mult)
     decay = {names[id(p)]: g["wd_scale"] for g in groups for p in g["params"]}
-    last_layer = "head.last_layer.parametrizations.weight.original1"
-    assert decay["student.pos_embed"] == decay["mask_token"] == decay[last_layer] == 1.0
+    last_layer = "head.last_layer.parametrizations.weight.original"
+    assert decay["student.pos_embed"] == decay["mask_token"] == decay[last_layer + "1"] == 1.0
+    assert decay[last_layer + "0"] == 1.0  # DINOv2 decays weight_g: no "norm" in its name, not a bias
     assert decay["student.blocks.0.norm1.weight"] == decay["student.blocks.0.ls1.gamma"] == 0.0
 
 
