@@ -85,7 +85,7 @@ class ModelConfig(Strict):
     specialize: Any = None  # model.vit.Spec: a preset name or component -> blocks
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
     drop_path_uniform: bool = True  # the same rate in every block (DINOv2, DeiT-III); False: timm's ramp
-    drop_path_subset: bool = False  # residuals on a batch subset, not masked per sample (DINOv2; model.droppath)
+    drop_path_subset: bool = False  # residuals run on a batch subset, not masked per sample (DINOv2)
     depth: int | None = Field(None, ge=1)  # overrides of the scale (small test models)
     embed_dim: int | None = Field(None, ge=1)
     num_heads: int | None = Field(None, ge=1)

@@ -105,7 +105,8 @@ def training_key(config: Mapping[str, Any]) -> str:
     (its run fails in ``check`` or ``pretrain`` with the message)."""
     try:
         resolved = {path: value for path, value, _ in describe(config)
-                    if path.partition(".")[0] in ("model", "framework", "train") and path != "framework.recipe"}
+                    if path.partition(".")[0] in ("model", "framework", "train")
+                    and path != "framework.recipe"}
         data = dict(config.get("data") or {"name": "procedural"})  # model.train's default
         resolved["data"] = data_model(str(data.get("name"))).model_validate(data).model_dump()
         resolved["seed"] = int(config.get("seed", 0))

@@ -13,10 +13,12 @@ position ``step * batch_size + j``) is image ``order(epoch)[p mod E]`` (a permut
 images, E = N; with ``train.repeated_aug``, timm's RepeatAugSampler list, whose copies of an image
 are consecutive and so go to consecutive ranks, as DeiT's RASampler deals them), augmented under a
 torch seed derived from ``(seed, p)``; the model's own randomness (stochastic depth, iBOT masks,
-Mixup) is reseeded from ``(seed, step, rank)`` before each step. So the step is the data position and the RNG state at
-once: a checkpoint holds the framework (student, teacher, heads, centers), the optimizer and the
-step, and the run continues identically on any number of data workers. Rank ``r`` of ``W`` takes
-positions ``r, r + W, ...`` of each global batch, so DDP sees exactly the single-process batches.
+Mixup) is reseeded from ``(seed, step, rank)`` before each step. So the step is the data position
+and the RNG state at once: a checkpoint holds the framework (student, teacher, heads, centers), the
+optimizer and the step, and the run continues identically on any number of data workers. Rank
+``r`` of ``W`` takes positions ``r, r + W, ...`` of each global batch, so DDP sees exactly the
+single-process images; what is drawn per batch (iBOT masks stratified over the batch, Mixup pairs)
+is drawn per rank's batch, as the references do per GPU.
 """
 
 from __future__ import annotations

@@ -531,7 +531,8 @@ class _SplitBlock(Block):
         if subset is None:
             return fn(state, _drop_path_mask(drop, first.shape[1], first, self.training))
         index, scale = subset
-        part = [s.index_select(1, index) for s in state] if isinstance(state, list) else state.index_select(1, index)
+        part = ([s.index_select(1, index) for s in state] if isinstance(state, list)
+                else state.index_select(1, index))
         out = fn(part, first.new_full((1, 1, 1), scale))
         if isinstance(out, list):  # the attention half of a whole sequence, left split
             return [s.index_copy(1, index, o) for s, o in zip(state.split([o.shape[0] for o in out]), out)]
@@ -586,8 +587,9 @@ class _SplitBlock(Block):
         if (any(isinstance(m, TokenSplit) for m in (mlp.fc1, mlp.fc2, self.ls2))
                 or (isinstance(state, list) and isinstance(self.norm2, TokenSplit))):
             xs = state if isinstance(state, list) else state.split((self.num_cls, len(state) - self.num_cls))
-            return _AddJoin.apply(*xs, *[_scaled(_path(self.ls2, r)(_mlp(mlp, r, _path(self.norm2, r)(xs[r]))),
-                                                 mask) for r in routes])
+            residuals = [_scaled(_path(self.ls2, r)(_mlp(mlp, r, _path(self.norm2, r)(xs[r]))), mask)
+                         for r in routes]
+            return _AddJoin.apply(*xs, *residuals)
         if isinstance(state, list):
             state = torch.cat(state)
         return state + _scaled(self.ls2(mlp(_norm(self.norm2, state))), mask)

@@ -28,7 +28,7 @@ def block_mask(height: int, width: int, num_masking: int, rng: np.random.Generat
         budget = min(num_masking - count, cap)
         added = 0
         for _ in range(10):
-            area = min_patches + (budget - min_patches) * rng.random()  # as random.uniform: budget may be lower
+            area = min_patches + (budget - min_patches) * rng.random()  # random.uniform: budget may be lower
             aspect = math.exp(rng.uniform(*log_aspect))
             h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
             if h < height and w < width:

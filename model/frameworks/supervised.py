@@ -73,12 +73,14 @@ class Supervised(Framework):
         self.img_size = model_cfg.get("img_size", 32)
         self.vit = build_backbone(model_cfg, num_classes=num_classes, init_values=opts.layerscale)
         # DeiT-III's main.py: per batch, prob 1, mixup or cutmix with p 0.5, lam corrected for cutmix
-        self.mixup = (Mixup(mixup_alpha=opts.mixup, cutmix_alpha=opts.cutmix, label_smoothing=opts.label_smoothing,
-                            num_classes=num_classes) if opts.mixup or opts.cutmix else None)
+        self.mixup = (Mixup(mixup_alpha=opts.mixup, cutmix_alpha=opts.cutmix,
+                            label_smoothing=opts.label_smoothing, num_classes=num_classes)
+                      if opts.mixup or opts.cutmix else None)
 
     def train_transform(self) -> Transform:
-        return v2.Compose([supervised_train(self.img_size, scale=tuple(self.opts.crop_scale), jitter=self.opts.jitter,
-                                            interpolation=self.opts.interpolation), KeepKeys("image", "label")])
+        crop = supervised_train(self.img_size, scale=tuple(self.opts.crop_scale), jitter=self.opts.jitter,
+                                interpolation=self.opts.interpolation)
+        return v2.Compose([crop, KeepKeys("image", "label")])
 
     def targets(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, soft targets): mixed by timm's Mixup when on, else one-hot (smoothed for CE)."""

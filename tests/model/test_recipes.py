@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from torchvision.transforms import InterpolationMode
 
 from model.config import TrainConfig, validate
 from model.experiment import check, describe, main
@@ -86,7 +87,8 @@ def _schedule(config: dict, dataset_len: int = 1_281_167) -> Schedule:
     return Schedule(train, _total_steps(train, samples), _steps_per_epoch(train, samples))
 
 
-def _cosine_scheduler(base: float, final: float, total: int, warmup: int = 0, start: float = 0.0) -> np.ndarray:
+def _cosine_scheduler(base: float, final: float, total: int, warmup: int = 0,
+                      start: float = 0.0) -> np.ndarray:
     """DINOv2's CosineScheduler array as recipes.md §2 states it: linspace(start, base, warmup), both
     ends included, then final + (base - final)(1 + cos(pi i / n)) / 2 for i < n = total - warmup."""
     i = np.arange(total - warmup)
@@ -134,8 +136,8 @@ def test_deit3_vitb_lr_is_timms_scheduler_stepped_once_an_epoch():
     s = _schedule(_cell("deit3", "base"))
     per_epoch = 1_281_167 // 256 * 256 / 2048  # an epoch of RASampler's 3 repeats
     assert s.steps_per_epoch == per_epoch and s.total == math.ceil(800 * per_epoch)
-    # DeiT's main.py: timm's CosineLRScheduler(t_initial=epochs, warmup_t=5, warmup_lr_init=1e-6, lr_min=1e-5),
-    # step(epoch) after each epoch, so epoch k runs at the value of k - 1
+    # DeiT's main.py: timm's CosineLRScheduler(t_initial=epochs, warmup_t=5, warmup_lr_init=1e-6,
+    # lr_min=1e-5), step(epoch) after each epoch, so epoch k runs at the value of k - 1
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=3e-3)
     timm_schedule = CosineLRScheduler(opt, t_initial=800, lr_min=1e-5, warmup_t=5, warmup_lr_init=1e-6)
     for epoch in range(800):
@@ -143,8 +145,11 @@ def test_deit3_vitb_lr_is_timms_scheduler_stepped_once_an_epoch():
         assert s.lr(first) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12), epoch
         timm_schedule.step(epoch)
     assert s.lr(0) == s.lr(math.ceil(per_epoch)) == pytest.approx(1e-6)  # epochs 0 and 1
-    assert s.lr(math.ceil(6 * per_epoch)) == pytest.approx(1e-5 + 0.5 * (3e-3 - 1e-5) * (1 + math.cos(math.pi * 5 / 800)))
-    assert s.lr(s.total - 1) == pytest.approx(1e-5 + 0.5 * (3e-3 - 1e-5) * (1 + math.cos(math.pi * 798 / 800)))
+    def cosine(t: int) -> float:
+        return 1e-5 + 0.5 * (3e-3 - 1e-5) * (1 + math.cos(math.pi * t / 800))
+
+    assert s.lr(math.ceil(6 * per_epoch)) == pytest.approx(cosine(5))  # not shifted by the warm-up
+    assert s.lr(s.total - 1) == pytest.approx(cosine(798))
     assert s.weight_decay(0) == s.weight_decay(s.total - 1) == 0.05
 
 
@@ -228,3 +233,109 @@ def test_reference_recipes_train_a_few_steps(tmp_path, framework, scale, overrid
     backbone, summary = pretrain(config, tmp_path, progress=False)
     assert summary["pretrain.steps"] == 3 and math.isfinite(summary["pretrain.loss"])
     assert backbone.blocks[0].drop_path1.drop_prob == resolve(config)[0]["model"]["drop_path_rate"]
+
+
+def test_ibot_masks_are_stratified_per_batch_as_dinov2_collate():
+    """Of 2B global crops, int(0.5 * 2B) are masked, their ratios one per equal bin of [0.1, 0.5]
+    (block masks may fall a few patches short), the rest unmasked, shuffled over the crops."""
+    from model.frameworks.masking import batch_masks
+
+    grid, n = (14, 14), 16
+    edges = np.linspace(0.1, 0.5, 9)
+    positions = set()
+    for seed in range(5):
+        masks = batch_masks(n, grid, 0.5, (0.1, 0.5), np.random.default_rng(seed))
+        counts = masks.sum(-1)
+        assert masks.shape == (n, 196) and (counts > 0).sum() == 8
+        ratios = sorted(c / 196 for c in counts.tolist() if c)
+        for r, low, high in zip(ratios, edges[:-1], edges[1:]):
+            assert low - 0.05 <= r <= high, (seed, ratios)
+        positions.add(tuple((counts > 0).tolist()))
+    assert len(positions) > 1  # shuffled over the crops
+
+    resolved = resolve(_cell("dinov2", "large"))[0]
+    fw = build_framework({**TINY, "scale": "large"},
+                         {**resolved["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4},
+                         num_classes=None, total_steps=10)
+    torch.manual_seed(0)
+    first = fw.draw_masks(8, torch.device("cpu"))
+    torch.manual_seed(0)
+    assert torch.equal(fw.draw_masks(8, torch.device("cpu")), first)  # model.train reseeds per step
+    assert first.shape == (8, 4) and "ibot_mask" not in fw.train_transform()(_procedural_sample())
+
+
+def _procedural_sample() -> dict:
+    from model.data import build_dataset
+
+    return build_dataset("procedural", "train", size=2, num_classes=4, resolution=32).load(0)
+
+
+def test_dinov2_head_trains_its_weight_norm_and_the_cpu_recipe_freezes_it():
+    for recipe, trained in (("dinov2", True), ("cpu", False)):
+        cell = _cell("dinov2", "large" if recipe == "dinov2" else "micro", recipe=recipe)
+        options = {**resolve(cell)[0]["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4}
+        fw = build_framework({**TINY, "scale": "micro"}, options, num_classes=None, total_steps=10)
+        g = fw.head.last_layer.parametrizations.weight.original0
+        assert g.requires_grad == trained and torch.equal(g, torch.ones(16, 1)), recipe
+
+
+def test_deit3_mixes_with_timms_mixup_and_binarises_the_targets():
+    resolved = resolve(_cell("deit3", "base"))[0]
+    fw = build_framework({**TINY, "scale": "base"}, resolved["framework"], num_classes=4, total_steps=10)
+    images, labels = torch.rand(8, 3, 32, 32), torch.tensor([0, 1, 2, 3, 0, 1, 2, 3])
+    state = np.random.get_state()[1].copy()
+    torch.manual_seed(0)
+    mixed, targets = fw.targets(images.clone(), labels)
+    torch.manual_seed(0)
+    again, _ = fw.targets(images.clone(), labels)
+    assert torch.equal(mixed, again) and not torch.equal(mixed, images)  # seeded from torch, not numpy
+    assert np.array_equal(np.random.get_state()[1], state)  # numpy's global RNG left as it was
+    torch.testing.assert_close(targets.sum(-1), torch.ones(8))
+    assert (targets.gt(0).sum(-1) == 2).any()  # BCE: both mixed classes are positives
+    fw.train()
+    assert fw({"image": images, "label": labels}, 0)["loss"].isfinite()
+    with pytest.raises(ValueError, match="even batch"):
+        fw.targets(images[:3], labels[:3])
+    crop = fw.train_transform().transforms[0].transforms[0]
+    assert crop.interpolation == InterpolationMode.BICUBIC
+
+
+def test_repeated_augmentation_deals_timms_sampler_across_ranks():
+    """Each image 3 times in a row; rank r of W taking positions r, r + W, ... of the stream gets
+    exactly what timm's RepeatAugSampler gives rank r of W (DeiT's RASampler)."""
+    from timm.data.distributed_sampler import RepeatAugSampler
+
+    from model.train import _EPOCH, _mix, _SampleStream, epoch_samples
+
+    assert epoch_samples(1_281_167, 3) == 1_281_024 and epoch_samples(1_281_167) == 1_281_167
+    stream = _SampleStream(list(range(30)), lambda s: s, seed=5, repeats=3)
+    order = stream._order(1).tolist()
+    assert stream.epoch_len == 30 and order[0::3] == order[1::3] == order[2::3]
+    for world in (2, 3):
+        for rank in range(world):
+            sampler = RepeatAugSampler(range(30), num_replicas=world, rank=rank, num_repeats=3)
+            sampler.set_epoch(_mix(5, _EPOCH, 1))
+            assert order[rank::world] == list(sampler), (world, rank)
+
+
+def test_training_key_hashes_the_resolved_config():
+    from model.experiment import training_key
+
+    quick = {"model": {"scale": "micro"}, "framework": {"name": "dinov2", "recipe": "cpu"},
+             "data": {"name": "procedural"}, "train": {"steps": 5}, "seed": 0}
+    spelled = {**quick, "model": {"scale": "micro", "img_size": 32, "drop_path_rate": 0.0},
+               "framework": {**quick["framework"], "out_dim": 1024}, "train": {"steps": 5, "batch_size": 64},
+               "data": {"name": "procedural", "num_classes": 10}}
+    assert training_key(spelled) == training_key(quick)  # the preset's and defaults' values spelled out
+    assert training_key({**quick, "train": {"steps": 5, "batch_size": 32}}) != training_key(quick)
+    paper = _cell("dinov2", "large")
+    explicit = {**paper, "framework": {**paper["framework"], "recipe": "dinov2", "n_local": 8}}
+    assert training_key(explicit) == training_key(paper)
+    import model.recipes as recipes
+
+    before = training_key(paper)
+    recipes._DINOV2["framework"]["n_local"] = 6  # a preset changes: the cached backbone is not reused
+    try:
+        assert training_key(paper) != before
+    finally:
+        recipes._DINOV2["framework"]["n_local"] = 8
