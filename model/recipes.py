@@ -12,7 +12,10 @@ Options). Values are those of ../shared/reference/recipes.md (DINOv2 @ b8931f7, 
   not modelled: our ``large`` scale has the MLP FFN; vitg14's global batch is not stated, vitl14's
   3072 is used).
 - ``deit3``: the ImageNet-1k pretraining of README_revenge.md per size (small, base, large):
-  LAMB, BCE, 3-Augment, 800 epochs, batch 2048, 192 px for B and L.
+  LAMB, BCE on binarised Mixup / CutMix targets, 3-Augment, 3 repeated augmentations, timm's
+  cosine lr stepped per epoch, 800 epochs, batch 2048, 192 px for B and L. An epoch is
+  RASampler's ``N // 256 * 256`` samples without DeiT's per-GPU drop_last (ImageNet: 625.5 steps
+  of 2048, where DeiT runs 625).
 - ``cpu``: the CPU-scale values the quickstart was tuned with (not a reference recipe).
 
 A config without ``framework.recipe`` takes its framework's reference recipe (dinov2 for the

@@ -12,13 +12,14 @@ function of the seed and a position, never of process history. Sample ``p`` of t
 position ``step * batch_size + j``) is image ``order(epoch)[p mod E]`` (a permutation of the N
 images, E = N; with ``train.repeated_aug``, timm's RepeatAugSampler list, whose copies of an image
 are consecutive and so go to consecutive ranks, as DeiT's RASampler deals them), augmented under a
-torch seed derived from ``(seed, p)``; the model's own randomness (stochastic depth, iBOT masks,
-Mixup) is reseeded from ``(seed, step, rank)`` before each step. So the step is the data position
-and the RNG state at once: a checkpoint holds the framework (student, teacher, heads, centers), the
-optimizer and the step, and the run continues identically on any number of data workers. Rank
-``r`` of ``W`` takes positions ``r, r + W, ...`` of each global batch, so DDP sees exactly the
-single-process images; what is drawn per batch (iBOT masks stratified over the batch, Mixup pairs)
-is drawn per rank's batch, as the references do per GPU.
+torch seed derived from ``(seed, p)`` (a batch's iBOT masks from its samples' streams); the
+model's own randomness (stochastic depth, Mixup) is reseeded from ``(seed, step, rank)`` before
+each step. So the step is the data position and the RNG state at once: a checkpoint holds the
+framework (student, teacher, heads, centers), the optimizer and the step, and the run continues
+identically on any number of data workers. Rank ``r`` of ``W`` takes positions ``r, r + W, ...``
+of each global batch, so DDP sees exactly the single-process images; what is drawn per batch
+(iBOT masks stratified over the batch, Mixup pairs) is drawn per rank's batch, as the references
+do per GPU.
 """
 
 from __future__ import annotations
@@ -283,6 +284,7 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
     loader = DataLoader(
         _SampleStream(dataset, framework.train_transform(), seed, train.repeated_aug),
         batch_size=local_batch, sampler=range(start * train.batch_size + env.rank, total * train.batch_size, env.world),
+        collate_fn=framework.train_collate(),
         num_workers=train.num_workers, pin_memory=env.device.type == "cuda")
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
 

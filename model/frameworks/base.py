@@ -5,7 +5,8 @@ A framework is an ``nn.Module`` that owns everything it trains and everything it
 training loop (model.train) only needs:
 
 * ``Framework.from_config(model_cfg, options, num_classes=..., total_steps=...)``: build it;
-* ``train_transform()``: the per-sample augmentation (multi-crop, iBOT masks, ...);
+* ``train_transform()``: the per-sample augmentation (multi-crop, ...);
+* ``train_collate()``: the batch's collation (default_collate; iBOT adds its per-batch masks);
 * ``forward(batch, step)``: one step's losses, a dict with the total under ``"loss"`` (forward, so
   that DistributedDataParallel wraps the framework and syncs the gradients of what it trains);
 * ``after_step(step)``: what follows the optimizer step (the EMA teacher update);
@@ -15,13 +16,14 @@ training loop (model.train) only needs:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import torch
 import torch.distributed as dist
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
+from torch.utils.data import default_collate
 
 from model.config import validate
 from model.data import Sample, Transform
@@ -116,6 +118,10 @@ class Framework(nn.Module):
 
     def train_transform(self) -> Transform:
         raise NotImplementedError
+
+    def train_collate(self) -> Callable[[list[Sample]], Sample]:
+        """Samples -> batch, run by the data workers; picklable (not a bound method of the module)."""
+        return default_collate
 
     def forward(self, batch: Sample, step: int) -> dict[str, torch.Tensor]:
         raise NotImplementedError

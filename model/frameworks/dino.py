@@ -9,10 +9,9 @@ Option defaults are the reference DINOv2 values; CPU-size runs take the ``cpu`` 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -26,7 +25,7 @@ from model.frameworks.base import (
 )
 from model.frameworks.heads import DINOHead
 from model.frameworks.losses import TeacherTargets, koleo_loss, soft_cross_entropy
-from model.frameworks.masking import batch_masks
+from model.frameworks.masking import CollateMasks, add_mask_seed
 
 
 class DINOOptions(Strict):
@@ -126,15 +125,16 @@ class DINO(Framework):
                       interpolation=self.opts.interpolation),
             KeepKeys("image"),
         ]
+        if self.ibot_weight:
+            steps.append(add_mask_seed)
         return v2.Compose(steps)
 
-    def draw_masks(self, n_images: int, device: torch.device) -> torch.Tensor:
-        """iBOT masks of the batch's ``n_images`` global crops (model.frameworks.masking), from
-        torch's RNG (reseeded per step and rank by model.train)."""
-        rng = np.random.default_rng(int(torch.randint(2**62, ())))
-        masks = batch_masks(n_images, self.student.patch_embed.grid_size, self.opts.mask_probability,
-                            tuple(self.opts.mask_ratio), rng)
-        return masks.to(device)
+    def train_collate(self) -> Callable[[list[Sample]], Sample]:
+        """With iBOT: the batch's block masks, stratified over its global crops (DINOv2's collate)."""
+        if not self.ibot_weight:
+            return super().train_collate()
+        return CollateMasks(self.student.patch_embed.grid_size, self.opts.mask_probability,
+                            tuple(self.opts.mask_ratio))
 
     def teacher_temp(self, step: int) -> float:
         return cosine_schedule(step, self.total_steps, self.opts.teacher_temp, self.opts.teacher_temp,
@@ -144,7 +144,7 @@ class DINO(Framework):
         crops = batch["image"]
         globals_ = torch.cat(crops[:2])
         temp, student_temp = self.teacher_temp(step), self.opts.student_temp
-        masks = self.draw_masks(len(globals_), globals_.device) if self.ibot_weight else None  # 2B×N
+        masks = batch["ibot_mask"] if self.ibot_weight else None  # 2B×N
         with torch.no_grad():
             t_tokens = self.teacher.forward_features(globals_)
             t_cls = self.targets(self.teacher_head(t_tokens[:, 0]), temp).chunk(2)

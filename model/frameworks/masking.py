@@ -1,10 +1,11 @@
 """iBOT / DINOv2 block masking of the global crops' patch tokens, drawn per batch.
 
-As DINOv2's ``collate_data_and_cast`` does per process: of the batch's global crops, a share
-``probability`` is masked with ratios stratified over ``ratio`` (so every batch spans the range),
-the masks are shuffled over the crops, and each is made of BEiT-style blocks. The framework draws
-them in its forward from torch's RNG, which model.train reseeds from ``(seed, step, rank)``, so
-they do not depend on the data workers or a resume.
+As DINOv2's ``collate_data_and_cast`` does per process, in the data workers: of the batch's
+global crops, a share ``probability`` is masked with ratios stratified over ``ratio`` (so every
+batch spans the range), the masks are shuffled over the crops, and each is made of BEiT-style
+blocks. The random stream is seeded by a draw of each sample's own seeded stream (``mask_seed``,
+model.train seeds each sample by its position), so the masks do not depend on the data workers or
+a resume.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import math
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
+
+from model.data import Sample
 
 
 def block_mask(height: int, width: int, num_masking: int, rng: np.random.Generator, min_patches: int = 4,
@@ -61,3 +65,25 @@ def batch_masks(n_images: int, grid: tuple[int, int], probability: float, ratio:
         masks[i] = block_mask(h, w, count, rng, max_patches=0.5 * patches).reshape(-1)
     rng.shuffle(masks)
     return torch.from_numpy(masks)
+
+
+def add_mask_seed(sample: Sample) -> Sample:
+    """The last transform step: a draw of the sample's seeded stream, for :class:`CollateMasks`."""
+    return {**sample, "mask_seed": int(torch.randint(2**62, ()))}
+
+
+class CollateMasks:
+    """default_collate, plus ``ibot_mask`` (2B × patches, bool; rows in the order of the 2B global
+    crops, crop-major as the frameworks concatenate them): :func:`batch_masks` over the batch,
+    seeded by its samples' ``mask_seed``."""
+
+    def __init__(self, grid: tuple[int, int], probability: float, ratio: tuple[float, float]) -> None:
+        self.grid, self.probability, self.ratio = grid, probability, ratio
+
+    def __call__(self, samples: list[Sample]) -> Sample:
+        seeds = [int(s["mask_seed"]) for s in samples]
+        batch = default_collate([{k: v for k, v in s.items() if k != "mask_seed"} for s in samples])
+        n_global = 2 * len(samples)
+        batch["ibot_mask"] = batch_masks(n_global, self.grid, self.probability, self.ratio,
+                                         np.random.default_rng(seeds))
+        return batch

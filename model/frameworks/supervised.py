@@ -15,7 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 from timm.data import Mixup
 from timm.models.vision_transformer import VisionTransformer
 from torchvision.transforms import v2
@@ -29,20 +29,22 @@ class SupervisedOptions(Strict):
     """Defaults are DeiT-III's ImageNet-1k pretraining; the ``cpu`` recipe holds the small-data ones."""
 
     loss: Literal["bce", "ce"] = "bce"  # DeiT-III trains ImageNet-1k with BCE
+    mixup: float = Field(0.8, ge=0)  # Mixup's Beta alpha; 0: off
+    cutmix: float = Field(1.0, ge=0)  # CutMix's Beta alpha; 0: off (both on: one per batch, p 0.5)
     label_smoothing: float = Field(0.0, ge=0, lt=1)  # of the (mixed) targets; BCE needs 0
     layerscale: float | None = Field(1e-4, gt=0)  # LayerScale init (timm init_values); None: none
     crop_scale: tuple[float, float] = (0.08, 1.0)
     interpolation: Literal["bilinear", "bicubic"] = "bicubic"  # of the random resized crop
     jitter: float = Field(0.3, ge=0)
-    mixup: float = Field(0.8, ge=0)  # Mixup's Beta alpha; 0: off
-    cutmix: float = Field(1.0, ge=0)  # CutMix's Beta alpha; 0: off (both on: one per batch, p 0.5)
 
-    @model_validator(mode="after")
-    def _bce_without_smoothing(self) -> SupervisedOptions:
-        if self.loss == "bce" and self.label_smoothing > 0 and (self.mixup or self.cutmix):
-            raise ValueError("label_smoothing 0 with loss bce and mixup or cutmix (the binarised "
-                             "smoothed targets would make every class a positive)")
-        return self
+    @field_validator("label_smoothing")
+    @classmethod
+    def _bce_without_smoothing(cls, value: float, info: ValidationInfo) -> float:
+        mixed = info.data.get("mixup") or info.data.get("cutmix")
+        if value > 0 and info.data.get("loss") == "bce" and mixed:
+            raise ValueError("0 with loss bce and mixup or cutmix (binarised, smoothed targets make "
+                             "every class a positive)")
+        return value
 
 
 @contextmanager

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import default_collate
 
 from model.data import build_dataset, finalize
 from model.frameworks import FRAMEWORKS, build_framework
@@ -43,7 +42,7 @@ def _batch(framework, n: int = 8) -> dict:
     data = build_dataset("procedural", "train", size=n, num_classes=4, resolution=16)
     transform = framework.train_transform()
     torch.manual_seed(0)
-    return default_collate([finalize(transform(data.load(i))) for i in range(n)])
+    return framework.train_collate()([finalize(transform(data.load(i))) for i in range(n)])
 
 
 @pytest.mark.parametrize("name,registers", [("supervised", 0), ("dino", 0), ("ibot", 1), ("dinov2", 2)])

@@ -253,21 +253,22 @@ def test_ibot_masks_are_stratified_per_batch_as_dinov2_collate():
         positions.add(tuple((counts > 0).tolist()))
     assert len(positions) > 1  # shuffled over the crops
 
+    # in the data workers, seeded by the samples' own seeded streams (model.train: by position)
+    from model.data import build_dataset, finalize
+
     resolved = resolve(_cell("dinov2", "large"))[0]
-    fw = build_framework({**TINY, "scale": "large"},
-                         {**resolved["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4},
-                         num_classes=None, total_steps=10)
-    torch.manual_seed(0)
-    first = fw.draw_masks(8, torch.device("cpu"))
-    torch.manual_seed(0)
-    assert torch.equal(fw.draw_masks(8, torch.device("cpu")), first)  # model.train reseeds per step
-    assert first.shape == (8, 4) and "ibot_mask" not in fw.train_transform()(_procedural_sample())
+    fw = build_framework({**TINY, "scale": "large", "img_size": 64, "patch_size": 8},
+                         {**resolved["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4,
+                          "n_local": 0}, num_classes=None, total_steps=10)
+    data = build_dataset("procedural", "train", size=4, num_classes=4, resolution=64)
 
+    def batch(seed: int) -> dict:
+        torch.manual_seed(seed)
+        return fw.train_collate()([finalize(fw.train_transform()(data.load(i))) for i in range(4)])
 
-def _procedural_sample() -> dict:
-    from model.data import build_dataset
-
-    return build_dataset("procedural", "train", size=2, num_classes=4, resolution=32).load(0)
+    first = batch(0)
+    assert first["ibot_mask"].shape == (8, 64) and (first["ibot_mask"].sum(-1) > 0).sum() == 4
+    assert torch.equal(batch(0)["ibot_mask"], first["ibot_mask"]) and "mask_seed" not in first
 
 
 def test_dinov2_head_trains_its_weight_norm_and_the_cpu_recipe_freezes_it():
@@ -298,6 +299,9 @@ def test_deit3_mixes_with_timms_mixup_and_binarises_the_targets():
         fw.targets(images[:3], labels[:3])
     crop = fw.train_transform().transforms[0].transforms[0]
     assert crop.interpolation == InterpolationMode.BICUBIC
+    smoothed = {**_cell("deit3", "base", label_smoothing=0.1), "data": {"name": "procedural"}}
+    assert check(smoothed) == ["framework.label_smoothing: got 0.1; expected 0 with loss bce and mixup or "
+                               "cutmix (binarised, smoothed targets make every class a positive)"]
 
 
 def test_repeated_augmentation_deals_timms_sampler_across_ranks():

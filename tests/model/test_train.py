@@ -127,10 +127,12 @@ def _ddp_worker(rank: int, world: int, port: int, config: dict, out: str) -> Non
 
 
 # dino + spec "all": a CLS-only loss leaves the patch path of the last layers unused (DDP must find
-# them); ibot + sinkhorn: the Sinkhorn marginals and the masked-token counts are global statistics
+# them); ibot + sinkhorn: the Sinkhorn marginals are global statistics. iBOT masks are drawn per
+# rank's batch, as DINOv2's collate does per GPU, so they cannot match one process: none here.
 @pytest.mark.parametrize("framework,spec", [
     ({"name": "dino"}, "all"),
-    pytest.param({"name": "ibot", "centering": "sinkhorn"}, "norms+qkv_third", marks=pytest.mark.slow),
+    pytest.param({"name": "ibot", "centering": "sinkhorn", "mask_probability": 0.0}, "norms+qkv_third",
+                 marks=pytest.mark.slow),
 ])
 def test_ddp_two_processes_match_one(tmp_path, framework, spec):
     config = _config({**framework, **SMALL_HEAD}, steps=4)
