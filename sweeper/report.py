@@ -25,12 +25,11 @@ import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Connection, Select, Text, cast, not_, or_, select
 
 from sweeper.console import add_columns, open_store, out, print_table, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
 from sweeper.spec import SEED_AXIS, Report, Study, canonical, load_yaml, parse_study
-from sweeper.store import FINISHED, CellRow, Membership, Metric, Store, category
+from sweeper.store import FINISHED, Store, category
 
 # ----------------------------------------------------------------------------- metric direction
 
@@ -120,34 +119,6 @@ def _study_meta(spec_text: str, file: str) -> tuple[list[str], list[str], dict |
     return axes, named, baseline, declared_directions(raw)
 
 
-def _like(pattern: str) -> str:
-    """A SQL LIKE pattern (escape '\\') matching a superset of what the glob matches."""
-    out_: list[str] = []
-    i = 0
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "*":
-            out_.append("%")
-        elif c == "?":
-            out_.append("_")
-        elif c == "[":
-            j = i + 1
-            j += pattern[j : j + 1] == "!"
-            j += pattern[j : j + 1] == "]"
-            j = pattern.find("]", j)
-            if j == -1:
-                out_.append("[")
-            else:
-                out_.append("_")
-                i = j
-        elif c in "%_\\":
-            out_.append("\\" + c)
-        else:
-            out_.append(c)
-        i += 1
-    return "".join(out_)
-
-
 def _column(labels: list[Any]) -> list[Any]:
     """Labels are grouped and merged on: list or mapping labels are keyed by their canonical JSON."""
     if {list, dict} & set(map(type, labels)):
@@ -176,29 +147,10 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     """
     row = store.study_row(study)
     file_axes, named, baseline, directions = _study_meta(row.spec_text, row.file)
-    live = (Membership.study_id == row.id, Membership.orphaned.is_(False))
-    q = (
-        select(Membership.position, Metric.name, Metric.value)
-        .join(Metric, Metric.cell_key == Membership.cell_key)
-        .where(*live, Metric.step.is_(None))
-    )
-    if patterns:
-        q = q.where(or_(*(Metric.name.like(_like(p), escape="\\") for p in patterns)))
-    elif not analysis:
-        q = q.where(not_(Metric.name.like("analysis.%")))
-    with store.engine.connect() as conn:
-        # Labels as JSON text, parsed in one call: 30,000 json.loads cost more than the query.
-        members = conn.execute(
-            select(Membership.position, Membership.cell_key, cast(Membership.labels, Text), CellRow.state)
-            .join(CellRow, CellRow.key == Membership.cell_key)
-            .where(*live)
-            .order_by(Membership.position)
-        ).all()
-        # The DBAPI cursor's plain tuples: building 900k Row objects would double the load time.
-        metric_rows = _fetch_plain(conn, q)
-        pivot = _pivot(members, metric_rows)
-        if pivot is None:  # a final value recorded twice (re-ingested): read again in id order, last wins
-            pivot = _pivot(members, _fetch_plain(conn, q.order_by(Metric.id)), ordered=True)
+    members = store.members(row.id)
+    pivot = _pivot(members, store.metric_values(row.id, patterns, analysis=analysis))
+    if pivot is None:  # a final value recorded twice (re-ingested): read again in id order, last wins
+        pivot = _pivot(members, store.metric_values(row.id, patterns, analysis=analysis, ordered=True), ordered=True)
     matrix, found = pivot
     # Only finished cells' values count: a cell failed on a NaN keeps its finite values in the store only.
     matrix[np.fromiter((m[3] not in FINISHED for m in members), dtype=bool, count=len(members))] = np.nan
@@ -225,7 +177,7 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
         for p in patterns:
             hits = sorted(n for n in reported if fnmatchcase(n, p))
             if not hits:
-                known = _metric_names(store, row.id)
+                known = store.metric_names(row.id)
                 shown = ", ".join(known[:12]) + (", …" if len(known) > 12 else "")
                 raise UserError(f"{flag} {p}: matches no final metric of study '{study}'"
                                 f"{did_you_mean(p, known)}; metrics: {shown or 'none recorded yet'}")
@@ -238,14 +190,6 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     if keys is not None:
         frame = frame[frame["key"].isin(set(keys))].reset_index(drop=True)
     return Loaded(study, frame, all_axes, [a for a in named if a in all_axes], baseline, metrics, directions)
-
-
-def _fetch_plain(conn: Connection, q: Select) -> list[tuple]:
-    result = conn.execute(q)
-    try:
-        return result.cursor.fetchall()
-    finally:
-        result.close()
 
 
 def _pivot(members: Sequence[tuple], rows: list[tuple], *, ordered: bool = False) -> tuple[np.ndarray, list[str]] | None:
@@ -267,16 +211,6 @@ def _pivot(members: Sequence[tuple], rows: list[tuple], *, ordered: bool = False
         return None
     matrix.reshape(-1)[flat] = value  # in order: later writes win
     return matrix, list(names)
-
-
-def _metric_names(store: Store, study_id: int) -> list[str]:
-    with store.session() as s:
-        return list(s.scalars(
-            select(Metric.name).distinct()
-            .join(Membership, Membership.cell_key == Metric.cell_key)
-            .where(Membership.study_id == study_id, Metric.step.is_(None))
-            .order_by(Metric.name)
-        ))
 
 
 # ----------------------------------------------------------------------------- aggregation

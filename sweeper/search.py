@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
-
 from sweeper.errors import UserError
 from sweeper.rundir import RunDir
 from sweeper.spec import (
@@ -39,7 +36,7 @@ from sweeper.spec import (
     cell_key,
     set_path,
 )
-from sweeper.store import ACTIVE, CellRow, CellState, Metric, SearchCell, Store, StudyRow, chunks, dialect_insert
+from sweeper.store import ACTIVE, CellState, SearchCell, SearchStep, Store
 
 if TYPE_CHECKING:
     import optuna
@@ -69,16 +66,8 @@ def attach(store: Store, study: Study) -> Study:
     if study.search is None:
         return study
     plan = study.search
-    with store.session() as s:
-        study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
-        rows = [] if study_id is None else s.execute(
-            select(SearchCell.cell_key, SearchCell.labels, SearchCell.group_key, CellRow.config, CellRow.seed)
-            .join(CellRow, CellRow.key == SearchCell.cell_key)
-            .where(SearchCell.study_id == study_id)
-            .order_by(SearchCell.id)
-        ).all()
     cells: dict[str, Cell] = {}
-    for key, labels, group, config, seed in rows:
+    for key, labels, group, config, seed in store.search_cells(study.name):
         template = plan.template(labels)
         if group in plan.groups and template is not None and key not in cells:
             cells[key] = Cell(key, config, labels, seed, template.resources)
@@ -116,10 +105,8 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
     assert plan is not None
     growth = Growth()
     workdir = Path(study.workdir).resolve()
-    with store.session() as s, s.begin():
-        study_id = _lock(s, study.name)
-        rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
-        trials = _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], workdir)
+    with store.search_step(study.name) as step:
+        trials = _outcomes(step, plan, [r for r in step.rows() if r.group_key in plan.groups], workdir)
         by_group: dict[str, list[_Trial]] = {g: [] for g in plan.groups}
         for t in trials:
             by_group[t.row.group_key].append(t)
@@ -140,7 +127,7 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
                 try:  # the sampler's and pruner's options reach optuna only here
                     ost = _optuna_study(plan, study.name, i, g, tried[g])
                     if running:
-                        _prune(s, plan, ost, tried[g], workdir)
+                        _prune(step, plan, ost, tried[g], workdir)
                     asked = [_ask(plan, ost, g, number, study) for number in range(start, start + asks.get(g, 0))]
                 except (TypeError, ValueError) as e:
                     raise UserError(f"{study.file}: search.sampler_options: optuna's {plan.spec.sampler} sampler "
@@ -148,15 +135,13 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
                 new += asked
                 growth.asked += [cell.key for _, cell in asked]
             elif g in chosen and not want[g] and all(t.state in _FINAL for t in tried[g]):
-                finals = _finals(s, plan, g, by_group[g])
+                finals = _finals(step, plan, g, by_group[g])
                 new += finals
                 growth.finals += [cell.key for _, cell in finals]
         if new:
             cells = {cell.key: {"key": cell.key, "task": study.task, "config": cell.config, "seed": cell.seed,
                                 "state": CellState.PLANNED} for _, cell in new}
-            s.execute(dialect_insert(s, CellRow).on_conflict_do_nothing(), list(cells.values()))
-            s.execute(dialect_insert(s, SearchCell).on_conflict_do_nothing(),
-                      [row | {"study_id": study_id} for row, _ in new])
+            step.record(list(cells.values()), [row for row, _ in new])
     known = {c.key for c in study.cells}
     for _, cell in new:  # a config asked twice is one cell
         if cell.key not in known:
@@ -177,28 +162,18 @@ def _share(free: int, want: dict[str, int], have: dict[str, int]) -> dict[str, i
     return asks
 
 
-def _lock(s: Session, name: str) -> int:
-    """The study's id, locked for this transaction (SQLite: the transaction began IMMEDIATE)."""
-    return s.scalar(select(StudyRow.id).where(StudyRow.name == name).with_for_update())
-
-
-def _outcomes(s: Session, plan: SearchPlan, rows: list[SearchCell], workdir: Path) -> list[_Trial]:
+def _outcomes(step: SearchStep, plan: SearchPlan, rows: list[SearchCell], workdir: Path) -> list[_Trial]:
     """Each row's cell state, searched metric and pruner values (finished: the store; running: metrics.jsonl)."""
     keys = list({r.cell_key for r in rows})
-    states: dict[str, str] = {}
     finals: dict[str, float] = {}
     steps: dict[str, dict[int, float]] = defaultdict(dict)
     watched, sign = _watched(plan)
-    for chunk in chunks(keys):
-        states.update(s.execute(select(CellRow.key, CellRow.state).where(CellRow.key.in_(chunk))).all())
-        q = (select(Metric.cell_key, Metric.name, Metric.step, Metric.value)
-             .where(Metric.cell_key.in_(chunk), Metric.name.in_({plan.spec.metric, watched}))
-             .order_by(Metric.id))
-        for key, name, step, value in s.execute(q):
-            if step is None and name == plan.spec.metric:
-                finals[key] = value
-            elif step is not None and name == watched:
-                steps[key][step] = sign * value
+    states = step.states(keys)
+    for key, name, number, value in step.metrics(keys, {plan.spec.metric, watched}):
+        if number is None and name == plan.spec.metric:
+            finals[key] = value
+        elif number is not None and name == watched:
+            steps[key][number] = sign * value
     for key in keys:
         if states.get(key) == CellState.RUNNING and plan.spec.pruner is not None:
             for line in RunDir.of(workdir, key).reports():
@@ -281,7 +256,7 @@ def _pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
     return optuna.pruners.HyperbandPruner(p.min_resource, p.max_resource, p.reduction_factor)
 
 
-def _prune(s: Session, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial], workdir: Path) -> None:
+def _prune(step: SearchStep, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial], workdir: Path) -> None:
     """Ask the pruner about every running trial with values; request a stop where it says so."""
     by_number = {t.user_attrs["number"]: t for t in ost.get_trials(deepcopy=False)}
     for t in trials:
@@ -295,7 +270,7 @@ def _prune(s: Session, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial]
         # Pruners keep their bookkeeping (e.g. successive halving's rungs) in system attributes.
         attrs = ost.get_trials(deepcopy=False)[frozen.number].system_attrs
         if attrs != t.row.system_attrs:
-            s.execute(update(SearchCell).where(SearchCell.id == t.row.id).values(system_attrs=dict(attrs)))
+            step.set_system_attrs(t.row.id, dict(attrs))
 
 
 def _ask(plan: SearchPlan, ost: optuna.Study, group: str, number: int, study: Study) -> tuple[dict, Cell]:
@@ -325,7 +300,7 @@ def best_trial(plan: SearchPlan, trials: list[_Trial]) -> _Trial | None:
     return max(done, key=lambda t: (sign * t.value, -t.row.number), default=None)
 
 
-def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial]) -> list[tuple[dict, Cell]]:
+def _finals(step: SearchStep, plan: SearchPlan, group: str, trials: list[_Trial]) -> list[tuple[dict, Cell]]:
     """The best trial's configuration with each final seed, unless already recorded. The final seeds are
     not the trials' seed (spec), so each repeat is a fresh run, not the selected trial's cell again."""
     best = best_trial(plan, [t for t in trials if t.row.kind == "trial"])
@@ -335,7 +310,7 @@ def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial]) -> l
     if set(plan.final_seeds) <= {t.row.labels.get(SEED_AXIS) for t in mine}:
         return []
     recorded = {t.row.cell_key for t in mine}
-    base = s.get(CellRow, best.row.cell_key)
+    base = step.cell(best.row.cell_key)
     resources = plan.template(best.row.labels).resources
     out = []
     for seed in plan.final_seeds:
@@ -362,10 +337,8 @@ def _recorded(store: Store, study: Study) -> list[_Trial]:
     """The study's trials and final repeats (of its current groups), in the order they were recorded."""
     plan = study.search
     assert plan is not None
-    with store.session() as s:
-        study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
-        rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
-        return _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], Path(study.workdir).resolve())
+    with store.search_step(study.name, lock=False) as step:
+        return _outcomes(step, plan, [r for r in step.rows() if r.group_key in plan.groups], Path(study.workdir).resolve())
 
 
 def trials(store: Store, study: Study) -> list[dict]:

@@ -9,7 +9,8 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -27,6 +28,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    cast,
     create_engine,
     delete,
     event,
@@ -34,13 +36,17 @@ from sqlalchemy import (
     insert,
     inspect,
     literal_column,
+    not_,
+    or_,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.sql import Select
 
 from sweeper.errors import UserError, did_you_mean
 from sweeper.spec import Study
@@ -626,6 +632,145 @@ class Store:
                 q = q.where(Metric.step.is_(None))
             return dict(s.execute(q).all())
 
+    # ------------------------------------------------------------------ report reads
+
+    def members(self, study_id: int) -> list[tuple[int, str, str, str]]:
+        """(position, cell key, labels as JSON text, state) of the study's live cells, in file order.
+
+        The labels stay JSON text so that a caller parses them in one call: 30,000 json.loads
+        cost more than the query.
+        """
+        q = (select(Membership.position, Membership.cell_key, cast(Membership.labels, Text), CellRow.state)
+             .join(CellRow, CellRow.key == Membership.cell_key)
+             .where(*_live(study_id))
+             .order_by(Membership.position))
+        with self.engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(q)]
+
+    def metric_values(self, study_id: int, patterns: Sequence[str] | None = None, *, final: bool = True,
+                      analysis: bool = True, ordered: bool = False) -> list[tuple]:
+        """The live cells' metric values as plain tuples: (position, name, value) of the final values
+        (step IS NULL), or with final=False (position, attempt, name, step, value) of those reported
+        per step.
+
+        `patterns` are globs over the names, pushed into SQL as LIKE filters (a superset: the
+        caller matches the globs exactly); without them every metric, but analysis.* unless
+        `analysis`. `ordered`: in the order they were recorded (the last of duplicates wins).
+        """
+        if final:
+            q = select(Membership.position, Metric.name, Metric.value).where(Metric.step.is_(None))
+        else:
+            q = (select(Membership.position, Metric.attempt, Metric.name, Metric.step, Metric.value)
+                 .where(Metric.step.is_not(None)))
+        q = q.join(Metric, Metric.cell_key == Membership.cell_key).where(*_live(study_id))
+        if patterns:
+            q = q.where(or_(*(Metric.name.like(glob_to_like(p), escape="\\") for p in patterns)))
+        elif not analysis:
+            q = q.where(not_(Metric.name.like("analysis.%")))
+        if ordered:
+            q = q.order_by(Metric.id)
+        with self.engine.connect() as conn:
+            return _fetch_plain(conn, q)
+
+    def metric_names(self, study_id: int, *, final: bool = True) -> list[str]:
+        """The distinct names of the study's final metrics (or, final=False, of those reported per step)."""
+        with self.session() as s:
+            return list(s.scalars(
+                select(Metric.name).distinct()
+                .join(Membership, Membership.cell_key == Metric.cell_key)
+                .where(Membership.study_id == study_id, Metric.step.is_(None) if final else Metric.step.is_not(None))
+                .order_by(Metric.name)
+            ))
+
+    def step_counts(self, study_id: int, sample: int = 20) -> dict[str, int]:
+        """Per metric reported per step, the most steps one of the first `sample` reporting cells reported."""
+        with self.session() as s:
+            cells = select(Membership.cell_key).join(Metric, Metric.cell_key == Membership.cell_key).where(
+                *_live(study_id), Metric.step.is_not(None)
+            ).distinct().limit(sample).subquery()
+            per_cell = (select(Metric.cell_key, Metric.name, func.count(func.distinct(Metric.step)).label("n"))
+                        .where(Metric.cell_key.in_(select(cells.c.cell_key)), Metric.step.is_not(None))
+                        .group_by(Metric.cell_key, Metric.name).subquery())
+            rows = s.execute(select(per_cell.c.name, func.max(per_cell.c.n)).group_by(per_cell.c.name))
+            return dict(rows.all())
+
+    # ------------------------------------------------------------------ search rows
+
+    def search_cells(self, study: str) -> list[tuple[str, dict, str, dict, int]]:
+        """(cell key, labels, group key, config, seed) of every cell a search recorded, in order."""
+        with self.session() as s:
+            study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study))
+            if study_id is None:
+                return []
+            return [tuple(r) for r in s.execute(
+                select(SearchCell.cell_key, SearchCell.labels, SearchCell.group_key, CellRow.config, CellRow.seed)
+                .join(CellRow, CellRow.key == SearchCell.cell_key)
+                .where(SearchCell.study_id == study_id)
+                .order_by(SearchCell.id)
+            )]
+
+    @contextmanager
+    def search_step(self, study: str, *, lock: bool = True) -> Iterator[SearchStep]:
+        """One transaction over a search's rows; with `lock`, holding the study's lock (one controller
+        step at a time), and committed when the block ends without an exception."""
+        with self.session() as s:
+            if lock:
+                with s.begin():  # SQLite: the transaction began IMMEDIATE
+                    study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study).with_for_update())
+                    yield SearchStep(s, study_id)
+            else:
+                yield SearchStep(s, s.scalar(select(StudyRow.id).where(StudyRow.name == study)))
+
+
+class SearchStep:
+    """The reads and writes of one search-controller step, inside Store.search_step's transaction."""
+
+    def __init__(self, s: Session, study_id: int | None):
+        self._s, self.study_id = s, study_id
+
+    def rows(self) -> list[SearchCell]:
+        """The study's search rows (trials and final repeats), in the order they were recorded."""
+        q = select(SearchCell).where(SearchCell.study_id == self.study_id).order_by(SearchCell.id)
+        return list(self._s.scalars(q))
+
+    def states(self, keys: list[str]) -> dict[str, str]:
+        return dict(Store._states(self._s, keys))
+
+    def metrics(self, keys: list[str], names: Iterable[str]) -> Iterator[tuple[str, str, int | None, float]]:
+        """(cell key, name, step, value) of the cells' metrics named `names`, in the order recorded."""
+        for chunk in chunks(keys):
+            yield from self._s.execute(
+                select(Metric.cell_key, Metric.name, Metric.step, Metric.value)
+                .where(Metric.cell_key.in_(chunk), Metric.name.in_(set(names)))
+                .order_by(Metric.id))
+
+    def cell(self, key: str) -> CellRow:
+        return self._s.get(CellRow, key)
+
+    def set_system_attrs(self, row_id: int, attrs: dict) -> None:
+        self._s.execute(update(SearchCell).where(SearchCell.id == row_id).values(system_attrs=attrs))
+
+    def record(self, cells: list[dict], rows: list[dict]) -> None:
+        """Insert cells (once: a config asked twice is one cell) and the search rows that name them."""
+        if cells:
+            self._s.execute(dialect_insert(self._s, CellRow).on_conflict_do_nothing(), cells)
+        if rows:
+            self._s.execute(dialect_insert(self._s, SearchCell).on_conflict_do_nothing(),
+                            [row | {"study_id": self.study_id} for row in rows])
+
+
+def _live(study_id: int) -> tuple:
+    return Membership.study_id == study_id, Membership.orphaned.is_(False)
+
+
+def _fetch_plain(conn: Connection, q: Select) -> list[tuple]:
+    """The DBAPI cursor's plain tuples: building 900k Row objects would double a report's load time."""
+    result = conn.execute(q)
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()
+
 
 def _per_axis(study: Study, states: dict[str, str]) -> dict[str, dict[str, Counter]]:
     out: dict[str, dict[str, Counter]] = {name: defaultdict(Counter) for name in study.axis_names}
@@ -649,6 +794,34 @@ def dialect_insert(s: Session, table: type[Base]):
 def chunks(items: list[str]) -> Iterable[list[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
+
+
+def glob_to_like(pattern: str) -> str:
+    """A SQL LIKE pattern (escape '\\') matching a superset of what the glob matches."""
+    out_: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out_.append("%")
+        elif c == "?":
+            out_.append("_")
+        elif c == "[":
+            j = i + 1
+            j += pattern[j : j + 1] == "!"
+            j += pattern[j : j + 1] == "]"
+            j = pattern.find("]", j)
+            if j == -1:
+                out_.append("[")
+            else:
+                out_.append("_")
+                i = j
+        elif c in "%_\\":
+            out_.append("\\" + c)
+        else:
+            out_.append(c)
+        i += 1
+    return "".join(out_)
 
 
 def _connect_args(url: str) -> dict:
