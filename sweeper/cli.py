@@ -34,7 +34,7 @@ from sweeper.errors import UserError
 from sweeper.plot import plot_command
 from sweeper.report import report_command
 from sweeper.spec import Study, load_study, parse_study
-from sweeper.store import FINISHED, UNSUCCESSFUL, CellState, Plan, category
+from sweeper.store import ACTIVE, ENDED, UNSUCCESSFUL, CellState, Plan, category
 
 app = typer.Typer(
     help="Declarative ablation sweeps for vision-transformer research.",
@@ -194,7 +194,6 @@ OnlyOption = Annotated[list[str] | None, typer.Option("--only", help="Only cells
 MaxCellsOption = Annotated[int | None, typer.Option("--max-cells", min=1, help="Submit at most this many cells.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 StudyArgument = Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)]
-FINAL_BAD = UNSUCCESSFUL
 
 
 @app.command()
@@ -403,10 +402,10 @@ def _study_spec(study: str) -> Study:
 
 def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
     counts = Counter(s.state for s in statuses)
-    order = ["PLANNED", "SUBMITTING", "PENDING", "RUNNING", "COMPLETED", "FAILED", "INTERRUPTED", "CANCELLED", "PRUNED"]
-    colour = {"COMPLETED": "green", "RUNNING": "yellow", "PENDING": "yellow", "FAILED": "red", "INTERRUPTED": "red"}
+    colour = {CellState.COMPLETED: "green", CellState.RUNNING: "yellow", CellState.PENDING: "yellow",
+              CellState.FAILED: "red", CellState.INTERRUPTED: "red"}
     parts: list = [f"[bold]{study.name}[/]: {len(statuses)} cells — " + ", ".join(
-        f"[{colour.get(st, 'white')}]{counts[st]} {st.lower()}[/]" for st in order if counts[st])]
+        f"[{colour.get(st, 'white')}]{counts[st]} {st.lower()}[/]" for st in CellState if counts[st])]
     if not detail:
         return Group(*parts)
     by_axis = Table(title="by axis value", title_justify="left")
@@ -416,13 +415,14 @@ def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
         values: dict[str, Counter] = {}
         for s in statuses:
             # Submitted but not started is "pending", not "running", as in the header line.
-            kind = "running" if s.state == "RUNNING" else "pending" if s.state in ("SUBMITTING", "PENDING") else category(s.state)
+            kind = ("running" if s.state == CellState.RUNNING
+                    else "pending" if s.state in ACTIVE else category(s.state))
             values.setdefault(str(s.labels[axis]), Counter())[kind] += 1
         for i, (label, c) in enumerate(values.items()):
             by_axis.add_row(axis if i == 0 else "", label, *(str(c.get(k, 0) or "·") for k in columns))
         by_axis.add_section()
     parts.append(by_axis)
-    running = [s for s in statuses if s.state == "RUNNING"]
+    running = [s for s in statuses if s.state == CellState.RUNNING]
     if running:
         t = add_columns(Table(title="running", title_justify="left"),
                         ("key", "cell", "attempt", "step", "last values", "heartbeat"))
@@ -432,7 +432,7 @@ def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
             age = f"{s.heartbeat_age:.0f}s ago" if s.heartbeat_age is not None else "—"
             t.add_row(s.key, _labels(s.labels), str(s.attempt), str(p.get("step", "—")), values, age)
         parts.append(t)
-    bad = [s for s in statuses if s.state in FINAL_BAD]
+    bad = [s for s in statuses if s.state in UNSUCCESSFUL]
     if bad:
         t = add_columns(Table(title="failed and interrupted (see `sweeper logs KEY`; `sweeper resume` retries by cause)",
                               title_justify="left"), ("key", "cell", "attempt", "state", "cause", "detail"))
@@ -498,11 +498,11 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
     with view if live else nullcontext() as live_view:
         while True:
             statuses, moved = advance(store, study)  # a search prunes, asks and submits here too
-            active = moved or any(s.state in ("SUBMITTING", "PENDING", "RUNNING") for s in statuses)
+            active = moved or any(s.state in ACTIVE for s in statuses)
             eta.update(store, statuses)
             left = eta.remaining(statuses)
             if live:
-                done = sum(s.state in FINISHED or s.state in FINAL_BAD for s in statuses)
+                done = sum(s.state in ENDED for s in statuses)
                 progress.update(bar, completed=done, total=max(total, len(statuses)),
                                 eta=eta_text(left, True))
                 live_view.update(Group(progress, _status_view(study, statuses, detail=False),
@@ -516,14 +516,14 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
         print_all(_status_view(study, statuses, detail=True))
         if study.search:
             print_table(_search_view(store, study))
-    return 1 if any(s.state in FINAL_BAD for s in statuses) else 0
+    return 1 if any(s.state in UNSUCCESSFUL for s in statuses) else 0
 
 
 def _running(statuses: list, shown: int = 8) -> Text:
     """The running cells with their step (of the total their task reports), a few of them."""
     from sweeper.progress import step_total
 
-    running = [s for s in statuses if s.state == "RUNNING"]
+    running = [s for s in statuses if s.state == CellState.RUNNING]
     text = Text()
     for s in running[:shown]:
         step, total = step_total(s.progress)

@@ -29,11 +29,7 @@ from sweeper.precheck import precheck
 from sweeper.rundir import RunDir, write_json
 from sweeper.scheduler import Group, backend
 from sweeper.spec import Cell, Study, canonical, load_yaml
-from sweeper.store import ACTIVE, Attempt, CellState, Store
-
-RESUMABLE = {"PREEMPTED", "TIMEOUT", "NODE_FAIL", "KILLED", "LOST", "REQUEUED", "CANCELLED", "NOT_SUBMITTED"}
-USER_FAULTS = {"EXCEPTION", "NAN"}
-_RETRY_FROM = {CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED}
+from sweeper.store import ACTIVE, UNSUCCESSFUL, USER_FAULTS, Attempt, Cause, CellState, Store
 
 
 @dataclass
@@ -127,7 +123,7 @@ def submit(store: Store, study: Study, cells: list[Cell], *, from_states: set[st
         )
     except Exception as e:  # the scheduler refused: nothing ran; say why and leave the cells as they were
         store.update_attempts([
-            {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": "NOT_SUBMITTED", "detail": str(e)}
+            {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": Cause.NOT_SUBMITTED, "detail": str(e)}
             for a in attempts.values()
         ])
         store.reset_cells(list(attempts), CellState.PLANNED)
@@ -206,18 +202,18 @@ def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list
     chosen, resources, skipped = [], {}, {}
     for cell in study.cells:
         s = statuses[cell.key]
-        if s.state not in _RETRY_FROM or not _selected(cell, filters):
+        if s.state not in UNSUCCESSFUL or not _selected(cell, filters):
             continue
         if s.attempt >= study.retry.max_attempts:
             skipped[cell.key] = f"gave up after {s.attempt} attempts (retry.max_attempts)"
         elif s.cause in USER_FAULTS and not retry_failed:
             skipped[cell.key] = f"{s.cause}: a fault of the task; fix it and pass --retry-failed"
-        elif s.cause == "OUT_OF_MEMORY":
+        elif s.cause == Cause.OUT_OF_MEMORY:
             factor = study.retry.oom_memory_factor
             if factor is None or "mem_gb" not in cell.resources:
                 skipped[cell.key] = "OUT_OF_MEMORY: set retry.oom_memory_factor (and resources mem_gb) to retry with more"
             else:
-                ooms = sum(a.cause == "OUT_OF_MEMORY" for a in store.attempts(cell.key))
+                ooms = sum(a.cause == Cause.OUT_OF_MEMORY for a in store.attempts(cell.key))
                 resources[cell.key] = cell.resources | {"mem_gb": round(cell.resources["mem_gb"] * factor**ooms, 1)}
                 chosen.append(cell)
         else:
@@ -225,7 +221,7 @@ def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list
     chosen = chosen[:max_cells] if max_cells is not None else chosen
     if study.search is None:  # a search's launch (below) checks its groups
         precheck(study, chosen)
-    result = submit(store, study, chosen, from_states=set(_RETRY_FROM), resources=resources)
+    result = submit(store, study, chosen, from_states=UNSUCCESSFUL, resources=resources)
     result.skipped = skipped
     if study.executor.kind == "debug":
         ingest(store, study)
@@ -246,7 +242,7 @@ def cancel(store: Store, study: Study, *, only: list[str] | None = None) -> list
     filters = parse_only(study, only)
     statuses = ingest(store, study)
     keys = {c.key for c in study.cells if _selected(c, filters)}
-    targets = [s for s in statuses if s.key in keys and s.state in {CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING}]
+    targets = [s for s in statuses if s.key in keys and s.state in ACTIVE]
     if not targets:
         return []
     workdir = Path(study.workdir).resolve()
@@ -255,7 +251,7 @@ def cancel(store: Store, study: Study, *, only: list[str] | None = None) -> list
         RunDir.of(workdir, s.key).cancel.touch()
     backend(study.executor, workdir / "submitit").cancel(_whole_jobs(store, [latest[s.key] for s in targets]))
     store.update_attempts([
-        {"id": latest[s.key].id, "cell_key": s.key, "state": CellState.CANCELLED, "cause": "CANCELLED",
+        {"id": latest[s.key].id, "cell_key": s.key, "state": CellState.CANCELLED, "cause": Cause.CANCELLED,
          "detail": "cancelled by sweeper cancel"}
         for s in targets
     ])

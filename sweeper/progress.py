@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sweeper.store import FINISHED as DONE
-from sweeper.store import UNSUCCESSFUL as FINAL_BAD
-from sweeper.store import CellState, Store
+from sweeper.store import UNSUCCESSFUL, CellState, Store
 
 
 def every_s() -> float:
@@ -34,7 +33,7 @@ def counts(statuses: Sequence) -> dict[str, int]:
     c = {"done": 0, "running": 0, "failed": 0, "pending": 0}
     for s in statuses:
         kind = ("done" if s.state in DONE else "running" if s.state == CellState.RUNNING
-                else "failed" if s.state in FINAL_BAD else "pending")
+                else "failed" if s.state in UNSUCCESSFUL else "pending")
         c[kind] += 1
     return c
 

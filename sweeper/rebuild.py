@@ -17,7 +17,7 @@ from sweeper.ingest import CellStatus, cell_metrics, ingest, submissions_dir
 from sweeper.rundir import RunDir, read_dict
 from sweeper.search import attach
 from sweeper.spec import Study
-from sweeper.store import ACTIVE, CellState, Store
+from sweeper.store import ACTIVE, Cause, CellState, Store
 
 _FIELDS = ("token", "executor", "job_id", "host", "state", "cause", "detail")
 _TIMES = ("submitted_at", "started_at", "ended_at")
@@ -81,7 +81,7 @@ def _attempt(run: RunDir, number: int, expected: dict, known, executor: str) -> 
         row = {k: getattr(known, k) for k in (*_FIELDS, *_TIMES)}
     elif number == expected["number"] and run.cancel.exists() and not run.result.exists():
         row = {"token": str(expected.get("token")), "executor": executor, "state": CellState.CANCELLED,
-               "cause": "CANCELLED", "detail": "cancelled by sweeper cancel",
+               "cause": Cause.CANCELLED, "detail": "cancelled by sweeper cancel",
                "submitted_at": datetime.now(UTC)}
     elif number == expected["number"]:  # submitted: its job, if one is known, is asked as `status` asks it
         token = str(expected.get("token"))

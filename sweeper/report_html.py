@@ -235,8 +235,8 @@ def _variant(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
 def curve_figures(store: Store, name: str, summary: Summary | None, keys: list[str] | None) -> list[Figure]:
     """The reported metrics (losses first) as curves, a line per variant (every non-seed axis but the
     panel's), a band over seeds; panels by the table's first column axis."""
-    from sweeper.stepwise import aligned, band, load_curves, step_counts
     from sweeper.plot import ErrorBar, curve_figure
+    from sweeper.stepwise import aligned, band, load_curves, step_counts
 
     # Curves, not points: a metric reported at a few steps only (a final value) is left out, and
     # only the metrics drawn are read (a large study holds millions of reported values).
@@ -288,7 +288,8 @@ def block_figures(store: Store, name: str, summary: Summary | None, keys: list[s
 
 
 def trials_figure(study: Study, store: Store) -> Figure | None:
-    from sweeper.plot import trial_points, trials_figure as draw
+    from sweeper.plot import trial_points
+    from sweeper.plot import trials_figure as draw
     from sweeper.search import trials
 
     plan = study.search

@@ -40,6 +40,7 @@ import submitit
 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
 
 from sweeper.rundir import RunDir, Values, describe, read_json, write_json
+from sweeper.states import ENDED, Cause, CellState
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
 CHECKPOINT_GRACE_S = float(os.environ.get("SWEEPER_CHECKPOINT_GRACE_S", "60"))
@@ -126,10 +127,10 @@ def failure_cause(exc: BaseException) -> str:
     """The worker's own classification; resume policy follows it."""
     name = type(exc).__name__
     if name in {"OutOfMemoryError", "MemoryError"}:
-        return "OUT_OF_MEMORY"
+        return Cause.OUT_OF_MEMORY
     if "NonFinite" in name or "NaN" in name:
-        return "NAN"
-    return "EXCEPTION"
+        return Cause.NAN
+    return Cause.EXCEPTION
 
 
 class Worker(submitit.helpers.Checkpointable):
@@ -202,7 +203,7 @@ class Worker(submitit.helpers.Checkpointable):
         previous = read_json(run.status) or {}
         restarts = previous.get("restarts", -1) + 1 if previous.get("token") == self.token else 0
         status = {
-            "state": "RUNNING", "token": self.token, "attempt": attempt, "job_id": job_id,
+            "state": CellState.RUNNING, "token": self.token, "attempt": attempt, "job_id": job_id,
             "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "restarts": restarts,
         }
         if rank == 0:
@@ -226,24 +227,24 @@ class Worker(submitit.helpers.Checkpointable):
             if why and not self._ending.is_set():  # the lane's clock or `sweeper cancel`: record it, go on
                 write_json(run.status, status | _STOPPED[why] | {"checkpointed": True, "ended": time.time()})
                 return _STOPPED[why]["state"]
-            return "INTERRUPTED"  # else checkpoint() records it and requeues the job
+            return CellState.INTERRUPTED  # else checkpoint() records it and requeues the job
         status["ended"] = time.time()
         if "pruned" in outcome:
             if rank == 0:
-                write_json(run.status, status | {"state": "PRUNED", "reason": run.prune.read_text().strip()})
-            return "PRUNED"
+                write_json(run.status, status | {"state": CellState.PRUNED, "reason": run.prune.read_text().strip()})
+            return CellState.PRUNED
         if "error" in outcome:
             exc, tb = outcome["error"]
-            status |= {"state": "FAILED", "cause": failure_cause(exc), "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
+            status |= {"state": CellState.FAILED, "cause": failure_cause(exc), "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
             if isinstance(exc, NonFiniteMetric) and "result" in outcome:  # the finite values are kept
                 status["result"] = outcome["result"]
             if rank == 0:
                 write_json(run.status, status)
-            return "FAILED"
+            return CellState.FAILED
         if rank == 0:
             write_json(run.result, outcome["result"])
-            write_json(run.status, status | {"state": "COMPLETED"})
-        return "COMPLETED"
+            write_json(run.status, status | {"state": CellState.COMPLETED})
+        return CellState.COMPLETED
 
     # ------------------------------------------------------------------ preemption / time limit
 
@@ -258,29 +259,29 @@ class Worker(submitit.helpers.Checkpointable):
             ctx.saved.wait(timeout=CHECKPOINT_GRACE_S)
             status = read_json(run.status) or {}
             if ctx.rank == 0:
-                write_json(run.status, status | {"state": "INTERRUPTED", "cause": "REQUEUED",
+                write_json(run.status, status | {"state": CellState.INTERRUPTED, "cause": Cause.REQUEUED,
                                                  "checkpointed": ctx.saved.is_set(), "ended": time.time()})
         return super().checkpoint(*args, **kwargs)
 
 
 # Why a worker asked a task to save and stop (_join), and what the cell's status then records.
-_STOPPED = {"TIMEOUT": {"state": "INTERRUPTED", "cause": "TIMEOUT"},
-            "CANCELLED": {"state": "CANCELLED", "cause": "CANCELLED"}}
+_STOPPED = {Cause.TIMEOUT: {"state": CellState.INTERRUPTED, "cause": Cause.TIMEOUT},
+            Cause.CANCELLED: {"state": CellState.CANCELLED, "cause": Cause.CANCELLED}}
 
 
 def _ended(status: dict, token: str) -> bool:
     """Did the attempt `token` end this cell (not merely get interrupted by a requeue)?"""
     state = status.get("state")
-    return status.get("token") == token and (state in {"COMPLETED", "FAILED", "PRUNED", "CANCELLED"}
-                                             or state == "INTERRUPTED" and status.get("cause") == "TIMEOUT")
+    return status.get("token") == token and (state in ENDED - {CellState.INTERRUPTED}
+                                             or state == CellState.INTERRUPTED and status.get("cause") == Cause.TIMEOUT)
 
 
 def _record_give_up(run: RunDir, token: str) -> None:
     """SLURM's time limit came once too often: submitit ends the job instead of requeueing it."""
     status = read_json(run.status) or {}
-    if status.get("token") == token and status.get("state") in ("RUNNING", "INTERRUPTED"):
+    if status.get("token") == token and status.get("state") in (CellState.RUNNING, CellState.INTERRUPTED):
         write_json(run.status, status | {
-            "state": "INTERRUPTED", "cause": "TIMEOUT", "ended": time.time(),
+            "state": CellState.INTERRUPTED, "cause": Cause.TIMEOUT, "ended": time.time(),
             "detail": "reached the time limit (timeout_min) too many times: submitit stopped requeueing it; "
                       "`sweeper resume` continues it"
                       + (" from its checkpoint" if status.get("checkpointed") else ""),
@@ -301,9 +302,9 @@ def _join(thread: threading.Thread, requested: threading.Event, limit: float | N
     while thread.is_alive() and why is None:
         left = 1.0 if deadline is None else deadline - time.monotonic()
         if run.cancel.exists():
-            why = "CANCELLED"
+            why = Cause.CANCELLED
         elif left <= 0:
-            why = "TIMEOUT"
+            why = Cause.TIMEOUT
         else:
             thread.join(timeout=min(1.0, left))
     if why is None:
@@ -312,7 +313,7 @@ def _join(thread: threading.Thread, requested: threading.Event, limit: float | N
     thread.join(timeout=CHECKPOINT_GRACE_S)
     if thread.is_alive():
         write_json(run.status, status | _STOPPED[why] | {"checkpointed": False, "ended": time.time()})
-        if why == "TIMEOUT":
+        if why == Cause.TIMEOUT:
             print(f"sweeper: past its time limit ({limit / 60:g} min) the task did not save within "
                   f"{CHECKPOINT_GRACE_S:g} s of the request; ending this lane", file=sys.stderr, flush=True)
             os._exit(1)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from sweeper.spec import DebugExecutor, LocalExecutor, SlurmExecutor
+from sweeper.states import Cause, SchedulerState
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class Group:
 class JobState:
     """The scheduler's word on a job: a state in sweeper's terms and, when it ended badly, a cause."""
 
-    state: str  # PENDING | RUNNING | FINISHED | FAILED | CANCELLED | INTERRUPTED | UNKNOWN
-    cause: str | None = None
+    state: SchedulerState
+    cause: Cause | None = None
     # True when the state is that of lanes shared by many cells (local), not of the process that
     # runs this cell: a dead worker pid on this host then says more than "RUNNING".
     shared: bool = False

@@ -11,6 +11,7 @@ import submitit
 
 from sweeper.rundir import RunDir
 from sweeper.scheduler import Group, JobState
+from sweeper.states import SchedulerState
 from sweeper.worker import Worker
 
 
@@ -32,7 +33,7 @@ class DebugBackend:
         return dict.fromkeys(keys, job_id)
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
-        return {j: JobState("FINISHED") for j in job_ids}
+        return {j: JobState(SchedulerState.FINISHED) for j in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:
         """Nothing outlives the launch that ran it."""

@@ -22,6 +22,7 @@ from submitit.local.local import LocalJob
 from sweeper.rundir import pid_alive
 from sweeper.scheduler import Group, JobState
 from sweeper.spec import LocalExecutor
+from sweeper.states import SchedulerState
 from sweeper.worker import Worker
 
 _FOREVER_MIN = 60 * 24 * 365  # submitit's local default (2 min) would stop the lanes
@@ -52,7 +53,8 @@ class LocalBackend:
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
         """A lane set is RUNNING while any of its controller processes lives."""
-        return {j: JobState("RUNNING" if any(pid_alive(int(p)) for p in j.split(",")) else "FINISHED",
+        return {j: JobState(SchedulerState.RUNNING if any(pid_alive(int(p)) for p in j.split(","))
+                            else SchedulerState.FINISHED,
                             shared=True) for j in job_ids}
 
     def cancel(self, job_ids: list[str]) -> None:

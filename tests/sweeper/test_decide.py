@@ -109,3 +109,18 @@ def test_an_attempt_judged_killed_is_read_again_and_completes_with_its_result(en
         (s,) = ingest(store, study)
         assert s.state == CellState.COMPLETED and s.cause is None
         assert store.metrics(cell.key)["score"] == 3.0
+
+
+def test_a_pending_debug_attempt_of_a_study_switched_to_local_is_read_by_the_debug_backend(env):
+    """Each attempt's job id goes to the backend that made it: `debug-12345` is no local pid."""
+    study = write(env / "switch.yaml", "echo", {"x": 1}, "+variant: [a]", executor="{kind: debug}")
+    (cell,) = study.cells
+    run = RunDir.of(study.workdir, cell.key)
+    with Store() as store:
+        store.plan(study)
+        store.add_attempt(cell.key, executor="debug", state=CellState.PENDING, token="t1",
+                          run_dir=str(run.path), job_id="debug-12345")
+        study = write(env / "switch.yaml", "echo", {"x": 1}, "+variant: [a]")  # now local
+        (s,) = ingest(store, study)
+    # A debug job lives only as long as the launch that ran it: ended, it never started the cell.
+    assert (s.state, s.cause) == (I, "LOST")

@@ -9,25 +9,15 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from operator import itemgetter
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
     Text,
-    UniqueConstraint,
     cast,
     create_engine,
     delete,
@@ -35,176 +25,25 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
-    literal_column,
     not_,
     or_,
     select,
-    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from sweeper.errors import UserError, did_you_mean
 from sweeper.spec import Study
+from sweeper.states import CellState, category
+from sweeper.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from sweeper.store.models import _ONCE, Attempt, Base, CellRow, Membership, Meta, Metric, SearchCell, StudyRow, _now
 
-SCHEMA_VERSION = 4
 DEFAULT_URL = "sqlite:///results.db"
 _CHUNK = 5000  # bound on IN-list size (SQLite's variable limit)
-
-
-class CellState(StrEnum):
-    PLANNED = "PLANNED"  # recorded, never submitted
-    SUBMITTING = "SUBMITTING"  # intent recorded before the scheduler call
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    INTERRUPTED = "INTERRUPTED"  # preempted, timed out, node failure: resumable
-    CANCELLED = "CANCELLED"
-    PRUNED = "PRUNED"  # stopped early by a search pruner; final
-
-
-ACTIVE = frozenset({CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING})
-FINISHED = frozenset({CellState.COMPLETED, CellState.PRUNED})
-UNSUCCESSFUL = frozenset({CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED})
-
-
-def category(state: str) -> str:
-    """The plan's view of a state: what a launch would do with the cell."""
-    if state == CellState.PLANNED:
-        return "new"
-    if state in FINISHED:
-        return "done"
-    if state in ACTIVE:
-        return "running"
-    return "failed"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {dict: JSON}
-
-
-class Meta(Base):
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class StudyRow(Base):
-    __tablename__ = "studies"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
-    file: Mapped[str] = mapped_column(Text)
-    spec_text: Mapped[str] = mapped_column(Text)
-    spec_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    workdir: Mapped[str | None] = mapped_column(Text)  # absolute: see Store.workdir
-
-
-class CellRow(Base):
-    __tablename__ = "cells"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    task: Mapped[str] = mapped_column(Text)
-    config: Mapped[dict]
-    seed: Mapped[int] = mapped_column(Integer)
-    # The latest attempt's state, kept beside the history so that plans and reports over
-    # thousands of cells are one indexed query.
-    state: Mapped[str] = mapped_column(String(16), default=CellState.PLANNED, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class Membership(Base):
-    """A cell in a study, with the labels that study gives it (the same cell may be in many)."""
-
-    __tablename__ = "study_cells"
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
-    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"), primary_key=True)
-    labels: Mapped[dict]
-    position: Mapped[int] = mapped_column(Integer)
-    orphaned: Mapped[bool] = mapped_column(Boolean, default=False)
-
-
-class Attempt(Base):
-    __tablename__ = "attempts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"), index=True)
-    number: Mapped[int] = mapped_column(Integer)
-    token: Mapped[str] = mapped_column(String(32), index=True)  # the submission that made it
-    executor: Mapped[str] = mapped_column(String(16))
-    job_id: Mapped[str | None] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16))
-    cause: Mapped[str | None] = mapped_column(String(32))
-    detail: Mapped[str | None] = mapped_column(Text)
-    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    host: Mapped[str | None] = mapped_column(String(255))
-    code_version: Mapped[str | None] = mapped_column(String(64))
-    run_dir: Mapped[str | None] = mapped_column(Text)
-
-
-class Metric(Base):
-    __tablename__ = "metrics"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"))
-    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0: not known (v2 stores)
-    stage: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(255))
-    step: Mapped[int | None] = mapped_column(Integer)  # None: the final value
-    value: Mapped[float] = mapped_column(Float)
-    __table_args__ = (
-        Index("ix_metrics_cell_name", "cell_key", "name"),
-        # Covers the report's query (final values only), so it never touches the table itself.
-        Index("ix_metrics_final", "cell_key", "name", "value",
-              sqlite_where=text("step IS NULL"), postgresql_where=text("step IS NULL")),
-    )
-
-
-# Each (cell, attempt, metric, step) once, whatever races (two controllers ingesting one cell):
-# NULL steps (final values) are equal here, as they are not in a plain unique constraint.
-_ONCE = (Metric.cell_key, Metric.attempt, Metric.name, func.coalesce(Metric.step, literal_column("-1")))
-Index("ux_metrics_once", *_ONCE, unique=True)
-
-
-class SearchCell(Base):
-    """A cell a search made: a trial (its params and optuna's system attributes), or a final-seed repeat.
-
-    Optuna's state is rebuilt from these rows, the cells' states and their metrics on every
-    controller step (sweeper.search), so no optuna storage lives beside the store.
-    """
-
-    __tablename__ = "search_cells"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
-    group_key: Mapped[str] = mapped_column(Text)  # canonical labels of the group's axes
-    kind: Mapped[str] = mapped_column(String(8))  # trial | final
-    number: Mapped[int] = mapped_column(Integer)  # the trial's number in its group (final: the trial it repeats)
-    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"))
-    labels: Mapped[dict]
-    params: Mapped[dict]
-    system_attrs: Mapped[dict]
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    __table_args__ = (UniqueConstraint("study_id", "group_key", "kind", "number", "cell_key"),)
-
-
-def _metrics_once(s: Session) -> None:
-    """v3: metrics know their attempt (older rows: the cell's last) and are unique; duplicates
-    (re-ingested, or reported again after a resume) keep the last recorded, as reports did."""
-    s.execute(text("ALTER TABLE metrics ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0"))
-    s.execute(text("UPDATE metrics SET attempt = COALESCE((SELECT MAX(a.number) FROM attempts a "
-                   "WHERE a.cell_key = metrics.cell_key), 0)"))
-    s.execute(text("DELETE FROM metrics WHERE id NOT IN (SELECT MAX(id) FROM metrics "
-                   "GROUP BY cell_key, attempt, name, COALESCE(step, -1))"))
-    next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())
 
 
 def _workdir(recorded: str | None, setting: str) -> str:
@@ -213,14 +52,6 @@ def _workdir(recorded: str | None, setting: str) -> str:
     if recorded and not Path(setting).is_absolute() and known[len(known) - len(parts):] == parts:
         return recorded
     return str(Path(setting).resolve())
-
-
-# Ordered migrations: MIGRATIONS[v] upgrades a schema at version v to v + 1.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {
-    1: lambda s: None,  # v2 adds search_cells, which create_all has made by then
-    2: _metrics_once,
-    3: lambda s: s.execute(text("ALTER TABLE studies ADD COLUMN workdir TEXT")),  # v4: the run directory
-}
 
 
 @dataclass
