@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from sweeper.stepwise import aligned, band, load_curves
-from sweeper.plot import ErrorBar, curve_figure, save
-from sweeper.spec import load_study
+from sweeper.report.curves import aligned, band, load_curves
+from sweeper.report.plot import ErrorBar, curve_figure, save
 from sweeper.store import CellState, Store
+from sweeper.study import load_study
 
 N, SEEDS, STEPS = 10, 10, 1000
 STUDY = """

@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 
-from sweeper.console import print_table
-from sweeper.report import RICH_MAX_ROWS, Format, build, load, render, render_coverage, summarize
-from sweeper.spec import load_study
+from sweeper.report.console import print_table
+from sweeper.report.load import load
+from sweeper.report.statistics import build, summarize
+from sweeper.report.tables import RICH_MAX_ROWS, Format, render, render_coverage
 from sweeper.store import CellState, Store
+from sweeper.study import load_study
 
 N = 10  # labels per axis: N**4 variant combinations
 SEEDS = 3

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sweeper.ingest import ingest  # noqa: E402
-from sweeper.search import attach, grow, results  # noqa: E402
-from sweeper.spec import SEED_AXIS, TRIAL_LABEL, cell_key, parse_study, set_path  # noqa: E402
+from sweeper.search import grow, results  # noqa: E402
 from sweeper.store import CellState, Store  # noqa: E402
+from sweeper.study import SEED_AXIS, TRIAL_LABEL, cell_key, parse_study, set_path  # noqa: E402
 
 
 def study_text(groups: int, trials: int, sampler: str, parallel: int) -> str:
@@ -100,7 +100,7 @@ def main() -> None:
             with Store(f"sqlite:///{folder}/bench.db") as store:
                 populate(store, study, args.trials)
                 total = time.perf_counter()
-                timed("attach (the study's cells)", lambda: attach(store, study))
+                timed("attach (the study's cells)", lambda: store.attach(study))
                 timed("ingest", lambda: ingest(store, study))
                 timed("plan (record)", lambda: store.plan(study))
                 growth = timed(f"grow (rebuild, ask {args.parallel})", lambda: grow(store, study))

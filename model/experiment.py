@@ -322,7 +322,7 @@ def _study_cell(path: Path, wanted: str | None) -> dict[str, Any]:
     """The config of the first cell of study ``path`` whose axis labels match ``wanted``
     (``axis=label,...``), through the orchestrator's own expansion (sweeper.spec)."""
     from sweeper.errors import UserError
-    from sweeper.spec import load_study
+    from sweeper.study import load_study
 
     try:
         study = load_study(path)

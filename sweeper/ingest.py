@@ -16,11 +16,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sweeper.rundir import RunDir, Values, describe, pid_alive, read_dict, read_json, write_json
+from sweeper.run.rundir import (
+    RunDir,
+    Values,
+    describe,
+    pid_alive,
+    read_dict,
+    read_json,
+    write_json,
+)
 from sweeper.scheduler import JobState, backend
-from sweeper.search import attach
-from sweeper.spec import DebugExecutor, LocalExecutor, SlurmExecutor, Study
-from sweeper.store import ACTIVE, ALIVE, ENDED, JOB_ENDED_BADLY, Attempt, Cause, CellState, SchedulerState, Store
+from sweeper.store import (
+    ACTIVE,
+    ALIVE,
+    ENDED,
+    JOB_ENDED_BADLY,
+    Attempt,
+    Cause,
+    CellState,
+    SchedulerState,
+    Store,
+)
+from sweeper.study import DebugExecutor, LocalExecutor, SlurmExecutor, Study
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
 STALE_AFTER_S = 4 * HEARTBEAT_S + 30
@@ -116,7 +133,7 @@ def _running(run: RunDir, status: dict, job: JobState) -> tuple[str, str | None,
 
 def ingest(store: Store, study: Study) -> list[CellStatus]:
     """Bring the store up to date for the study's cells; return their statuses."""
-    attach(store, study)
+    store.attach(study)
     study.workdir = store.workdir(study)  # the one recorded, whatever the current directory
     workdir = Path(study.workdir)
     cells = {c.key: c for c in study.cells}

@@ -25,11 +25,19 @@ from pathlib import Path
 
 from sweeper.errors import UserError, did_you_mean
 from sweeper.ingest import CellStatus, ingest, submissions_dir
-from sweeper.precheck import precheck
-from sweeper.rundir import RunDir, write_json
+from sweeper.run.precheck import precheck
+from sweeper.run.rundir import RunDir, write_json
 from sweeper.scheduler import Group, backend
-from sweeper.spec import Cell, Study, canonical, load_yaml
-from sweeper.store import ACTIVE, UNSUCCESSFUL, USER_FAULTS, Attempt, Cause, CellState, Store
+from sweeper.store import (
+    ACTIVE,
+    UNSUCCESSFUL,
+    USER_FAULTS,
+    Attempt,
+    Cause,
+    CellState,
+    Store,
+)
+from sweeper.study import Cell, Study, canonical, load_yaml
 
 
 @dataclass
@@ -149,7 +157,7 @@ def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cel
     if study.search is not None:
         precheck(study, list(study.search.templates.values()))
     result, chosen, progressed, _ = _launch_once(store, study, only, max_cells, dry_run)
-    while progressed and study.search is not None and study.executor.kind == "debug" and not dry_run:
+    while progressed and study.search is not None and _inline(study) and not dry_run:
         more, _, progressed, _ = _launch_once(store, study, only, max_cells, dry_run)
         result.keys += more.keys
         result.jobs += more.jobs
@@ -180,7 +188,7 @@ def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: 
     if dry_run:
         return Submission(), chosen, False, statuses
     result = submit(store, study, chosen, from_states={CellState.PLANNED})
-    if study.executor.kind == "debug":
+    if _inline(study):  # its cells ran during submit: their results are in
         ingest(store, study)
     return result, chosen, grew or bool(result.keys), statuses
 
@@ -223,7 +231,7 @@ def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list
         precheck(study, chosen)
     result = submit(store, study, chosen, from_states=UNSUCCESSFUL, resources=resources)
     result.skipped = skipped
-    if study.executor.kind == "debug":
+    if _inline(study):  # its cells ran during submit: their results are in
         ingest(store, study)
     if study.search is not None:  # and the search goes on where it stopped
         more, _ = launch(store, study, only=only)
@@ -264,3 +272,7 @@ def _whole_jobs(store: Store, targets: list[Attempt]) -> list[str]:
     shared = {a.job_id for token in {a.token for a in targets} for a in store.attempts_of(token)
               if a.state in ACTIVE and a.cell_key not in chosen}
     return sorted({a.job_id for a in targets if a.job_id} - shared)
+
+
+def _inline(study: Study) -> bool:
+    return backend(study.executor, Path(study.workdir).resolve() / "submitit").inline

@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sweeper.ingest import CellStatus, cell_metrics, ingest, submissions_dir
-from sweeper.rundir import RunDir, read_dict
-from sweeper.search import attach
-from sweeper.spec import Study
+from sweeper.run.rundir import RunDir, read_dict
 from sweeper.store import ACTIVE, Cause, CellState, Store
+from sweeper.study import Study
 
 _FIELDS = ("token", "executor", "job_id", "host", "state", "cause", "detail")
 _TIMES = ("submitted_at", "started_at", "ended_at")
@@ -33,7 +32,7 @@ class Rebuilt:
 
 def rebuild(store: Store, study: Study) -> Rebuilt:
     """Replace the store's attempts and metrics of the study's cells by what their run directories say."""
-    attach(store, study)
+    store.attach(study)
     store.plan(study)
     study.workdir = store.workdir(study)  # the one recorded (a damaged store may still have it)
     workdir = Path(study.workdir)

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sweeper.errors import UserError
-from sweeper.rundir import RunDir
-from sweeper.spec import (
+from sweeper.run.rundir import RunDir
+from sweeper.store import ACTIVE, CellState, SearchCell, SearchStep, Store
+from sweeper.study import (
     SEED_AXIS,
     TRIAL_LABEL,
     CategoricalParam,
@@ -34,9 +35,9 @@ from sweeper.spec import (
     Study,
     as_choice,
     cell_key,
+    sampler_class,
     set_path,
 )
-from sweeper.store import ACTIVE, CellState, SearchCell, SearchStep, Store
 
 if TYPE_CHECKING:
     import optuna
@@ -46,33 +47,7 @@ _FINAL = {CellState.COMPLETED: "COMPLETE", CellState.PRUNED: "PRUNED", CellState
 _BUSY = ACTIVE | {CellState.PLANNED}
 
 
-def sampler_class(name: str) -> type:
-    import optuna
-
-    return {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "grid": optuna.samplers.GridSampler,
-        "gp": optuna.samplers.GPSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-    }[name]
-
-
 # ----------------------------------------------------------------------------- the study's cells
-
-
-def attach(store: Store, study: Study) -> Study:
-    """Give a search study its cells: the trials and final repeats recorded for its current groups."""
-    if study.search is None:
-        return study
-    plan = study.search
-    cells: dict[str, Cell] = {}
-    for key, labels, group, config, seed in store.search_cells(study.name):
-        template = plan.template(labels)
-        if group in plan.groups and template is not None and key not in cells:
-            cells[key] = Cell(key, config, labels, seed, template.resources)
-    study.cells = list(cells.values())
-    return study
 
 
 # ----------------------------------------------------------------------------- one controller step
@@ -192,7 +167,11 @@ def _watched(plan: SearchPlan) -> tuple[str, float]:
 
 
 def distributions(plan: SearchPlan) -> dict[str, optuna.distributions.BaseDistribution]:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     out: dict[str, Any] = {a.name: CategoricalDistribution([as_choice(label) for label in a.labels]) for a in plan.searched}
     for path, p in plan.params.items():

@@ -9,14 +9,15 @@ from pathlib import Path
 
 import submitit
 
-from sweeper.rundir import RunDir
-from sweeper.scheduler import Group, JobState
+from sweeper.run.rundir import RunDir
+from sweeper.run.worker import Worker
+from sweeper.scheduler.base import Group, JobState
 from sweeper.states import SchedulerState
-from sweeper.worker import Worker
 
 
 class DebugBackend:
     kind = "debug"
+    inline = True
 
     def __init__(self, folder: Path):
         self.folder = folder

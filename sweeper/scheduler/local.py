@@ -19,17 +19,18 @@ from pathlib import Path
 import submitit
 from submitit.local.local import LocalJob
 
-from sweeper.rundir import pid_alive
-from sweeper.scheduler import Group, JobState
-from sweeper.spec import LocalExecutor
+from sweeper.run.rundir import pid_alive
+from sweeper.run.worker import Worker
+from sweeper.scheduler.base import Group, JobState
 from sweeper.states import SchedulerState
-from sweeper.worker import Worker
+from sweeper.study import LocalExecutor
 
 _FOREVER_MIN = 60 * 24 * 365  # submitit's local default (2 min) would stop the lanes
 
 
 class LocalBackend:
     kind = "local"
+    inline = False
 
     def __init__(self, executor: LocalExecutor, folder: Path):
         self.parallelism = executor.parallelism

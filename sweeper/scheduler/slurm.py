@@ -12,10 +12,10 @@ import submitit
 from submitit.slurm.slurm import SlurmInfoWatcher
 
 from sweeper.errors import UserError
-from sweeper.scheduler import Group, JobState
-from sweeper.spec import SlurmExecutor
+from sweeper.run.worker import Worker
+from sweeper.scheduler.base import Group, JobState
 from sweeper.states import Cause, SchedulerState
-from sweeper.worker import Worker
+from sweeper.study import SlurmExecutor
 
 J, C = SchedulerState, Cause
 # sacct state -> (sweeper's view, cause)
@@ -56,6 +56,7 @@ _PARAMS = {
 
 class SlurmBackend:
     kind = "slurm"
+    inline = False
 
     def __init__(self, executor: SlurmExecutor, folder: Path):
         self.config = executor

@@ -18,7 +18,16 @@ from sweeper.states import (
     category,
 )
 from sweeper.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from sweeper.store.models import Attempt, Base, CellRow, Membership, Meta, Metric, SearchCell, StudyRow
+from sweeper.store.models import (
+    Attempt,
+    Base,
+    CellRow,
+    Membership,
+    Meta,
+    Metric,
+    SearchCell,
+    StudyRow,
+)
 from sweeper.store.store import (
     DEFAULT_URL,
     CellView,

@@ -24,7 +24,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sweeper.states import CellState
 
 
-def _now() -> datetime:
+def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
@@ -45,8 +45,8 @@ class StudyRow(Base):
     file: Mapped[str] = mapped_column(Text)
     spec_text: Mapped[str] = mapped_column(Text)
     spec_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     workdir: Mapped[str | None] = mapped_column(Text)  # absolute: see Store.workdir
 
 
@@ -59,7 +59,7 @@ class CellRow(Base):
     # The latest attempt's state, kept beside the history so that plans and reports over
     # thousands of cells are one indexed query.
     state: Mapped[str] = mapped_column(String(16), default=CellState.PLANNED, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Membership(Base):
@@ -84,7 +84,7 @@ class Attempt(Base):
     state: Mapped[str] = mapped_column(String(16))
     cause: Mapped[str | None] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
-    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     host: Mapped[str | None] = mapped_column(String(255))
@@ -111,8 +111,8 @@ class Metric(Base):
 
 # Each (cell, attempt, metric, step) once, whatever races (two controllers ingesting one cell):
 # NULL steps (final values) are equal here, as they are not in a plain unique constraint.
-_ONCE = (Metric.cell_key, Metric.attempt, Metric.name, func.coalesce(Metric.step, literal_column("-1")))
-Index("ux_metrics_once", *_ONCE, unique=True)
+METRIC_ONCE = (Metric.cell_key, Metric.attempt, Metric.name, func.coalesce(Metric.step, literal_column("-1")))
+Index("ux_metrics_once", *METRIC_ONCE, unique=True)
 
 
 class SearchCell(Base):
@@ -132,5 +132,5 @@ class SearchCell(Base):
     labels: Mapped[dict]
     params: Mapped[dict]
     system_attrs: Mapped[dict]
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     __table_args__ = (UniqueConstraint("study_id", "group_key", "kind", "number", "cell_key"),)

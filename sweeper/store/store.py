@@ -32,15 +32,32 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
 from sweeper.errors import UserError, did_you_mean
-from sweeper.spec import Study
 from sweeper.states import CellState, category
 from sweeper.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from sweeper.store.models import _ONCE, Attempt, Base, CellRow, Membership, Meta, Metric, SearchCell, StudyRow, _now
+from sweeper.store.models import (
+    METRIC_ONCE,
+    Attempt,
+    Base,
+    CellRow,
+    Membership,
+    Meta,
+    Metric,
+    SearchCell,
+    StudyRow,
+    utcnow,
+)
+from sweeper.study import Cell, Study
 
 DEFAULT_URL = "sqlite:///results.db"
 _CHUNK = 5000  # bound on IN-list size (SQLite's variable limit)
@@ -201,7 +218,7 @@ class Store:
         return plan
 
     def _record(self, s: Session, study: Study, row: StudyRow | None, states, members, plan: Plan) -> None:
-        now = _now()
+        now = utcnow()
         file = str(Path(study.file).resolve()) if Path(study.file).is_file() else study.file
         if row is None:
             s.execute(dialect_insert(s, StudyRow).values(
@@ -316,7 +333,7 @@ class Store:
         """
         allowed = list(from_states)
         won: list[str] = []
-        now = _now()
+        now = utcnow()
         with self.session() as s, s.begin():
             for chunk in chunks([c["key"] for c in cells]):
                 won.extend(
@@ -421,7 +438,7 @@ class Store:
         if rows:
             with self.session() as s, s.begin():
                 stmt = dialect_insert(s, Metric)
-                s.execute(stmt.on_conflict_do_update(index_elements=_ONCE, set_={
+                s.execute(stmt.on_conflict_do_update(index_elements=METRIC_ONCE, set_={
                     "stage": stmt.excluded.stage, "value": stmt.excluded.value}), rows)
 
     def replace_metrics(self, keys: list[str], rows: list[dict]) -> None:
@@ -527,18 +544,30 @@ class Store:
 
     # ------------------------------------------------------------------ search rows
 
-    def search_cells(self, study: str) -> list[tuple[str, dict, str, dict, int]]:
-        """(cell key, labels, group key, config, seed) of every cell a search recorded, in order."""
+    def attach(self, study: Study) -> Study:
+        """Give a search study its cells: the trials and final repeats recorded for its current groups.
+
+        A search study's file names its groups, not its cells; the searches make those, and the
+        store holds them. A study without a search is returned as it is.
+        """
+        plan = study.search
+        if plan is None:
+            return study
         with self.session() as s:
-            study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study))
-            if study_id is None:
-                return []
-            return [tuple(r) for r in s.execute(
+            study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
+            rows = [] if study_id is None else s.execute(
                 select(SearchCell.cell_key, SearchCell.labels, SearchCell.group_key, CellRow.config, CellRow.seed)
                 .join(CellRow, CellRow.key == SearchCell.cell_key)
                 .where(SearchCell.study_id == study_id)
                 .order_by(SearchCell.id)
-            )]
+            ).all()
+        cells: dict[str, Cell] = {}
+        for key, labels, group, config, seed in rows:
+            template = plan.template(labels)
+            if group in plan.groups and template is not None and key not in cells:
+                cells[key] = Cell(key, config, labels, seed, template.resources)
+        study.cells = list(cells.values())
+        return study
 
     @contextmanager
     def search_step(self, study: str, *, lock: bool = True) -> Iterator[SearchStep]:

@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from sweeper.ingest import ingest
-from sweeper.spec import load_study
 from sweeper.store import CellState, Store
+from sweeper.study import load_study
 
 
 def write(path: Path, task: str, base: dict, axes: str, seeds: int = 1, executor: str = "{kind: local, parallelism: 2}",

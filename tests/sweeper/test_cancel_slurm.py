@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from sweeper.launch import cancel, launch
-from sweeper.rundir import RunDir, read_json
+from sweeper.run.rundir import RunDir, read_json
 from sweeper.store import CellState, Store
 from tests.sweeper.orchestration import runs_per_cell, wait_done, wait_for, write
 

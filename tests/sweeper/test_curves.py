@@ -10,9 +10,10 @@ import typer
 from typer.testing import CliRunner
 
 import sweeper
-from sweeper.console import Options
+from sweeper.cli.common import Options
+from sweeper.cli.plot import plot_command
 from sweeper.errors import UserError
-from sweeper.plot import ErrorBar, curve_data, make_figure, plot_command
+from sweeper.report.plot import ErrorBar, curve_data, make_figure
 from sweeper.store import CellState, Store
 from tests.sweeper.test_report import write
 
@@ -116,6 +117,6 @@ def test_plot_command_step_writes_the_curves(study_store, monkeypatch, tmp_path)
 
 
 def test_sweeper_curves_is_the_function_whatever_was_imported_before():
-    import sweeper.plot  # noqa: F401 - imports the module that computes the curves
+    import sweeper.report.plot  # noqa: F401 - imports the module that computes the curves
 
     assert callable(sweeper.curves) and sweeper.curves.__doc__.startswith("Every value the cells")

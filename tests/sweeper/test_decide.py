@@ -15,7 +15,7 @@ import time
 import pytest
 
 from sweeper.ingest import decide, ingest
-from sweeper.rundir import RunDir, write_json
+from sweeper.run.rundir import RunDir, write_json
 from sweeper.scheduler import JobState
 from sweeper.store import CellState, Store
 from tests.sweeper.orchestration import write

@@ -16,9 +16,9 @@ from sqlalchemy import text
 
 from sweeper.ingest import ingest
 from sweeper.launch import launch, resume
-from sweeper.rundir import RunDir, Values, read_json
+from sweeper.run.rundir import RunDir, Values, read_json
+from sweeper.run.worker import TaskContext
 from sweeper.store import CellState, Store
-from sweeper.worker import TaskContext
 from tests.sweeper.orchestration import wait_done, wait_for, write
 
 SWEEPER = str(Path(sys.executable).parent / "sweeper")

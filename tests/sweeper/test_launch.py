@@ -15,9 +15,9 @@ import pytest
 from sweeper.errors import UserError
 from sweeper.ingest import ingest
 from sweeper.launch import cancel, launch, resume
-from sweeper.rundir import RunDir, read_json
-from sweeper.spec import load_study
+from sweeper.run.rundir import RunDir, read_json
 from sweeper.store import CellState, Store
+from sweeper.study import load_study
 from tests.sweeper.orchestration import runs_per_cell, wait_done, wait_for, write
 
 

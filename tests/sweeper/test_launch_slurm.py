@@ -15,9 +15,16 @@ import pytest
 
 from sweeper.ingest import ingest
 from sweeper.launch import launch, resume
-from sweeper.rundir import RunDir, pid_alive, read_json
+from sweeper.run.rundir import RunDir, pid_alive, read_json
 from sweeper.store import CellState, Store
-from tests.sweeper.orchestration import PRUNING_SEARCH, run_search, runs_per_cell, wait_done, wait_for, write
+from tests.sweeper.orchestration import (
+    PRUNING_SEARCH,
+    run_search,
+    runs_per_cell,
+    wait_done,
+    wait_for,
+    write,
+)
 
 if not (os.environ.get("SLURM_CONF") and shutil.which("sbatch")):
     if os.environ.get("CI") == "true":

@@ -34,3 +34,71 @@ def test_sql_lives_in_the_store_only():
             if SQL.search(line) and "import" not in line:
                 offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not offenders, "SQL outside the store:\n" + "\n".join(offenders)
+
+
+# The layers, bottom to top: a module imports only from its own layer or those below, never above.
+LAYERS = [
+    ("sweeper.errors", "sweeper.states"),
+    ("sweeper.study",),
+    ("sweeper.store",),
+    ("sweeper.run", "sweeper.scheduler"),
+    ("sweeper.search",),
+    ("sweeper.ingest", "sweeper.launch", "sweeper.rebuild", "sweeper.progress"),
+    ("sweeper.report",),
+    ("sweeper.cli", "sweeper.api", "sweeper"),
+]
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    best = max((prefix for layer in LAYERS for prefix in layer
+                if module == prefix or module.startswith(prefix + ".")), key=len)
+    return next(i for i, layer in enumerate(LAYERS) if best in layer)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the sweeper modules it imports, at the top or inside a function (TYPE_CHECKING too)."""
+    modules = {_module(p): p for p in _sources("sweeper")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                          for a in node.names}
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_sweeper_imports_follow_the_layers_and_form_no_circle():
+    graph = _imports()
+    upward = [f"{m} (layer {_layer(m)}) imports {d} (layer {_layer(d)})"
+              for m, deps in sorted(graph.items()) for d in sorted(deps) if _layer(d) > _layer(m)]
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
+    # A package's __init__ may gather its modules; none of them imports the package back.
+    state: dict[str, int] = {}
+
+    def visit(m: str, trail: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            assert state.get(d) != 1, "import circle: " + " -> ".join(trail[trail.index(d):] + [d])
+            if d not in state:
+                visit(d, trail + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_sweeper_never_imports_model():
+    graph = {m: deps for m, deps in _imports().items()}
+    assert graph  # the walk found the package
+    text = "\n".join(p.read_text() for p in _sources("sweeper"))
+    assert not re.search(r"^\s*(from model\b|import model\b)", text, re.M)

@@ -9,10 +9,11 @@ import typer
 from matplotlib.colors import to_hex
 from typer.testing import CliRunner
 
-from sweeper.console import Options
+from sweeper.cli.common import Options
+from sweeper.cli.plot import plot_command
 from sweeper.errors import UserError
-from sweeper.plot import ErrorBar, make_figure, plot_command, plot_data
-from sweeper.report import load
+from sweeper.report.load import load
+from sweeper.report.plot import ErrorBar, make_figure, plot_data
 from sweeper.store import Store
 from tests.sweeper.test_report import MIOU, T_975_DF2, finish, write
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.cli import _running
+from sweeper.cli.app import _running
 from sweeper.ingest import CellStatus
 from sweeper.launch import launch
 from sweeper.progress import Eta, Lines

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from sweeper.launch import launch, resume
-from sweeper.rundir import RunDir, read_dict
+from sweeper.run.rundir import RunDir, read_dict
 from sweeper.store import CellState, Store
 from tests.sweeper.orchestration import wait_done, wait_for, write
 

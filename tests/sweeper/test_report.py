@@ -16,23 +16,24 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sweeper import report
 from sweeper.api import load as api_load
-from sweeper.console import Options, print_table
+from sweeper.cli.common import Options
+from sweeper.cli.report import report_command
 from sweeper.errors import SpecError, UserError
-from sweeper.report import (
+from sweeper.report import tables as report_tables
+from sweeper.report.console import print_table
+from sweeper.report.load import direction
+from sweeper.report.statistics import build
+from sweeper.report.tables import (
     Format,
     _entries,
     _legend,
-    build,
-    direction,
     render,
     render_coverage,
     render_rich,
-    report_command,
 )
-from sweeper.spec import load_study
 from sweeper.store import CellState, Store
+from sweeper.study import load_study
 from tests.conftest import IN_CI
 
 STUDY = """
@@ -410,7 +411,7 @@ def test_a_wide_report_piped_or_written_keeps_every_column_and_value(wide, store
     texts = expected_texts(summary)
     assert len(texts) == 2 * 2 * 15 + 2 * 12  # every cell, and norms' deltas (none for params / FLOPs)
     if fold:  # past RICH_MAX_COLUMNS, the column axis moves into the rows: values all kept, and said
-        monkeypatch.setattr(report, "RICH_MAX_COLUMNS", 20)
+        monkeypatch.setattr(report_tables, "RICH_MAX_COLUMNS", 20)
     piped = invoke(store_url, monkeypatch, "abl", env={"COLUMNS": "80"})
     assert piped.exit_code == 0, piped.output
     monkeypatch.chdir(tmp_path)

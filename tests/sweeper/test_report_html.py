@@ -14,9 +14,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sweeper.console import Options
-from sweeper.report import build, render_markdown, report_command
-from sweeper.report_html import page
+from sweeper.cli.common import Options
+from sweeper.cli.report import report_command
+from sweeper.report.html import page
+from sweeper.report.statistics import build
+from sweeper.report.tables import render_markdown
 from sweeper.store import CellState, Store
 from tests.conftest import IN_CI
 from tests.sweeper.test_report import MIOU, RMSE, write
@@ -151,7 +153,7 @@ def test_headless_chromium_renders_the_page(store, tmp_path):
 
 def test_a_search_page_lists_its_groups_and_trials_then_the_final_seed_table(env):
     from sweeper.launch import launch
-    from sweeper.report import final_scope
+    from sweeper.report.scope import final_scope
     from sweeper.search import results
     from tests.sweeper.test_search import write as write_search
 
@@ -178,8 +180,8 @@ def test_a_search_page_lists_its_groups_and_trials_then_the_final_seed_table(env
 
 
 def test_watch_rewrites_the_page_while_cells_run_then_stops(env, monkeypatch):
-    from sweeper import report_html
     from sweeper.launch import launch
+    from sweeper.report import html as report_html
     from tests.sweeper.orchestration import write as write_plain
 
     study = write_plain(env / "w.yaml", "steps", {"steps": 30, "dt": 0.1}, "dt: [0.1, 0.11]",

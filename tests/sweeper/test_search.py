@@ -14,11 +14,16 @@ import pytest
 
 from sweeper.errors import SpecError, UserError
 from sweeper.launch import advance, cancel, launch, resume
-from sweeper.rundir import RunDir
+from sweeper.run.rundir import RunDir
 from sweeper.search import results
-from sweeper.spec import TRIAL_LABEL, load_study, parse_study
 from sweeper.store import CellState, SearchCell, Store
-from tests.sweeper.orchestration import PRUNING_SEARCH, run_search, runs_per_cell, wait_for
+from sweeper.study import TRIAL_LABEL, load_study, parse_study
+from tests.sweeper.orchestration import (
+    PRUNING_SEARCH,
+    run_search,
+    runs_per_cell,
+    wait_for,
+)
 from tests.sweeper.orchestration import write as write_plain
 
 BOWL_SPACE = """\
@@ -468,7 +473,7 @@ def test_plot_a_searched_parameter_against_the_metric(env):
     assert got.exit_code == 0, got.output
     assert (env / "land.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import sweeper
-    from sweeper.plot import trial_points
+    from sweeper.report.plot import trial_points
 
     frame = sweeper.trials("land")
     points = trial_points(study, frame, "lr", "f", "variant")

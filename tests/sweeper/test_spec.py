@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweeper.errors import SpecError
-from sweeper.spec import cell_key, load_study, parse_study
+from sweeper.study import cell_key, load_study, parse_study
 
 HEAD = """
 study: s

@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 
 from sweeper.errors import UserError
-from sweeper.spec import load_study
 from sweeper.store import SCHEMA_VERSION, CellState, Meta, Store
+from sweeper.study import load_study
 
 STUDY = """
 study: {name}

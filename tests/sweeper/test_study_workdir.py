@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from sweeper.rundir import RunDir, read_json
+from sweeper.run.rundir import RunDir, read_json
 from tests.sweeper.orchestration import write
 
 

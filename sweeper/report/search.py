@@ -15,11 +15,11 @@ from collections.abc import Sequence
 import pandas as pd
 from rich.table import Table
 
-from sweeper.console import add_columns
-from sweeper.report import Format, md_escape, tex_escape
+from sweeper.report.console import add_columns
+from sweeper.report.tables import Format, md_escape, tex_escape
 from sweeper.search import GroupResult, trials
-from sweeper.spec import Study, canonical
 from sweeper.store import Store
+from sweeper.study import Study, canonical
 
 
 def frame(study: Study, groups: list[GroupResult]) -> pd.DataFrame:

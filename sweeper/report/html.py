@@ -12,9 +12,7 @@ from __future__ import annotations
 import html
 import io
 import math
-import os
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,19 +24,19 @@ import numpy as np
 import pandas as pd
 
 from sweeper.errors import UserError
-from sweeper.report import (
-    Summary,
+from sweeper.report.load import load
+from sweeper.report.statistics import Summary
+from sweeper.report.tables import (
     _col_title,
     _columns,
-    _complete,
     _entries,
     _legend,
     _row_keys,
+    complete,
     coverage_entries,
-    load,
 )
-from sweeper.spec import Study
 from sweeper.store import Store
+from sweeper.study import Study
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -235,8 +233,8 @@ def _variant(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
 def curve_figures(store: Store, name: str, summary: Summary | None, keys: list[str] | None) -> list[Figure]:
     """The reported metrics (losses first) as curves, a line per variant (every non-seed axis but the
     panel's), a band over seeds; panels by the table's first column axis."""
-    from sweeper.plot import ErrorBar, curve_figure
-    from sweeper.stepwise import aligned, band, load_curves, step_counts
+    from sweeper.report.curves import aligned, band, load_curves, step_counts
+    from sweeper.report.plot import ErrorBar, curve_figure
 
     # Curves, not points: a metric reported at a few steps only (a final value) is left out, and
     # only the metrics drawn are read (a large study holds millions of reported values).
@@ -262,7 +260,14 @@ def curve_figures(store: Store, name: str, summary: Summary | None, keys: list[s
 
 def block_figures(store: Store, name: str, summary: Summary | None, keys: list[str] | None) -> list[Figure]:
     """Each analysis.*.block<N>.* family against the block index, a line per variant, bars over seeds."""
-    from sweeper.plot import BLOCK, BLOCK_AXIS, ErrorBar, figure, plot_data, y_label
+    from sweeper.report.plot import (
+        BLOCK,
+        BLOCK_AXIS,
+        ErrorBar,
+        figure,
+        plot_data,
+        y_label,
+    )
 
     try:
         loaded = load(store, name, ["analysis.*"], keys=keys, axes=_scope(summary, keys))
@@ -288,8 +293,8 @@ def block_figures(store: Store, name: str, summary: Summary | None, keys: list[s
 
 
 def trials_figure(study: Study, store: Store) -> Figure | None:
-    from sweeper.plot import trial_points
-    from sweeper.plot import trials_figure as draw
+    from sweeper.report.plot import trial_points
+    from sweeper.report.plot import trials_figure as draw
     from sweeper.search import trials
 
     plan = study.search
@@ -318,7 +323,7 @@ def _figures(figs: list[Figure]) -> str:
 def page(store: Store, name: str, summary: Summary | None, searched: Study | None,
          groups: list[GroupResult] | None, keys: list[str] | None, refresh: int | None = None) -> str:
     """The whole HTML document; with `refresh`, it reloads itself every that many seconds (--watch)."""
-    from sweeper import search_report
+    from sweeper.report import search as search_report
     from sweeper.search import trials as search_trials
 
     row = store.study_row(name)
@@ -335,7 +340,7 @@ def page(store: Store, name: str, summary: Summary | None, searched: Study | Non
                                                                       {*plan.group_axes, "kind", "state"})
         _section("search", f"search: {plan.spec.direction} {plan.spec.metric}", body, parts)
     if summary is not None:
-        if not _complete(summary):
+        if not complete(summary):
             _section("coverage", "coverage (the study is not complete)", coverage_table(summary), parts)
         _section("table", "ablation table", ablation_table(summary), parts)
         forest = forest_figure(summary)
@@ -349,7 +354,7 @@ def page(store: Store, name: str, summary: Summary | None, searched: Study | Non
         _section("blocks", "per-block analysis", _figures(blocks), parts)
     _section("study", "study file", f"<p>{_e(row.file)}</p><pre>{_e(row.spec_text)}</pre>", parts)
     nav = "".join(f'<a href="#{a}">{_e(t.split(" (")[0])}</a>' for a, t, _ in parts)
-    state = ("" if summary is None else '<span class="complete">complete</span>' if _complete(summary)
+    state = ("" if summary is None else '<span class="complete">complete</span>' if complete(summary)
              else '<span class="pending">in progress</span>')
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = f"{state}{' · ' if state else ''}generated {when} · {_e(code_version(row.file))}"
@@ -365,7 +370,8 @@ def page(store: Store, name: str, summary: Summary | None, searched: Study | Non
 def render(store: Store, name: str, rows: Sequence[str] | None, cols: Sequence[str] | None,
            metrics: Sequence[str] | None, pool: Sequence[str], refresh: int | None = None) -> str:
     """The page as `sweeper report` scopes it: a search's trials, then its final seeds' table."""
-    from sweeper.report import build, final_scope, search_study
+    from sweeper.report.scope import final_scope, search_study
+    from sweeper.report.statistics import build
     from sweeper.search import results
 
     searched = search_study(store, name)
@@ -378,39 +384,3 @@ def render(store: Store, name: str, rows: Sequence[str] | None, cols: Sequence[s
         summary = build(store, name, rows, cols, metrics, keys=keys, axes=axes, directions=directions,
                         pool=pool)
     return page(store, name, summary, searched, groups, keys, refresh)
-
-
-def command(name: str, rows, cols, metrics, pool, out_file: Path | None, watch: bool) -> None:
-    """Write the page (or print it); with `watch`, ingest and rewrite it every WATCH_S seconds (atomically,
-    so a browser never reads half a page) until no cell of the study is active."""
-    from sweeper.console import open_store, out
-    from sweeper.ingest import ingest
-    from sweeper.spec import parse_study
-    from sweeper.store import ACTIVE
-
-    while True:
-        with open_store(create=False) as store:
-            active = False
-            if watch:
-                row = store.study_row(name)
-                active = any(s.state in ACTIVE for s in ingest(store, parse_study(row.spec_text, row.file)))
-            text = render(store, name, rows, cols, metrics, pool, WATCH_S if active else None)
-        if out_file is None:
-            out.file.write(text)
-            return
-        try:  # whole or not at all: a browser reloading it never reads half a page
-            tmp = out_file.with_name(f".{out_file.name}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, out_file)
-        except OSError as e:
-            raise UserError(f"--out {out_file}: cannot write it ({e.strerror or e})") from None
-        when = datetime.now().strftime("%H:%M:%S")
-        again = f" at {when}; rewritten every {WATCH_S} s while cells run" if active else ""
-        out.print(f"wrote {out_file} (html){again}", highlight=False)
-        if not active:
-            return
-        try:
-            time.sleep(WATCH_S)
-        except KeyboardInterrupt:
-            out.print(f"stopped watching; {out_file} holds the page as of {when}", highlight=False)
-            return

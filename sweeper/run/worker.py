@@ -1,7 +1,7 @@
 """What runs inside a job: the cells of one submission, each through the study's task.
 
 A job runs one or more cells in turn (an array task runs its pack, a local lane claims cells
-from the whole list). For each cell it writes the run-directory files (sweeper.rundir), keeps a
+from the whole list). For each cell it writes the run-directory files (sweeper.run.rundir), keeps a
 heartbeat, captures stdout/stderr, and records a result or a failure with its cause.
 
 Preemption and time limits: submitit calls `Worker.checkpoint` from its signal handler in the
@@ -39,7 +39,7 @@ from typing import Any
 import submitit
 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
 
-from sweeper.rundir import RunDir, Values, describe, read_json, write_json
+from sweeper.run.rundir import RunDir, Values, describe, read_json, write_json
 from sweeper.states import ENDED, Cause, CellState
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))

@@ -13,18 +13,18 @@ import re
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import typer
 
-from sweeper.console import open_store, out, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
-from sweeper.report import Loaded, final_scope, load, search_study, t_quantile
+from sweeper.report.load import Loaded, load
+from sweeper.report.scope import final_scope, search_study
+from sweeper.report.statistics import t_quantile
 from sweeper.search import trials
-from sweeper.spec import SEED_AXIS, Study
 from sweeper.store import Store
+from sweeper.study import SEED_AXIS, Study, study_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -174,7 +174,7 @@ def figure(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None,
 def curve_data(store: Store, study: str, y: str, hue: str | None = None, col: str | None = None,
                error: ErrorBar = ErrorBar.std, keys: Sequence[str] | None = None) -> pd.DataFrame:
     """Mean over seeds per (col, hue, metric when --y matches several, step) with its band half-width."""
-    from sweeper.stepwise import aligned, band, load_curves
+    from sweeper.report.curves import aligned, band, load_curves
 
     frame, axes = load_curves(store, study, [y])
     for option, name in (("--hue", hue), ("--col", col)):
@@ -294,30 +294,3 @@ def make_figure(store: Store, study: str, x: str, y: str, hue: str | None = None
     if data.empty:
         raise UserError(f"no values of {y} recorded yet for study '{loaded.study}'")
     return figure(data, x, y_label(loaded.metrics, x), hue, col, error, title=loaded.study)
-
-
-@user_errors
-def plot_command(
-    study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
-    x: Annotated[str, typer.Option("--x", help="Axis on the x axis, 'block' for per-block metrics, or "
-                                               "'step' for training curves.")],
-    y: Annotated[str, typer.Option("--y", help="Metric name or glob (with --x block: the per-block metrics).")],
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .png, .pdf or .svg.")],
-    hue: Annotated[str | None, typer.Option("--hue", help="Axis whose labels are separate lines.")] = None,
-    col: Annotated[str | None, typer.Option("--col", help="Axis whose labels are separate panels.")] = None,
-    error: Annotated[ErrorBar, typer.Option("--error", help="Error bars: std over seeds, or the 95 % t interval.")] = ErrorBar.std,
-) -> None:
-    """Plot a metric against an axis (or the block index), mean over seeds with error bars; with
-    --x step, the values reported during training as curves with a band over seeds.
-
-    For a study with a search: over the final seeds of each group's best configuration; with
-    a searched parameter as --x, every completed trial as a point (the search's landscape).
-    """
-    if out_file.suffix.lower() not in SUFFIXES:
-        raise UserError(f"--out {out_file}: expected a {', '.join(SUFFIXES)} file")
-    if not out_file.parent.is_dir():
-        raise UserError(f"--out {out_file}: there is no directory {out_file.parent}; create it first")
-    with open_store(create=False) as store:
-        fig = make_figure(store, study, x, y, hue, col, error)
-    save(fig, out_file)
-    out.print(f"wrote {out_file}", highlight=False)

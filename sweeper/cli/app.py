@@ -16,25 +16,20 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from sweeper.console import (
-    CATEGORIES,
-    STYLE,
-    Options,
+from sweeper.cli.common import CATEGORIES, STYLE, Options, open_store, user_errors
+from sweeper.cli.plot import plot_command
+from sweeper.cli.report import report_command
+from sweeper.errors import UserError
+from sweeper.report.console import (
     add_columns,
     err,
-    open_store,
     out,
     print_all,
     print_json,
     print_table,
-    study_name,
-    user_errors,
 )
-from sweeper.errors import UserError
-from sweeper.plot import plot_command
-from sweeper.report import report_command
-from sweeper.spec import Study, load_study, parse_study
 from sweeper.store import ACTIVE, ENDED, UNSUCCESSFUL, CellState, Plan, category
+from sweeper.study import Study, load_study, parse_study, study_name
 
 app = typer.Typer(
     help="Declarative ablation sweeps for vision-transformer research.",
@@ -73,13 +68,12 @@ def plan(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the totals line.")] = False,
 ) -> None:
     """Validate, expand and check a study (task and `check`), record it and show what a launch would do."""
-    from sweeper.precheck import precheck
-    from sweeper.search import attach
+    from sweeper.run.precheck import precheck
 
     study = load_study(study_file)
     precheck(study, list(study.search.templates.values()) if study.search else study.cells)
     with open_store() as store:
-        result = store.plan(attach(store, study))
+        result = store.plan(store.attach(study))
     for w in study.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     if as_json:
@@ -247,9 +241,9 @@ def rehearse(
     crops and schedules; a checkpoint saved and restored) and each evaluation, on generated fixtures where
     a dataset root does not exist here. Nothing is recorded; exit 1 if any unit fails."""
     from sweeper.launch import parse_only
-    from sweeper.rehearse import as_json as rows_json
-    from sweeper.rehearse import rehearse as do_rehearse
-    from sweeper.rehearse import select
+    from sweeper.run.rehearse import as_json as rows_json
+    from sweeper.run.rehearse import rehearse as do_rehearse
+    from sweeper.run.rehearse import select
 
     study = load_study(study_file)
     cells = select(study, parse_only(study, only), cover)
@@ -482,7 +476,13 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
     (sweeper.progress.Lines) so that a pipe, nohup or CI log never goes minutes without a word.
     """
     from rich.live import Live
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     from sweeper.launch import advance
     from sweeper.progress import Eta, Lines, eta_text

@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 
 from sweeper.errors import UserError, did_you_mean
-from sweeper.report import _column, _study_meta, t_quantile
-from sweeper.spec import SEED_AXIS
+from sweeper.report.load import _column, study_meta
+from sweeper.report.statistics import t_quantile
 from sweeper.store import Store
+from sweeper.study import SEED_AXIS
 
 STEP = "step"
 
@@ -51,7 +52,7 @@ def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None,
     UserError naming `flag`.
     """
     row = store.study_row(study)
-    file_axes = _study_meta(row.spec_text, row.file)[0]
+    file_axes = study_meta(row.spec_text, row.file)[0]
     members = store.members(row.id)
     raw = store.metric_values(row.id, patterns, final=False)
     # Plain columns from the cursor's tuples; the cell as its position, the metric as a category.
