@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from sweeper.report.curves import aligned, band, load_curves
-from sweeper.report.plot import ErrorBar, curve_figure, save
+from sweeper.report.options import ErrorBar
+from sweeper.report.plot import curve_figure, save
 from sweeper.store import CellState, Store
 from sweeper.study import load_study
 

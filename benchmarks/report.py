@@ -22,8 +22,9 @@ from rich.console import Console
 
 from sweeper.report.console import print_table
 from sweeper.report.load import load
+from sweeper.report.options import Format
 from sweeper.report.statistics import build, summarize
-from sweeper.report.tables import RICH_MAX_ROWS, Format, render, render_coverage
+from sweeper.report.tables import RICH_MAX_ROWS, render, render_coverage
 from sweeper.store import CellState, Store
 from sweeper.study import load_study
 

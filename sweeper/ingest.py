@@ -70,10 +70,14 @@ def launcher_alive(manifest: dict) -> bool:
 
 
 def _worker_dead_here(status: dict) -> bool:
-    return status.get("host") == socket.gethostname() and "pid" in status and not pid_alive(int(status["pid"]))
+    return (
+        status.get("host") == socket.gethostname() and "pid" in status and not pid_alive(int(status["pid"]))
+    )
 
 
-def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobState) -> tuple[str, str | None, str | None]:
+def decide(
+    attempt_state: str, token: str, run: RunDir, status: dict, job: JobState
+) -> tuple[str, str | None, str | None]:
     """The new (state, cause, detail) of an attempt from its run directory (status.json) and the scheduler.
 
     The scheduler's word on a job comes before a pid check on this host: a requeued job's worker
@@ -86,16 +90,27 @@ def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobSt
     alive = job.state in ALIVE
     # Pruned: stopped by the request, or ended (or never started) after it; a multi-process task
     # runs to its end, and its result (above) wins.
-    if run.prune.exists() and (mine and status.get("state") == CellState.PRUNED or not alive
-                              or status.get("state") != CellState.RUNNING):
+    if run.prune.exists() and (
+        mine
+        and status.get("state") == CellState.PRUNED
+        or not alive
+        or status.get("state") != CellState.RUNNING
+    ):
         return CellState.PRUNED, Cause.PRUNED, run.prune.read_text().strip()
     if mine and status.get("state") == CellState.FAILED:
         return CellState.FAILED, status.get("cause", Cause.EXCEPTION), status.get("error")
     if mine and status.get("state") == CellState.INTERRUPTED:
         if status.get("cause") == Cause.TIMEOUT:  # a local lane's own clock, or SLURM's limit once too often
-            return CellState.INTERRUPTED, Cause.TIMEOUT, status.get("detail") or (
-                "ran past its timeout_min; resumes from its checkpoint" if status.get("checkpointed") else
-                "ran past its timeout_min and did not save in time")
+            return (
+                CellState.INTERRUPTED,
+                Cause.TIMEOUT,
+                status.get("detail")
+                or (
+                    "ran past its timeout_min; resumes from its checkpoint"
+                    if status.get("checkpointed")
+                    else "ran past its timeout_min and did not save in time"
+                ),
+            )
         if alive:
             return CellState.PENDING, None, "requeued"
         return CellState.INTERRUPTED, job.cause or Cause.PREEMPTED, "interrupted; resumes from its checkpoint"
@@ -125,7 +140,9 @@ def _running(run: RunDir, status: dict, job: JobState) -> tuple[str, str | None,
         return CellState.RUNNING, None, None
     if _worker_dead_here(status):
         return CellState.INTERRUPTED, Cause.KILLED, "the worker process died mid-cell"
-    if job.state == SchedulerState.RUNNING or (job.state == SchedulerState.UNKNOWN and (run.heartbeat_age() or 0) < STALE_AFTER_S):
+    if job.state == SchedulerState.RUNNING or (
+        job.state == SchedulerState.UNKNOWN and (run.heartbeat_age() or 0) < STALE_AFTER_S
+    ):
         return CellState.RUNNING, None, None
     cause = Cause.KILLED if job.state == SchedulerState.FINISHED else Cause.LOST
     return CellState.INTERRUPTED, cause, "no heartbeat from the worker"
@@ -140,8 +157,9 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     latest = store.latest_attempts(list(cells))
     # An interrupted attempt is read again until a newer one replaces it: judged while its job
     # was between a requeue and its restart, it may yet run again, end (result.json) or be cancelled.
-    active = [a for a in latest.values()
-              if a.state in ACTIVE or (a.state == CellState.INTERRUPTED and a.job_id)]
+    active = [
+        a for a in latest.values() if a.state in ACTIVE or (a.state == CellState.INTERRUPTED and a.job_id)
+    ]
     # Submissions a killed launch left behind: adopt the jobs its manifest names, or, if the
     # scheduler call never returned, make the cells new again.
     manifests: dict[str, dict] = {}
@@ -169,25 +187,42 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     for a in settled:
         run = RunDir(Path(a.run_dir))
         job = jobs.get(job_ids[a.id] or "", JobState(SchedulerState.UNKNOWN))
-        if a.state == CellState.INTERRUPTED and job.state == SchedulerState.UNKNOWN and not run.result.exists():
+        if (
+            a.state == CellState.INTERRUPTED
+            and job.state == SchedulerState.UNKNOWN
+            and not run.result.exists()
+        ):
             continue  # judged, and the scheduler has nothing new to say (sacct down, or the job purged)
         try:  # one bad run directory never stops the others
             change, rows = _settle(a, run, job_ids[a.id], job)
         except Exception as exc:  # noqa: BLE001 - what no reader below foresaw: fail this cell, say why
             detail = f"cannot ingest {run.path}: {type(exc).__name__}: {exc}"
-            change = {"id": a.id, "cell_key": a.cell_key, "state": CellState.FAILED, "cause": Cause.EXCEPTION,
-                      "detail": detail}
+            change = {
+                "id": a.id,
+                "cell_key": a.cell_key,
+                "state": CellState.FAILED,
+                "cause": Cause.EXCEPTION,
+                "detail": detail,
+            }
             rows = None
         if rows is not None:
             metric_rows.extend(rows)
             synced.append(a.cell_key)
         # Only what changed is written: `launch --wait` ingests every 2 s.
-        if (change["state"], change["cause"], change["detail"]) != (a.state, a.cause, a.detail) \
-                or change.keys() & {"host", "job_id"}:
+        if (change["state"], change["cause"], change["detail"]) != (
+            a.state,
+            a.cause,
+            a.detail,
+        ) or change.keys() & {"host", "job_id"}:
             changes.append(change)
     changes.extend(
-        {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": Cause.NOT_SUBMITTED,
-         "detail": "the launch was killed before submitting; the next `sweeper launch` submits it"}
+        {
+            "id": a.id,
+            "cell_key": a.cell_key,
+            "state": CellState.INTERRUPTED,
+            "cause": Cause.NOT_SUBMITTED,
+            "detail": "the launch was killed before submitting; the next `sweeper launch` submits it",
+        }
         for a in not_submitted
     )
     store.update_attempts(changes)
@@ -222,8 +257,10 @@ def _settle(a: Attempt, run: RunDir, job_id: str | None, job: JobState) -> tuple
 
 def record(run: RunDir, a: Attempt, change: dict) -> None:
     """How the attempt ended, beside its run directory (what `sweeper rebuild` reads back)."""
-    row = {k: getattr(a, k) for k in ("number", "token", "executor", "job_id", "host", "state", "cause",
-                                      "detail")}
+    row = {
+        k: getattr(a, k)
+        for k in ("number", "token", "executor", "job_id", "host", "state", "cause", "detail")
+    }
     row |= {k: v for k, v in change.items() if k in row}
     times = {k: (change.get(k) or getattr(a, k)) for k in ("submitted_at", "started_at", "ended_at")}
     write_json(run.outcomes / f"{a.number}.json", row | {k: _epoch(t) for k, t in times.items()})
@@ -253,8 +290,9 @@ def _default_executor(kind: str) -> DebugExecutor | LocalExecutor | SlurmExecuto
     return {"slurm": SlurmExecutor, "local": LocalExecutor, "debug": DebugExecutor}[kind](kind=kind)
 
 
-def cell_metrics(key: str, run: RunDir, attempt: int,
-                 status: dict) -> tuple[list[dict], tuple[str, str] | None]:
+def cell_metrics(
+    key: str, run: RunDir, attempt: int, status: dict
+) -> tuple[list[dict], tuple[str, str] | None]:
     """The cell's metric rows as its run directory holds them, and what is wrong with `attempt`'s values.
 
     Final values: result.json, else the finite values a NAN failure kept (status.json); intermediate
@@ -266,22 +304,29 @@ def cell_metrics(key: str, run: RunDir, attempt: int,
     if run.result.exists():
         result = read_json(run.result)
         if not isinstance(result, dict):
-            fault = (Cause.EXCEPTION, "result.json is unreadable or not a JSON object; "
-                                  "delete it and resume --retry-failed")
+            fault = (
+                Cause.EXCEPTION,
+                "result.json is unreadable or not a JSON object; delete it and resume --retry-failed",
+            )
         values = Values.of(result)
         if values.nonfinite:
             fault = (Cause.NAN, f"result.json: {describe(values.nonfinite)} (the finite values are kept)")
         elif values.invalid:
-            fault = (Cause.EXCEPTION, f"result.json: {describe(values.invalid)}; "
-                                  "expected a number for each metric")
+            fault = (
+                Cause.EXCEPTION,
+                f"result.json: {describe(values.invalid)}; expected a number for each metric",
+            )
     else:
         values = Values.of(status.get("result")) if status.get("state") == CellState.FAILED else Values()
-    rows = [{"cell_key": key, "attempt": attempt, "stage": "final", "name": n, "step": None, "value": v}
-            for n, v in values.finite.items()]
+    rows = [
+        {"cell_key": key, "attempt": attempt, "stage": "final", "name": n, "step": None, "value": v}
+        for n, v in values.finite.items()
+    ]
     reported = run.reported()
-    rows.extend({"cell_key": key, "attempt": by or attempt, "stage": "report", "name": n, "step": step,
-                 "value": v}
-                for (n, step), (by, v) in reported.values.items())
+    rows.extend(
+        {"cell_key": key, "attempt": by or attempt, "stage": "report", "name": n, "step": step, "value": v}
+        for (n, step), (by, v) in reported.values.items()
+    )
     nonfinite = reported.nonfinite.get(attempt) or reported.nonfinite.get(None)
     if fault is None and nonfinite:
         fault = (Cause.NAN, f"it reported {nonfinite} (the finite values are kept)")

@@ -87,9 +87,12 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
             by_group[t.row.group_key].append(t)
         tried = {g: [t for t in ts if t.row.kind == "trial"] for g, ts in by_group.items()}
         # A group with a cancelled trial is paused (`sweeper cancel`) until `sweeper resume` runs it again.
-        chosen = {g for g, labels in plan.groups.items()
-                  if all(str(labels[a]) in values for a, values in (only or {}).items())
-                  and not any(t.state == CellState.CANCELLED for t in tried[g])}
+        chosen = {
+            g
+            for g, labels in plan.groups.items()
+            if all(str(labels[a]) in values for a, values in (only or {}).items())
+            and not any(t.state == CellState.CANCELLED for t in tried[g])
+        }
         want = {g: max(0, plan.budget - len(tried[g])) if g in chosen else 0 for g in plan.groups}
         busy = len({t.row.cell_key for t in trials if t.state in _BUSY})
         asks = _share(plan.parallel - busy, want, {g: len(tried[g]) for g in plan.groups})
@@ -103,10 +106,14 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
                     ost = _optuna_study(plan, study.name, i, g, tried[g])
                     if running:
                         _prune(step, plan, ost, tried[g], workdir)
-                    asked = [_ask(plan, ost, g, number, study) for number in range(start, start + asks.get(g, 0))]
+                    asked = [
+                        _ask(plan, ost, g, number, study) for number in range(start, start + asks.get(g, 0))
+                    ]
                 except (TypeError, ValueError) as e:
-                    raise UserError(f"{study.file}: search.sampler_options: optuna's {plan.spec.sampler} sampler "
-                                    f"failed with them ({type(e).__name__}: {e}); nothing was recorded") from None
+                    raise UserError(
+                        f"{study.file}: search.sampler_options: optuna's {plan.spec.sampler} sampler "
+                        f"failed with them ({type(e).__name__}: {e}); nothing was recorded"
+                    ) from None
                 new += asked
                 growth.asked += [cell.key for _, cell in asked]
             elif g in chosen and not want[g] and all(t.state in _FINAL for t in tried[g]):
@@ -114,8 +121,16 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
                 new += finals
                 growth.finals += [cell.key for _, cell in finals]
         if new:
-            cells = {cell.key: {"key": cell.key, "task": study.task, "config": cell.config, "seed": cell.seed,
-                                "state": CellState.PLANNED} for _, cell in new}
+            cells = {
+                cell.key: {
+                    "key": cell.key,
+                    "task": study.task,
+                    "config": cell.config,
+                    "seed": cell.seed,
+                    "state": CellState.PLANNED,
+                }
+                for _, cell in new
+            }
             step.record(list(cells.values()), [row for row, _ in new])
     known = {c.key for c in study.cells}
     for _, cell in new:  # a config asked twice is one cell
@@ -138,7 +153,7 @@ def _share(free: int, want: dict[str, int], have: dict[str, int]) -> dict[str, i
 
 
 def _outcomes(step: SearchStep, plan: SearchPlan, rows: list[SearchCell], workdir: Path) -> list[_Trial]:
-    """Each row's cell state, searched metric and pruner values (finished: the store; running: metrics.jsonl)."""
+    """Each row's cell state, searched metric and pruner values (ended: the store; running: metrics.jsonl)."""
     keys = list({r.cell_key for r in rows})
     finals: dict[str, float] = {}
     steps: dict[str, dict[int, float]] = defaultdict(dict)
@@ -154,7 +169,10 @@ def _outcomes(step: SearchStep, plan: SearchPlan, rows: list[SearchCell], workdi
             for line in RunDir.of(workdir, key).reports():
                 if watched in line.get("metrics", {}) and line.get("step") is not None:
                     steps[key][int(line["step"])] = sign * float(line["metrics"][watched])
-    return [_Trial(r, states.get(r.cell_key, CellState.PLANNED), finals.get(r.cell_key), steps[r.cell_key]) for r in rows]
+    return [
+        _Trial(r, states.get(r.cell_key, CellState.PLANNED), finals.get(r.cell_key), steps[r.cell_key])
+        for r in rows
+    ]
 
 
 def _watched(plan: SearchPlan) -> tuple[str, float]:
@@ -173,7 +191,9 @@ def distributions(plan: SearchPlan) -> dict[str, optuna.distributions.BaseDistri
         IntDistribution,
     )
 
-    out: dict[str, Any] = {a.name: CategoricalDistribution([as_choice(label) for label in a.labels]) for a in plan.searched}
+    out: dict[str, Any] = {
+        a.name: CategoricalDistribution([as_choice(label) for label in a.labels]) for a in plan.searched
+    }
     for path, p in plan.params.items():
         if isinstance(p, FloatParam):
             out[path] = FloatDistribution(p.low, p.high, log=p.log, step=p.step)
@@ -196,12 +216,15 @@ def _optuna_study(plan: SearchPlan, name: str, index: int, group: str, trials: l
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a step rebuilds and re-warns each time
     seed = (plan.spec.seed * 1_000_003 + index * 10_007 + len(trials)) % 2**32
     options = dict(plan.spec.sampler_options)
-    if plan.spec.sampler == "grid":  # its seed shuffles the grid, whose indices the trials record: keep it fixed
+    if (
+        plan.spec.sampler == "grid"
+    ):  # its seed shuffles the grid, whose indices the trials record: keep it fixed
         options["search_space"] = plan.grid
         seed = (plan.spec.seed * 1_000_003 + index * 10_007) % 2**32
     sampler = sampler_class(plan.spec.sampler)(seed=seed, **options)
-    ost = optuna.create_study(study_name=f"{name}:{group}", direction=plan.spec.direction, sampler=sampler,
-                              pruner=_pruner(plan))
+    ost = optuna.create_study(
+        study_name=f"{name}:{group}", direction=plan.spec.direction, sampler=sampler, pruner=_pruner(plan)
+    )
     dists = distributions(plan)
     for t in trials:
         state = _FINAL.get(t.state, "RUNNING")
@@ -209,12 +232,17 @@ def _optuna_study(plan: SearchPlan, name: str, index: int, group: str, trials: l
         if state == "COMPLETE" and (value is None or not math.isfinite(value)):
             state, value = "FAIL", None  # the task did not return the searched metric
         try:
-            ost.add_trial(create_trial(
-                state=TrialState[state], value=value if state == "COMPLETE" else None, params=t.row.params,
-                distributions={k: dists[k] for k in t.row.params if k in dists}, system_attrs=t.row.system_attrs,
-                intermediate_values={k: v for k, v in t.steps.items() if math.isfinite(v)},
-                user_attrs={"number": t.row.number, "cell_key": t.row.cell_key},
-            ))
+            ost.add_trial(
+                create_trial(
+                    state=TrialState[state],
+                    value=value if state == "COMPLETE" else None,
+                    params=t.row.params,
+                    distributions={k: dists[k] for k in t.row.params if k in dists},
+                    system_attrs=t.row.system_attrs,
+                    intermediate_values={k: v for k, v in t.steps.items() if math.isfinite(v)},
+                    user_attrs={"number": t.row.number, "cell_key": t.row.cell_key},
+                )
+            )
         except ValueError:
             continue  # params outside the space as the file now defines it: not evidence for this search
     return ost
@@ -229,13 +257,19 @@ def _pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
     if p.kind == "median":
         return optuna.pruners.MedianPruner(p.n_startup_trials, p.n_warmup_steps, p.interval_steps)
     if p.kind == "percentile":
-        return optuna.pruners.PercentilePruner(p.percentile, p.n_startup_trials, p.n_warmup_steps, p.interval_steps)
+        return optuna.pruners.PercentilePruner(
+            p.percentile, p.n_startup_trials, p.n_warmup_steps, p.interval_steps
+        )
     if p.kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(p.min_resource, p.reduction_factor, p.min_early_stopping_rate)
+        return optuna.pruners.SuccessiveHalvingPruner(
+            p.min_resource, p.reduction_factor, p.min_early_stopping_rate
+        )
     return optuna.pruners.HyperbandPruner(p.min_resource, p.max_resource, p.reduction_factor)
 
 
-def _prune(step: SearchStep, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial], workdir: Path) -> None:
+def _prune(
+    step: SearchStep, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial], workdir: Path
+) -> None:
     """Ask the pruner about every running trial with values; request a stop where it says so."""
     by_number = {t.user_attrs["number"]: t for t in ost.get_trials(deepcopy=False)}
     for t in trials:
@@ -267,15 +301,24 @@ def _ask(plan: SearchPlan, ost: optuna.Study, group: str, number: int, study: St
             config = set_path(config, tuple(path.split(".")), value)
     key = cell_key(study.task, config)
     labels = {**template.labels, TRIAL_LABEL: number}
-    row = {"group_key": group, "kind": "trial", "number": number, "cell_key": key, "labels": labels,
-           "params": params, "system_attrs": dict(frozen.system_attrs)}
+    row = {
+        "group_key": group,
+        "kind": "trial",
+        "number": number,
+        "cell_key": key,
+        "labels": labels,
+        "params": params,
+        "system_attrs": dict(frozen.system_attrs),
+    }
     return row, Cell(key, config, labels, template.seed, template.resources)
 
 
 def best_trial(plan: SearchPlan, trials: list[_Trial]) -> _Trial | None:
     """The completed trial with the best finite value (first of equals), or None."""
     sign = 1 if plan.spec.direction == "maximize" else -1
-    done = [t for t in trials if t.value is not None and math.isfinite(t.value) and t.state == CellState.COMPLETED]
+    done = [
+        t for t in trials if t.value is not None and math.isfinite(t.value) and t.state == CellState.COMPLETED
+    ]
     return max(done, key=lambda t: (sign * t.value, -t.row.number), default=None)
 
 
@@ -298,8 +341,15 @@ def _finals(step: SearchStep, plan: SearchPlan, group: str, trials: list[_Trial]
         if key in recorded:
             continue
         labels = {**best.row.labels, SEED_AXIS: seed}
-        row = {"group_key": group, "kind": "final", "number": best.row.number, "cell_key": key, "labels": labels,
-               "params": best.row.params, "system_attrs": {}}
+        row = {
+            "group_key": group,
+            "kind": "final",
+            "number": best.row.number,
+            "cell_key": key,
+            "labels": labels,
+            "params": best.row.params,
+            "system_attrs": {},
+        }
         out.append((row, Cell(key, config, labels, seed, resources)))
     return out
 
@@ -317,15 +367,27 @@ def _recorded(store: Store, study: Study) -> list[_Trial]:
     plan = study.search
     assert plan is not None
     with store.search_step(study.name, lock=False) as step:
-        return _outcomes(step, plan, [r for r in step.rows() if r.group_key in plan.groups], Path(study.workdir).resolve())
+        return _outcomes(
+            step, plan, [r for r in step.rows() if r.group_key in plan.groups], Path(study.workdir).resolve()
+        )
 
 
 def trials(store: Store, study: Study) -> list[dict]:
     """Every trial and final repeat: its group's labels, number, params, cell state and value."""
     plan = study.search
-    return [{**plan.groups[t.row.group_key], "kind": t.row.kind, TRIAL_LABEL: t.row.number,
-             SEED_AXIS: t.row.labels.get(SEED_AXIS), **t.row.params, "state": t.state, plan.spec.metric: t.value,
-             "key": t.row.cell_key} for t in _recorded(store, study)]
+    return [
+        {
+            **plan.groups[t.row.group_key],
+            "kind": t.row.kind,
+            TRIAL_LABEL: t.row.number,
+            SEED_AXIS: t.row.labels.get(SEED_AXIS),
+            **t.row.params,
+            "state": t.state,
+            plan.spec.metric: t.value,
+            "key": t.row.cell_key,
+        }
+        for t in _recorded(store, study)
+    ]
 
 
 @dataclass
@@ -351,14 +413,30 @@ def results(store: Store, study: Study) -> list[GroupResult]:
         tried = [t for t in mine if t.row.kind == "trial"]
         counts = {"completed": 0, "pruned": 0, "failed": 0, "running": 0}
         for t in tried:
-            counts[{"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}.get(_FINAL.get(t.state, ""), "running")] += 1
-        unscored = [t.row.cell_key for t in tried
-                    if t.state == CellState.COMPLETED and (t.value is None or not math.isfinite(t.value))]
+            counts[
+                {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}.get(
+                    _FINAL.get(t.state, ""), "running"
+                )
+            ] += 1
+        unscored = [
+            t.row.cell_key
+            for t in tried
+            if t.state == CellState.COMPLETED and (t.value is None or not math.isfinite(t.value))
+        ]
         best = best_trial(plan, tried)
         # Only the current final seeds: a store from before they had to be fresh holds the trial's own cell.
-        finals = [t for t in mine if t.row.kind == "final" and best is not None
-                  and t.row.number == best.row.number and t.row.labels.get(SEED_AXIS) in plan.final_seeds]
+        finals = [
+            t
+            for t in mine
+            if t.row.kind == "final"
+            and best is not None
+            and t.row.number == best.row.number
+            and t.row.labels.get(SEED_AXIS) in plan.final_seeds
+        ]
         values = [t.value for t in finals if t.state == CellState.COMPLETED and t.value is not None]
-        out.append(GroupResult(labels, plan.budget, counts, best, {t.row.cell_key: t.state for t in finals}, values,
-                               unscored))
+        out.append(
+            GroupResult(
+                labels, plan.budget, counts, best, {t.row.cell_key: t.state for t in finals}, values, unscored
+            )
+        )
     return out

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from sweeper.errors import UserError
 from sweeper.report.console import err
-from sweeper.store import Store
+
+if TYPE_CHECKING:
+    from sweeper.store import Store
 
 CATEGORIES = ("new", "running", "done", "failed", "orphaned")
 STYLE = {"new": "cyan", "running": "yellow", "done": "green", "failed": "red", "orphaned": "dim"}
@@ -25,6 +27,8 @@ class Options:
 def open_store(*, create: bool = True) -> Store:
     """The store of --db / SWEEPER_DB; commands that only read pass create=False, so that a
     mistyped path or a directory without a store is said, not answered from a new empty store."""
+    from sweeper.store import Store
+
     return Store(Options.db, create=create)
 
 

@@ -15,21 +15,8 @@ from rich.table import Table
 from sweeper.cli.common import open_store, user_errors
 from sweeper.errors import UserError
 from sweeper.report.console import out, print_table
-from sweeper.report.scope import final_scope, search_study
-from sweeper.report.statistics import build
-from sweeper.report.tables import (
-    EXTENSIONS,
-    RICH_MAX_ROWS,
-    Format,
-    complete,
-    render,
-    render_coverage,
-)
-from sweeper.store import ACTIVE
-from sweeper.study import (
-    parse_study,
-    study_name,
-)
+from sweeper.report.options import EXTENSIONS, Format
+from sweeper.states import ACTIVE
 
 
 def _write(parts: list[str | Table], path: Path | None) -> None:
@@ -52,29 +39,79 @@ def _write(parts: list[str | Table], path: Path | None) -> None:
 @user_errors
 def report_command(
     study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
-    rows: Annotated[list[str] | None, typer.Option("--rows", help="Axes of the table's rows (repeatable; default: the named-variants axis).")] = None,
-    cols: Annotated[list[str] | None, typer.Option("--cols", help="Axes of the column groups (repeatable; default: the other axes).")] = None,
-    pool: Annotated[list[str] | None, typer.Option(
-        "--pool", help="Average over this axis with the seeds (repeatable); an axis in neither --rows nor "
-                       "--cols must be named here.")] = None,
-    metric: Annotated[list[str] | None, typer.Option("--metric", "-m", help="Metric name glob (repeatable; default: every final metric but analysis.*).")] = None,
-    fmt: Annotated[Format | None, typer.Option("--format", "-f", help="Output format (default: from --out's extension, else rich).")] = None,
-    out_file: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of the terminal.")] = None,
-    coverage: Annotated[bool, typer.Option("--coverage", help="Only the coverage view: done / running / failed / missing per group.")] = False,
-    final: Annotated[bool, typer.Option("--final", help="A search study: only the ablation table of the best configurations' final seeds.")] = False,
-    trials: Annotated[bool, typer.Option("--trials", help="A search study: every trial with its hyperparameters and value, best first.")] = False,
+    rows: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--rows", help="Axes of the table's rows (repeatable; default: the named-variants axis)."
+        ),
+    ] = None,
+    cols: Annotated[
+        list[str] | None,
+        typer.Option("--cols", help="Axes of the column groups (repeatable; default: the other axes)."),
+    ] = None,
+    pool: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pool",
+            help="Average over this axis with the seeds (repeatable); an axis in neither --rows nor "
+            "--cols must be named here.",
+        ),
+    ] = None,
+    metric: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--metric",
+            "-m",
+            help="Metric name glob (repeatable; default: every final metric but analysis.*).",
+        ),
+    ] = None,
+    fmt: Annotated[
+        Format | None,
+        typer.Option("--format", "-f", help="Output format (default: from --out's extension, else rich)."),
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write to this file instead of the terminal.")
+    ] = None,
+    coverage: Annotated[
+        bool,
+        typer.Option(
+            "--coverage", help="Only the coverage view: done / running / failed / missing per group."
+        ),
+    ] = False,
+    final: Annotated[
+        bool,
+        typer.Option(
+            "--final", help="A search study: only the ablation table of the best configurations' final seeds."
+        ),
+    ] = False,
+    trials: Annotated[
+        bool,
+        typer.Option(
+            "--trials", help="A search study: every trial with its hyperparameters and value, best first."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable (as --format json).")] = False,
-    watch: Annotated[bool, typer.Option(
-        "--watch", help="With --out FILE.html: rewrite the page as results arrive (it reloads itself in a "
-                        "browser) until no cell is active.")] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="With --out FILE.html: rewrite the page as results arrive (it reloads itself in a "
+            "browser) until no cell is active.",
+        ),
+    ] = False,
 ) -> None:
     """Ablation table: mean ± std over seeds, paired deltas vs the baseline, partial cells flagged.
 
     For a study with a search: per group the best trial and its hyperparameters, then the
     ablation table over the final seeds of each group's best configuration.
     """
-    from sweeper.report import search as search_report
+    # Imported here, not with the app: every other command would pay for pandas.
+    from sweeper.report.scope import final_scope, search_study
+    from sweeper.report.search import search_view, trials_view
+    from sweeper.report.statistics import build
+    from sweeper.report.tables import RICH_MAX_ROWS, complete, render, render_coverage
     from sweeper.search import results
+    from sweeper.study import study_name
 
     if as_json and fmt not in (None, Format.json):
         raise UserError(f"--json and --format {fmt} ask for two formats; give one")
@@ -83,8 +120,9 @@ def report_command(
     if fmt is None:
         fmt = EXTENSIONS.get(out_file.suffix.lower(), Format.rich) if out_file else Format.rich
     if fmt == Format.html and (coverage or final or trials):
-        raise UserError("--format html is the whole study on one page; "
-                        "it takes no --coverage, --final or --trials")
+        raise UserError(
+            "--format html is the whole study on one page; it takes no --coverage, --final or --trials"
+        )
     if watch and (fmt != Format.html or out_file is None):
         raise UserError("--watch rewrites an HTML page as results arrive: give --out FILE.html")
     if fmt == Format.html:
@@ -98,20 +136,31 @@ def report_command(
         if trials and searched is None:
             raise UserError(f"--trials: study '{name}' has no search block")
         if final and searched is None:
-            raise UserError(f"--final: study '{name}' has no search block, so no final seeds; "
-                            f"its table is `sweeper report {name}` without --final")
+            raise UserError(
+                f"--final: study '{name}' has no search block, so no final seeds; "
+                f"its table is `sweeper report {name}` without --final"
+            )
         if trials:
-            _write([search_report.trials_view(store, searched, fmt)], out_file)
+            _write([trials_view(store, searched, fmt)], out_file)
             return
         if searched is not None:
             groups = results(store, searched)
             if not final and not coverage:
-                parts.append(search_report.search_view(store, searched, groups, fmt))
+                parts.append(search_view(store, searched, groups, fmt))
             keys, axes, directions = final_scope(store, searched, groups, required=final or coverage)
         summary = None
         if keys is None or keys and (final or coverage or fmt not in (Format.csv, Format.json)):
-            summary = build(store, name, rows, cols or None, metric, keys=keys, axes=axes,
-                            directions=directions, pool=pool or ())
+            summary = build(
+                store,
+                name,
+                rows,
+                cols or None,
+                metric,
+                keys=keys,
+                axes=axes,
+                directions=directions,
+                pool=pool or (),
+            )
     max_rows = RICH_MAX_ROWS if out_file is None and out.is_terminal else None
     if summary is not None and coverage:
         parts = [render_coverage(summary, fmt, max_rows)]
@@ -129,6 +178,7 @@ def html_command(name: str, rows, cols, metrics, pool, out_file: Path | None, wa
     so a browser never reads half a page) until no cell of the study is active."""
     from sweeper.ingest import ingest
     from sweeper.report import html
+    from sweeper.study import parse_study
 
     while True:
         with open_store(create=False) as store:

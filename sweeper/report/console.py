@@ -17,14 +17,20 @@ out = Console()
 err = Console(stderr=True)
 
 
-def add_columns(table: Table, columns: Iterable[str], right: Collection[str] = (),
-                styles: Mapping[str, str] | None = None) -> Table:
+def add_columns(
+    table: Table, columns: Iterable[str], right: Collection[str] = (), styles: Mapping[str, str] | None = None
+) -> Table:
     """Columns whose text folds in a narrow terminal instead of being cut to '…' (an axis name
     or a label must stay readable); right-aligned number columns keep their header's width."""
     for c in columns:
         width = max(map(len, c.split("\n"))) if c in right else None
-        table.add_column(c, justify="right" if c in right else "left", overflow="fold", min_width=width,
-                         style=(styles or {}).get(c))
+        table.add_column(
+            c,
+            justify="right" if c in right else "left",
+            overflow="fold",
+            min_width=width,
+            style=(styles or {}).get(c),
+        )
     return table
 
 
@@ -54,8 +60,10 @@ def print_table(table: Table, console: Console = out, *, keep: int | None = None
     elif len(table.columns) > keep + 1:
         parts = _split(body, console, keep)
         if len(parts) > 1:
-            caption = (f"split into {len(parts)} tables to fit this terminal's {console.width} columns "
-                       "(a pipe or --out FILE prints one)\n" + caption).rstrip("\n")
+            caption = (
+                f"split into {len(parts)} tables to fit this terminal's {console.width} columns "
+                "(a pipe or --out FILE prints one)\n" + caption
+            ).rstrip("\n")
     for part in parts:
         console.print(part)
     for line in caption.splitlines():
@@ -96,7 +104,9 @@ def _split(table: Table, console: Console, keep: int) -> list[Table]:
         width += share
     if len(chunks) == 1:
         return [table]
-    return [part(head + c, f"{table.title or ''} ({i}/{len(chunks)})".lstrip()) for i, c in enumerate(chunks, 1)]
+    return [
+        part(head + c, f"{table.title or ''} ({i}/{len(chunks)})".lstrip()) for i, c in enumerate(chunks, 1)
+    ]
 
 
 def print_json(data: Any) -> None:

@@ -43,8 +43,9 @@ def supersede(rows: pd.DataFrame) -> pd.DataFrame:
     return kept.drop(columns="cut").reset_index(drop=True)
 
 
-def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None, *,
-                flag: str = "--y") -> tuple[pd.DataFrame, list[str]]:
+def load_curves(
+    store: Store, study: str, patterns: Sequence[str] | None = None, *, flag: str = "--y"
+) -> tuple[pd.DataFrame, list[str]]:
     """(one row per cell, metric and step: key, axes…, seed, state, metric, step, value; the axes).
 
     Every live cell counts, running ones too (a curve is worth seeing before the cell ends).
@@ -56,31 +57,39 @@ def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None,
     members = store.members(row.id)
     raw = store.metric_values(row.id, patterns, final=False)
     # Plain columns from the cursor's tuples; the cell as its position, the metric as a category.
-    rows = pd.DataFrame({
-        "key": np.fromiter(map(itemgetter(0), raw), dtype=np.int64, count=len(raw)),
-        "attempt": np.fromiter(map(itemgetter(1), raw), dtype=np.int64, count=len(raw)),
-        "metric": pd.Categorical(list(map(itemgetter(2), raw))),
-        STEP: np.fromiter(map(itemgetter(3), raw), dtype=np.int64, count=len(raw)),
-        "value": np.fromiter(map(itemgetter(4), raw), dtype=float, count=len(raw)),
-    })
+    rows = pd.DataFrame(
+        {
+            "key": np.fromiter(map(itemgetter(0), raw), dtype=np.int64, count=len(raw)),
+            "attempt": np.fromiter(map(itemgetter(1), raw), dtype=np.int64, count=len(raw)),
+            "metric": pd.Categorical(list(map(itemgetter(2), raw))),
+            STEP: np.fromiter(map(itemgetter(3), raw), dtype=np.int64, count=len(raw)),
+            "value": np.fromiter(map(itemgetter(4), raw), dtype=float, count=len(raw)),
+        }
+    )
     names = sorted(rows["metric"].cat.categories)
     if patterns:
         for p in patterns:
             if not any(fnmatchcase(n, p) for n in names):
                 names = reported_names(store, study)
-                raise UserError(f"{flag} {p}: matches no reported (per-step) metric of study '{study}'"
-                                f"{did_you_mean(p, names)}; reported: {', '.join(names[:12]) or 'none yet'}")
+                raise UserError(
+                    f"{flag} {p}: matches no reported (per-step) metric of study '{study}'"
+                    f"{did_you_mean(p, names)}; reported: {', '.join(names[:12]) or 'none yet'}"
+                )
         wanted = [n for n in names if any(fnmatchcase(n, p) for p in patterns)]
         rows = rows[rows["metric"].isin(wanted)]
     rows = supersede(rows)
     rows = rows.assign(metric=rows["metric"].astype(str)).sort_values(["key", "metric", STEP], kind="stable")
     labels = json.loads("[" + ",".join(m[2] for m in members) + "]")
     axes = file_axes + [a for a in (labels[0] if labels else {}) if a not in file_axes and a != SEED_AXIS]
-    cells = pd.DataFrame({"key": [m[1] for m in members],
-                          **{a: _column([lab.get(a) for lab in labels]) for a in axes},
-                          SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels],
-                          "state": [m[3] for m in members]},
-                         index=[m[0] for m in members])
+    cells = pd.DataFrame(
+        {
+            "key": [m[1] for m in members],
+            **{a: _column([lab.get(a) for lab in labels]) for a in axes},
+            SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels],
+            "state": [m[3] for m in members],
+        },
+        index=[m[0] for m in members],
+    )
     frame = cells.loc[rows["key"].to_numpy()].reset_index(drop=True)
     for column in ("metric", STEP, "value"):
         frame[column] = rows[column].to_numpy()

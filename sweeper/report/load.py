@@ -26,17 +26,75 @@ from sweeper.study import (
 
 # Words of a metric's last name segment (split on '_' and '-', and the segment whole) that say
 # which way is better. A lower-is-better word wins ('top1_err'); a rate ('img_per_s') is higher.
-LOWER_IS_BETTER = frozenset({
-    "loss", "losses", "nll", "ce", "xent", "crossentropy", "err", "error", "errors", "wer", "cer", "ter",
-    "ppl", "perplexity", "bpd", "bpc", "rmse", "mse", "mae", "absrel", "sqrel", "silog", "fid", "kid",
-    "lpips",
-    "seconds", "secs", "sec", "ms", "minutes", "hours", "time", "duration", "latency", "runtime", "elapsed",
-})
-HIGHER_IS_BETTER = frozenset({
-    "acc", "accuracy", "top1", "top5", "miou", "iou", "map", "ap", "ap50", "ap75", "f1", "auc", "auroc",
-    "precision", "recall", "bleu", "rouge", "psnr", "ssim", "dice", "delta1", "delta2", "delta3", "d1",
-    "throughput",
-})
+LOWER_IS_BETTER = frozenset(
+    {
+        "loss",
+        "losses",
+        "nll",
+        "ce",
+        "xent",
+        "crossentropy",
+        "err",
+        "error",
+        "errors",
+        "wer",
+        "cer",
+        "ter",
+        "ppl",
+        "perplexity",
+        "bpd",
+        "bpc",
+        "rmse",
+        "mse",
+        "mae",
+        "absrel",
+        "sqrel",
+        "silog",
+        "fid",
+        "kid",
+        "lpips",
+        "seconds",
+        "secs",
+        "sec",
+        "ms",
+        "minutes",
+        "hours",
+        "time",
+        "duration",
+        "latency",
+        "runtime",
+        "elapsed",
+    }
+)
+HIGHER_IS_BETTER = frozenset(
+    {
+        "acc",
+        "accuracy",
+        "top1",
+        "top5",
+        "miou",
+        "iou",
+        "map",
+        "ap",
+        "ap50",
+        "ap75",
+        "f1",
+        "auc",
+        "auroc",
+        "precision",
+        "recall",
+        "bleu",
+        "rouge",
+        "psnr",
+        "ssim",
+        "dice",
+        "delta1",
+        "delta2",
+        "delta3",
+        "d1",
+        "throughput",
+    }
+)
 RATE = re.compile(r"(^|[_\-])per[_\-]?(s|sec|second)$")  # img_per_s, samples_per_sec
 # Prefixes of metrics that describe the model rather than score it: listed after the scores, no delta.
 NEUTRAL_PREFIXES = ("params.", "flops.", "analysis.", "memory.")
@@ -99,14 +157,22 @@ def _column(labels: list[Any]) -> list[Any]:
 
 def default_metrics(names: Iterable[str], cap: int) -> tuple[list[str], int]:
     """Every final metric but the per-block analysis ones, scores first, then parameters and FLOPs."""
-    chosen = sorted((n for n in names if not n.startswith("analysis.")),
-                    key=lambda n: (describes_model(n), n))
+    chosen = sorted(
+        (n for n in names if not n.startswith("analysis.")), key=lambda n: (describes_model(n), n)
+    )
     return chosen[:cap], max(0, len(chosen) - cap)
 
 
-def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, analysis: bool = True,
-         keys: Collection[str] | None = None, axes: list[str] | None = None,
-         flag: str = "--metric") -> Loaded:
+def load(
+    store: Store,
+    study: str,
+    patterns: Sequence[str] | None = None,
+    *,
+    analysis: bool = True,
+    keys: Collection[str] | None = None,
+    axes: list[str] | None = None,
+    flag: str = "--metric",
+) -> Loaded:
     """Load a study's live members and the final metrics (step IS NULL) of those finished.
 
     `patterns` are globs over metric names, pushed into SQL as LIKE filters so only the metrics
@@ -121,7 +187,9 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     members = store.members(row.id)
     pivot = _pivot(members, store.metric_values(row.id, patterns, analysis=analysis))
     if pivot is None:  # a final value recorded twice (re-ingested): read again in id order, last wins
-        pivot = _pivot(members, store.metric_values(row.id, patterns, analysis=analysis, ordered=True), ordered=True)
+        pivot = _pivot(
+            members, store.metric_values(row.id, patterns, analysis=analysis, ordered=True), ordered=True
+        )
     matrix, found = pivot
     # Only finished cells' values count: a cell failed on a NaN keeps its finite values in the store only.
     matrix[np.fromiter((m[3] not in FINISHED for m in members), dtype=bool, count=len(members))] = np.nan
@@ -129,8 +197,11 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     matrix, found = matrix[:, kept], [n for n, k in zip(found, kept, strict=True) if k]
 
     labels = json.loads("[" + ",".join(m[2] for m in members) + "]")
-    all_axes = axes if axes is not None else (
-        file_axes + [a for a in (labels[0] if labels else {}) if a not in file_axes and a != SEED_AXIS])
+    all_axes = (
+        axes
+        if axes is not None
+        else (file_axes + [a for a in (labels[0] if labels else {}) if a not in file_axes and a != SEED_AXIS])
+    )
     frame = pd.DataFrame(
         {
             "key": [m[1] for m in members],
@@ -150,8 +221,10 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
             if not hits:
                 known = store.metric_names(row.id)
                 shown = ", ".join(known[:12]) + (", …" if len(known) > 12 else "")
-                raise UserError(f"{flag} {p}: matches no final metric of study '{study}'"
-                                f"{did_you_mean(p, known)}; metrics: {shown or 'none recorded yet'}")
+                raise UserError(
+                    f"{flag} {p}: matches no final metric of study '{study}'"
+                    f"{did_you_mean(p, known)}; metrics: {shown or 'none recorded yet'}"
+                )
             metrics += [n for n in hits if n not in metrics]
     else:
         metrics = sorted(reported, key=lambda n: (describes_model(n), n))
@@ -163,7 +236,9 @@ def load(store: Store, study: str, patterns: Sequence[str] | None = None, *, ana
     return Loaded(study, frame, all_axes, [a for a in named if a in all_axes], baseline, metrics, directions)
 
 
-def _pivot(members: Sequence[tuple], rows: list[tuple], *, ordered: bool = False) -> tuple[np.ndarray, list[str]] | None:
+def _pivot(
+    members: Sequence[tuple], rows: list[tuple], *, ordered: bool = False
+) -> tuple[np.ndarray, list[str]] | None:
     """(members x metrics matrix, metric names) from (position, name, value) rows.
 
     Returns None when a (member, metric) pair occurs twice and `rows` is not known to be in

@@ -21,8 +21,9 @@ def search_study(store: Store, name: str) -> Study | None:
     return study
 
 
-def final_scope(store: Store, study: Study, groups: list | None = None, *,
-                required: bool) -> tuple[list[str], list[str], dict[str, int]]:
+def final_scope(
+    store: Store, study: Study, groups: list | None = None, *, required: bool
+) -> tuple[list[str], list[str], dict[str, int]]:
     """A search's ablation view: its final-seed cells, its group axes, and its metric's direction.
 
     `groups` are `sweeper.search.results` when the caller has them already.
@@ -31,9 +32,14 @@ def final_scope(store: Store, study: Study, groups: list | None = None, *,
 
     keys = [k for g in (groups if groups is not None else results(store, study)) for k in g.finals]
     if not keys and required and not study.search.final_seeds:
-        raise UserError(f"study '{study.name}' searches without final seeds: set search.final_seeds to repeat each "
-                        f"group's best configuration (`sweeper report {study.name}` shows the trials)")
+        raise UserError(
+            f"study '{study.name}' searches without final seeds: set search.final_seeds to repeat each "
+            f"group's best configuration (`sweeper report {study.name}` shows the trials)"
+        )
     if not keys and required:
-        raise UserError(f"study '{study.name}' has no final-seed cells yet: they are made once a group has spent its trials")
+        raise UserError(
+            f"study '{study.name}' has no final-seed cells yet: they are made once a group has spent its "
+            "trials"
+        )
     spec = study.search.spec
     return keys, study.search.group_axes, {spec.metric: 1 if spec.direction == "maximize" else -1}

@@ -39,7 +39,9 @@ class Summary:
     pooled: list[str]  # axes in neither: aggregated over together with the seeds
     metrics: list[str]
     baseline: dict | None
-    cells: pd.DataFrame  # rows..., cols..., metric, mean, std, n, expected, delta, delta_n, ci_low, ci_high, best, flags
+    cells: (
+        pd.DataFrame
+    )  # rows..., cols..., metric, mean, std, n, expected, delta, delta_n, ci_low, ci_high, best, flags
     coverage: pd.DataFrame  # rows..., cols..., done, running, failed, new, total
     notes: list[str] = field(default_factory=list)
     directions: dict[str, int] = field(default_factory=dict)
@@ -59,8 +61,12 @@ def _check_axes(kind: str, names: Sequence[str], axes: list[str]) -> None:
             raise UserError(f"{kind} {a}: not an axis of this study{hint}; axes: {', '.join(axes) or 'none'}")
 
 
-def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None,
-              pool: Sequence[str] = ()) -> Summary:
+def summarize(
+    loaded: Loaded,
+    rows: Sequence[str] | None = None,
+    cols: Sequence[str] | None = None,
+    pool: Sequence[str] = (),
+) -> Summary:
     """Aggregate over seeds per (rows × cols) group; pair seeds against the baseline for deltas.
 
     An axis in neither rows nor columns is averaged over with the seeds only when `pool` names
@@ -88,8 +94,10 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
         rows_, cols_ = ", ".join(row_axes) or "none", ", ".join(col_axes) or "none"
         raise UserError(
             f"the table's rows ({rows_}) and columns ({cols_}) leave out {', '.join(left)}: its cells would "
-            f"be averaged as if they were seeds. Put it in --rows or --cols, or average over it on purpose with "
-            f"{' '.join(f'--pool {a}' for a in left)}")
+            "be averaged as if they were seeds. Put it in --rows or --cols, or average over it on purpose "
+            "with "
+            f"{' '.join(f'--pool {a}' for a in left)}"
+        )
     pooled = [a for a in axes if a in pool]
     notes: list[str] = []
     groups = row_axes + col_axes
@@ -103,8 +111,10 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
     if pooled:  # a variant run at one depth, a baseline at two: their pooled means differ by design
         combos = frame[pooled].astype(str).agg("|".join, axis=1).groupby(gid).agg(frozenset)
         if combos.nunique() > 1:
-            notes.append(f"the groups cover different {', '.join(pooled)} labels: their pooled means do not "
-                         "compare like with like; the paired deltas do")
+            notes.append(
+                f"the groups cover different {', '.join(pooled)} labels: their pooled means do not "
+                "compare like with like; the paired deltas do"
+            )
 
     coverage = labels.copy()
     for cat in CATEGORIES:
@@ -119,7 +129,11 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
 
     sign = np.array([direction(m, loaded.directions) for m in metrics], dtype=float)
     score = np.where(sign != 0, mean * sign, np.nan)
-    column_of = labels.groupby(col_axes, sort=False, dropna=False).ngroup().to_numpy() if col_axes else np.zeros(n_groups)
+    column_of = (
+        labels.groupby(col_axes, sort=False, dropna=False).ngroup().to_numpy()
+        if col_axes
+        else np.zeros(n_groups)
+    )
     best_score = pd.DataFrame(score).groupby(column_of).transform("max").to_numpy()
     best = ~np.isnan(score) & np.isclose(score, best_score)
 
@@ -130,19 +144,50 @@ def summarize(loaded: Loaded, rows: Sequence[str] | None = None, cols: Sequence[
     m = len(metrics)
     cells = labels.loc[labels.index.repeat(m)].reset_index(drop=True)
     cells["metric"] = np.tile(np.array(metrics, dtype=object), n_groups)
-    for name, values in (("mean", mean), ("std", std), ("n", n), ("expected", np.repeat(coverage["total"].to_numpy(), m)),
-                         ("delta", delta), ("delta_n", delta_n), ("ci_low", ci_low), ("ci_high", ci_high),
-                         ("best", best), ("flags", np.repeat(flags, m))):
+    for name, values in (
+        ("mean", mean),
+        ("std", std),
+        ("n", n),
+        ("expected", np.repeat(coverage["total"].to_numpy(), m)),
+        ("delta", delta),
+        ("delta_n", delta_n),
+        ("ci_low", ci_low),
+        ("ci_high", ci_high),
+        ("best", best),
+        ("flags", np.repeat(flags, m)),
+    ):
         cells[name] = np.asarray(values).reshape(-1)
-    return Summary(loaded.study, row_axes, col_axes, pooled, metrics, loaded.baseline, cells, coverage, notes,
-                   loaded.directions)
+    return Summary(
+        loaded.study,
+        row_axes,
+        col_axes,
+        pooled,
+        metrics,
+        loaded.baseline,
+        cells,
+        coverage,
+        notes,
+        loaded.directions,
+    )
 
 
-def _deltas(frame: pd.DataFrame, gid: np.ndarray, n_groups: int, loaded: Loaded, metrics: list[str],
-            pooled: list[str], notes: list[str]) -> tuple[np.ndarray, ...]:
+def _deltas(
+    frame: pd.DataFrame,
+    gid: np.ndarray,
+    n_groups: int,
+    loaded: Loaded,
+    metrics: list[str],
+    pooled: list[str],
+    notes: list[str],
+) -> tuple[np.ndarray, ...]:
     """Per group and metric: mean paired difference against the baseline, n pairs, 95 % CI bounds."""
     shape = (n_groups, len(metrics))
-    none = (np.full(shape, np.nan), np.zeros(shape, dtype=int), np.full(shape, np.nan), np.full(shape, np.nan))
+    none = (
+        np.full(shape, np.nan),
+        np.zeros(shape, dtype=int),
+        np.full(shape, np.nan),
+        np.full(shape, np.nan),
+    )
     baseline = loaded.baseline
     if not baseline or not metrics:
         return none
@@ -150,7 +195,9 @@ def _deltas(frame: pd.DataFrame, gid: np.ndarray, n_groups: int, loaded: Loaded,
         notes.append(f"no deltas: the baseline names axes the study lacks ({', '.join(missing)})")
         return none
     if in_pooled := [a for a in baseline if a in pooled]:
-        notes.append(f"no deltas: the baseline axis {', '.join(in_pooled)} is pooled; put it in --rows or --cols")
+        notes.append(
+            f"no deltas: the baseline axis {', '.join(in_pooled)} is pooled; put it in --rows or --cols"
+        )
         return none
     is_base = np.ones(len(frame), dtype=bool)
     for axis, label in baseline.items():
@@ -187,10 +234,18 @@ def t_quantile(n: np.ndarray) -> np.ndarray:
 DEFAULT_METRIC_CAP = 24
 
 
-def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Sequence[str] | None = None,
-          metrics: Sequence[str] | None = None, *, keys: Collection[str] | None = None,
-          axes: list[str] | None = None, directions: dict[str, int] | None = None,
-          pool: Sequence[str] = ()) -> Summary:
+def build(
+    store: Store,
+    study: str,
+    rows: Sequence[str] | None = None,
+    cols: Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    *,
+    keys: Collection[str] | None = None,
+    axes: list[str] | None = None,
+    directions: dict[str, int] | None = None,
+    pool: Sequence[str] = (),
+) -> Summary:
     """Load and summarize; without --metric, the default set (see default_metrics) capped with a note."""
     loaded = load(store, study, metrics or None, analysis=False, keys=keys, axes=axes)
     loaded.directions = {**(directions or {}), **loaded.directions}  # a search's own metric first
@@ -198,7 +253,9 @@ def build(store: Store, study: str, rows: Sequence[str] | None = None, cols: Seq
     if not metrics:
         chosen, dropped = default_metrics(loaded.metrics, DEFAULT_METRIC_CAP)
         if dropped:
-            notes.append(f"showing {len(chosen)} of {len(chosen) + dropped} metrics; choose with --metric GLOB")
+            notes.append(
+                f"showing {len(chosen)} of {len(chosen) + dropped} metrics; choose with --metric GLOB"
+            )
         loaded.metrics = chosen
     summary = summarize(loaded, rows, cols, pool)
     summary.notes = notes + summary.notes

@@ -8,13 +8,13 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from enum import StrEnum
 
 import pandas as pd
 from rich.table import Table
 
 from sweeper.report.console import add_columns
 from sweeper.report.load import describes_model
+from sweeper.report.options import Format
 from sweeper.report.statistics import FLAG_LEGEND, FLAGS, Summary
 
 # ----------------------------------------------------------------------------- number formatting
@@ -62,12 +62,26 @@ def _entries(summary: Summary) -> dict[tuple, dict[tuple, Entry]]:
     cells = summary.cells
     means = cells.groupby("metric", sort=False)["mean"]
     kind = {m: ("count" if _is_count(m) else "pct" if _is_pct(m) else "") for m in summary.metrics}
-    decimals = {m: _decimals(means.get_group(m).tolist()) if m in means.groups else 2 for m in summary.metrics}
+    decimals = {
+        m: _decimals(means.get_group(m).tolist()) if m in means.groups else 2 for m in summary.metrics
+    }
     decimals |= {m: max(d, 1) for m, d in decimals.items() if kind[m] == "pct"}
     sign = {m: summary.direction(m) for m in summary.metrics}
     table: dict[tuple, dict[tuple, Entry]] = {}
     nr, nl = len(summary.rows), len(summary.rows) + len(summary.cols)
-    fields = ["metric", "mean", "std", "n", "delta", "delta_n", "ci_low", "ci_high", "expected", "best", "flags"]
+    fields = [
+        "metric",
+        "mean",
+        "std",
+        "n",
+        "delta",
+        "delta_n",
+        "ci_low",
+        "ci_high",
+        "expected",
+        "best",
+        "flags",
+    ]
     columns = [cells[c].tolist() for c in [*summary.rows, *summary.cols, *fields]]
     for rec in zip(*columns, strict=True):
         metric, mean, std, n, delta, delta_n, lo, hi, expected, best, flags = rec[nl:]
@@ -100,7 +114,9 @@ def _entries(summary: Summary) -> dict[tuple, dict[tuple, Entry]]:
 
 def _columns(summary: Summary) -> list[tuple]:
     """Column keys (col labels..., metric) in the order the groups first appear."""
-    groups = list(dict.fromkeys(map(tuple, summary.coverage[summary.cols].itertuples(index=False, name=None))))
+    groups = list(
+        dict.fromkeys(map(tuple, summary.coverage[summary.cols].itertuples(index=False, name=None)))
+    )
     return [(*g, m) for g in groups for m in summary.metrics]
 
 
@@ -110,7 +126,7 @@ def _row_keys(summary: Summary) -> list[tuple]:
 
 def _col_title(summary: Summary, key: tuple, sep: str) -> str:
     """'model.scale=base · linear_seg.ade20k.miou': a bare value would not say which axis it is."""
-    return sep.join([*(f"{a}={v}" for a, v in zip(summary.cols, key[:-1])), key[-1]])
+    return sep.join([*(f"{a}={v}" for a, v in zip(summary.cols, key[:-1], strict=False)), key[-1]])
 
 
 def _legend(summary: Summary, used: set[str]) -> list[str]:
@@ -118,12 +134,16 @@ def _legend(summary: Summary, used: set[str]) -> list[str]:
     lines += _direction_legend(summary)
     if summary.baseline:
         base = ", ".join(f"{k}={v}" for k, v in summary.baseline.items())
-        lines.append(f"deltas: mean paired difference vs {base}, each pair equal on every other axis and "
-                     "seed; 95 % paired-t interval (n >= 2)")
+        lines.append(
+            f"deltas: mean paired difference vs {base}, each pair equal on every other axis and "
+            "seed; 95 % paired-t interval (n >= 2)"
+        )
     if summary.pooled:
         flags = " ".join(f"--pool {a}" for a in summary.pooled)
-        lines.append(f"mean ± std over seeds and {', '.join(summary.pooled)} pooled together ({flags}): "
-                     "one value per cell; n/N when fewer cells have the value than the group has")
+        lines.append(
+            f"mean ± std over seeds and {', '.join(summary.pooled)} pooled together ({flags}): "
+            "one value per cell; n/N when fewer cells have the value than the group has"
+        )
     else:
         lines.append("mean ± std over seeds; n/N when fewer seeds have the value than the group has cells")
     return lines + summary.notes
@@ -144,17 +164,6 @@ def _direction_legend(summary: Summary) -> list[str]:
 # ----------------------------------------------------------------------------- renderers
 
 
-class Format(StrEnum):
-    rich = "rich"
-    markdown = "markdown"
-    latex = "latex"
-    csv = "csv"
-    json = "json"
-    html = "html"  # the whole study on one page: sweeper.report.html
-
-
-EXTENSIONS = {".md": Format.markdown, ".markdown": Format.markdown, ".tex": Format.latex, ".csv": Format.csv,
-              ".json": Format.json, ".txt": Format.rich, ".html": Format.html, ".htm": Format.html}
 RICH_MAX_COLUMNS = 48  # wider tables move their column axes into the rows (every value kept, with a note)
 RICH_MAX_ROWS = 50  # cut there in a terminal, with a note (rich takes ~7 ms a row); pipes and files never are
 
@@ -181,8 +190,10 @@ def render_json(summary: Summary) -> str:
         "directions": {m: summary.direction(m) for m in summary.metrics},
         "notes": summary.notes,
     }
-    frames = [f'"{name}": {frame.to_json(orient="records", double_precision=15)}'
-              for name, frame in (("cells", summary.cells), ("coverage", summary.coverage))]
+    frames = [
+        f'"{name}": {frame.to_json(orient="records", double_precision=15)}'
+        for name, frame in (("cells", summary.cells), ("coverage", summary.coverage))
+    ]
     return json.dumps(head, default=str)[:-1] + ", " + ", ".join(frames) + "}\n"
 
 
@@ -195,8 +206,10 @@ def render_markdown(summary: Summary) -> str:
     entries, columns, rows = _entries(summary), _columns(summary), _row_keys(summary)
     used: set[str] = set()
     header = [*summary.rows, *(_col_title(summary, c, " · ") for c in columns)]
-    lines = ["| " + " | ".join(map(md_escape, header)) + " |",
-             "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(columns)) + "|"]
+    lines = [
+        "| " + " | ".join(map(md_escape, header)) + " |",
+        "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(columns)) + "|",
+    ]
     for r in rows:
         cells = [md_escape(str(v)) for v in r]
         for c in columns:
@@ -214,13 +227,33 @@ def render_markdown(summary: Summary) -> str:
             used.update(e.flags)
             cells.append(text)
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {md_escape(line)}" for line in _legend(summary, used)) + "\n"
+    return (
+        "\n".join(lines)
+        + "\n\n"
+        + "\n".join(f"- {md_escape(line)}" for line in _legend(summary, used))
+        + "\n"
+    )
 
 
-_TEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
-        "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
-        ">": r"\textgreater{}", "|": r"\textbar{}", "±": r"$\pm$", "…": r"\dots{}", "–": "--",
-        "·": r"$\cdot$"}
+_TEX = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    "±": r"$\pm$",
+    "…": r"\dots{}",
+    "–": "--",
+    "·": r"$\cdot$",
+}
 _TEX_FLAGS = {"*": r"$^{*}$", "†": r"$^{\dagger}$", "‡": r"$^{\ddagger}$"}
 TEX_PREAMBLE = r"% sweeper report: needs \usepackage{booktabs} in the preamble"
 
@@ -233,8 +266,10 @@ def tex_escape(text: str) -> str:
 
 def tex_legend(lines: Iterable[str]) -> list[str]:
     """The legend as text under the tabular (not % comments): a pasted table says what it means."""
-    text = [(_TEX_FLAGS[line[0]] + tex_escape(line[1:])) if line[:1] in _TEX_FLAGS else tex_escape(line)
-            for line in lines]
+    text = [
+        (_TEX_FLAGS[line[0]] + tex_escape(line[1:])) if line[:1] in _TEX_FLAGS else tex_escape(line)
+        for line in lines
+    ]
     return [r"\par\smallskip", r"{\footnotesize", *(f"{line}\\par" for line in text), "}"]
 
 
@@ -248,11 +283,17 @@ def render_latex(summary: Summary) -> str:
     lines = [TEX_PREAMBLE, r"\begin{tabular}{" + "l" * nr + "r" * len(columns) + "}", r"\toprule"]
     if summary.cols:
         groups = [columns[i][:-1] for i in range(0, len(columns), nm)]
-        titles = [", ".join(f"{a}={v}" for a, v in zip(summary.cols, g)) for g in groups]
+        titles = [", ".join(f"{a}={v}" for a, v in zip(summary.cols, g, strict=False)) for g in groups]
         spans = [r"\multicolumn{%d}{c}{%s}" % (nm, tex_escape(t)) for t in titles]
         lines.append(" & ".join([""] * nr + spans) + r" \\")
-        lines.append(" ".join(r"\cmidrule(lr){%d-%d}" % (nr + 1 + i * nm, nr + (i + 1) * nm) for i in range(len(groups))))
-    lines.append(" & ".join([tex_escape(a) for a in summary.rows] + [tex_escape(c[-1]) for c in columns]) + r" \\")
+        lines.append(
+            " ".join(
+                r"\cmidrule(lr){%d-%d}" % (nr + 1 + i * nm, nr + (i + 1) * nm) for i in range(len(groups))
+            )
+        )
+    lines.append(
+        " & ".join([tex_escape(a) for a in summary.rows] + [tex_escape(c[-1]) for c in columns]) + r" \\"
+    )
     lines.append(r"\midrule")
     for r in rows:
         cells = [tex_escape(str(v)) for v in r]
@@ -321,15 +362,19 @@ def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
 def _fold_cols_into_rows(summary: Summary) -> Summary:
     """The same summary with its column axes moved into the rows (columns: the metrics only)."""
     rows = summary.rows + summary.cols
-    notes = summary.notes + [f"{len(_columns(summary))} columns are too many for one table: "
-                             f"{', '.join(summary.cols)} shown as rows (see --cols)"]
+    notes = summary.notes + [
+        f"{len(_columns(summary))} columns are too many for one table: "
+        f"{', '.join(summary.cols)} shown as rows (see --cols)"
+    ]
     return replace(summary, rows=rows, cols=[], notes=notes)
 
 
 def coverage_entries(summary: Summary) -> tuple[list[tuple], list[tuple], dict[tuple, str]]:
     """Row keys, column-group keys and a compact text per group: '3/3 ✓', '1/3 ⟳1 ✗1'."""
     rows = _row_keys(summary)
-    groups = list(dict.fromkeys(map(tuple, summary.coverage[summary.cols].itertuples(index=False, name=None))))
+    groups = list(
+        dict.fromkeys(map(tuple, summary.coverage[summary.cols].itertuples(index=False, name=None)))
+    )
     text = {}
     for rec in summary.coverage.itertuples(index=False, name=None):
         done, running, failed, new, total = rec[-5:]
@@ -345,11 +390,15 @@ def render_coverage(summary: Summary, fmt: Format, max_rows: int | None = None) 
     """Which groups are done / running (⟳) / failed (✗) / not run (·), so one sees what a table awaits."""
     if fmt in (Format.csv, Format.json):
         frame = summary.coverage
-        return frame.to_csv(index=False, lineterminator="\n") if fmt == Format.csv else frame.to_json(orient="records") + "\n"
+        return (
+            frame.to_csv(index=False, lineterminator="\n")
+            if fmt == Format.csv
+            else frame.to_json(orient="records") + "\n"
+        )
     if fmt == Format.rich and len(summary.coverage[summary.cols].drop_duplicates()) > RICH_MAX_COLUMNS // 2:
         summary = _fold_cols_into_rows(summary)
     rows, groups, text = coverage_entries(summary)
-    titles = [", ".join(f"{a}={v}" for a, v in zip(summary.cols, g)) or "cells" for g in groups]
+    titles = [", ".join(f"{a}={v}" for a, v in zip(summary.cols, g, strict=False)) or "cells" for g in groups]
     grid = [[*map(str, r), *(text.get((*r, *g), "–") for g in groups)] for r in rows]
     if fmt == Format.rich:
         caption = ["done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet"]
@@ -361,15 +410,27 @@ def render_coverage(summary: Summary, fmt: Format, max_rows: int | None = None) 
             table.add_row(*line)
         return table
     if fmt == Format.markdown:
-        lines = ["| " + " | ".join(map(md_escape, [*summary.rows, *titles])) + " |",
-                 "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(titles)) + "|"]
+        lines = [
+            "| " + " | ".join(map(md_escape, [*summary.rows, *titles])) + " |",
+            "|" + "|".join([":---"] * len(summary.rows) + ["---:"] * len(titles)) + "|",
+        ]
         lines += ["| " + " | ".join(map(md_escape, line)) + " |" for line in grid]
         return "\n".join(lines) + "\n"
-    lines = [TEX_PREAMBLE, r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}",
-             r"\toprule",
-             " & ".join(map(tex_escape, [*summary.rows, *titles])) + r" \\", r"\midrule"]
-    lines += [" & ".join(tex_escape(c.replace("✓", "ok").replace("⟳", "run ").replace("✗", "fail ").replace("·", "new "))
-                         for c in line) + r" \\" for line in grid]
+    lines = [
+        TEX_PREAMBLE,
+        r"\begin{tabular}{" + "l" * len(summary.rows) + "r" * len(titles) + "}",
+        r"\toprule",
+        " & ".join(map(tex_escape, [*summary.rows, *titles])) + r" \\",
+        r"\midrule",
+    ]
+    lines += [
+        " & ".join(
+            tex_escape(c.replace("✓", "ok").replace("⟳", "run ").replace("✗", "fail ").replace("·", "new "))
+            for c in line
+        )
+        + r" \\"
+        for line in grid
+    ]
     legend = ["done/cells; ok: complete, run: running, fail: failed, new: not run yet"]
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"] + tex_legend(legend)) + "\n"
 

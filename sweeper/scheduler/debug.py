@@ -27,8 +27,12 @@ class DebugBackend:
         executor = submitit.AutoExecutor(folder=self.folder, cluster="debug")
         job_id = f"debug-{os.getpid()}"
         for i, key in enumerate(keys, 1):  # one job per cell, so that each says which cell it is
-            print(f"debug executor: {name}: running cell {i}/{len(keys)} {key} "
-                  f"(its files: {RunDir.of(workdir, key).path})", file=sys.stderr, flush=True)
+            print(
+                f"debug executor: {name}: running cell {i}/{len(keys)} {key} "
+                f"(its files: {RunDir.of(workdir, key).path})",
+                file=sys.stderr,
+                flush=True,
+            )
             # runs the cell here and now; a failure is recorded in its run directory
             executor.submit(Worker(task, workdir, [key], token, capture=False)).result()
         return dict.fromkeys(keys, job_id)

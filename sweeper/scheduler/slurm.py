@@ -66,9 +66,13 @@ class SlurmBackend:
         if self.config.max_array_size:
             return self.config.max_array_size
         try:
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60, check=True).stdout
+            out = subprocess.run(
+                ["scontrol", "show", "config"], capture_output=True, text=True, timeout=60, check=True
+            ).stdout
         except (OSError, subprocess.SubprocessError) as e:
-            raise UserError(f"cannot reach SLURM (scontrol show config: {e}); is this a cluster login node?") from None
+            raise UserError(
+                f"cannot reach SLURM (scontrol show config: {e}); is this a cluster login node?"
+            ) from None
         match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
         return int(match.group(1)) if match else 1001
 
@@ -95,7 +99,7 @@ class SlurmBackend:
                 chunk = packs[start : start + size]
                 with executor.batch():
                     jobs = [executor.submit(Worker(task, workdir, pack, token)) for pack in chunk]
-                ids.update({key: job.job_id for pack, job in zip(chunk, jobs) for key in pack})
+                ids.update({key: job.job_id for pack, job in zip(chunk, jobs, strict=False) for key in pack})
         return ids
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
@@ -110,7 +114,10 @@ class SlurmBackend:
         try:
             out = subprocess.run(
                 ["sacct", "-P", "-o", "JobID,State,ReqMem,MaxRSS", "-j", ",".join(bases)],
-                capture_output=True, text=True, timeout=120, check=True,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
             ).stdout
         except (OSError, subprocess.SubprocessError):
             return {j: JobState(J.UNKNOWN) for j in job_ids}

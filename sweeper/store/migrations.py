@@ -23,10 +23,18 @@ def _metrics_once(s: Session) -> None:
     """v3: metrics know their attempt (older rows: the cell's last) and are unique; duplicates
     (re-ingested, or reported again after a resume) keep the last recorded, as reports did."""
     s.execute(text("ALTER TABLE metrics ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0"))
-    s.execute(text("UPDATE metrics SET attempt = COALESCE((SELECT MAX(a.number) FROM attempts a "
-                   "WHERE a.cell_key = metrics.cell_key), 0)"))
-    s.execute(text("DELETE FROM metrics WHERE id NOT IN (SELECT MAX(id) FROM metrics "
-                   "GROUP BY cell_key, attempt, name, COALESCE(step, -1))"))
+    s.execute(
+        text(
+            "UPDATE metrics SET attempt = COALESCE((SELECT MAX(a.number) FROM attempts a "
+            "WHERE a.cell_key = metrics.cell_key), 0)"
+        )
+    )
+    s.execute(
+        text(
+            "DELETE FROM metrics WHERE id NOT IN (SELECT MAX(id) FROM metrics "
+            "GROUP BY cell_key, attempt, name, COALESCE(step, -1))"
+        )
+    )
     next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())
 
 

@@ -104,8 +104,14 @@ class Metric(Base):
     __table_args__ = (
         Index("ix_metrics_cell_name", "cell_key", "name"),
         # Covers the report's query (final values only), so it never touches the table itself.
-        Index("ix_metrics_final", "cell_key", "name", "value",
-              sqlite_where=text("step IS NULL"), postgresql_where=text("step IS NULL")),
+        Index(
+            "ix_metrics_final",
+            "cell_key",
+            "name",
+            "value",
+            sqlite_where=text("step IS NULL"),
+            postgresql_where=text("step IS NULL"),
+        ),
     )
 
 
@@ -127,7 +133,9 @@ class SearchCell(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
     group_key: Mapped[str] = mapped_column(Text)  # canonical labels of the group's axes
     kind: Mapped[str] = mapped_column(String(8))  # trial | final
-    number: Mapped[int] = mapped_column(Integer)  # the trial's number in its group (final: the trial it repeats)
+    number: Mapped[int] = mapped_column(
+        Integer
+    )  # the trial's number in its group (final: the trial it repeats)
     cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"))
     labels: Mapped[dict]
     params: Mapped[dict]

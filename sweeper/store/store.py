@@ -66,7 +66,7 @@ _CHUNK = 5000  # bound on IN-list size (SQLite's variable limit)
 def _workdir(recorded: str | None, setting: str) -> str:
     """The recorded run directory while the file's `workdir:` still names it; else `setting` resolved here."""
     parts, known = Path(setting).parts, Path(recorded or "").parts
-    if recorded and not Path(setting).is_absolute() and known[len(known) - len(parts):] == parts:
+    if recorded and not Path(setting).is_absolute() and known[len(known) - len(parts) :] == parts:
         return recorded
     return str(Path(setting).resolve())
 
@@ -149,8 +149,10 @@ class Store:
         if missing:
             self.engine.dispose()
             where = Path(path).resolve() if path and path != ":memory:" else self.url
-            raise UserError(f"no results store at {where}: nothing has been recorded there yet; record a "
-                            "study with `sweeper plan STUDY.yaml`, or name the store with --db or SWEEPER_DB")
+            raise UserError(
+                f"no results store at {where}: nothing has been recorded there yet; record a "
+                "study with `sweeper plan STUDY.yaml`, or name the store with --db or SWEEPER_DB"
+            )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -174,12 +176,17 @@ class Store:
                     raise
                 time.sleep(0.2)
         with self.session() as s, s.begin():
-            s.execute(dialect_insert(s, Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
+            s.execute(
+                dialect_insert(s, Meta)
+                .values(key="schema_version", value=str(SCHEMA_VERSION))
+                .on_conflict_do_nothing()
+            )
             row = s.get(Meta, "schema_version", with_for_update=True)  # one process migrates; others wait
             version = int(row.value)
             if version > SCHEMA_VERSION:
                 raise UserError(
-                    f"{self.url}: written by a newer sweeper (schema v{version}, this one knows v{SCHEMA_VERSION}); upgrade sweeper"
+                    f"{self.url}: written by a newer sweeper (schema v{version}, this one knows "
+                    f"v{SCHEMA_VERSION}); upgrade sweeper"
                 )
             while version < SCHEMA_VERSION:
                 MIGRATIONS[version](s)
@@ -199,13 +206,18 @@ class Store:
         with self.session() as s, s.begin():
             row = s.scalar(select(StudyRow).where(StudyRow.name == study.name))
             states = dict(self._states(s, keys))
-            members = {} if row is None else {
-                key: (orphaned, labels, pos)
-                for key, orphaned, labels, pos in s.execute(
-                    select(Membership.cell_key, Membership.orphaned, Membership.labels, Membership.position)
-                    .where(Membership.study_id == row.id)
-                )
-            }
+            members = (
+                {}
+                if row is None
+                else {
+                    key: (orphaned, labels, pos)
+                    for key, orphaned, labels, pos in s.execute(
+                        select(
+                            Membership.cell_key, Membership.orphaned, Membership.labels, Membership.position
+                        ).where(Membership.study_id == row.id)
+                    )
+                }
+            )
             in_file = set(keys)
             plan = Plan(study.name)
             plan.added = [k for k in keys if k not in members]
@@ -221,16 +233,31 @@ class Store:
         now = utcnow()
         file = str(Path(study.file).resolve()) if Path(study.file).is_file() else study.file
         if row is None:
-            s.execute(dialect_insert(s, StudyRow).values(
-                name=study.name, file=file, spec_text=study.text, spec_hash=study.spec_hash, created_at=now
-            ).on_conflict_do_nothing())
+            s.execute(
+                dialect_insert(s, StudyRow)
+                .values(
+                    name=study.name,
+                    file=file,
+                    spec_text=study.text,
+                    spec_hash=study.spec_hash,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing()
+            )
             row = s.scalar(select(StudyRow).where(StudyRow.name == study.name))
         elif row.spec_hash != study.spec_hash or row.file != file:
             row.spec_text, row.spec_hash, row.file = study.text, study.spec_hash, file
         row.workdir = _workdir(row.workdir, study.workdir)
         row.updated_at = now
         new_cells = [
-            {"key": c.key, "task": study.task, "config": c.config, "seed": c.seed, "state": CellState.PLANNED, "created_at": now}
+            {
+                "key": c.key,
+                "task": study.task,
+                "config": c.config,
+                "seed": c.seed,
+                "state": CellState.PLANNED,
+                "created_at": now,
+            }
             for c in study.cells
             if c.key not in states
         ]
@@ -239,7 +266,13 @@ class Store:
         position = {c.key: i for i, c in enumerate(study.cells)}
         added = set(plan.added)
         new_members = [
-            {"study_id": row.id, "cell_key": c.key, "labels": c.labels, "position": position[c.key], "orphaned": False}
+            {
+                "study_id": row.id,
+                "cell_key": c.key,
+                "labels": c.labels,
+                "position": position[c.key],
+                "orphaned": False,
+            }
             for c in study.cells
             if c.key in added
         ]
@@ -281,7 +314,9 @@ class Store:
             for study_id, state, n in s.execute(q):
                 counts[study_id][state] = n
             return [
-                StudySummary(r.name, r.file, r.created_at, r.updated_at, sum(counts[r.id].values()), dict(counts[r.id]))
+                StudySummary(
+                    r.name, r.file, r.created_at, r.updated_at, sum(counts[r.id].values()), dict(counts[r.id])
+                )
                 for r in s.scalars(select(StudyRow).order_by(StudyRow.name))
             ]
 
@@ -291,7 +326,8 @@ class Store:
         if row is None:
             known = [st.name for st in self.studies()]
             raise UserError(
-                f"no study named '{name}' in {self.url}{did_you_mean(name, known)}; known: {', '.join(known) or 'none'}"
+                f"no study named '{name}' in {self.url}{did_you_mean(name, known)}; known: "
+                f"{', '.join(known) or 'none'}"
             )
         return row
 
@@ -305,16 +341,27 @@ class Store:
     def resolve_key(self, prefix: str) -> str:
         """A full cell key from a unique prefix of it."""
         with self.session() as s:
-            keys = list(s.scalars(select(CellRow.key).where(CellRow.key.startswith(prefix, autoescape=True)).limit(2)))
+            keys = list(
+                s.scalars(select(CellRow.key).where(CellRow.key.startswith(prefix, autoescape=True)).limit(2))
+            )
         if len(keys) != 1:
-            raise UserError(f"cell '{prefix}': {'no cell has' if not keys else 'several cells have'} this key (prefix)")
+            raise UserError(
+                f"cell '{prefix}': {'no cell has' if not keys else 'several cells have'} this key (prefix)"
+            )
         return keys[0]
 
     def cells(self, study: str, *, include_orphaned: bool = True) -> list[CellView]:
         row = self.study_row(study)
         with self.session() as s:
             q = (
-                select(CellRow.key, Membership.labels, CellRow.seed, CellRow.state, Membership.orphaned, CellRow.config)
+                select(
+                    CellRow.key,
+                    Membership.labels,
+                    CellRow.seed,
+                    CellRow.state,
+                    Membership.orphaned,
+                    CellRow.config,
+                )
                 .join(Membership, Membership.cell_key == CellRow.key)
                 .where(Membership.study_id == row.id)
                 .order_by(Membership.orphaned, Membership.position)
@@ -351,8 +398,15 @@ class Store:
             s.execute(
                 insert(Attempt),
                 [
-                    {"cell_key": k, "number": numbers.get(k, 0) + 1, "token": token, "executor": executor,
-                     "state": CellState.SUBMITTING, "submitted_at": now, "run_dir": run_dirs[k]}
+                    {
+                        "cell_key": k,
+                        "number": numbers.get(k, 0) + 1,
+                        "token": token,
+                        "executor": executor,
+                        "state": CellState.SUBMITTING,
+                        "submitted_at": now,
+                        "run_dir": run_dirs[k],
+                    }
                     for k in won
                 ],
             )
@@ -362,9 +416,13 @@ class Store:
     def _max_numbers(s: Session, keys: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for chunk in chunks(keys):
-            out.update(s.execute(
-                select(Attempt.cell_key, func.max(Attempt.number)).where(Attempt.cell_key.in_(chunk)).group_by(Attempt.cell_key)
-            ).all())
+            out.update(
+                s.execute(
+                    select(Attempt.cell_key, func.max(Attempt.number))
+                    .where(Attempt.cell_key.in_(chunk))
+                    .group_by(Attempt.cell_key)
+                ).all()
+            )
         return out
 
     def attempts_of(self, token: str) -> list[Attempt]:
@@ -376,7 +434,9 @@ class Store:
         out: dict[str, Attempt] = {}
         with self.session() as s:
             for chunk in chunks(keys):
-                for a in s.scalars(select(Attempt).where(Attempt.cell_key.in_(chunk)).order_by(Attempt.number)):
+                for a in s.scalars(
+                    select(Attempt).where(Attempt.cell_key.in_(chunk)).order_by(Attempt.number)
+                ):
                     out[a.cell_key] = a
         return out
 
@@ -390,11 +450,21 @@ class Store:
             if cell_states:
                 s.execute(update(CellRow), cell_states)
 
-    def add_attempt(self, cell_key: str, *, executor: str, state: str = CellState.SUBMITTING, token: str = "manual", **fields) -> int:
+    def add_attempt(
+        self,
+        cell_key: str,
+        *,
+        executor: str,
+        state: str = CellState.SUBMITTING,
+        token: str = "manual",
+        **fields,
+    ) -> int:
         """Record one attempt (its number follows the cell's last) and move the cell to its state."""
         with self.session() as s, s.begin():
             number = (s.scalar(select(func.max(Attempt.number)).where(Attempt.cell_key == cell_key)) or 0) + 1
-            attempt = Attempt(cell_key=cell_key, number=number, executor=executor, state=state, token=token, **fields)
+            attempt = Attempt(
+                cell_key=cell_key, number=number, executor=executor, state=state, token=token, **fields
+            )
             s.add(attempt)
             s.execute(update(CellRow).where(CellRow.key == cell_key).values(state=state))
             s.flush()
@@ -407,7 +477,9 @@ class Store:
             for k, v in fields.items():
                 setattr(attempt, k, v)
             if "state" in fields:
-                s.execute(update(CellRow).where(CellRow.key == attempt.cell_key).values(state=fields["state"]))
+                s.execute(
+                    update(CellRow).where(CellRow.key == attempt.cell_key).values(state=fields["state"])
+                )
 
     def reset_cells(self, keys: list[str], state: str = CellState.PLANNED) -> None:
         with self.session() as s, s.begin():
@@ -416,7 +488,9 @@ class Store:
 
     def attempts(self, cell_key: str) -> list[Attempt]:
         with self.session() as s:
-            return list(s.scalars(select(Attempt).where(Attempt.cell_key == cell_key).order_by(Attempt.number)))
+            return list(
+                s.scalars(select(Attempt).where(Attempt.cell_key == cell_key).order_by(Attempt.number))
+            )
 
     def attempts_of_cells(self, keys: list[str]) -> dict[str, list[Attempt]]:
         """Every attempt of each of the cells that has one, in order."""
@@ -428,18 +502,35 @@ class Store:
                     out[a.cell_key].append(a)
         return dict(out)
 
-    def add_metrics(self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None,
-                    attempt: int = 0) -> None:
-        self.add_metric_rows([{"cell_key": cell_key, "attempt": attempt, "stage": stage, "name": n,
-                               "step": step, "value": float(v)} for n, v in values.items()])
+    def add_metrics(
+        self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None, attempt: int = 0
+    ) -> None:
+        self.add_metric_rows(
+            [
+                {
+                    "cell_key": cell_key,
+                    "attempt": attempt,
+                    "stage": stage,
+                    "name": n,
+                    "step": step,
+                    "value": float(v),
+                }
+                for n, v in values.items()
+            ]
+        )
 
     def add_metric_rows(self, rows: list[dict]) -> None:
         """Bulk upsert of {cell_key, attempt, stage, name, step, value} rows (stored again: replaced)."""
         if rows:
             with self.session() as s, s.begin():
                 stmt = dialect_insert(s, Metric)
-                s.execute(stmt.on_conflict_do_update(index_elements=METRIC_ONCE, set_={
-                    "stage": stmt.excluded.stage, "value": stmt.excluded.value}), rows)
+                s.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=METRIC_ONCE,
+                        set_={"stage": stmt.excluded.stage, "value": stmt.excluded.value},
+                    ),
+                    rows,
+                )
 
     def replace_metrics(self, keys: list[str], rows: list[dict]) -> None:
         """Make `rows` the metrics of cells `keys` (what their run directories hold now), in one transaction.
@@ -467,8 +558,10 @@ class Store:
             rows = [a | {"cell_key": key} for key, cell in attempts.items() for a in cell]
             for i in range(0, len(rows), _CHUNK):
                 s.execute(insert(Attempt), rows[i : i + _CHUNK])
-            states = [{"key": k, "state": cell[-1]["state"] if cell else CellState.PLANNED}
-                      for k, cell in attempts.items()]
+            states = [
+                {"key": k, "state": cell[-1]["state"] if cell else CellState.PLANNED}
+                for k, cell in attempts.items()
+            ]
             if states:
                 s.execute(update(CellRow), states)
 
@@ -488,15 +581,24 @@ class Store:
         The labels stay JSON text so that a caller parses them in one call: 30,000 json.loads
         cost more than the query.
         """
-        q = (select(Membership.position, Membership.cell_key, cast(Membership.labels, Text), CellRow.state)
-             .join(CellRow, CellRow.key == Membership.cell_key)
-             .where(*_live(study_id))
-             .order_by(Membership.position))
+        q = (
+            select(Membership.position, Membership.cell_key, cast(Membership.labels, Text), CellRow.state)
+            .join(CellRow, CellRow.key == Membership.cell_key)
+            .where(*_live(study_id))
+            .order_by(Membership.position)
+        )
         with self.engine.connect() as conn:
             return [tuple(r) for r in conn.execute(q)]
 
-    def metric_values(self, study_id: int, patterns: Sequence[str] | None = None, *, final: bool = True,
-                      analysis: bool = True, ordered: bool = False) -> list[tuple]:
+    def metric_values(
+        self,
+        study_id: int,
+        patterns: Sequence[str] | None = None,
+        *,
+        final: bool = True,
+        analysis: bool = True,
+        ordered: bool = False,
+    ) -> list[tuple]:
         """The live cells' metric values as plain tuples: (position, name, value) of the final values
         (step IS NULL), or with final=False (position, attempt, name, step, value) of those reported
         per step.
@@ -508,8 +610,9 @@ class Store:
         if final:
             q = select(Membership.position, Metric.name, Metric.value).where(Metric.step.is_(None))
         else:
-            q = (select(Membership.position, Metric.attempt, Metric.name, Metric.step, Metric.value)
-                 .where(Metric.step.is_not(None)))
+            q = select(Membership.position, Metric.attempt, Metric.name, Metric.step, Metric.value).where(
+                Metric.step.is_not(None)
+            )
         q = q.join(Metric, Metric.cell_key == Membership.cell_key).where(*_live(study_id))
         if patterns:
             q = q.where(or_(*(Metric.name.like(glob_to_like(p), escape="\\") for p in patterns)))
@@ -523,22 +626,36 @@ class Store:
     def metric_names(self, study_id: int, *, final: bool = True) -> list[str]:
         """The distinct names of the study's final metrics (or, final=False, of those reported per step)."""
         with self.session() as s:
-            return list(s.scalars(
-                select(Metric.name).distinct()
-                .join(Membership, Membership.cell_key == Metric.cell_key)
-                .where(Membership.study_id == study_id, Metric.step.is_(None) if final else Metric.step.is_not(None))
-                .order_by(Metric.name)
-            ))
+            return list(
+                s.scalars(
+                    select(Metric.name)
+                    .distinct()
+                    .join(Membership, Membership.cell_key == Metric.cell_key)
+                    .where(
+                        Membership.study_id == study_id,
+                        Metric.step.is_(None) if final else Metric.step.is_not(None),
+                    )
+                    .order_by(Metric.name)
+                )
+            )
 
     def step_counts(self, study_id: int, sample: int = 20) -> dict[str, int]:
         """Per metric reported per step, the most steps one of the first `sample` reporting cells reported."""
         with self.session() as s:
-            cells = select(Membership.cell_key).join(Metric, Metric.cell_key == Membership.cell_key).where(
-                *_live(study_id), Metric.step.is_not(None)
-            ).distinct().limit(sample).subquery()
-            per_cell = (select(Metric.cell_key, Metric.name, func.count(func.distinct(Metric.step)).label("n"))
-                        .where(Metric.cell_key.in_(select(cells.c.cell_key)), Metric.step.is_not(None))
-                        .group_by(Metric.cell_key, Metric.name).subquery())
+            cells = (
+                select(Membership.cell_key)
+                .join(Metric, Metric.cell_key == Membership.cell_key)
+                .where(*_live(study_id), Metric.step.is_not(None))
+                .distinct()
+                .limit(sample)
+                .subquery()
+            )
+            per_cell = (
+                select(Metric.cell_key, Metric.name, func.count(func.distinct(Metric.step)).label("n"))
+                .where(Metric.cell_key.in_(select(cells.c.cell_key)), Metric.step.is_not(None))
+                .group_by(Metric.cell_key, Metric.name)
+                .subquery()
+            )
             rows = s.execute(select(per_cell.c.name, func.max(per_cell.c.n)).group_by(per_cell.c.name))
             return dict(rows.all())
 
@@ -555,12 +672,22 @@ class Store:
             return study
         with self.session() as s:
             study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
-            rows = [] if study_id is None else s.execute(
-                select(SearchCell.cell_key, SearchCell.labels, SearchCell.group_key, CellRow.config, CellRow.seed)
-                .join(CellRow, CellRow.key == SearchCell.cell_key)
-                .where(SearchCell.study_id == study_id)
-                .order_by(SearchCell.id)
-            ).all()
+            rows = (
+                []
+                if study_id is None
+                else s.execute(
+                    select(
+                        SearchCell.cell_key,
+                        SearchCell.labels,
+                        SearchCell.group_key,
+                        CellRow.config,
+                        CellRow.seed,
+                    )
+                    .join(CellRow, CellRow.key == SearchCell.cell_key)
+                    .where(SearchCell.study_id == study_id)
+                    .order_by(SearchCell.id)
+                ).all()
+            )
         cells: dict[str, Cell] = {}
         for key, labels, group, config, seed in rows:
             template = plan.template(labels)
@@ -602,7 +729,8 @@ class SearchStep:
             yield from self._s.execute(
                 select(Metric.cell_key, Metric.name, Metric.step, Metric.value)
                 .where(Metric.cell_key.in_(chunk), Metric.name.in_(set(names)))
-                .order_by(Metric.id))
+                .order_by(Metric.id)
+            )
 
     def cell(self, key: str) -> CellRow:
         return self._s.get(CellRow, key)
@@ -615,8 +743,10 @@ class SearchStep:
         if cells:
             self._s.execute(dialect_insert(self._s, CellRow).on_conflict_do_nothing(), cells)
         if rows:
-            self._s.execute(dialect_insert(self._s, SearchCell).on_conflict_do_nothing(),
-                            [row | {"study_id": self.study_id} for row in rows])
+            self._s.execute(
+                dialect_insert(self._s, SearchCell).on_conflict_do_nothing(),
+                [row | {"study_id": self.study_id} for row in rows],
+            )
 
 
 def _live(study_id: int) -> tuple:

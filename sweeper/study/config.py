@@ -30,7 +30,9 @@ def expand_dotted(mapping: dict, where: str, problems: list[tuple[str, str]]) ->
         for i, part in enumerate(parts[:-1]):
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
-                problems.append((join_path(where, ".".join(parts[: i + 1])), "set twice (as a value and as a mapping)"))
+                problems.append(
+                    (join_path(where, ".".join(parts[: i + 1])), "set twice (as a value and as a mapping)")
+                )
                 break
             node = child
         else:

@@ -91,7 +91,9 @@ class SearchPlan:
         return min(self.spec.trials, math.prod(len(v) for v in self.grid.values()))
 
     def template(self, labels: dict) -> Cell | None:
-        return self.templates.get(canonical({k: v for k, v in labels.items() if k not in (SEED_AXIS, TRIAL_LABEL)}))
+        return self.templates.get(
+            canonical({k: v for k, v in labels.items() if k not in (SEED_AXIS, TRIAL_LABEL)})
+        )
 
 
 @dataclass
@@ -182,7 +184,9 @@ class _Expander:
         spec = self.spec
         base = expand_dotted(spec.base, "base", self.problems)
         if SEED_AXIS in base:
-            self.problems.append(("base.seed", "the seed is set by the top-level 'seeds' key; remove it from base"))
+            self.problems.append(
+                ("base.seed", "the seed is set by the top-level 'seeds' key; remove it from base")
+            )
         seeds = self.seeds(spec.seeds)
         factors = self.factors(base)
         self.fail_if_problems()
@@ -196,8 +200,13 @@ class _Expander:
         ]
         baseline = self.baseline(axes)
         if spec.search and len(seeds) > 1:
-            self.problems.append(("seeds", "a search runs each trial with one seed; repeat the best configuration "
-                                           "with search.final_seeds instead"))
+            self.problems.append(
+                (
+                    "seeds",
+                    "a search runs each trial with one seed; repeat the best configuration "
+                    "with search.final_seeds instead",
+                )
+            )
         self.fail_if_problems()
         cells = self.cells(base, factors, seeds, include, exclude, overrides) if expand else []
         self.signal_delay(cells)
@@ -248,8 +257,13 @@ class _Expander:
         seeds = self.seeds(raw, "search.final_seeds")
         if clash := sorted(used & set(seeds)):
             shown = ", ".join(map(str, clash))
-            self.problems.append(("search.final_seeds", f"seed {shown} is the seed the trials run with; "
-                                  "the final repeats must be fresh runs (a count picks unused seeds)"))
+            self.problems.append(
+                (
+                    "search.final_seeds",
+                    f"seed {shown} is the seed the trials run with; "
+                    "the final repeats must be fresh runs (a count picks unused seeds)",
+                )
+            )
         return seeds
 
     # -- axes
@@ -263,13 +277,17 @@ class _Expander:
                 for g, group in enumerate(groups):
                     where = f"axes.zip[{g}]"
                     if not isinstance(group, dict) or len(group) < 2:
-                        self.problems.append((where, "expected a mapping of two or more axes that vary together"))
+                        self.problems.append(
+                            (where, "expected a mapping of two or more axes that vary together")
+                        )
                         continue
                     zipped = [self.axis(n, v, f"{where}.{n}", base) for n, v in group.items()]
                     zipped = [a for a in zipped if a]
                     if len({len(a.values) for a in zipped}) > 1:
                         lengths = ", ".join(f"{a.name}: {len(a.values)}" for a in zipped)
-                        self.problems.append((where, f"zipped axes need the same number of values ({lengths})"))
+                        self.problems.append(
+                            (where, f"zipped axes need the same number of values ({lengths})")
+                        )
                     factors.append(zipped)
             else:
                 axis = self.axis(name, values, f"axes.{name}", base)
@@ -315,7 +333,9 @@ class _Expander:
                     self.check_path(base, name, f"{where}.{label}", declared_new)
                 resolved.append(sub)
             return Axis(name, tuple(variants), tuple(resolved), named=True)
-        self.problems.append((where, f"expected a list of values or a mapping of named variants, got {values!r}"))
+        self.problems.append(
+            (where, f"expected a list of values or a mapping of named variants, got {values!r}")
+        )
         return None
 
     def check_path(self, base: dict, path: str, where: str, declared_new: bool) -> None:
@@ -334,7 +354,11 @@ class _Expander:
                 siblings = [join_path(prefix, k) for k in node]
                 hint = did_you_mean(join_path(prefix, part), siblings)
                 self.problems.append(
-                    (where, f"'{path}' is not in base{hint}; add it to base, or write '+{path}' to declare a new key")
+                    (
+                        where,
+                        f"'{path}' is not in base{hint}; add it to base, or write '+{path}' to declare a "
+                        "new key",
+                    )
                 )
                 return
             node = node[part]
@@ -344,12 +368,16 @@ class _Expander:
     def search(self, spec: Search, base: dict, axes: list[Axis], templates: list[Cell]) -> SearchPlan:
         names = [a.name for a in axes]
         if TRIAL_LABEL in names:
-            self.problems.append((f"axes.{TRIAL_LABEL}", f"'{TRIAL_LABEL}' numbers a search's trials; rename this axis"))
+            self.problems.append(
+                (f"axes.{TRIAL_LABEL}", f"'{TRIAL_LABEL}' numbers a search's trials; rename this axis")
+            )
         group_axes = names if spec.group_by is None else spec.group_by
         for i, name in enumerate(group_axes if spec.group_by is not None else []):
             if name not in names:
                 hint = did_you_mean(name, names)
-                self.problems.append((f"search.group_by[{i}]", f"unknown axis{hint}; axes are: {', '.join(names) or 'none'}"))
+                self.problems.append(
+                    (f"search.group_by[{i}]", f"unknown axis{hint}; axes are: {', '.join(names) or 'none'}")
+                )
         params: dict[str, Param] = {}
         for raw, param in spec.space.items():
             where, path = f"search.space.{raw}", raw.lstrip("+")
@@ -358,7 +386,13 @@ class _Expander:
                 continue
             clash = [n for n in names if n == path or n.startswith(path + ".") or path.startswith(n + ".")]
             if clash or path == SEED_AXIS:
-                self.problems.append((where, f"'{path}' is set by the axis '{(clash or [SEED_AXIS])[0]}'; search it or vary it, not both"))
+                self.problems.append(
+                    (
+                        where,
+                        f"'{path}' is set by the axis '{(clash or [SEED_AXIS])[0]}'; search it or vary it, "
+                        "not both",
+                    )
+                )
                 continue
             self.check_path(base, path, where, raw.startswith("+"))
             params[path] = param
@@ -369,9 +403,14 @@ class _Expander:
         final_seeds = self.final_seeds(spec.final_seeds, {t.seed for t in templates})
         executor = self.spec.executor
         if spec.pruner is not None and executor.kind == "debug":
-            self.warnings.append(f"{self.file}: search.pruner: the debug executor runs each trial to its end in this "
-                                 "process, so nothing is pruned; use the local or slurm executor")
-        parallel = spec.parallel or {"debug": 1, "local": getattr(executor, "parallelism", 1), "slurm": 8}[executor.kind]
+            self.warnings.append(
+                f"{self.file}: search.pruner: the debug executor runs each trial to its end in this "
+                "process, so nothing is pruned; use the local or slurm executor"
+            )
+        parallel = (
+            spec.parallel
+            or {"debug": 1, "local": getattr(executor, "parallelism", 1), "slurm": 8}[executor.kind]
+        )
         groups: dict[str, dict] = {}
         by_labels = {}
         for cell in templates:
@@ -381,10 +420,24 @@ class _Expander:
             groups.setdefault(canonical(group), group)
         if searched and len(by_labels) != len(groups) * math.prod(len(a.labels) for a in searched):
             shown = ", ".join(a.name for a in searched)
-            self.problems.append(("search.group_by", f"include/exclude rules remove some combinations of the searched "
-                                                     f"axes ({shown}) in some group; add those axes to group_by"))
-        return SearchPlan(spec, params, [a for a in group_axes if a in names], searched, groups, by_labels,
-                          final_seeds, parallel, grid)
+            self.problems.append(
+                (
+                    "search.group_by",
+                    f"include/exclude rules remove some combinations of the searched "
+                    f"axes ({shown}) in some group; add those axes to group_by",
+                )
+            )
+        return SearchPlan(
+            spec,
+            params,
+            [a for a in group_axes if a in names],
+            searched,
+            groups,
+            by_labels,
+            final_seeds,
+            parallel,
+            grid,
+        )
 
     def grid(self, params: dict[str, Param], searched: list[Axis]) -> dict[str, list]:
         """The grid sampler's values: categorical choices, int ranges, and floats with a step."""
@@ -398,20 +451,32 @@ class _Expander:
                 n = int(math.floor((p.high - p.low) / p.step + 1e-9)) + 1
                 grid[path] = [round(p.low + i * p.step, 12) for i in range(n)]
             else:
-                self.problems.append((f"search.space.{path}", "the grid sampler needs categorical choices, an int range, "
-                                                               "or a float with a step"))
+                self.problems.append(
+                    (
+                        f"search.space.{path}",
+                        "the grid sampler needs categorical choices, an int range, or a float with a step",
+                    )
+                )
         return grid
 
     def sampler_options(self, spec: Search) -> None:
         """Options must be keyword arguments of the optuna sampler (seed and the grid are set by sweeper)."""
         import inspect
 
-        accepted = [p for p in inspect.signature(sampler_class(spec.sampler)).parameters if p not in ("seed", "search_space")]
+        accepted = [
+            p
+            for p in inspect.signature(sampler_class(spec.sampler)).parameters
+            if p not in ("seed", "search_space")
+        ]
         for key in spec.sampler_options:
             if key not in accepted:
-                self.problems.append((f"search.sampler_options.{key}",
-                                      f"not an option of the {spec.sampler} sampler{did_you_mean(key, accepted)}; "
-                                      f"options: {', '.join(accepted)}"))
+                self.problems.append(
+                    (
+                        f"search.sampler_options.{key}",
+                        f"not an option of the {spec.sampler} sampler{did_you_mean(key, accepted)}; "
+                        f"options: {', '.join(accepted)}",
+                    )
+                )
 
     # -- rules
 
@@ -425,7 +490,9 @@ class _Expander:
             axis = by_name.get(name)
             if axis is None:
                 hint = did_you_mean(name, by_name)
-                self.problems.append((f"{where}.{name}", f"unknown axis{hint}; axes are: {', '.join(by_name)}"))
+                self.problems.append(
+                    (f"{where}.{name}", f"unknown axis{hint}; axes are: {', '.join(by_name)}")
+                )
                 continue
             known = {canonical(label) for label in axis.labels}
             alternatives = wanted if isinstance(wanted, list) and canonical(wanted) not in known else [wanted]
@@ -433,7 +500,12 @@ class _Expander:
                 if canonical(w) not in known:
                     hint = did_you_mean(str(w), map(str, axis.labels))
                     shown = ", ".join(map(str, axis.labels))
-                    self.problems.append((f"{where}.{name}", f"{w!r} is not a value of this axis{hint}; expected one of: {shown}"))
+                    self.problems.append(
+                        (
+                            f"{where}.{name}",
+                            f"{w!r} is not a value of this axis{hint}; expected one of: {shown}",
+                        )
+                    )
             out[name] = {canonical(w) for w in alternatives}
         return out
 
@@ -443,12 +515,20 @@ class _Expander:
         if raw is None:
             return None
         if not isinstance(raw, str | dict):
-            self.problems.append(("baseline", f"expected a variant name or a mapping axis: value, got {raw!r}"))
+            self.problems.append(
+                ("baseline", f"expected a variant name or a mapping axis: value, got {raw!r}")
+            )
             return None
         if isinstance(raw, str):
             named = [a for a in axes if a.named]
             if len(named) != 1:
-                self.problems.append(("baseline", f"a bare variant name needs exactly one named-variants axis (found {len(named)}); write baseline: {{axis: variant}}"))
+                self.problems.append(
+                    (
+                        "baseline",
+                        f"a bare variant name needs exactly one named-variants axis (found {len(named)}); "
+                        f"write baseline: {{axis: variant}}",
+                    )
+                )
                 return None
             raw = {named[0].name: raw}
         for name, labels in self.rule(raw, "baseline", axes).items():
@@ -467,7 +547,13 @@ class _Expander:
             entries = []
             for i in range(len(factor[0].values)):
                 labels = {a.name: a.labels[i] for a in factor}
-                entries.append((labels, {n: canonical(v) for n, v in labels.items()}, [(a.parts, a.values[i]) for a in factor]))
+                entries.append(
+                    (
+                        labels,
+                        {n: canonical(v) for n, v in labels.items()},
+                        [(a.parts, a.values[i]) for a in factor],
+                    )
+                )
             choices.append(entries)
         choices.append([({SEED_AXIS: s}, {SEED_AXIS: canonical(s)}, [((SEED_AXIS,), s)]) for s in seeds])
 
@@ -500,7 +586,13 @@ class _Expander:
                     config = set_path(config, parts, value)
             key = cell_key(task, config)
             if key in origin:
-                self.problems.append(("axes", f"cells {_fmt(origin[key])} and {_fmt(labels)} resolve to the same config; make the variants differ"))
+                self.problems.append(
+                    (
+                        "axes",
+                        f"cells {_fmt(origin[key])} and {_fmt(labels)} resolve to the same config; make "
+                        "the variants differ",
+                    )
+                )
                 if len(self.problems) > 5:
                     break
                 continue
@@ -515,7 +607,9 @@ class _Expander:
                 if n == 0:
                     self.warnings.append(f"{self.file}: {kind}[{i}]: matches no cell")
                 elif kind == "exclude" and exclude_first[i] == 0:
-                    self.warnings.append(f"{self.file}: exclude[{i}]: excludes nothing that earlier rules do not")
+                    self.warnings.append(
+                        f"{self.file}: exclude[{i}]: excludes nothing that earlier rules do not"
+                    )
         if not cells and not self.problems:
             self.problems.append(("", "the study has no cells (every combination is excluded)"))
         return cells
@@ -529,7 +623,8 @@ class _Expander:
         used = {c.resources.get("timeout_min") for c in cells}
         sources = [("resources.default.timeout_min", self.spec.resources.default.timeout_min)] + [
             (f"resources.overrides[{i}].set.timeout_min", o.set.timeout_min)
-            for i, o in enumerate(self.spec.resources.overrides) if o.set.timeout_min is not None
+            for i, o in enumerate(self.spec.resources.overrides)
+            if o.set.timeout_min is not None
         ]
         for where, minutes in sources:
             if minutes not in used:
@@ -537,11 +632,22 @@ class _Expander:
             # as the job is submitted: whole minutes (60 when unset), times the cells packed in it
             limit_s = 60 * math.ceil(minutes or 60) * executor.cells_per_job
             if executor.signal_delay_s >= limit_s:
-                self.problems.append(("executor.signal_delay_s", (
-                    f"{executor.signal_delay_s} s is not less than the job's time limit of {limit_s} s "
-                    f"({where}: {minutes if minutes is not None else 'unset, 60'}"
-                    + (f" x cells_per_job {executor.cells_per_job}" if executor.cells_per_job > 1 else "")
-                    + f"); lower executor.signal_delay_s or raise {where}")))
+                self.problems.append(
+                    (
+                        "executor.signal_delay_s",
+                        (
+                            f"{executor.signal_delay_s} s is not less than the job's time limit of "
+                            f"{limit_s} s "
+                            f"({where}: {minutes if minutes is not None else 'unset, 60'}"
+                            + (
+                                f" x cells_per_job {executor.cells_per_job}"
+                                if executor.cells_per_job > 1
+                                else ""
+                            )
+                            + f"); lower executor.signal_delay_s or raise {where}"
+                        ),
+                    )
+                )
 
 
 def as_choice(label: Any) -> Any:

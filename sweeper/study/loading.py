@@ -47,6 +47,7 @@ def load_yaml(text: str, file: str) -> Any:
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as e:
+
         def at(mark: yaml.Mark | None) -> str:
             return f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
 

@@ -35,7 +35,11 @@ class _Strict(BaseModel):
                     raise PydanticCustomError(
                         "unknown_key",
                         "unknown key{hint}; expected one of: {fields}",
-                        {"key": str(key), "hint": did_you_mean(str(key), fields), "fields": ", ".join(fields)},
+                        {
+                            "key": str(key),
+                            "hint": did_you_mean(str(key), fields),
+                            "fields": ", ".join(fields),
+                        },
                     )
         return data
 
@@ -55,7 +59,9 @@ class ResourceSet(_Strict):
     qos: str | None = None
     constraint: str | None = None
     exclusive: bool | None = None
-    sbatch: dict[str, str | int | float | bool] | None = None  # extra #SBATCH options, passed through submitit
+    sbatch: dict[str, str | int | float | bool] | None = (
+        None  # extra #SBATCH options, passed through submitit
+    )
 
     def resolved(self) -> dict:
         return self.model_dump(exclude_none=True)
@@ -112,7 +118,9 @@ class FloatParam(_Strict):
     def _range(self) -> FloatParam:
         _check_range(self.low, self.high, self.log)
         if self.log and self.step is not None:
-            raise PydanticCustomError("param", "log and step cannot be combined (optuna samples one or the other)")
+            raise PydanticCustomError(
+                "param", "log and step cannot be combined (optuna samples one or the other)"
+            )
         return self
 
 
@@ -145,7 +153,9 @@ class CategoricalParam(_Strict):
 
 def _check_range(low: float, high: float, log: bool) -> None:
     if not low < high:
-        raise PydanticCustomError("param", "expected low < high, got low={low}, high={high}", {"low": low, "high": high})
+        raise PydanticCustomError(
+            "param", "expected low < high, got low={low}, high={high}", {"low": low, "high": high}
+        )
     if log and low <= 0:
         raise PydanticCustomError("param", "a log scale needs low > 0, got {low}", {"low": low})
 
@@ -184,7 +194,9 @@ class HyperbandPruner(_Pruner):
     reduction_factor: int = Field(default=3, ge=2)
 
 
-Pruner = Annotated[MedianPruner | PercentilePruner | SuccessiveHalvingPruner | HyperbandPruner, Field(discriminator="kind")]
+Pruner = Annotated[
+    MedianPruner | PercentilePruner | SuccessiveHalvingPruner | HyperbandPruner, Field(discriminator="kind")
+]
 
 
 class Search(_Strict):
@@ -200,7 +212,9 @@ class Search(_Strict):
     parallel: PositiveInt | None = None  # trials in flight at once (default: see SearchPlan.parallel)
     group_by: list[str] | None = None  # axes with a search each (default: all); the others are searched over
     pruner: Pruner | None = None
-    final_seeds: PositiveInt | list[int] | None = None  # repeat each group's best configuration with these seeds
+    final_seeds: PositiveInt | list[int] | None = (
+        None  # repeat each group's best configuration with these seeds
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -209,8 +223,10 @@ class Search(_Strict):
         if isinstance(data, dict):
             data = dict(data)
             if isinstance(data.get("space"), dict):
-                data["space"] = {k: {"type": "categorical", "choices": v} if isinstance(v, list) else v
-                                 for k, v in data["space"].items()}
+                data["space"] = {
+                    k: {"type": "categorical", "choices": v} if isinstance(v, list) else v
+                    for k, v in data["space"].items()
+                }
             if isinstance(data.get("pruner"), str):
                 data["pruner"] = {"kind": data["pruner"]}
         return data
@@ -228,8 +244,12 @@ class StudyFile(_Strict):
     study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$", max_length=128)
     description: str = ""
     task: str = Field(pattern=TASK_PATTERN)
-    check: str | None = Field(default=None, pattern=TASK_PATTERN)  # config -> list of problems, run before submitting
-    rehearse: str | None = Field(default=None, pattern=TASK_PATTERN)  # plan/run of `sweeper rehearse` (sweeper.run.rehearse)
+    check: str | None = Field(
+        default=None, pattern=TASK_PATTERN
+    )  # config -> list of problems, run before submitting
+    rehearse: str | None = Field(
+        default=None, pattern=TASK_PATTERN
+    )  # plan/run of `sweeper rehearse` (sweeper.run.rehearse)
     base: dict[str, Any] = {}
     axes: dict[str, Any] = {}
     seeds: Any = 1  # a count or a list; checked by the expander for a clearer message

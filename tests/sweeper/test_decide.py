@@ -40,29 +40,37 @@ def _run(tmp_path, status: dict | None, *, result: bool = False) -> RunDir:
 
 
 def _worker(pid: int, **extra) -> dict:
-    status = {"state": "RUNNING", "token": "t1", "host": socket.gethostname(), "pid": pid,
-              "started": time.time()}
+    status = {
+        "state": "RUNNING",
+        "token": "t1",
+        "host": socket.gethostname(),
+        "pid": pid,
+        "started": time.time(),
+    }
     return status | extra
 
 
-I, P, R, C = CellState.INTERRUPTED, CellState.PENDING, CellState.RUNNING, CellState.CANCELLED
+I, P, R, C = CellState.INTERRUPTED, CellState.PENDING, CellState.RUNNING, CellState.CANCELLED  # noqa: E741
 
 
-@pytest.mark.parametrize(("job", "expected"), [
-    # SLURM holds a requeued job to run it again: its worker is dead, the attempt is not
-    (JobState("PENDING"), (P, None, "requeued")),
-    # restarted after a requeue, before its new worker rewrote status.json
-    (JobState("RUNNING"), (R, None, None)),
-    # scancel: SLURM's word, whenever status runs (before or after the worker is killed)
-    (JobState("CANCELLED", "CANCELLED"), (C, "CANCELLED", "cancelled while running")),
-    (JobState("INTERRUPTED", "TIMEOUT"), (I, "TIMEOUT", "the job ended mid-cell")),
-    (JobState("FAILED", "OUT_OF_MEMORY"), (I, "OUT_OF_MEMORY", "the job ended mid-cell")),
-    # no word from the scheduler that the job lives: the dead pid decides
-    (JobState("FINISHED"), (I, "KILLED", "the worker process died mid-cell")),
-    (JobState("UNKNOWN"), (I, "KILLED", "the worker process died mid-cell")),
-    # local lanes: RUNNING is that of the other lanes, not of this cell's worker
-    (JobState("RUNNING", shared=True), (I, "KILLED", "the worker process died mid-cell")),
-])
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        # SLURM holds a requeued job to run it again: its worker is dead, the attempt is not
+        (JobState("PENDING"), (P, None, "requeued")),
+        # restarted after a requeue, before its new worker rewrote status.json
+        (JobState("RUNNING"), (R, None, None)),
+        # scancel: SLURM's word, whenever status runs (before or after the worker is killed)
+        (JobState("CANCELLED", "CANCELLED"), (C, "CANCELLED", "cancelled while running")),
+        (JobState("INTERRUPTED", "TIMEOUT"), (I, "TIMEOUT", "the job ended mid-cell")),
+        (JobState("FAILED", "OUT_OF_MEMORY"), (I, "OUT_OF_MEMORY", "the job ended mid-cell")),
+        # no word from the scheduler that the job lives: the dead pid decides
+        (JobState("FINISHED"), (I, "KILLED", "the worker process died mid-cell")),
+        (JobState("UNKNOWN"), (I, "KILLED", "the worker process died mid-cell")),
+        # local lanes: RUNNING is that of the other lanes, not of this cell's worker
+        (JobState("RUNNING", shared=True), (I, "KILLED", "the worker process died mid-cell")),
+    ],
+)
 def test_the_scheduler_state_wins_over_a_dead_worker_pid(tmp_path, dead_pid, job, expected):
     run = _run(tmp_path, _worker(dead_pid))
     assert decide(R, "t1", run, json.loads(run.status.read_text()), job) == expected
@@ -75,10 +83,13 @@ def test_a_live_worker_is_running_and_a_result_completes_whatever_was_judged(tmp
     assert decide(I, "t1", run, _worker(dead_pid), JobState("FINISHED"))[0] == CellState.COMPLETED
 
 
-@pytest.mark.parametrize(("job", "expected"), [
-    (JobState("PENDING"), (P, None, "requeued")),  # checkpointed, and submitit requeued it
-    (JobState("FAILED", "KILLED"), (I, "KILLED", "interrupted; resumes from its checkpoint")),
-])
+@pytest.mark.parametrize(
+    ("job", "expected"),
+    [
+        (JobState("PENDING"), (P, None, "requeued")),  # checkpointed, and submitit requeued it
+        (JobState("FAILED", "KILLED"), (I, "KILLED", "interrupted; resumes from its checkpoint")),
+    ],
+)
 def test_a_checkpointed_worker_is_pending_while_its_job_is_requeued(tmp_path, dead_pid, job, expected):
     status = _worker(dead_pid, state="INTERRUPTED", cause="REQUEUED", checkpointed=True)
     assert decide(R, "t1", _run(tmp_path, status), status, job) == expected
@@ -98,9 +109,16 @@ def test_an_attempt_judged_killed_is_read_again_and_completes_with_its_result(en
     run = RunDir.of(study.workdir, cell.key)
     with Store() as store:
         store.plan(study)
-        store.add_attempt(cell.key, executor="local", state=CellState.INTERRUPTED, token="t1",
-                          run_dir=str(run.path), job_id=str(dead_pid), cause="KILLED",
-                          detail="the worker process died mid-cell")
+        store.add_attempt(
+            cell.key,
+            executor="local",
+            state=CellState.INTERRUPTED,
+            token="t1",
+            run_dir=str(run.path),
+            job_id=str(dead_pid),
+            cause="KILLED",
+            detail="the worker process died mid-cell",
+        )
         write_json(run.attempt, {"token": "t1", "number": 1})
         write_json(run.status, _worker(dead_pid))
         (s,) = ingest(store, study)
@@ -118,8 +136,14 @@ def test_a_pending_debug_attempt_of_a_study_switched_to_local_is_read_by_the_deb
     run = RunDir.of(study.workdir, cell.key)
     with Store() as store:
         store.plan(study)
-        store.add_attempt(cell.key, executor="debug", state=CellState.PENDING, token="t1",
-                          run_dir=str(run.path), job_id="debug-12345")
+        store.add_attempt(
+            cell.key,
+            executor="debug",
+            state=CellState.PENDING,
+            token="t1",
+            run_dir=str(run.path),
+            job_id="debug-12345",
+        )
         study = write(env / "switch.yaml", "echo", {"x": 1}, "+variant: [a]")  # now local
         (s,) = ingest(store, study)
     # A debug job lives only as long as the launch that ran it: ended, it never started the cell.
