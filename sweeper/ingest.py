@@ -175,7 +175,7 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
             continue  # still submitting
         job_ids[a.id] = manifests[a.token].get("jobs", {}).get(a.cell_key)
         if job_ids[a.id] is None:
-            run = RunDir(Path(a.run_dir))
+            run = _run_dir(a, workdir)
             if run.claim(a.token, "void"):  # no worker of that submission can start the cell now
                 not_submitted.append(a)
                 del job_ids[a.id]
@@ -185,7 +185,7 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     jobs = _job_states(study, [(a.executor, job_ids[a.id]) for a in settled])
     changes, metric_rows, synced = [], [], []
     for a in settled:
-        run = RunDir(Path(a.run_dir))
+        run = _run_dir(a, workdir)
         job = jobs.get(job_ids[a.id] or "", JobState(SchedulerState.UNKNOWN))
         if (
             a.state == CellState.INTERRUPTED
@@ -348,6 +348,11 @@ def _statuses(store: Store, study: Study, workdir: Path) -> list[CellStatus]:
             row.heartbeat_age, row.progress = run.heartbeat_age(), run.last_report()
         out.append(row)
     return out
+
+
+def _run_dir(a: Attempt, workdir: Path) -> RunDir:
+    """The attempt's run directory as recorded (an attempt recorded without one: its cell's)."""
+    return RunDir(Path(a.run_dir)) if a.run_dir else RunDir.of(workdir, a.cell_key)
 
 
 def _utc(ts: float) -> datetime:

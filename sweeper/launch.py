@@ -20,6 +20,7 @@ import signal
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def submit(
     study: Study,
     cells: list[Cell],
     *,
-    from_states: set[str],
+    from_states: Collection[str],
     resources: dict[str, dict] | None = None,
 ) -> Submission:
     """Claim, record intent, write run directories, submit, record job ids (module docstring)."""

@@ -43,7 +43,11 @@ if TYPE_CHECKING:
     import optuna
 
 # What a trial's cell state means to optuna (ACTIVE and unsuccessful-but-resumable cells: still running).
-_FINAL = {CellState.COMPLETED: "COMPLETE", CellState.PRUNED: "PRUNED", CellState.FAILED: "FAIL"}
+_FINAL: dict[str, str] = {
+    CellState.COMPLETED: "COMPLETE",
+    CellState.PRUNED: "PRUNED",
+    CellState.FAILED: "FAIL",
+}
 _BUSY = ACTIVE | {CellState.PLANNED}
 
 
@@ -76,8 +80,7 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
     so a step costs little once most groups are done. `only` (`--only` filters on the group
     axes) limits the asking to the groups it selects.
     """
-    plan = study.search
-    assert plan is not None
+    plan = study.search_plan
     growth = Growth()
     workdir = Path(study.workdir).resolve()
     with store.search_step(study.name) as step:
@@ -278,8 +281,8 @@ def _prune(
         if t.state != CellState.RUNNING or frozen is None or not t.steps or run.prune.exists():
             continue
         if ost.pruner.prune(ost, frozen):
-            step = max(t.steps)
-            run.prune.write_text(f"pruned by the {plan.spec.pruner.kind} pruner at step {step}\n")
+            kind = plan.spec.pruner.kind if plan.spec.pruner else "search's"
+            run.prune.write_text(f"pruned by the {kind} pruner at step {max(t.steps)}\n")
         # Pruners keep their bookkeeping (e.g. successive halving's rungs) in system attributes.
         attrs = ost.get_trials(deepcopy=False)[frozen.number].system_attrs
         if attrs != t.row.system_attrs:
@@ -293,7 +296,8 @@ def _ask(plan: SearchPlan, ost: optuna.Study, group: str, number: int, study: St
     labels = dict(plan.groups[group])
     for axis in plan.searched:
         labels[axis.name] = next(label for label in axis.labels if as_choice(label) == params[axis.name])
-    template = plan.template(labels)  # every choice has one: the spec checks the rules exclude none
+    template = plan.template(labels)
+    assert template is not None  # every choice has one: the spec checks that the rules exclude none
     frozen = ost.get_trials(deepcopy=False)[trial.number]
     config = template.config
     for path, value in params.items():
@@ -319,7 +323,7 @@ def best_trial(plan: SearchPlan, trials: list[_Trial]) -> _Trial | None:
     done = [
         t for t in trials if t.value is not None and math.isfinite(t.value) and t.state == CellState.COMPLETED
     ]
-    return max(done, key=lambda t: (sign * t.value, -t.row.number), default=None)
+    return max(done, key=lambda t: (sign * (t.value or 0.0), -t.row.number), default=None)
 
 
 def _finals(step: SearchStep, plan: SearchPlan, group: str, trials: list[_Trial]) -> list[tuple[dict, Cell]]:
@@ -333,7 +337,9 @@ def _finals(step: SearchStep, plan: SearchPlan, group: str, trials: list[_Trial]
         return []
     recorded = {t.row.cell_key for t in mine}
     base = step.cell(best.row.cell_key)
-    resources = plan.template(best.row.labels).resources
+    template = plan.template(best.row.labels)
+    assert base is not None and template is not None  # a trial's cell is recorded, from its group's template
+    resources = template.resources
     out = []
     for seed in plan.final_seeds:
         config = set_path(base.config, (SEED_AXIS,), seed)
@@ -364,8 +370,7 @@ def expected_cells(plan: SearchPlan) -> int:
 
 def _recorded(store: Store, study: Study) -> list[_Trial]:
     """The study's trials and final repeats (of its current groups), in the order they were recorded."""
-    plan = study.search
-    assert plan is not None
+    plan = study.search_plan
     with store.search_step(study.name, lock=False) as step:
         return _outcomes(
             step, plan, [r for r in step.rows() if r.group_key in plan.groups], Path(study.workdir).resolve()
@@ -374,7 +379,7 @@ def _recorded(store: Store, study: Study) -> list[_Trial]:
 
 def trials(store: Store, study: Study) -> list[dict]:
     """Every trial and final repeat: its group's labels, number, params, cell state and value."""
-    plan = study.search
+    plan = study.search_plan
     return [
         {
             **plan.groups[t.row.group_key],
@@ -405,7 +410,7 @@ class GroupResult:
 
 def results(store: Store, study: Study) -> list[GroupResult]:
     """Per group: trials by outcome, the best trial, and its final-seed repeats."""
-    plan = study.search
+    plan = study.search_plan
     trials = _recorded(store, study)
     out = []
     for g, labels in plan.groups.items():

@@ -117,7 +117,7 @@ def plan(
 
 
 def _search_line(study: Study) -> str:
-    plan = study.search
+    plan = study.search_plan
     spec = plan.spec
     finals = f", then the best of each again with seeds {plan.final_seeds}" if plan.final_seeds else ""
     return (
@@ -180,7 +180,7 @@ def studies(
     print_table(table)
 
 
-ShownState = StrEnum("ShownState", {s.lower(): s.lower() for s in (*CellState, "ORPHANED")})
+ShownState = StrEnum("ShownState", {s.lower(): s.lower() for s in (*CellState, "ORPHANED")})  # type: ignore[misc]
 
 
 @app.command()
@@ -449,7 +449,7 @@ def logs(
     for suffix in ("out", "err"):
         if stream not in (suffix, "both"):
             continue
-        path = Path(last.run_dir) / "logs" / f"attempt-{last.number}.{suffix}"
+        path = Path(str(last.run_dir)) / "logs" / f"attempt-{last.number}.{suffix}"
         if path.exists():
             lines = path.read_text(errors="replace").splitlines()
             out.rule(f"{key} attempt {last.number} std{suffix} ({path})")
@@ -514,9 +514,9 @@ def _status_view(study: Study, statuses: list, *, detail: bool) -> Group:
         )
         for s in running:
             p = s.progress or {}
-            values = ", ".join(f"{k}={v:.4g}" for k, v in list(p.get("metrics", {}).items())[:3])
+            shown_values = ", ".join(f"{k}={v:.4g}" for k, v in list(p.get("metrics", {}).items())[:3])
             age = f"{s.heartbeat_age:.0f}s ago" if s.heartbeat_age is not None else "—"
-            t.add_row(s.key, _labels(s.labels), str(s.attempt), str(p.get("step", "—")), values, age)
+            t.add_row(s.key, _labels(s.labels), str(s.attempt), str(p.get("step", "—")), shown_values, age)
         parts.append(t)
     bad = [s for s in statuses if s.state in UNSUCCESSFUL]
     if bad:
@@ -544,10 +544,10 @@ def _search_view(store, study: Study) -> Table:
     """Per group: trials run of the budget, by outcome, and the best value so far."""
     from sweeper.search import results
 
-    spec = study.search.spec
+    spec = study.search_plan.spec
     table = Table(title=f"search: {spec.direction} {spec.metric} ({spec.sampler})", title_justify="left")
     numbers = ("trials", "completed", "running", "pruned", "failed", "best", "trial")
-    add_columns(table, (*study.search.group_axes, *numbers), right=numbers)
+    add_columns(table, (*study.search_plan.group_axes, *numbers), right=numbers)
     for g in results(store, study):
         best = g.best
         table.add_row(
@@ -617,7 +617,7 @@ def _follow(store, study: Study, *, quiet: bool = False, interval: float = 2.0) 
             active = moved or any(s.state in ACTIVE for s in statuses)
             eta.update(store, statuses)
             left = eta.remaining(statuses)
-            if live:
+            if live_view is not None:
                 done = sum(s.state in ENDED for s in statuses)
                 progress.update(
                     bar, completed=done, total=max(total, len(statuses)), eta=eta_text(left, True)

@@ -140,7 +140,7 @@ def report_command(
                 f"--final: study '{name}' has no search block, so no final seeds; "
                 f"its table is `sweeper report {name}` without --final"
             )
-        if trials:
+        if trials and searched is not None:
             _write([trials_view(store, searched, fmt)], out_file)
             return
         if searched is not None:

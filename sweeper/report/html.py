@@ -317,7 +317,7 @@ def trials_figure(study: Study, store: Store) -> Figure | None:
     from sweeper.report.plot import trials_figure as draw
     from sweeper.search import trials
 
-    plan = study.search
+    plan = study.search_plan
     params = list(plan.params)
     if not params:
         return None
@@ -356,7 +356,7 @@ def page(
     row = store.study_row(name)
     parts: list[tuple[str, str, str]] = []
     if searched is not None and groups is not None:
-        plan = searched.search
+        plan = searched.search_plan
         frame = search_report.frame(searched, groups)
         lines = [search_report._cells(searched, r) for _, r in frame.iterrows()]
         body = frame_table(pd.DataFrame(lines), "search", set(plan.group_axes))

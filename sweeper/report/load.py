@@ -190,6 +190,7 @@ def load(
         pivot = _pivot(
             members, store.metric_values(row.id, patterns, analysis=analysis, ordered=True), ordered=True
         )
+    assert pivot is not None  # read in order: never ambiguous
     matrix, found = pivot
     # Only finished cells' values count: a cell failed on a NaN keeps its finite values in the store only.
     matrix[np.fromiter((m[3] not in FINISHED for m in members), dtype=bool, count=len(members))] = np.nan

@@ -277,7 +277,7 @@ def save(fig: Figure, path: Path) -> None:
 
 def trial_points(study: Study, frame: pd.DataFrame, x: str, y: str, hue: str | None) -> pd.DataFrame:
     """The completed trials' (hue, x, y) from `sweeper.search.trials` rows."""
-    plan = study.search
+    plan = study.search_plan
     if y != plan.spec.metric:
         raise UserError(
             f"--y {y}: against a searched parameter, plot the search's metric ({plan.spec.metric})"
@@ -297,7 +297,7 @@ def trials_figure(study: Study, done: pd.DataFrame, x: str, y: str, hue: str | N
     """The search's metric against one searched parameter, a point per completed trial, a colour per `hue`."""
     from matplotlib.figure import Figure
 
-    plan = study.search
+    plan = study.search_plan
     fig = Figure(figsize=(5.2, 3.8), layout="constrained")
     ax = fig.subplots()
     for label, part in done.groupby(hue, sort=False) if hue else [(None, done)]:
@@ -331,7 +331,7 @@ def make_figure(
         finals = final_scope(store, searched, required=True)[0] if searched else None
         data = curve_data(store, name, y, hue, col, error, finals)
         return curve_figure(data, y, hue, col, error, title=name)
-    if searched is not None and x in searched.search.params:
+    if searched is not None and x in searched.search_plan.params:
         points = trial_points(searched, pd.DataFrame(trials(store, searched)), x, y, hue)
         return trials_figure(searched, points, x, y, hue)
     keys, axes, _ = final_scope(store, searched, required=True) if searched else (None, None, None)

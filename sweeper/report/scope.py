@@ -31,7 +31,7 @@ def final_scope(
     from sweeper.search import results
 
     keys = [k for g in (groups if groups is not None else results(store, study)) for k in g.finals]
-    if not keys and required and not study.search.final_seeds:
+    if not keys and required and not study.search_plan.final_seeds:
         raise UserError(
             f"study '{study.name}' searches without final seeds: set search.final_seeds to repeat each "
             f"group's best configuration (`sweeper report {study.name}` shows the trials)"
@@ -41,5 +41,5 @@ def final_scope(
             f"study '{study.name}' has no final-seed cells yet: they are made once a group has spent its "
             "trials"
         )
-    spec = study.search.spec
-    return keys, study.search.group_axes, {spec.metric: 1 if spec.direction == "maximize" else -1}
+    spec = study.search_plan.spec
+    return keys, study.search_plan.group_axes, {spec.metric: 1 if spec.direction == "maximize" else -1}

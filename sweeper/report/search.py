@@ -25,7 +25,7 @@ from sweeper.study import Study, canonical
 
 def frame(study: Study, groups: list[GroupResult]) -> pd.DataFrame:
     """One row per group: its labels, trial counts, the best trial, its params and final-seed statistics."""
-    plan = study.search
+    plan = study.search_plan
     params = [a.name for a in plan.searched] + list(plan.params)
     rows = []
     for g in groups:
@@ -65,7 +65,7 @@ def _fmt(value) -> str:
 
 def _cells(study: Study, row: pd.Series) -> dict[str, str]:
     """The table's text per column for one group."""
-    plan = study.search
+    plan = study.search_plan
     params = [a.name for a in plan.searched] + list(plan.params)
     counts = [f"{int(row[k])} {k}" for k in ("pruned", "failed", "running") if row[k]]
     text = {a: str(row[a]) for a in plan.group_axes}
@@ -91,14 +91,14 @@ def notes(store: Store, study: Study, groups: list[GroupResult]) -> list[str]:
     returned = sorted(store.metrics(unscored[0]))
     shown = ", ".join(returned[:8]) + (", …" if len(returned) > 8 else "")
     return [
-        f"{len(unscored)} completed trials returned no finite '{study.search.spec.metric}' and count as "
+        f"{len(unscored)} completed trials returned no finite '{study.search_plan.spec.metric}' and count as "
         "failed "
         f"(search.metric; one of them returned: {shown or 'nothing'})"
     ]
 
 
 def render(study: Study, table: pd.DataFrame, fmt: Format, notes: Sequence[str] = ()) -> str | Table:
-    plan = study.search
+    plan = study.search_plan
     if fmt in (Format.csv, Format.json):
         return render_frame(table, fmt)
     title = (
@@ -146,7 +146,7 @@ def _text_table(
 
 def trials_view(store: Store, study: Study, fmt: Format) -> str | Table:
     """Every trial and final repeat, best first within each group: the landscape the search saw."""
-    plan = study.search
+    plan = study.search_plan
     metric = plan.spec.metric
     frame = pd.DataFrame(trials(store, study))
     if not frame.empty:

@@ -58,8 +58,8 @@ class NonFiniteMetric(ValueError):
     """A reported or returned value is NaN or infinite: the cell fails with cause NAN."""
 
 
-class TaskContext:
-    """What a task gets from the orchestrator besides its config."""
+class WorkerContext:
+    """What a task gets from the orchestrator besides its config (it satisfies sweeper.task.TaskContext)."""
 
     def __init__(
         self,
@@ -165,7 +165,7 @@ class Worker(submitit.helpers.Checkpointable):
         self.threads, self.capture, self.time_limits = threads, capture, time_limits or {}
         self._ending: threading.Event | None = None
         self._requested: threading.Event | None = None
-        self._ctx: TaskContext | None = None
+        self._ctx: WorkerContext | None = None
         self._current: RunDir | None = None
 
     def __getstate__(self) -> dict:
@@ -218,6 +218,8 @@ class Worker(submitit.helpers.Checkpointable):
         return rank != 0 or run.claim(self.token, owner)
 
     def _run_cell(self, fn: Callable, run: RunDir, key: str, rank: int, job_id: str, world_size: int) -> str:
+        ending = self._ending
+        assert ending is not None  # __call__ made it
         attempt = (read_json(run.attempt) or {}).get("number", 1)
         previous = read_json(run.status) or {}
         restarts = previous.get("restarts", -1) + 1 if previous.get("token") == self.token else 0
@@ -235,9 +237,9 @@ class Worker(submitit.helpers.Checkpointable):
             write_json(run.status, status)
         config = read_json(run.config)
         requested = self._requested = threading.Event()
-        if self._ending.is_set():  # after the assignment: checkpoint() may run between any two lines
+        if ending.is_set():  # after the assignment: checkpoint() may run between any two lines
             requested.set()
-        ctx = TaskContext(
+        ctx = WorkerContext(
             run, Path(self.workdir).resolve() / "cache", key, attempt, rank, requested, world_size
         )
         self._ctx, self._current = ctx, run
@@ -256,7 +258,7 @@ class Worker(submitit.helpers.Checkpointable):
             why = _join(thread, requested, self.time_limits.get(key), run, status, self.lane is not None)
         self._ctx = self._current = None
         if "interrupted" in outcome:
-            if why and not self._ending.is_set():  # the lane's clock or `sweeper cancel`: record it, go on
+            if why and not ending.is_set():  # the lane's clock or `sweeper cancel`: record it, go on
                 write_json(run.status, status | _STOPPED[why] | {"checkpointed": True, "ended": time.time()})
                 return _STOPPED[why]["state"]
             return CellState.INTERRUPTED  # else checkpoint() records it and requeues the job
@@ -312,7 +314,7 @@ class Worker(submitit.helpers.Checkpointable):
 
 
 # Why a worker asked a task to save and stop (_join), and what the cell's status then records.
-_STOPPED = {
+_STOPPED: dict[str, dict[str, str]] = {
     Cause.TIMEOUT: {"state": CellState.INTERRUPTED, "cause": Cause.TIMEOUT},
     Cause.CANCELLED: {"state": CellState.CANCELLED, "cause": Cause.CANCELLED},
 }
@@ -380,7 +382,7 @@ def _join(
         write_json(run.status, status | _STOPPED[why] | {"checkpointed": False, "ended": time.time()})
         if why == Cause.TIMEOUT:
             print(
-                f"sweeper: past its time limit ({limit / 60:g} min) the task did not save within "
+                f"sweeper: past its time limit ({(limit or 0) / 60:g} min) the task did not save within "
                 f"{CHECKPOINT_GRACE_S:g} s of the request; ending this lane",
                 file=sys.stderr,
                 flush=True,
@@ -396,7 +398,7 @@ def _join(
     return why
 
 
-def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> None:
+def _call_task(fn: Callable, config: dict, ctx: WorkerContext, outcome: dict) -> None:
     try:
         result = fn(config, ctx)
         if not isinstance(result, dict):
@@ -428,7 +430,7 @@ def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> N
 
 
 def _failing(exc: Exception, tb: str) -> Callable:
-    def task(config: dict, ctx: TaskContext) -> dict:
+    def task(config: dict, ctx: WorkerContext) -> dict:
         raise RuntimeError(f"cannot import the task: {type(exc).__name__}: {exc}\n{tb}")
 
     return task
@@ -457,12 +459,12 @@ class _Heartbeat:
     def __enter__(self) -> _Heartbeat:
         if self.path is not None:
             self.path.touch()
-            threading.Thread(target=self._beat, daemon=True, name="heartbeat").start()
+            threading.Thread(target=self._beat, args=(self.path,), daemon=True, name="heartbeat").start()
         return self
 
-    def _beat(self) -> None:
+    def _beat(self, path: Path) -> None:
         while not self.stop.wait(HEARTBEAT_S):
-            self.path.touch()
+            path.touch()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()

@@ -35,12 +35,16 @@ def _metrics_once(s: Session) -> None:
             "GROUP BY cell_key, attempt, name, COALESCE(step, -1))"
         )
     )
-    next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())
+    next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())  # type: ignore[attr-defined]
+
+
+def _execute(s: Session, statement: str) -> None:
+    s.execute(text(statement))
 
 
 # Ordered migrations: MIGRATIONS[v] upgrades a schema at version v to v + 1.
 MIGRATIONS: dict[int, Callable[[Session], None]] = {
     1: lambda s: None,  # v2 adds search_cells, which create_all has made by then
     2: _metrics_once,
-    3: lambda s: s.execute(text("ALTER TABLE studies ADD COLUMN workdir TEXT")),  # v4: the run directory
+    3: lambda s: _execute(s, "ALTER TABLE studies ADD COLUMN workdir TEXT"),  # v4: the run directory
 }

@@ -141,7 +141,7 @@ class Store:
     def _require_existing(self) -> None:
         """Connecting to a missing SQLite file would create it: look for the file, then the schema."""
         path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
-        missing = bool(path) and path != ":memory:" and not Path(path).exists()
+        missing = path is not None and path not in ("", ":memory:") and not Path(path).exists()
         try:
             missing = missing or not inspect(self.engine).has_table(Meta.__tablename__)
         except OperationalError as e:
@@ -181,7 +181,7 @@ class Store:
                 .values(key="schema_version", value=str(SCHEMA_VERSION))
                 .on_conflict_do_nothing()
             )
-            row = s.get(Meta, "schema_version", with_for_update=True)  # one process migrates; others wait
+            row = s.get_one(Meta, "schema_version", with_for_update=True)  # one process migrates; others wait
             version = int(row.value)
             if version > SCHEMA_VERSION:
                 raise UserError(
@@ -196,7 +196,7 @@ class Store:
     @property
     def schema_version(self) -> int:
         with self.session() as s:
-            return int(s.get(Meta, "schema_version").value)
+            return int(s.get_one(Meta, "schema_version").value)
 
     # ------------------------------------------------------------------ planning
 
@@ -244,7 +244,7 @@ class Store:
                 )
                 .on_conflict_do_nothing()
             )
-            row = s.scalar(select(StudyRow).where(StudyRow.name == study.name))
+            row = s.scalars(select(StudyRow).where(StudyRow.name == study.name)).one()
         elif row.spec_hash != study.spec_hash or row.file != file:
             row.spec_text, row.spec_hash, row.file = study.text, study.spec_hash, file
         row.workdir = _workdir(row.workdir, study.workdir)
@@ -473,7 +473,7 @@ class Store:
     def update_attempt(self, attempt_id: int, **fields) -> None:
         """Change an attempt; a new state is mirrored on its cell."""
         with self.session() as s, s.begin():
-            attempt = s.get(Attempt, attempt_id)
+            attempt = s.get_one(Attempt, attempt_id)
             for k, v in fields.items():
                 setattr(attempt, k, v)
             if "state" in fields:
@@ -588,7 +588,7 @@ class Store:
             .order_by(Membership.position)
         )
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(q)]
+            return [(position, key, labels, state) for position, key, labels, state in conn.execute(q)]
 
     def metric_values(
         self,
@@ -607,6 +607,7 @@ class Store:
         caller matches the globs exactly); without them every metric, but analysis.* unless
         `analysis`. `ordered`: in the order they were recorded (the last of duplicates wins).
         """
+        q: Select
         if final:
             q = select(Membership.position, Metric.name, Metric.value).where(Metric.step.is_(None))
         else:
@@ -732,7 +733,7 @@ class SearchStep:
                 .order_by(Metric.id)
             )
 
-    def cell(self, key: str) -> CellRow:
+    def cell(self, key: str) -> CellRow | None:
         return self._s.get(CellRow, key)
 
     def set_system_attrs(self, row_id: int, attrs: dict) -> None:
@@ -757,7 +758,7 @@ def _fetch_plain(conn: Connection, q: Select) -> list[tuple]:
     """The DBAPI cursor's plain tuples: building 900k Row objects would double a report's load time."""
     result = conn.execute(q)
     try:
-        return result.cursor.fetchall()
+        return list(result.cursor.fetchall())
     finally:
         result.close()
 

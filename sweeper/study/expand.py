@@ -118,6 +118,13 @@ class Study:
     report: Report = field(default_factory=Report)
 
     @property
+    def search_plan(self) -> SearchPlan:
+        """The search's plan, for code that runs for a search study only."""
+        if self.search is None:
+            raise ValueError(f"study '{self.name}' has no search")
+        return self.search
+
+    @property
     def axis_names(self) -> list[str]:
         return [a.name for a in self.axes] + [SEED_AXIS]
 
@@ -281,8 +288,8 @@ class _Expander:
                             (where, "expected a mapping of two or more axes that vary together")
                         )
                         continue
-                    zipped = [self.axis(n, v, f"{where}.{n}", base) for n, v in group.items()]
-                    zipped = [a for a in zipped if a]
+                    found = [self.axis(n, v, f"{where}.{n}", base) for n, v in group.items()]
+                    zipped = [a for a in found if a]
                     if len({len(a.values) for a in zipped}) > 1:
                         lengths = ", ".join(f"{a.name}: {len(a.values)}" for a in zipped)
                         self.problems.append(

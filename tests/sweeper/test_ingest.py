@@ -17,7 +17,7 @@ from sqlalchemy import text
 from sweeper.ingest import ingest
 from sweeper.launch import launch, resume
 from sweeper.run.rundir import RunDir, Values, read_json
-from sweeper.run.worker import TaskContext
+from sweeper.run.worker import WorkerContext
 from sweeper.store import CellState, Store
 from tests.sweeper.orchestration import wait_done, wait_for, write
 
@@ -235,7 +235,7 @@ def test_a_requeued_run_of_the_same_attempt_replaces_the_steps_it_redoes(tmp_pat
     run = RunDir(tmp_path)
 
     def execution(steps, value):
-        ctx = TaskContext(run, tmp_path / "cache", "k", 1, 0, threading.Event())
+        ctx = WorkerContext(run, tmp_path / "cache", "k", 1, 0, threading.Event())
         for step in steps:
             ctx.report(step, {"loss": value})
 
