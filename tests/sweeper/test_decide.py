@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from sweeper.ingest import decide, ingest
+from sweeper.ingest import STALE_AFTER_S, decide, ingest
 from sweeper.run.rundir import RunDir, write_json
 from sweeper.scheduler import JobState
-from sweeper.store import CellState, Store
+from sweeper.store import Cause, CellState, SchedulerState, Store
 from tests.sweeper.orchestration import write
 
 
@@ -148,3 +148,115 @@ def test_a_pending_debug_attempt_of_a_study_switched_to_local_is_read_by_the_deb
         (s,) = ingest(store, study)
     # A debug job lives only as long as the launch that ran it: ended, it never started the cell.
     assert (s.state, s.cause) == (I, "LOST")
+
+
+# Every (scheduler state, worker status, heartbeat age) and what `decide` makes of it: the scheduler's
+# states as the backends report them, the worker's status.json as a worker writes it for attempt t1.
+JOBS = {
+    "pending": JobState(SchedulerState.PENDING),
+    "running": JobState(SchedulerState.RUNNING),
+    "lanes running": JobState(SchedulerState.RUNNING, shared=True),
+    "finished": JobState(SchedulerState.FINISHED),
+    "failed": JobState(SchedulerState.FAILED, Cause.KILLED),
+    "cancelled": JobState(SchedulerState.CANCELLED, Cause.CANCELLED),
+    "preempted": JobState(SchedulerState.INTERRUPTED, Cause.PREEMPTED),
+    "unknown": JobState(SchedulerState.UNKNOWN),
+}
+F, D = CellState.FAILED, CellState.COMPLETED
+PR = CellState.PRUNED
+# worker status -> (state, cause) per job, in JOBS' order; the attempt was RUNNING when judged.
+DECIDED = {
+    "none": [
+        (P, None),
+        (P, None),
+        (P, None),
+        (I, "LOST"),
+        (I, "KILLED"),
+        (C, "CANCELLED"),
+        (I, "PREEMPTED"),
+        (R, None),
+    ],
+    "running here": [
+        (P, None),
+        (R, None),
+        (R, None),
+        (I, "KILLED"),
+        (I, "KILLED"),
+        (C, "CANCELLED"),
+        (I, "PREEMPTED"),
+        (R, None),
+    ],
+    "dead here": [
+        (P, None),
+        (R, None),
+        (I, "KILLED"),
+        (I, "KILLED"),
+        (I, "KILLED"),
+        (C, "CANCELLED"),
+        (I, "PREEMPTED"),
+        (I, "KILLED"),
+    ],
+    "running elsewhere": [
+        (P, None),
+        (R, None),
+        (R, None),
+        (I, "KILLED"),
+        (I, "KILLED"),
+        (C, "CANCELLED"),
+        (I, "PREEMPTED"),
+        (R, None),
+    ],
+    "requeued": [
+        (P, None),
+        (P, None),
+        (P, None),
+        (I, "PREEMPTED"),
+        (I, "KILLED"),
+        (I, "CANCELLED"),
+        (I, "PREEMPTED"),
+        (I, "PREEMPTED"),
+    ],
+    "timed out": [(I, "TIMEOUT")] * 8,
+    "failed": [(F, "EXCEPTION")] * 8,
+    "prune asked": [(P, None), (R, None), (R, None)] + [(PR, "PRUNED")] * 5,
+    "pruned": [(PR, "PRUNED")] * 8,
+    "result": [(D, None)] * 8,
+}
+# A stale heartbeat changes one thing: a worker the scheduler says nothing of, on another host, is lost.
+STALE = {("running here", "unknown"): (I, "LOST"), ("running elsewhere", "unknown"): (I, "LOST")}
+
+
+def _status(kind: str, dead: int) -> dict | None:
+    here, elsewhere = _worker(os.getpid()), _worker(12345, host="another-node")
+    return {
+        "none": None,
+        "running here": here,
+        "dead here": _worker(dead),
+        "running elsewhere": elsewhere,
+        "requeued": _worker(dead, state="INTERRUPTED", cause="REQUEUED", checkpointed=True),
+        "timed out": _worker(dead, state="INTERRUPTED", cause="TIMEOUT", checkpointed=True),
+        "failed": _worker(dead, state="FAILED", cause="EXCEPTION", error="ValueError: x"),
+        "prune asked": elsewhere,
+        "pruned": _worker(dead, state="PRUNED"),
+        "result": _worker(dead),
+    }[kind]
+
+
+@pytest.mark.parametrize("stale", [False, True], ids=["fresh", "stale"])
+@pytest.mark.parametrize("job", list(JOBS))
+@pytest.mark.parametrize("kind", list(DECIDED))
+def test_decide_over_every_scheduler_state_worker_status_and_heartbeat_age(
+    tmp_path, dead_pid, kind, job, stale
+):
+    status = _status(kind, dead_pid)
+    run = _run(tmp_path, status, result=kind == "result")
+    if kind in ("prune asked", "pruned"):
+        run.prune.write_text("pruned by the median pruner at step 3\n")
+    if stale and status is not None:
+        old = time.time() - STALE_AFTER_S - 60
+        os.utime(run.heartbeat, (old, old))
+    expected = DECIDED[kind][list(JOBS).index(job)]
+    if stale:
+        expected = STALE.get((kind, job), expected)
+    state, cause, _ = decide(R, "t1", run, status or {}, JOBS[job])
+    assert (state, cause) == expected
