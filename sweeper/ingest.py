@@ -176,7 +176,9 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
         job_ids[a.id] = manifests[a.token].get("jobs", {}).get(a.cell_key)
         if job_ids[a.id] is None:
             run = _run_dir(a, workdir)
-            if run.claim(a.token, "void"):  # no worker of that submission can start the cell now
+            # Voided: the launch died before preparing the run directory, or no worker of that
+            # submission can start the cell now.
+            if not run.path.is_dir() or run.claim(a.token, "void"):
                 not_submitted.append(a)
                 del job_ids[a.id]
             else:  # the scheduler call went out and a worker took the cell: adopt it

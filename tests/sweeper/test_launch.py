@@ -211,7 +211,7 @@ def test_two_concurrent_launches_submit_each_cell_once(env):
     assert runs_per_cell(env / "runs.log") == Counter({c.key: 1 for c in study.cells})
 
 
-@pytest.mark.parametrize("fault", ["before-submit", "before-manifest", "after-submit"])
+@pytest.mark.parametrize("fault", ["after-claim", "before-submit", "before-manifest", "after-submit"])
 def test_a_controller_killed_mid_submission_loses_and_duplicates_nothing(env, fault):
     sleep = 1.0  # long enough that the lanes of the killed launch are mid-cell when the relaunch comes
     study = write(
