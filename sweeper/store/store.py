@@ -30,7 +30,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import (
     ArgumentError,
@@ -775,9 +774,14 @@ def _per_axis(study: Study, states: dict[str, str]) -> dict[str, dict[str, Count
 def dialect_insert(s: Session, table: type[Base]):
     """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL share the API)."""
     dialect = s.get_bind().dialect.name
+    # Each dialect's module is imported when a store of that kind writes (a read-only command never does).
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
     raise UserError(f"the results store supports SQLite and PostgreSQL, not {dialect}")
 
