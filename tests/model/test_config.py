@@ -13,8 +13,8 @@ import yaml
 from PIL import Image
 
 from sweeper.errors import UserError
-from sweeper.precheck import precheck
-from sweeper.spec import load_study
+from sweeper.run.precheck import precheck
+from sweeper.study import load_study
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sweeper.errors import UserError, did_you_mean
-from sweeper.spec import SEED_AXIS, Cell, Study, canonical
+from sweeper.study import SEED_AXIS, Cell, Study, canonical
 
 _TAIL = 3  # lines of a crashed unit's stderr shown as its error
 
@@ -82,10 +82,10 @@ def select(study: Study, only: dict[str, set[str]], cover: list[str] | None) -> 
 
 
 def _child(hook: str, request: dict, log: Path, on_line: Callable[[dict], None]) -> tuple[int, float]:
-    """Run `python -m sweeper.rehearse HOOK` on `request`; each JSON line it writes goes to
+    """Run `python -m sweeper.run.rehearse HOOK` on `request`; each JSON line it writes goes to
     `on_line`. Returns (exit status as subprocess gives it, the child's peak RSS in MB)."""
     with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "sweeper.rehearse", hook], stdin=subprocess.PIPE,
+        proc = subprocess.Popen([sys.executable, "-m", "sweeper.run.rehearse", hook], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=err, text=True)
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(request))
@@ -172,7 +172,7 @@ def as_json(rows: list[Row]) -> list[dict]:
 
 def main() -> None:
     """The child: plan, or run one unit; JSON lines on the real stdout, the task's prints on stderr."""
-    from sweeper.worker import import_object
+    from sweeper.run.worker import import_object
 
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the task prints must not mix with the protocol
