@@ -29,16 +29,34 @@ def _config(seed: int = 0, specialize: dict | None = None, framework: str = "sup
 
 
 def test_plan_rehearses_each_training_config_once_and_each_evaluation_once_per_model():
-    configs = [_config(0), _config(1), _config(0, {"norm1": "all"}), _config(0, framework="dino"),
-               _config(0, knn={"dataset": "imagefolder", "k": 5})]
+    configs = [_config(0), _config(1), _config(0, framework="dino"),
+               _config(0, knn={"dataset": "imagefolder", "k": 5}), _config(0, micro := {"norm1": "all"}),
+               _config(1, {"qkv": 2}), _config(0, micro, framework="dino"),
+               _config(2, micro, linear_cls={"dataset": "imagefolder"})]
     units = plan(configs)
-    assert [u["cells"] for u in units] == [[0, 1, 4], [2], [3]]  # seeds and evaluations aside
+    assert [u["cells"] for u in units] == [[0, 1, 3], [2], [4, 5, 7], [6]]  # seeds and evaluations aside
+    assert [u.get("variants") for u in units] == [None, None, [micro, {"qkv": 2}], [micro]]
     assert [u["evals"] for u in units] == [
-        [["knn", {"dataset": "imagefolder"}], ["knn", {"dataset": "imagefolder", "k": 5}]],
-        [["knn", {"dataset": "imagefolder"}]],  # another model: evaluated again
+        [["knn", {"dataset": "imagefolder"}], ["knn", {"dataset": "imagefolder", "k": 5}],
+         ["linear_cls", {"dataset": "imagefolder"}]],  # a variant's evaluation, on the full unit's model
         [],  # the same model as the first unit's: its evaluations ran there
+        [], [],
     ]
     assert "eval" not in units[0]["config"] and units[0]["config"]["seed"] == 0
+
+
+def test_a_variants_unit_builds_steps_and_reloads_each_spec_and_fails_at_the_spec_it_cannot_build(tmp_path):
+    (_, unit) = plan([_config(0), _config(0, {"qkv": 2, "ls1": "all", "final_norm": True}),
+                      _config(0, {"registers": "patch", "norm1": 1})])
+    unit["config"]["model"]["registers"] = 2  # registers routed with the patches need registers
+    stages: list[str] = []
+    figures = run(unit, steps=2, workdir=tmp_path, shared=tmp_path, stage=stages.append)
+    assert [s.split(" ")[0] for s in stages] == ["build", "step", "checkpoint"] * 2 + ["done"]
+    assert figures["params"] > 0
+    unit["variants"].append({"qkv": 5})  # micro has 4 blocks
+    with pytest.raises(ValueError, match="first 5 blocks out of range for depth 4"):
+        run(unit, steps=2, workdir=tmp_path, shared=tmp_path, stage=stages.append)
+    assert stages[-1] == 'build {"qkv": 5}'
 
 
 @pytest.mark.parametrize("name", sorted(WRITERS))
