@@ -103,9 +103,50 @@ def test_a_config_the_trainer_rejects_fails_at_the_train_stage(tmp_path):
     assert stages[-1] == "train"
 
 
-# Every shipped study, as CI rehearses it: norm_vs_qkv's 30 training configs cover each
-# (scale, framework) pair and each variant in 6 units; the others are rehearsed whole.
-COVER = {"norm_vs_qkv.yaml": ["--cover", "model.scale,framework.name"]}
+# Every shipped study, as CI rehearses it. norm_vs_qkv's 30 training configs cover each (scale,
+# framework) pair and each variant in 6 units. The other paper-scale studies vary what norm_vs_qkv
+# trains: each rehearses every label of each axis (its variants of one training config in a variants
+# unit), and the (scale, framework) pairs it leaves out train exactly as a config norm_vs_qkv's
+# rehearsal runs in full, specialization aside (SHARED). The CPU-scale studies are rehearsed whole.
+COVER = {
+    "norm_vs_qkv.yaml": ["--cover", "model.scale,framework.name"],
+    "depth.yaml": ["--only", "model.scale=small"],  # B and L as norm_vs_qkv's DINOv2 cells
+    "components.yaml": ["--only", "framework.name=deit3"],
+    "frameworks.yaml": ["--only", "framework.name=dino", "--only", "framework.name=ibot"],
+    "registers.yaml": ["--only", "model.scale=base", "--only", "framework.name=deit3"],
+}
+SHARED = "norm_vs_qkv.yaml"
+
+
+def _selected(study: str) -> tuple[list, list]:
+    """(all cells of the study, the cells `sweeper rehearse` selects with its COVER arguments)."""
+    from sweeper.launch import parse_only
+    from sweeper.rehearse import select
+    from sweeper.spec import load_study
+
+    loaded, args = load_study(ROOT / "studies" / study), COVER[study]
+    only = [v for k, v in zip(args, args[1:]) if k == "--only"]
+    cover = [v for k, v in zip(args, args[1:]) if k == "--cover"] or None
+    return loaded.cells, select(loaded, parse_only(loaded, only), cover)
+
+
+def _pair(cell) -> tuple[str, str]:
+    return cell.config["model"]["scale"], cell.config["framework"]["name"]
+
+
+def _training(cell) -> str:
+    """The cell's training config less its specialization (what a variants unit shares)."""
+    config = {k: v for k, v in cell.config.items() if k not in ("seed", "eval")}
+    return json.dumps({**config, "model": {k: v for k, v in config["model"].items() if k != "specialize"}},
+                      sort_keys=True)
+
+
+def test_every_pair_a_study_leaves_out_of_its_rehearsal_trains_as_one_the_shared_study_rehearses():
+    shared = {_training(c) for c in _selected(SHARED)[1]}
+    for study in COVER:
+        cells, chosen = _selected(study)
+        left = {_pair(c) for c in cells} - {_pair(c) for c in chosen}
+        assert all(any(_pair(c) == pair and _training(c) in shared for c in cells) for pair in left), study
 
 
 @pytest.mark.slow
@@ -120,8 +161,14 @@ def test_every_shipped_study_passes_its_rehearsal(tmp_path, study):
     failed = [(u["labels"], u["stage"], u["error"]) for u in units if not u["ok"]]
     assert not failed and proc.returncode == 0, failed
     assert not (tmp_path / "results.db").exists()
-    if study in COVER:
+    if study == SHARED:
         pairs = {(s, f) for u in units for s in u["labels"]["model.scale"].split("|")
                  for f in u["labels"]["framework.name"].split("|")}
         assert pairs == {(s, f) for s in ("small", "base", "large") for f in ("dinov2", "deit3")}
         assert len({v for u in units for v in u["labels"]["model.specialize"].split("|")}) == 5
+    if study in COVER:  # the selected configs, and in them every variant (pairs: the test above)
+        cells, chosen = _selected(study)
+        assert sum(u["cells"] for u in units) == len(chosen)
+        rehearsed = {(a, v) for u in units for a, labels in u["labels"].items() for v in labels.split("|")}
+        pair_axes = ("seed", "model.scale", "framework.name")
+        assert rehearsed >= {(a, str(v)) for c in cells for a, v in c.labels.items() if a not in pair_axes}
