@@ -20,7 +20,8 @@ Spec format (``model.specialize`` in study files, ``--spec`` on the command line
   blocks is ``"all"``, ``"first_third"``, ``"first_half"``, an int ``k`` (the first k blocks),
   a fraction ``f`` in (0, 1] as a float or an exact ``"p/q"`` string (the first
   ``max(1, floor(f * depth + 0.5))`` blocks, i.e. rounded half up: a third of 12 blocks is 4, of 24
-  is 8, of 40 is 13, of 4 is 1; ``"1/12"`` is 1 of 12 and 2 of 24), or a list of block indices; plus ``final_norm: true`` and ``registers: cls | patch`` (where register tokens
+  is 8, of 40 is 13, of 4 is 1; ``"1/12"`` is 1 of 12 and 2 of 24), or a list of block indices;
+  plus ``final_norm: true`` and ``registers: cls | patch`` (where register tokens
   go; default ``cls``, as in the paper). Note ``1`` is "the first block", ``1.0`` is "all".
 * a preset name, ``+`` combining several: see :data:`PRESETS`. Presets specialize the
   components the model has (they skip ``ls1``/``ls2`` without LayerScale, ``q_norm``/``k_norm``
