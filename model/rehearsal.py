@@ -15,10 +15,10 @@ with the first unit that has it. The schedules are the real ones compressed into
 Configs that differ from a rehearsed one only by ``model.specialize`` (the variants of an ablation)
 share its data, framework, schedules, checkpoint and evaluation code; they form one *variants* unit
 of that config, which builds the real framework with each spec at the real size (so a spec the
-model cannot take fails here), takes one optimiser step on the trained backbone's features of one
-image at the real resolution (the specialized forward and backward, every parameter group, the
-optimiser), and saves and reloads the state dict: seconds per variant instead of a full unit's
-minutes, where DINOv2's 65,536-prototype heads, not the spec, dominate a step.
+model cannot take fails here), builds its parameter groups and optimiser, runs the trained
+backbone forward and backward on one image at the real resolution (the specialized paths), and
+saves and reloads the backbone's state dict (the spec it carries): seconds per variant instead of
+a full unit's minutes, where DINOv2's 65,536-prototype heads, not the spec, dominate a step.
 
 A dataset root that does not exist here is replaced by a fixture in the same on-disk layout
 (model.data.fixtures), so the real loaders run; an existing root is used as it is.
@@ -142,8 +142,8 @@ class _Context:
 
 
 def _variants(unit: Mapping[str, Any], stage: Callable[[str], None]) -> dict[str, float]:
-    """Each spec of a variants unit: the real framework built, one step of its trained backbone, the
-    state dict saved and reloaded (module docstring)."""
+    """Each spec of a variants unit: the real framework and its optimiser built, a forward and
+    backward pass of its trained backbone, whose state dict is saved and reloaded (module docstring)."""
     import io
 
     import torch
@@ -165,17 +165,17 @@ def _variants(unit: Mapping[str, Any], stage: Callable[[str], None]) -> dict[str
                                     total_steps=1)  # the classifier's size does not depend on the spec
         params = max(params, sum(p.numel() for p in framework.parameters()))
         stage("step")
-        optimizer = build_optimizer(param_groups(framework, train), train)
+        build_optimizer(param_groups(framework, train), train)
         for vit in trained_backbones(framework).values():
             size = vit.patch_embed.img_size
             vit.train().forward_features(torch.randn(1, 3, *size)).float().square().mean().backward()
-        optimizer.step()
-        stage("checkpoint")
-        buffer = io.BytesIO()
-        torch.save(framework.state_dict(), buffer)
-        buffer.seek(0)
-        framework.load_state_dict(torch.load(buffer, weights_only=False))
-        del framework, optimizer
+            stage("checkpoint")
+            buffer = io.BytesIO()
+            torch.save(vit.state_dict(), buffer)
+            buffer.seek(0)
+            vit.load_state_dict(torch.load(buffer, weights_only=False))
+            del vit, buffer
+        del framework
         gc.collect()
     stage("done")
     return {"params": float(params)}
