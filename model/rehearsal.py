@@ -164,7 +164,7 @@ def _variants(unit: Mapping[str, Any], stage: Callable[[str], None]) -> dict[str
         framework = build_framework(resolved["model"], resolved["framework"], num_classes=1000,
                                     total_steps=1)  # the classifier's size does not depend on the spec
         params = max(params, sum(p.numel() for p in framework.parameters()))
-        stage("step")
+        stage("backward")
         build_optimizer(param_groups(framework, train), train)
         for vit in trained_backbones(framework).values():
             size = vit.patch_embed.img_size

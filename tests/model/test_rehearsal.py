@@ -51,7 +51,7 @@ def test_a_variants_unit_builds_steps_and_reloads_each_spec_and_fails_at_the_spe
     unit["config"]["model"]["registers"] = 2  # registers routed with the patches need registers
     stages: list[str] = []
     figures = run(unit, steps=2, workdir=tmp_path, shared=tmp_path, stage=stages.append)
-    assert [s.split(" ")[0] for s in stages] == ["build", "step", "checkpoint"] * 2 + ["done"]
+    assert [s.split(" ")[0] for s in stages] == ["build", "backward", "checkpoint"] * 2 + ["done"]
     assert figures["params"] > 0
     unit["variants"].append({"qkv": 5})  # micro has 4 blocks
     with pytest.raises(ValueError, match="first 5 blocks out of range for depth 4"):
