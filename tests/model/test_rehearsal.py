@@ -45,7 +45,7 @@ def test_plan_rehearses_each_training_config_once_and_each_evaluation_once_per_m
     assert "eval" not in units[0]["config"] and units[0]["config"]["seed"] == 0
 
 
-def test_a_variants_unit_builds_steps_and_reloads_each_spec_and_fails_at_the_spec_it_cannot_build(tmp_path):
+def test_a_variants_unit_builds_runs_and_reloads_each_spec_and_fails_at_the_spec_it_cannot_build(tmp_path):
     (_, unit) = plan([_config(0), _config(0, {"qkv": 2, "ls1": "all", "final_norm": True}),
                       _config(0, {"registers": "patch", "norm1": 1})])
     unit["config"]["model"]["registers"] = 2  # registers routed with the patches need registers
