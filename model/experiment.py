@@ -181,6 +181,8 @@ def check(config: Mapping[str, Any]) -> list[str]:
     options = {k: v for k, v in (resolved.get("framework") or {}).items() if k not in ("name", "recipe")}
     _collect(problems, lambda: validate(framework_class(name).Options, options, "framework"))
     _collect(problems, lambda: validate(RuntimeConfig, config.get("runtime"), "runtime"))
+    if not problems:  # the model's own sections are valid: can it be built?
+        problems += _check_build(resolved)
     data_cfg = config.get("data")
     if isinstance(data_cfg, Mapping):
         data_name = str(data_cfg.get("name"))
@@ -199,6 +201,28 @@ def check(config: Mapping[str, Any]) -> list[str]:
         problems += _check_root(f"eval.{eval_name}", cfg.dataset, cfg.dataset_kwargs.get("root"),
                                 (cfg.train_split, cfg.val_split))
     return problems
+
+
+def _check_build(resolved: Mapping[str, Any]) -> list[str]:
+    """Build the framework and its backbone on the meta device (no memory, no compute): what only
+    the model can tell, such as a spec naming a component the model lacks (``ls1`` without
+    LayerScale), a block past its depth or registers routed when there are none, is refused at
+    plan time instead of in every job. Built once per distinct (model, framework)."""
+    key = _hash([resolved.get("model"), resolved.get("framework")])
+    if key not in _BUILT:
+        from model.frameworks import build_framework
+
+        try:
+            with torch.device("meta"):
+                build_framework(resolved["model"], resolved.get("framework") or {}, num_classes=1000,
+                                total_steps=1)
+            _BUILT[key] = []
+        except (SpecError, ConfigError, ValueError, TypeError) as err:
+            _BUILT[key] = [f"model: cannot be built: {err}"]
+    return _BUILT[key]
+
+
+_BUILT: dict[str, list[str]] = {}
 
 
 def _known_frameworks() -> set[str] | None:

@@ -139,3 +139,22 @@ def test_each_mistake_is_refused_at_plan_with_one_line_naming_file_cell_and_key(
             assert len(lines) == 1 and f"{path}: " in lines[0] and "cell {" in lines[0], (name, result.output)
         assert "Traceback" not in result.output
     assert not (cwd / "results.db").exists()  # nothing recorded
+
+
+@pytest.mark.parametrize("specialize, registers, expected", [
+    ({"ls1": "all"}, 0, "specialize.ls1: block 0 has no ls1"),
+    ({"qkv": [12]}, 0, "specialize.qkv: block index 12 out of range for depth 4"),
+    ({"norm1": "all", "registers": "patch"}, 0, "routed to 'patch' but the model has no register tokens"),
+])
+def test_a_spec_the_model_cannot_take_is_refused_by_check(specialize, registers, expected):
+    """Built on the meta device at check time: what only the model knows is refused before submission."""
+    from model.experiment import check
+
+    config = {"model": {"scale": "micro", "img_size": 32, "patch_size": 8, "registers": registers,
+                        "specialize": specialize},
+              "framework": {"name": "supervised", "recipe": "cpu", "layerscale": None},
+              "data": {"name": "procedural"}, "train": {"steps": 10}}
+    problems = check(config)
+    assert len(problems) == 1 and problems[0].startswith("model: cannot be built: ") and expected in problems[0]
+    config["model"].update(specialize={"norm1": "all"})
+    assert check(config) == []
