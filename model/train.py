@@ -48,7 +48,6 @@ from model.data import Sample, Transform, VisionDataset, build_dataset, dataset_
 from model.frameworks import Framework, build_framework
 from model.optim import Schedule, build_optimizer, clip_groups, param_groups
 from model.recipes import resolve
-from model.vit import TokenSplit
 
 __all__ = ["CHECKPOINT_NAME", "NonFiniteLoss", "TrainConfig", "pretrain"]
 
@@ -275,10 +274,8 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
 
     model: nn.Module = framework
     if env.world > 1:
-        specialized = any(isinstance(m, TokenSplit) for m in framework.modules())
-        model = DistributedDataParallel(
+        model = DistributedDataParallel(  # every parameter gets a gradient: see model.vit's DDP note
             framework, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-            find_unused_parameters=specialized and not framework.dense_loss,
             broadcast_buffers=False)  # buffers (centers) are kept equal by all-reduced updates
     local_batch = train.batch_size // env.world
     loader = DataLoader(
