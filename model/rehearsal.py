@@ -222,7 +222,7 @@ def _run(unit: Mapping[str, Any], steps: int, workdir: Path, shared: Path, stage
         raise RuntimeError(f"the resumed run ended at step {metrics.get('pretrain.steps')}, not {steps}")
     stage("done")
     return {"seconds_per_step": sum(seconds) / len(seconds) if seconds else 0.0,
-            "params": metrics.get("params.total", 0.0)}
+            "params": metrics.get("params.total", 0.0), "ranks": world}
 
 
 # what `rehearse:` names: the protocol of sweeper.rehearse
