@@ -271,11 +271,13 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
         framework.load_state_dict(checkpoint["framework"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start = checkpoint["step"]
+        del checkpoint  # its weights: a second copy of the model's for the rest of the run
 
     model: nn.Module = framework
     if env.world > 1:
         model = DistributedDataParallel(  # every parameter gets a gradient: see model.vit's DDP note
             framework, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            gradient_as_bucket_view=True,  # gradients live in DDP's buckets: no second copy of them
             broadcast_buffers=False)  # buffers (centers) are kept equal by all-reduced updates
     local_batch = train.batch_size // env.world
     loader = DataLoader(
