@@ -10,9 +10,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from model.data import build_dataset
 from model.data.fixtures import write_fixture
-from model.rehearsal import plan
+from model.rehearsal import plan, run
 from model.train import _SampleStream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,6 +52,17 @@ def test_plan_rehearses_each_world_size_apart_with_two_processes_at_most():
     units = plan([config, config, config, config], [1, 4, 16, 4])
     assert [(u["world"], u["processes"], u["cells"]) for u in units] == [(1, 1, [0]), (4, 2, [1, 3]), (16, 2, [2])]
     assert [len(u["evals"]) for u in units] == [1, 0, 0]  # the same model: evaluated once
+
+
+def test_a_global_batch_that_does_not_divide_over_the_job_s_processes_fails_at_train(tmp_path):
+    config = {"model": {"scale": "micro", "img_size": 32, "patch_size": 8},
+              "framework": {"name": "deit3", "recipe": "cpu"}, "data": {"name": "procedural", "size": 16},
+              "train": {"steps": 10, "batch_size": 64}}
+    (unit,) = plan([config], [3])
+    stages: list[str] = []
+    with pytest.raises(ValueError, match="train.batch_size 64 is not divisible by the 3 processes of the job"):
+        run(unit, steps=2, workdir=tmp_path / "w", shared=tmp_path / "s", stage=stages.append)
+    assert stages == ["data", "train"]
 
 
 def test_a_job_of_2_nodes_x_2_gpus_is_rehearsed_by_two_ddp_ranks(tmp_path):
