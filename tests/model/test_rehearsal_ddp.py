@@ -66,12 +66,13 @@ def test_a_global_batch_that_does_not_divide_over_the_job_s_processes_fails_at_t
 
 
 def test_a_job_of_2_nodes_x_2_gpus_is_rehearsed_by_two_ddp_ranks(tmp_path):
-    # A CLS-only loss (deit3) on a model whose last block and final norm are specialized, and DINOv2:
-    # two DDP steps in a row, a checkpoint saved by rank 0 and restored by both, k-NN on both ranks.
+    # A CLS-only loss (deit3) on a model whose last block and final norm are specialized: two DDP
+    # steps in a row (DDP fails on a parameter without gradient at the second), a checkpoint saved by
+    # rank 0 and restored by both, k-NN on both ranks.
     data = "{name: procedural, num_classes: 4, size: 64}"
-    code, units = _rehearse(tmp_path, STUDY % (SPECIALIZED, data, "[deit3, dinov2]"))
+    code, units = _rehearse(tmp_path, STUDY % (SPECIALIZED, data, "[deit3]"))
     assert code == 0, units
-    assert [(u["processes"], u["stage"], u["ok"], u["figures"]["ranks"]) for u in units] == [(2, "done", True, 2)] * 2
+    assert [(u["processes"], u["stage"], u["ok"], u["figures"]["ranks"]) for u in units] == [(2, "done", True, 2)]
 
 
 def test_a_failure_in_rank_1_alone_is_named_with_its_rank(tmp_path):
