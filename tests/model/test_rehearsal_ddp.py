@@ -80,7 +80,7 @@ def test_a_failure_in_rank_1_alone_is_named_with_its_rank(tmp_path):
     # positions of the global batch): rank 0 waits for it in DDP's collective and is ended.
     root = write_fixture("imagefolder", tmp_path / "imagenet", images=2)
     dataset = build_dataset("imagefolder", "train", root=root)
-    order = _SampleStream(dataset, lambda s: s, seed=0)._permutation(0)  # 4 images: one step of 2 x 2
+    order = _SampleStream(dataset, lambda s: s, seed=0)._order(0)  # 4 images: one step of 2 x 2
     corrupt = Path(dataset.folder.samples[int(order[1])][0])
     corrupt.write_bytes(b"not a JPEG")
     data = "{name: imagefolder, root: %s}" % root
