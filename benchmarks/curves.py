@@ -17,12 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import insert, select, update
 
-from sweeper.stepwise import aligned, band, load_curves
-from sweeper.plot import ErrorBar, curve_figure, save
-from sweeper.spec import load_study
-from sweeper.store import CellRow, CellState, Metric, Store, StudyRow
+from sweeper.report.curves import aligned, band, load_curves
+from sweeper.report.options import ErrorBar
+from sweeper.report.plot import curve_figure, save
+from sweeper.store import CellState, Store
+from sweeper.study import load_study
 
 N, SEEDS, STEPS = 10, 10, 1000
 STUDY = """
@@ -45,15 +45,14 @@ def build_store(url: str, tmp: Path) -> None:
     steps = np.arange(STEPS)
     with Store(url) as store:
         store.plan(study)
-        with store.session() as s, s.begin():
-            s.execute(update(CellRow).values(state=CellState.COMPLETED))
-            for i, cell in enumerate(study.cells):
-                curve = 3.0 * np.exp(-steps / 300) + rng.normal(0, 0.05, STEPS) + 0.01 * (i % N)
-                rows = [{"cell_key": cell.key, "attempt": 1, "stage": "report", "name": "pretrain.loss",
-                         "step": int(t), "value": float(v)} for t, v in zip(steps, curve, strict=True)]
-                if i % 10 == 0:  # resumed at 500
-                    rows += [{**r, "attempt": 2, "value": r["value"] + 0.01} for r in rows[500:]]
-                s.execute(insert(Metric), rows)
+        store.reset_cells([c.key for c in study.cells], CellState.COMPLETED)
+        for i, cell in enumerate(study.cells):
+            curve = 3.0 * np.exp(-steps / 300) + rng.normal(0, 0.05, STEPS) + 0.01 * (i % N)
+            rows = [{"cell_key": cell.key, "attempt": 1, "stage": "report", "name": "pretrain.loss",
+                     "step": int(t), "value": float(v)} for t, v in zip(steps, curve, strict=True)]
+            if i % 10 == 0:  # resumed at 500
+                rows += [{**r, "attempt": 2, "value": r["value"] + 0.01} for r in rows[500:]]
+            store.add_metric_rows(rows)
 
 
 def main() -> None:
@@ -63,8 +62,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         url = args.db or f"sqlite:///{tmp}/curves-bench.db"
         with Store(url) as store:
-            with store.session() as s:
-                built = s.scalar(select(StudyRow).where(StudyRow.name == "curves")) is not None
+            built = any(st.name == "curves" for st in store.studies())
         if not built:
             t = time.perf_counter()
             build_store(url, Path(tmp))

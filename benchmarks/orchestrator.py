@@ -24,9 +24,9 @@ os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH",
 
 from sweeper.ingest import ingest  # noqa: E402
 from sweeper.launch import launch  # noqa: E402
-from sweeper.rundir import RunDir, write_json  # noqa: E402
-from sweeper.spec import load_study  # noqa: E402
+from sweeper.run.rundir import RunDir, write_json  # noqa: E402
 from sweeper.store import CellState, Store  # noqa: E402
+from sweeper.study import load_study  # noqa: E402
 
 SWEEPER = str(Path(sys.executable).parent / "sweeper")
 

@@ -11,8 +11,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from sweeper.spec import load_study
 from sweeper.store import Store
+from sweeper.study import load_study
 
 STUDY = """
 study: bench

@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sweeper.ingest import ingest  # noqa: E402
-from sweeper.search import attach, grow, results  # noqa: E402
-from sweeper.spec import SEED_AXIS, TRIAL_LABEL, cell_key, parse_study, set_path  # noqa: E402
-from sweeper.store import CellRow, CellState, Metric, SearchCell, Store, StudyRow, dialect_insert  # noqa: E402
+from sweeper.search import grow, results  # noqa: E402
+from sweeper.store import CellState, Store  # noqa: E402
+from sweeper.study import SEED_AXIS, TRIAL_LABEL, cell_key, parse_study, set_path  # noqa: E402
 
 
 def study_text(groups: int, trials: int, sampler: str, parallel: int) -> str:
@@ -56,8 +56,6 @@ def populate(store: Store, study, trials: int) -> None:
     plan = study.search
     store.plan(study)
     cells, rows, metrics = [], [], []
-    with store.session() as s:
-        study_id = s.query(StudyRow.id).filter_by(name=study.name).scalar()
     for group_key, labels in plan.groups.items():
         template = plan.template({**labels, SEED_AXIS: 0})
         for number in range(trials):
@@ -67,15 +65,14 @@ def populate(store: Store, study, trials: int) -> None:
                 config = set_path(config, (path,), value)
             key = cell_key(study.task, config)
             cells.append({"key": key, "task": study.task, "config": config, "seed": 0, "state": CellState.COMPLETED})
-            rows.append({"study_id": study_id, "group_key": group_key, "kind": "trial", "number": number,
+            rows.append({"group_key": group_key, "kind": "trial", "number": number,
                          "cell_key": key, "labels": {**template.labels, TRIAL_LABEL: number}, "params": params,
                          "system_attrs": {}})
             f = (params["x"] - 0.7) ** 2 + (params["y"] + 1.2) ** 2 + (math.log10(params["lr"]) + 3) ** 2
-            metrics.append({"cell_key": key, "stage": "final", "name": "f", "step": None, "value": f})
-    with store.session() as s, s.begin():
-        s.execute(dialect_insert(s, CellRow), cells)
-        s.execute(dialect_insert(s, SearchCell), rows)
-        s.execute(dialect_insert(s, Metric), metrics)
+            metrics.append({"cell_key": key, "attempt": 0, "stage": "final", "name": "f", "step": None, "value": f})
+    with store.search_step(study.name) as step:
+        step.record(cells, rows)
+    store.add_metric_rows(metrics)
 
 
 def timed(label: str, fn) -> object:
@@ -103,7 +100,7 @@ def main() -> None:
             with Store(f"sqlite:///{folder}/bench.db") as store:
                 populate(store, study, args.trials)
                 total = time.perf_counter()
-                timed("attach (the study's cells)", lambda: attach(store, study))
+                timed("attach (the study's cells)", lambda: store.attach(study))
                 timed("ingest", lambda: ingest(store, study))
                 timed("plan (record)", lambda: store.plan(study))
                 growth = timed(f"grow (rebuild, ask {args.parallel})", lambda: grow(store, study))

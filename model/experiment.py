@@ -39,7 +39,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 import yaml
@@ -50,22 +50,12 @@ from model.data import DatasetError, check_root
 from model.eval import EVALS, EvalConfig, EvalError, parse_eval, run_eval
 from model.recipes import default_recipe, resolve
 from model.vit import SpecError, flops, param_report
+from sweeper.task import TaskContext as Context
 
 TRAINING_KEYS: tuple[str, ...] = ("model", "framework", "data", "train", "seed")
 # Bump when an evaluation's protocol changes in a way its config does not show: old results
 # then miss the cache instead of being mixed with new ones.
 EVAL_PROTOCOL_VERSION = 1
-
-
-class Context(Protocol):
-    """What the orchestrator passes (sweeper.worker.TaskContext satisfies it; duck-typed)."""
-
-    run_dir: Path
-    cache_dir: Path | None
-
-    def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None: ...
-
-    def checkpoint_if_requested(self, save: Callable[[], None]) -> None: ...
 
 
 class LocalContext:
@@ -344,7 +334,7 @@ def _study_cell(path: Path, wanted: str | None) -> dict[str, Any]:
     """The config of the first cell of study ``path`` whose axis labels match ``wanted``
     (``axis=label,...``), through the orchestrator's own expansion (sweeper.spec)."""
     from sweeper.errors import UserError
-    from sweeper.spec import load_study
+    from sweeper.study import load_study
 
     try:
         study = load_study(path)

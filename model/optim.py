@@ -98,7 +98,7 @@ class Schedule:
         return lr
 
 
-def _backbones(framework: nn.Module) -> dict[str, VisionTransformer]:
+def trained_backbones(framework: nn.Module) -> dict[str, VisionTransformer]:
     """The trained ViTs of the framework by attribute name (the student, or the supervised vit)."""
     return {name: m for name, m in framework.named_children()
             if isinstance(m, VisionTransformer) and any(p.requires_grad for p in m.parameters())}
@@ -123,7 +123,7 @@ def param_groups(framework: nn.Module, train: TrainConfig) -> list[dict[str, Any
     """timm's decay / no-decay groups, each split by lr multiplier and last-layer membership (in
     order, so that without multipliers the groups are timm's own)."""
     names = {id(p): n for n, p in framework.named_parameters()}
-    backbones = _backbones(framework)
+    backbones = trained_backbones(framework)
     out = []
     skip = () if train.decay_tokens else _NO_WEIGHT_DECAY
     for group in param_groups_weight_decay(framework, train.weight_decay, no_weight_decay_list=skip):

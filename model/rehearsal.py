@@ -1,5 +1,5 @@
 """The rehearsal hook of the trial task (study key ``rehearse: model.rehearsal:rehearsal``; run by
-``sweeper rehearse``, see sweeper.rehearse for the protocol): before a study goes to the cluster,
+``sweeper rehearse``, see sweeper.run.rehearse for the protocol): before a study goes to the cluster,
 each distinct training config runs a few real steps here, on CPU.
 
 A unit is one distinct (model, framework, data, train) config: the real model (scale, resolution,
@@ -8,14 +8,23 @@ steps on a batch of ``BATCH`` through :func:`model.experiment.run` itself. The r
 the last step boundary the way a scheduler's preemption stops it (a checkpoint saved), then run
 again: it restores the checkpoint (weights, optimizer, step), takes the last step and goes on to
 the evaluations, each at its real resolution on a handful of images and one epoch of its head.
-Each evaluation is rehearsed once per (evaluation config, model config), with the first unit that
-has it. The schedules are the real ones compressed into ``steps`` (``train.steps`` is set).
+Each evaluation is rehearsed once per (evaluation config, model config less its specialization),
+with the first unit that has it. The schedules are the real ones compressed into ``steps``
+(``train.steps`` is set).
+
+Configs that differ from a rehearsed one only by ``model.specialize`` (the variants of an ablation)
+share its data, framework, schedules, checkpoint and evaluation code; they form one *variants* unit
+of that config, which builds the real framework with each spec at the real size (so a spec the
+model cannot take fails here), builds its parameter groups and optimiser, runs the trained
+backbone forward and backward on one image at the real resolution (the specialized paths), and
+saves and reloads the backbone's state dict (the spec it carries): seconds per variant instead of
+a full unit's minutes, where DINOv2's 65,536-prototype heads, not the spec, dominate a step.
 
 A dataset root that does not exist here is replaced by a fixture in the same on-disk layout
 (model.data.fixtures), so the real loaders run; an existing root is used as it is.
 
 A unit whose jobs run several processes (its world size, from the cells' resources) is rehearsed by
-``PROCESSES`` of them, which sweeper.rehearse starts with torchrun's environment: each joins a gloo
+``PROCESSES`` of them, which sweeper.run.rehearse starts with torchrun's environment: each joins a gloo
 group (collectives time out after ``COLLECTIVE_TIMEOUT_S``) and runs what a rank of the job runs,
 model.train's DDP with the global batch split over the ranks (``BATCH`` images each), the checkpoint
 saved by rank 0 and restored by every rank, and the evaluations on every rank (model.experiment runs
@@ -51,26 +60,44 @@ def _hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def _unspecialized(shape: Mapping[str, Any]) -> dict:
+    model = shape.get("model")
+    if not isinstance(model, Mapping):
+        return dict(shape)
+    return {**shape, "model": {k: v for k, v in model.items() if k != "specialize"}}
+
+
 def plan(configs: list[dict], processes: list[int] | None = None) -> list[dict]:
     """One unit per distinct training config (seed aside) and world size (``processes[i]``, 1 when
-    not given); each evaluation goes with the first unit whose model it is evaluated on. A unit:
-    ``{config, world, processes, evals: [[name, raw], ...], cells}``."""
+    not given), except that configs differing from an earlier one only by ``model.specialize`` join
+    its variants unit (module docstring; one process: nothing is trained there); each evaluation
+    goes with the first unit whose model (specialization aside) it is evaluated on. A unit:
+    ``{config, world, processes, evals: [[name, raw], ...], cells}``, plus ``variants: [spec, ...]``
+    for a variants unit."""
     units: dict[str, dict] = {}
+    full: dict[str, str] = {}  # training config less the spec -> the first training config with it
     seen: set[str] = set()
     for i, config in enumerate(configs):
         shape = {k: config[k] for k in SHAPE_KEYS if k in config}
         world = processes[i] if processes else 1
-        unit = units.setdefault(_hash([shape, world]), {
-            "config": {**shape, "seed": config.get("seed", 0)}, "world": world,
-            "processes": min(world, PROCESSES), "evals": [], "cells": []})
-        unit["cells"].append(i)
+        key, rest = _hash([shape, world]), _hash([_unspecialized(shape), world])
+        first = full.setdefault(rest, key)
+        if key not in units:
+            new = {"config": {**shape, "seed": config.get("seed", 0)}, "world": world,
+                   "processes": min(world, PROCESSES), "evals": [], "cells": []}
+            if key == first:
+                units[key] = new
+            else:  # a new spec of a rehearsed config
+                units[key] = units.setdefault(f"variants-{rest}", {**new, "processes": 1, "variants": []})
+                units[key]["variants"].append(shape["model"].get("specialize"))
+        units[key]["cells"].append(i)
         evals = config.get("eval") or {}
         for name, raw in evals.items() if isinstance(evals, Mapping) else [(None, evals)]:
-            key = _hash([name, raw, config.get("model")])
-            if key not in seen:
-                seen.add(key)
-                unit["evals"].append([name, raw])
-    return list(units.values())
+            eval_key = _hash([name, raw, _unspecialized(shape).get("model")])
+            if eval_key not in seen:  # run on the full unit's model: the variants are not trained
+                seen.add(eval_key)
+                units[first]["evals"].append([name, raw])
+    return list({id(u): u for u in units.values()}.values())
 
 
 def _local_root(name: str, root: Any, shared: Path) -> Any:
@@ -167,6 +194,46 @@ def _check_world(config: Mapping[str, Any], world: int) -> None:
                          "(resources: nodes x tasks_per_node)")
 
 
+def _variants(unit: Mapping[str, Any], stage: Callable[[str], None]) -> dict[str, float]:
+    """Each spec of a variants unit: the real framework and its optimiser built, a forward and
+    backward pass of its trained backbone, whose state dict is saved and reloaded (module docstring)."""
+    import io
+
+    import torch
+
+    from model.config import TrainConfig, validate
+    from model.frameworks import build_framework
+    from model.optim import build_optimizer, param_groups, trained_backbones
+    from model.recipes import resolve
+
+    params = 0
+    for spec in unit["variants"]:
+        stage(f"build {json.dumps(spec, sort_keys=True)}")
+        config = copy.deepcopy(dict(unit["config"]))
+        config["model"] = {**config["model"], "specialize": spec}
+        resolved = resolve(config)[0]
+        train = validate(TrainConfig, {**resolved["train"], "steps": 1}, "train")
+        torch.manual_seed(int(config.get("seed", 0)))
+        framework = build_framework(resolved["model"], resolved["framework"], num_classes=1000,
+                                    total_steps=1)  # the classifier's size does not depend on the spec
+        params = max(params, sum(p.numel() for p in framework.parameters()))
+        stage("backward")
+        build_optimizer(param_groups(framework, train), train)
+        for vit in trained_backbones(framework).values():
+            size = vit.patch_embed.img_size
+            vit.train().forward_features(torch.randn(1, 3, *size)).float().square().mean().backward()
+            stage("checkpoint")
+            buffer = io.BytesIO()
+            torch.save(vit.state_dict(), buffer)
+            buffer.seek(0)
+            vit.load_state_dict(torch.load(buffer, weights_only=False))
+            del vit, buffer
+        del framework
+        gc.collect()
+    stage("done")
+    return {"params": float(params)}
+
+
 def run(unit: Mapping[str, Any], *, steps: int, workdir: Path, shared: Path,
         stage: Callable[[str], None]) -> dict[str, float]:
     """Rehearse one unit of :func:`plan` (module docstring); raises what the real run raises."""
@@ -178,6 +245,8 @@ def _run(unit: Mapping[str, Any], steps: int, workdir: Path, shared: Path, stage
          rank: int, world: int) -> dict[str, float]:
     from model.experiment import run as run_cell
 
+    if "variants" in unit:
+        return _variants(unit, stage)
     stage("data")
     config = copy.deepcopy(dict(unit["config"]))
     if rank > 0:
@@ -225,5 +294,5 @@ def _run(unit: Mapping[str, Any], steps: int, workdir: Path, shared: Path, stage
             "params": metrics.get("params.total", 0.0), "ranks": world}
 
 
-# what `rehearse:` names: the protocol of sweeper.rehearse
+# what `rehearse:` names: the protocol of sweeper.run.rehearse
 rehearsal = SimpleNamespace(plan=plan, run=run)

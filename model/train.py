@@ -30,10 +30,10 @@ import os
 import pathlib
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,6 +48,7 @@ from model.data import Sample, Transform, VisionDataset, build_dataset, dataset_
 from model.frameworks import Framework, build_framework
 from model.optim import Schedule, build_optimizer, clip_groups, param_groups
 from model.recipes import resolve
+from sweeper.task import TaskContext as Context
 
 __all__ = ["CHECKPOINT_NAME", "NonFiniteLoss", "TrainConfig", "pretrain"]
 
@@ -61,13 +62,6 @@ class NonFiniteLoss(RuntimeError):
         self.step, self.losses = step, dict(losses)
         terms = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
         super().__init__(f"non-finite loss at step {step} of {total}: {terms}")
-
-
-class Context(Protocol):
-    """What the experiment passes as ``ctx`` (see sweeper's worker)."""
-
-    def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None: ...
-    def checkpoint_if_requested(self, save: Callable[[], None]) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,10 @@ Spec format (``model.specialize`` in study files, ``--spec`` on the command line
 
 * a mapping ``component -> blocks`` where component is one of :data:`BLOCK_COMPONENTS` and
   blocks is ``"all"``, ``"first_third"``, ``"first_half"``, an int ``k`` (the first k blocks),
-  a float fraction ``f`` in (0, 1] (the first ``max(1, floor(f * depth + 0.5))`` blocks, i.e.
-  rounded half up: a third of 12 blocks is 4, of 24 is 8, of 40 is 13, of 4 is 1), or a list of
-  block indices; plus ``final_norm: true`` and ``registers: cls | patch`` (where register tokens
+  a fraction ``f`` in (0, 1] as a float or an exact ``"p/q"`` string (the first
+  ``max(1, floor(f * depth + 0.5))`` blocks, i.e. rounded half up: a third of 12 blocks is 4, of 24
+  is 8, of 40 is 13, of 4 is 1; ``"1/12"`` is 1 of 12 and 2 of 24), or a list of block indices;
+  plus ``final_norm: true`` and ``registers: cls | patch`` (where register tokens
   go; default ``cls``, as in the paper). Note ``1`` is "the first block", ``1.0`` is "all".
 * a preset name, ``+`` combining several: see :data:`PRESETS`. Presets specialize the
   components the model has (they skip ``ls1``/``ls2`` without LayerScale, ``q_norm``/``k_norm``
@@ -44,6 +45,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal, Union
 
 import torch
@@ -82,9 +84,10 @@ _BLOCK_PATHS: dict[str, tuple[str, int]] = {
     "ls2": ("ls2", 1),
 }
 BLOCK_COMPONENTS: tuple[str, ...] = tuple(_BLOCK_PATHS)
-_NAMED_FRACTIONS = {"first_third": 1 / 3, "first_half": 1 / 2}
+_NAMED_FRACTIONS = {"first_third": Fraction(1, 3), "first_half": Fraction(1, 2)}
+_RATIO = re.compile(r"\d+/\d+")  # an exact fraction of the depth, e.g. '1/12'
 _SELECTION_HELP = ("'all', 'first_third', 'first_half', an int k >= 1 (first k blocks), "
-                   "a fraction in (0, 1] or a list of block indices")
+                   "a fraction in (0, 1] (a float or 'p/q') or a list of block indices")
 
 PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -119,6 +122,11 @@ def _check_selection(component: str, value: Any) -> Selection:
     if isinstance(value, bool):
         raise SpecError(f"specialize.{component}: got {value!r}; expected {_SELECTION_HELP}")
     if isinstance(value, str):
+        if _RATIO.fullmatch(value):
+            p, q = map(int, value.split("/"))
+            if not 0 < p <= q:
+                raise SpecError(f"specialize.{component}: fraction {value!r} must be in (0, 1]")
+            return value
         if value != "all" and value not in _NAMED_FRACTIONS:
             raise SpecError(f"specialize.{component}: unknown block selection {value!r}; "
                             f"expected {_SELECTION_HELP}")
@@ -211,8 +219,9 @@ class Spec:
                                     f"for depth {depth}")
                 k = sel
             else:
-                frac = 1.0 if sel == "all" else _NAMED_FRACTIONS.get(sel, sel)
-                k = max(1, math.floor(frac * depth + 0.5))
+                frac = 1 if sel == "all" else _NAMED_FRACTIONS.get(sel) or (
+                    Fraction(sel) if isinstance(sel, str) else sel)
+                k = max(1, math.floor(frac * depth + Fraction(1, 2)))
             out[component] = list(range(k))
         return out
 

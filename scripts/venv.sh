@@ -15,7 +15,7 @@ if [ ! -f "$venv/.complete" ]; then
   rm -rf "$venv"
   { "${PYTHON:-python3}" -m venv "$venv" &&
     "$venv/bin/pip" install --upgrade pip "setuptools>=77" wheel &&
-    "$venv/bin/pip" install -e "$root[test]"; } >"$log" 2>&1 ||
+    "$venv/bin/pip" install -e "$root[test,dev]"; } >"$log" 2>&1 ||
     { tail -n 40 "$log" >&2; echo "sweeper: environment build failed; full log: $log" >&2; exit 1; }
   touch "$venv/.complete"
 fi

@@ -6,10 +6,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from sweeper.console import study_name
 from sweeper.errors import UserError
-from sweeper.report import load as _load
+from sweeper.report.load import load as _load
 from sweeper.store import Store
+from sweeper.study import study_name
 
 
 def load(study: str, db: str | None = None, metrics: str | Sequence[str] | None = None) -> pd.DataFrame:
@@ -31,7 +31,7 @@ def trials(study: str, db: str | None = None) -> pd.DataFrame:
     Columns: the group's axes, `kind` (trial | final), `trial` (its number in the group), `seed`,
     one per searched parameter, `state`, the searched metric (NaN until it completes) and `key`.
     """
-    from sweeper.report import search_study
+    from sweeper.report.scope import search_study
     from sweeper.search import trials as search_trials
 
     with Store(db, create=False) as store:
@@ -48,7 +48,7 @@ def curves(study: str, db: str | None = None, metrics: str | Sequence[str] | Non
     one curve: from the step a later attempt resumed at, its values replace the earlier ones.
     Running cells are included. `metrics` globs restrict the metrics.
     """
-    from sweeper.stepwise import load_curves
+    from sweeper.report.curves import load_curves
 
     patterns = [metrics] if isinstance(metrics, str) else metrics
     with Store(db, create=False) as store:

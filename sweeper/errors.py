@@ -19,7 +19,9 @@ class SpecError(UserError):
         super().__init__(str(self))
 
     def __str__(self) -> str:
-        return "\n".join(f"{self.file}: {path}: {msg}" if path else f"{self.file}: {msg}" for path, msg in self.problems)
+        return "\n".join(
+            f"{self.file}: {path}: {msg}" if path else f"{self.file}: {msg}" for path, msg in self.problems
+        )
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

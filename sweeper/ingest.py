@@ -16,11 +16,28 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sweeper.rundir import RunDir, Values, describe, pid_alive, read_dict, read_json, write_json
+from sweeper.run.rundir import (
+    RunDir,
+    Values,
+    describe,
+    pid_alive,
+    read_dict,
+    read_json,
+    write_json,
+)
 from sweeper.scheduler import JobState, backend
-from sweeper.search import attach
-from sweeper.spec import LocalExecutor, SlurmExecutor, Study
-from sweeper.store import ACTIVE, FINISHED, UNSUCCESSFUL, Attempt, CellState, Store
+from sweeper.store import (
+    ACTIVE,
+    ALIVE,
+    ENDED,
+    JOB_ENDED_BADLY,
+    Attempt,
+    Cause,
+    CellState,
+    SchedulerState,
+    Store,
+)
+from sweeper.study import DebugExecutor, LocalExecutor, SlurmExecutor, Study
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
 STALE_AFTER_S = 4 * HEARTBEAT_S + 30
@@ -53,10 +70,14 @@ def launcher_alive(manifest: dict) -> bool:
 
 
 def _worker_dead_here(status: dict) -> bool:
-    return status.get("host") == socket.gethostname() and "pid" in status and not pid_alive(int(status["pid"]))
+    return (
+        status.get("host") == socket.gethostname() and "pid" in status and not pid_alive(int(status["pid"]))
+    )
 
 
-def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobState) -> tuple[str, str | None, str | None]:
+def decide(
+    attempt_state: str, token: str, run: RunDir, status: dict, job: JobState
+) -> tuple[str, str | None, str | None]:
     """The new (state, cause, detail) of an attempt from its run directory (status.json) and the scheduler.
 
     The scheduler's word on a job comes before a pid check on this host: a requeued job's worker
@@ -66,64 +87,79 @@ def decide(attempt_state: str, token: str, run: RunDir, status: dict, job: JobSt
     if run.result.exists():
         return CellState.COMPLETED, None, None
     mine = status.get("token") == token
-    alive = job.state in {"PENDING", "RUNNING"}
+    alive = job.state in ALIVE
     # Pruned: stopped by the request, or ended (or never started) after it; a multi-process task
     # runs to its end, and its result (above) wins.
-    if run.prune.exists() and (mine and status.get("state") == "PRUNED" or not alive or status.get("state") != "RUNNING"):
-        return CellState.PRUNED, "PRUNED", run.prune.read_text().strip()
-    if mine and status.get("state") == "FAILED":
-        return CellState.FAILED, status.get("cause", "EXCEPTION"), status.get("error")
-    if mine and status.get("state") == "INTERRUPTED":
-        if status.get("cause") == "TIMEOUT":  # a local lane's own clock, or SLURM's limit once too often
-            return CellState.INTERRUPTED, "TIMEOUT", status.get("detail") or (
-                "ran past its timeout_min; resumes from its checkpoint" if status.get("checkpointed") else
-                "ran past its timeout_min and did not save in time")
+    if run.prune.exists() and (
+        mine
+        and status.get("state") == CellState.PRUNED
+        or not alive
+        or status.get("state") != CellState.RUNNING
+    ):
+        return CellState.PRUNED, Cause.PRUNED, run.prune.read_text().strip()
+    if mine and status.get("state") == CellState.FAILED:
+        return CellState.FAILED, status.get("cause", Cause.EXCEPTION), status.get("error")
+    if mine and status.get("state") == CellState.INTERRUPTED:
+        if status.get("cause") == Cause.TIMEOUT:  # a local lane's own clock, or SLURM's limit once too often
+            return (
+                CellState.INTERRUPTED,
+                Cause.TIMEOUT,
+                status.get("detail")
+                or (
+                    "ran past its timeout_min; resumes from its checkpoint"
+                    if status.get("checkpointed")
+                    else "ran past its timeout_min and did not save in time"
+                ),
+            )
         if alive:
             return CellState.PENDING, None, "requeued"
-        return CellState.INTERRUPTED, job.cause or "PREEMPTED", "interrupted; resumes from its checkpoint"
-    if mine and status.get("state") == "RUNNING":
+        return CellState.INTERRUPTED, job.cause or Cause.PREEMPTED, "interrupted; resumes from its checkpoint"
+    if mine and status.get("state") == CellState.RUNNING:
         return _running(run, status, job)
     # The job has not started this cell (yet).
     if alive:
         return CellState.PENDING, None, None
-    if job.state == "UNKNOWN":
+    if job.state == SchedulerState.UNKNOWN:
         return attempt_state, None, None
-    if job.state == "CANCELLED":
-        return CellState.CANCELLED, "CANCELLED", "cancelled before it started"
-    if job.state in {"INTERRUPTED", "FAILED"}:
-        return CellState.INTERRUPTED, job.cause or "LOST", "the job ended before the cell started"
-    return CellState.INTERRUPTED, "LOST", "the job ended without running this cell"
+    if job.state == SchedulerState.CANCELLED:
+        return CellState.CANCELLED, Cause.CANCELLED, "cancelled before it started"
+    if job.state in JOB_ENDED_BADLY:
+        return CellState.INTERRUPTED, job.cause or Cause.LOST, "the job ended before the cell started"
+    return CellState.INTERRUPTED, Cause.LOST, "the job ended without running this cell"
 
 
 def _running(run: RunDir, status: dict, job: JobState) -> tuple[str, str | None, str | None]:
     """A cell whose worker said RUNNING and wrote nothing since."""
-    if job.state == "CANCELLED":
-        return CellState.CANCELLED, "CANCELLED", "cancelled while running"
-    if job.state in {"INTERRUPTED", "FAILED"}:
-        return CellState.INTERRUPTED, job.cause or "KILLED", "the job ended mid-cell"
-    if job.state == "PENDING":  # it ran, so it was requeued: SLURM runs it again
+    if job.state == SchedulerState.CANCELLED:
+        return CellState.CANCELLED, Cause.CANCELLED, "cancelled while running"
+    if job.state in JOB_ENDED_BADLY:
+        return CellState.INTERRUPTED, job.cause or Cause.KILLED, "the job ended mid-cell"
+    if job.state == SchedulerState.PENDING:  # it ran, so it was requeued: SLURM runs it again
         return CellState.PENDING, None, "requeued"
-    if job.state == "RUNNING" and not job.shared:
+    if job.state == SchedulerState.RUNNING and not job.shared:
         return CellState.RUNNING, None, None
     if _worker_dead_here(status):
-        return CellState.INTERRUPTED, "KILLED", "the worker process died mid-cell"
-    if job.state == "RUNNING" or (job.state == "UNKNOWN" and (run.heartbeat_age() or 0) < STALE_AFTER_S):
+        return CellState.INTERRUPTED, Cause.KILLED, "the worker process died mid-cell"
+    if job.state == SchedulerState.RUNNING or (
+        job.state == SchedulerState.UNKNOWN and (run.heartbeat_age() or 0) < STALE_AFTER_S
+    ):
         return CellState.RUNNING, None, None
-    cause = "KILLED" if job.state == "FINISHED" else "LOST"
+    cause = Cause.KILLED if job.state == SchedulerState.FINISHED else Cause.LOST
     return CellState.INTERRUPTED, cause, "no heartbeat from the worker"
 
 
 def ingest(store: Store, study: Study) -> list[CellStatus]:
     """Bring the store up to date for the study's cells; return their statuses."""
-    attach(store, study)
+    store.attach(study)
     study.workdir = store.workdir(study)  # the one recorded, whatever the current directory
     workdir = Path(study.workdir)
     cells = {c.key: c for c in study.cells}
     latest = store.latest_attempts(list(cells))
     # An interrupted attempt is read again until a newer one replaces it: judged while its job
     # was between a requeue and its restart, it may yet run again, end (result.json) or be cancelled.
-    active = [a for a in latest.values()
-              if a.state in ACTIVE or (a.state == CellState.INTERRUPTED and a.job_id)]
+    active = [
+        a for a in latest.values() if a.state in ACTIVE or (a.state == CellState.INTERRUPTED and a.job_id)
+    ]
     # Submissions a killed launch left behind: adopt the jobs its manifest names, or, if the
     # scheduler call never returned, make the cells new again.
     manifests: dict[str, dict] = {}
@@ -139,8 +175,10 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
             continue  # still submitting
         job_ids[a.id] = manifests[a.token].get("jobs", {}).get(a.cell_key)
         if job_ids[a.id] is None:
-            run = RunDir(Path(a.run_dir))
-            if run.claim(a.token, "void"):  # no worker of that submission can start the cell now
+            run = _run_dir(a, workdir)
+            # Voided: the launch died before preparing the run directory, or no worker of that
+            # submission can start the cell now.
+            if not run.path.is_dir() or run.claim(a.token, "void"):
                 not_submitted.append(a)
                 del job_ids[a.id]
             else:  # the scheduler call went out and a worker took the cell: adopt it
@@ -149,36 +187,50 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
     jobs = _job_states(study, [(a.executor, job_ids[a.id]) for a in settled])
     changes, metric_rows, synced = [], [], []
     for a in settled:
-        run = RunDir(Path(a.run_dir))
-        job = jobs.get(job_ids[a.id] or "", JobState("UNKNOWN"))
-        if a.state == CellState.INTERRUPTED and job.state == "UNKNOWN" and not run.result.exists():
+        run = _run_dir(a, workdir)
+        job = jobs.get(job_ids[a.id] or "", JobState(SchedulerState.UNKNOWN))
+        if (
+            a.state == CellState.INTERRUPTED
+            and job.state == SchedulerState.UNKNOWN
+            and not run.result.exists()
+        ):
             continue  # judged, and the scheduler has nothing new to say (sacct down, or the job purged)
         try:  # one bad run directory never stops the others
             change, rows = _settle(a, run, job_ids[a.id], job)
         except Exception as exc:  # noqa: BLE001 - what no reader below foresaw: fail this cell, say why
             detail = f"cannot ingest {run.path}: {type(exc).__name__}: {exc}"
-            change = {"id": a.id, "cell_key": a.cell_key, "state": CellState.FAILED, "cause": "EXCEPTION",
-                      "detail": detail}
+            change = {
+                "id": a.id,
+                "cell_key": a.cell_key,
+                "state": CellState.FAILED,
+                "cause": Cause.EXCEPTION,
+                "detail": detail,
+            }
             rows = None
         if rows is not None:
             metric_rows.extend(rows)
             synced.append(a.cell_key)
         # Only what changed is written: `launch --wait` ingests every 2 s.
-        if (change["state"], change["cause"], change["detail"]) != (a.state, a.cause, a.detail) \
-                or change.keys() & {"host", "job_id"}:
+        if (change["state"], change["cause"], change["detail"]) != (
+            a.state,
+            a.cause,
+            a.detail,
+        ) or change.keys() & {"host", "job_id"}:
             changes.append(change)
     changes.extend(
-        {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": "NOT_SUBMITTED",
-         "detail": "the launch was killed before submitting; the next `sweeper launch` submits it"}
+        {
+            "id": a.id,
+            "cell_key": a.cell_key,
+            "state": CellState.INTERRUPTED,
+            "cause": Cause.NOT_SUBMITTED,
+            "detail": "the launch was killed before submitting; the next `sweeper launch` submits it",
+        }
         for a in not_submitted
     )
     store.update_attempts(changes)
     store.reset_cells([a.cell_key for a in not_submitted])  # never reached the scheduler: new again
     store.replace_metrics(synced, metric_rows)
     return _statuses(store, study, workdir)
-
-
-ENDED = FINISHED | UNSUCCESSFUL
 
 
 def _settle(a: Attempt, run: RunDir, job_id: str | None, job: JobState) -> tuple[dict, list[dict] | None]:
@@ -207,8 +259,10 @@ def _settle(a: Attempt, run: RunDir, job_id: str | None, job: JobState) -> tuple
 
 def record(run: RunDir, a: Attempt, change: dict) -> None:
     """How the attempt ended, beside its run directory (what `sweeper rebuild` reads back)."""
-    row = {k: getattr(a, k) for k in ("number", "token", "executor", "job_id", "host", "state", "cause",
-                                      "detail")}
+    row = {
+        k: getattr(a, k)
+        for k in ("number", "token", "executor", "job_id", "host", "state", "cause", "detail")
+    }
     row |= {k: v for k, v in change.items() if k in row}
     times = {k: (change.get(k) or getattr(a, k)) for k in ("submitted_at", "started_at", "ended_at")}
     write_json(run.outcomes / f"{a.number}.json", row | {k: _epoch(t) for k, t in times.items()})
@@ -232,12 +286,15 @@ def _job_states(study: Study, jobs: list[tuple[str, str | None]]) -> dict[str, J
     return out
 
 
-def _default_executor(kind: str):
-    return SlurmExecutor(kind="slurm") if kind == "slurm" else LocalExecutor(kind="local")
+def _default_executor(kind: str) -> DebugExecutor | LocalExecutor | SlurmExecutor:
+    """The backend that made an attempt of `kind` with its default settings (the study's executor
+    has changed kind since): each reads its own job ids."""
+    return {"slurm": SlurmExecutor, "local": LocalExecutor, "debug": DebugExecutor}[kind](kind=kind)
 
 
-def cell_metrics(key: str, run: RunDir, attempt: int,
-                 status: dict) -> tuple[list[dict], tuple[str, str] | None]:
+def cell_metrics(
+    key: str, run: RunDir, attempt: int, status: dict
+) -> tuple[list[dict], tuple[str, str] | None]:
     """The cell's metric rows as its run directory holds them, and what is wrong with `attempt`'s values.
 
     Final values: result.json, else the finite values a NAN failure kept (status.json); intermediate
@@ -249,25 +306,32 @@ def cell_metrics(key: str, run: RunDir, attempt: int,
     if run.result.exists():
         result = read_json(run.result)
         if not isinstance(result, dict):
-            fault = ("EXCEPTION", "result.json is unreadable or not a JSON object; "
-                                  "delete it and resume --retry-failed")
+            fault = (
+                Cause.EXCEPTION,
+                "result.json is unreadable or not a JSON object; delete it and resume --retry-failed",
+            )
         values = Values.of(result)
         if values.nonfinite:
-            fault = ("NAN", f"result.json: {describe(values.nonfinite)} (the finite values are kept)")
+            fault = (Cause.NAN, f"result.json: {describe(values.nonfinite)} (the finite values are kept)")
         elif values.invalid:
-            fault = ("EXCEPTION", f"result.json: {describe(values.invalid)}; "
-                                  "expected a number for each metric")
+            fault = (
+                Cause.EXCEPTION,
+                f"result.json: {describe(values.invalid)}; expected a number for each metric",
+            )
     else:
-        values = Values.of(status.get("result")) if status.get("state") == "FAILED" else Values()
-    rows = [{"cell_key": key, "attempt": attempt, "stage": "final", "name": n, "step": None, "value": v}
-            for n, v in values.finite.items()]
+        values = Values.of(status.get("result")) if status.get("state") == CellState.FAILED else Values()
+    rows = [
+        {"cell_key": key, "attempt": attempt, "stage": "final", "name": n, "step": None, "value": v}
+        for n, v in values.finite.items()
+    ]
     reported = run.reported()
-    rows.extend({"cell_key": key, "attempt": by or attempt, "stage": "report", "name": n, "step": step,
-                 "value": v}
-                for (n, step), (by, v) in reported.values.items())
+    rows.extend(
+        {"cell_key": key, "attempt": by or attempt, "stage": "report", "name": n, "step": step, "value": v}
+        for (n, step), (by, v) in reported.values.items()
+    )
     nonfinite = reported.nonfinite.get(attempt) or reported.nonfinite.get(None)
     if fault is None and nonfinite:
-        fault = ("NAN", f"it reported {nonfinite} (the finite values are kept)")
+        fault = (Cause.NAN, f"it reported {nonfinite} (the finite values are kept)")
     return rows, fault
 
 
@@ -279,13 +343,18 @@ def _statuses(store: Store, study: Study, workdir: Path) -> list[CellStatus]:
         if a is None:
             out.append(CellStatus(cell.key, cell.labels, CellState.PLANNED))
             continue
-        state = CellState.PLANNED if a.cause == "NOT_SUBMITTED" else a.state
+        state = CellState.PLANNED if a.cause == Cause.NOT_SUBMITTED else a.state
         row = CellStatus(cell.key, cell.labels, state, a.cause, a.detail, a.number, a.job_id)
         if a.state == CellState.RUNNING:
             run = RunDir.of(workdir, cell.key)
             row.heartbeat_age, row.progress = run.heartbeat_age(), run.last_report()
         out.append(row)
     return out
+
+
+def _run_dir(a: Attempt, workdir: Path) -> RunDir:
+    """The attempt's run directory as recorded (an attempt recorded without one: its cell's)."""
+    return RunDir(Path(a.run_dir)) if a.run_dir else RunDir.of(workdir, a.cell_key)
 
 
 def _utc(ts: float) -> datetime:

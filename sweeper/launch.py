@@ -20,20 +20,25 @@ import signal
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sweeper.errors import UserError, did_you_mean
 from sweeper.ingest import CellStatus, ingest, submissions_dir
-from sweeper.precheck import precheck
-from sweeper.rundir import RunDir, write_json
+from sweeper.run.precheck import precheck
+from sweeper.run.rundir import RunDir, write_json
 from sweeper.scheduler import Group, backend
-from sweeper.spec import Cell, Study, canonical, load_yaml
-from sweeper.store import ACTIVE, Attempt, CellState, Store
-
-RESUMABLE = {"PREEMPTED", "TIMEOUT", "NODE_FAIL", "KILLED", "LOST", "REQUEUED", "CANCELLED", "NOT_SUBMITTED"}
-USER_FAULTS = {"EXCEPTION", "NAN"}
-_RETRY_FROM = {CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED}
+from sweeper.store import (
+    ACTIVE,
+    UNSUCCESSFUL,
+    USER_FAULTS,
+    Attempt,
+    Cause,
+    CellState,
+    Store,
+)
+from sweeper.study import Cell, Study, canonical, load_yaml
 
 
 @dataclass
@@ -62,15 +67,20 @@ def parse_only(study: Study, only: list[str] | None) -> dict[str, set[str]]:
         if not sep:
             raise UserError(f"--only {item}: expected axis=value, e.g. --only model.scale=base")
         if study.search and name in study.axis_names and name not in names:
-            raise UserError(f"--only {item}: a search selects its groups ({', '.join(names) or 'none'}); "
-                            f"'{name}' is searched over, not a group")
+            raise UserError(
+                f"--only {item}: a search selects its groups ({', '.join(names) or 'none'}); "
+                f"'{name}' is searched over, not a group"
+            )
         if name not in labels:
-            raise UserError(f"--only {item}: unknown axis '{name}'{did_you_mean(name, labels)}; axes: {', '.join(labels)}")
+            raise UserError(
+                f"--only {item}: unknown axis '{name}'{did_you_mean(name, labels)}; axes: {', '.join(labels)}"
+            )
         shown = labels[name].values()
         label = value if value in shown else labels[name].get(canonical(_as_yaml(value)))
         if label is None:
-            raise UserError(f"--only {item}: '{value}' is not a value of {name}; "
-                            f"values: {', '.join(sorted(shown))}")
+            raise UserError(
+                f"--only {item}: '{value}' is not a value of {name}; values: {', '.join(sorted(shown))}"
+            )
         out[name].add(label)
     return out
 
@@ -93,22 +103,41 @@ def _maybe_fault(point: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def submit(store: Store, study: Study, cells: list[Cell], *, from_states: set[str],
-           resources: dict[str, dict] | None = None) -> Submission:
+def submit(
+    store: Store,
+    study: Study,
+    cells: list[Cell],
+    *,
+    from_states: Collection[str],
+    resources: dict[str, dict] | None = None,
+) -> Submission:
     """Claim, record intent, write run directories, submit, record job ids (module docstring)."""
     if not cells:
         return Submission()
     workdir = Path(study.workdir).resolve()
     token = secrets.token_hex(6)
     manifest_path = submissions_dir(workdir) / f"{token}.json"
-    manifest = {"token": token, "study": study.name, "pid": os.getpid(), "host": socket.gethostname(), "time": time.time()}
+    manifest = {
+        "token": token,
+        "study": study.name,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "time": time.time(),
+    }
     write_json(manifest_path, manifest)
     runs = {c.key: RunDir.of(workdir, c.key) for c in cells}
-    won = set(store.claim([{"key": c.key, "run_dir": str(runs[c.key].path)} for c in cells],
-                          from_states=from_states, token=token, executor=study.executor.kind))
+    won = set(
+        store.claim(
+            [{"key": c.key, "run_dir": str(runs[c.key].path)} for c in cells],
+            from_states=from_states,
+            token=token,
+            executor=study.executor.kind,
+        )
+    )
     cells = [c for c in cells if c.key in won]
     if not cells:
         return Submission()
+    _maybe_fault("after-claim")  # ingestion then voids the claims: no run directory names this launch
     attempts = {a.cell_key: a for a in store.attempts_of(token)}
     for c in cells:
         run = runs[c.key]
@@ -126,23 +155,40 @@ def submit(store: Store, study: Study, cells: list[Cell], *, from_states: set[st
             study.task, str(workdir), token, list(groups.values()), name=f"sweeper-{study.name}"
         )
     except Exception as e:  # the scheduler refused: nothing ran; say why and leave the cells as they were
-        store.update_attempts([
-            {"id": a.id, "cell_key": a.cell_key, "state": CellState.INTERRUPTED, "cause": "NOT_SUBMITTED", "detail": str(e)}
-            for a in attempts.values()
-        ])
+        store.update_attempts(
+            [
+                {
+                    "id": a.id,
+                    "cell_key": a.cell_key,
+                    "state": CellState.INTERRUPTED,
+                    "cause": Cause.NOT_SUBMITTED,
+                    "detail": str(e),
+                }
+                for a in attempts.values()
+            ]
+        )
         store.reset_cells(list(attempts), CellState.PLANNED)
         raise UserError(f"submission to {study.executor.kind} failed: {e}") from None
     _maybe_fault("before-manifest")  # ingestion then adopts the cells a worker claimed and voids the rest
     write_json(manifest_path, manifest | {"jobs": ids})  # what ingestion adopts if we die before the store
     _maybe_fault("after-submit")
-    store.update_attempts([
-        {"id": attempts[k].id, "cell_key": k, "state": CellState.PENDING, "job_id": job_id} for k, job_id in ids.items()
-    ])
+    store.update_attempts(
+        [
+            {"id": attempts[k].id, "cell_key": k, "state": CellState.PENDING, "job_id": job_id}
+            for k, job_id in ids.items()
+        ]
+    )
     return Submission(token, [c.key for c in cells], len({j for v in ids.values() for j in v.split(",")}))
 
 
-def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cells: int | None = None,
-           dry_run: bool = False) -> tuple[Submission, list[Cell]]:
+def launch(
+    store: Store,
+    study: Study,
+    *,
+    only: list[str] | None = None,
+    max_cells: int | None = None,
+    dry_run: bool = False,
+) -> tuple[Submission, list[Cell]]:
     """Submit every selected cell that was never submitted; returns (submission, the cells chosen).
 
     A search first prunes, asks for its free slots and records the new trials (sweeper.search);
@@ -153,15 +199,16 @@ def launch(store: Store, study: Study, *, only: list[str] | None = None, max_cel
     if study.search is not None:
         precheck(study, list(study.search.templates.values()))
     result, chosen, progressed, _ = _launch_once(store, study, only, max_cells, dry_run)
-    while progressed and study.search is not None and study.executor.kind == "debug" and not dry_run:
+    while progressed and study.search is not None and _inline(study) and not dry_run:
         more, _, progressed, _ = _launch_once(store, study, only, max_cells, dry_run)
         result.keys += more.keys
         result.jobs += more.jobs
     return result, chosen
 
 
-def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: int | None,
-                 dry_run: bool) -> tuple[Submission, list[Cell], bool, list[CellStatus]]:
+def _launch_once(
+    store: Store, study: Study, only: list[str] | None, max_cells: int | None, dry_run: bool
+) -> tuple[Submission, list[Cell], bool, list[CellStatus]]:
     """One launch; also says whether it moved anything (a search may ask for a config already done),
     and returns the statuses it decided on."""
     filters = parse_only(study, only)
@@ -184,7 +231,7 @@ def _launch_once(store: Store, study: Study, only: list[str] | None, max_cells: 
     if dry_run:
         return Submission(), chosen, False, statuses
     result = submit(store, study, chosen, from_states={CellState.PLANNED})
-    if study.executor.kind == "debug":
+    if _inline(study):  # its cells ran during submit: their results are in
         ingest(store, study)
     return result, chosen, grew or bool(result.keys), statuses
 
@@ -198,36 +245,46 @@ def advance(store: Store, study: Study) -> tuple[list[CellStatus], bool]:
     return (ingest(store, study) if progressed else statuses), progressed
 
 
-def resume(store: Store, study: Study, *, retry_failed: bool = False, only: list[str] | None = None,
-           max_cells: int | None = None) -> Submission:
+def resume(
+    store: Store,
+    study: Study,
+    *,
+    retry_failed: bool = False,
+    only: list[str] | None = None,
+    max_cells: int | None = None,
+) -> Submission:
     """Resubmit interrupted, failed and lost cells by the policy of their cause, with bounded attempts."""
     filters = parse_only(study, only)
     statuses = {s.key: s for s in ingest(store, study)}
     chosen, resources, skipped = [], {}, {}
     for cell in study.cells:
         s = statuses[cell.key]
-        if s.state not in _RETRY_FROM or not _selected(cell, filters):
+        if s.state not in UNSUCCESSFUL or not _selected(cell, filters):
             continue
         if s.attempt >= study.retry.max_attempts:
             skipped[cell.key] = f"gave up after {s.attempt} attempts (retry.max_attempts)"
         elif s.cause in USER_FAULTS and not retry_failed:
             skipped[cell.key] = f"{s.cause}: a fault of the task; fix it and pass --retry-failed"
-        elif s.cause == "OUT_OF_MEMORY":
+        elif s.cause == Cause.OUT_OF_MEMORY:
             factor = study.retry.oom_memory_factor
             if factor is None or "mem_gb" not in cell.resources:
-                skipped[cell.key] = "OUT_OF_MEMORY: set retry.oom_memory_factor (and resources mem_gb) to retry with more"
+                skipped[cell.key] = (
+                    "OUT_OF_MEMORY: set retry.oom_memory_factor (and resources mem_gb) to retry with more"
+                )
             else:
-                ooms = sum(a.cause == "OUT_OF_MEMORY" for a in store.attempts(cell.key))
-                resources[cell.key] = cell.resources | {"mem_gb": round(cell.resources["mem_gb"] * factor**ooms, 1)}
+                ooms = sum(a.cause == Cause.OUT_OF_MEMORY for a in store.attempts(cell.key))
+                resources[cell.key] = cell.resources | {
+                    "mem_gb": round(cell.resources["mem_gb"] * factor**ooms, 1)
+                }
                 chosen.append(cell)
         else:
             chosen.append(cell)
     chosen = chosen[:max_cells] if max_cells is not None else chosen
     if study.search is None:  # a search's launch (below) checks its groups
         precheck(study, chosen)
-    result = submit(store, study, chosen, from_states=set(_RETRY_FROM), resources=resources)
+    result = submit(store, study, chosen, from_states=UNSUCCESSFUL, resources=resources)
     result.skipped = skipped
-    if study.executor.kind == "debug":
+    if _inline(study):  # its cells ran during submit: their results are in
         ingest(store, study)
     if study.search is not None:  # and the search goes on where it stopped
         more, _ = launch(store, study, only=only)
@@ -246,7 +303,7 @@ def cancel(store: Store, study: Study, *, only: list[str] | None = None) -> list
     filters = parse_only(study, only)
     statuses = ingest(store, study)
     keys = {c.key for c in study.cells if _selected(c, filters)}
-    targets = [s for s in statuses if s.key in keys and s.state in {CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING}]
+    targets = [s for s in statuses if s.key in keys and s.state in ACTIVE]
     if not targets:
         return []
     workdir = Path(study.workdir).resolve()
@@ -254,17 +311,32 @@ def cancel(store: Store, study: Study, *, only: list[str] | None = None) -> list
     for s in targets:
         RunDir.of(workdir, s.key).cancel.touch()
     backend(study.executor, workdir / "submitit").cancel(_whole_jobs(store, [latest[s.key] for s in targets]))
-    store.update_attempts([
-        {"id": latest[s.key].id, "cell_key": s.key, "state": CellState.CANCELLED, "cause": "CANCELLED",
-         "detail": "cancelled by sweeper cancel"}
-        for s in targets
-    ])
+    store.update_attempts(
+        [
+            {
+                "id": latest[s.key].id,
+                "cell_key": s.key,
+                "state": CellState.CANCELLED,
+                "cause": Cause.CANCELLED,
+                "detail": "cancelled by sweeper cancel",
+            }
+            for s in targets
+        ]
+    )
     return [s.key for s in targets]
 
 
 def _whole_jobs(store: Store, targets: list[Attempt]) -> list[str]:
     """The job ids all of whose active cells are targets (a job runs cells of one submission only)."""
     chosen = {a.cell_key for a in targets}
-    shared = {a.job_id for token in {a.token for a in targets} for a in store.attempts_of(token)
-              if a.state in ACTIVE and a.cell_key not in chosen}
+    shared = {
+        a.job_id
+        for token in {a.token for a in targets}
+        for a in store.attempts_of(token)
+        if a.state in ACTIVE and a.cell_key not in chosen
+    }
     return sorted({a.job_id for a in targets if a.job_id} - shared)
+
+
+def _inline(study: Study) -> bool:
+    return backend(study.executor, Path(study.workdir).resolve() / "submitit").inline

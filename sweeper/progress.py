@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sweeper.store import FINISHED as DONE
-from sweeper.store import UNSUCCESSFUL as FINAL_BAD
-from sweeper.store import CellState, Store
+from sweeper.store import UNSUCCESSFUL, CellState, Store
 
 
 def every_s() -> float:
@@ -33,8 +32,15 @@ def counts(statuses: Sequence) -> dict[str, int]:
     """done / running / failed / pending (submitted, queued or not submitted yet)."""
     c = {"done": 0, "running": 0, "failed": 0, "pending": 0}
     for s in statuses:
-        kind = ("done" if s.state in DONE else "running" if s.state == CellState.RUNNING
-                else "failed" if s.state in FINAL_BAD else "pending")
+        kind = (
+            "done"
+            if s.state in DONE
+            else "running"
+            if s.state == CellState.RUNNING
+            else "failed"
+            if s.state in UNSUCCESSFUL
+            else "pending"
+        )
         c[kind] += 1
     return c
 
@@ -43,8 +49,10 @@ def step_total(progress: dict | None) -> tuple[int | None, int | None]:
     """A running cell's last reported step and, when its task reports one, the total."""
     p = progress or {}
     step, total = p.get("step"), p.get("total")
-    return (step if isinstance(step, int) else None,
-            total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else None)
+    return (
+        step if isinstance(step, int) else None,
+        total if isinstance(total, int) and not isinstance(total, bool) and total > 0 else None,
+    )
 
 
 def duration(seconds: float) -> str:
@@ -66,8 +74,12 @@ class Eta:
     def update(self, store: Store, statuses: Sequence) -> None:
         """Learn the durations of cells newly finished and the starts of those newly running (one
         query for those only)."""
-        new = [s.key for s in statuses if (s.state == CellState.COMPLETED and s.key not in self.durations)
-               or (s.state == CellState.RUNNING and s.key not in self.started)]
+        new = [
+            s.key
+            for s in statuses
+            if (s.state == CellState.COMPLETED and s.key not in self.durations)
+            or (s.state == CellState.RUNNING and s.key not in self.started)
+        ]
         for key, a in store.latest_attempts(new).items() if new else ():
             if a.state == CellState.RUNNING and a.started_at is not None:
                 self.started[key] = _utc(a.started_at)
@@ -111,8 +123,9 @@ class Lines:
         self.start = self.last_time = time.monotonic()
         self.last: dict[str, int] | None = None
 
-    def line(self, statuses: Sequence, eta: float | None, *, expected: int = 0,
-             now: float | None = None) -> str | None:
+    def line(
+        self, statuses: Sequence, eta: float | None, *, expected: int = 0, now: float | None = None
+    ) -> str | None:
         now = time.monotonic() if now is None else now
         c = counts(statuses)
         if c == self.last and now - self.last_time < self.every:
@@ -120,5 +133,7 @@ class Lines:
         self.last, self.last_time = c, now
         total = max(expected, sum(c.values()))  # a search's trials not asked yet count too
         active = bool(c["running"] or c["pending"])
-        return (f"{self.name}: {c['done']}/{total} done, {c['running']} running, {c['failed']} failed, "
-                f"{c['pending']} pending; {duration(now - self.start)} elapsed, {eta_text(eta, active)}")
+        return (
+            f"{self.name}: {c['done']}/{total} done, {c['running']} running, {c['failed']} failed, "
+            f"{c['pending']} pending; {duration(now - self.start)} elapsed, {eta_text(eta, active)}"
+        )

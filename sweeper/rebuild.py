@@ -14,10 +14,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sweeper.ingest import CellStatus, cell_metrics, ingest, submissions_dir
-from sweeper.rundir import RunDir, read_dict
-from sweeper.search import attach
-from sweeper.spec import Study
-from sweeper.store import ACTIVE, CellState, Store
+from sweeper.run.rundir import RunDir, read_dict
+from sweeper.store import ACTIVE, Cause, CellState, Store
+from sweeper.study import Study
 
 _FIELDS = ("token", "executor", "job_id", "host", "state", "cause", "detail")
 _TIMES = ("submitted_at", "started_at", "ended_at")
@@ -33,7 +32,7 @@ class Rebuilt:
 
 def rebuild(store: Store, study: Study) -> Rebuilt:
     """Replace the store's attempts and metrics of the study's cells by what their run directories say."""
-    attach(store, study)
+    store.attach(study)
     store.plan(study)
     study.workdir = store.workdir(study)  # the one recorded (a damaged store may still have it)
     workdir = Path(study.workdir)
@@ -49,8 +48,10 @@ def rebuild(store: Store, study: Study) -> Rebuilt:
     attempts = {}
     for key, run in runs.items():
         known = {a.number: a for a in stored.get(key, [])}
-        attempts[key] = [_attempt(run, n, expected[key], known.get(n), study.executor.kind)
-                         for n in range(1, expected[key]["number"] + 1)]
+        attempts[key] = [
+            _attempt(run, n, expected[key], known.get(n), study.executor.kind)
+            for n in range(1, expected[key]["number"] + 1)
+        ]
     store.restore_attempts(attempts)
     out.cells, out.attempts = len(runs), sum(map(len, attempts.values()))
     out.statuses = ingest(store, study)  # settles the last attempts no record named
@@ -80,21 +81,36 @@ def _attempt(run: RunDir, number: int, expected: dict, known, executor: str) -> 
     elif known is not None:
         row = {k: getattr(known, k) for k in (*_FIELDS, *_TIMES)}
     elif number == expected["number"] and run.cancel.exists() and not run.result.exists():
-        row = {"token": str(expected.get("token")), "executor": executor, "state": CellState.CANCELLED,
-               "cause": "CANCELLED", "detail": "cancelled by sweeper cancel",
-               "submitted_at": datetime.now(UTC)}
+        row = {
+            "token": str(expected.get("token")),
+            "executor": executor,
+            "state": CellState.CANCELLED,
+            "cause": Cause.CANCELLED,
+            "detail": "cancelled by sweeper cancel",
+            "submitted_at": datetime.now(UTC),
+        }
     elif number == expected["number"]:  # submitted: its job, if one is known, is asked as `status` asks it
         token = str(expected.get("token"))
         status = read_dict(run.status)
         jobs = read_dict(submissions_dir(run.path.parent.parent) / f"{token}.json").get("jobs")
         job_id = (jobs.get(run.path.name) if isinstance(jobs, dict) else None) or (
-            status.get("job_id") if status.get("token") == token else None)
-        row = {"token": token, "executor": executor, "job_id": job_id, "submitted_at": datetime.now(UTC),
-               "state": CellState.PENDING if job_id else CellState.SUBMITTING}
+            status.get("job_id") if status.get("token") == token else None
+        )
+        row = {
+            "token": token,
+            "executor": executor,
+            "job_id": job_id,
+            "submitted_at": datetime.now(UTC),
+            "state": CellState.PENDING if job_id else CellState.SUBMITTING,
+        }
     else:
-        row = {"token": "rebuilt", "executor": executor, "state": CellState.INTERRUPTED,
-               "submitted_at": datetime.now(UTC),
-               "detail": "rebuilt: its run directory keeps no record of how this attempt ended"}
+        row = {
+            "token": "rebuilt",
+            "executor": executor,
+            "state": CellState.INTERRUPTED,
+            "submitted_at": datetime.now(UTC),
+            "detail": "rebuilt: its run directory keeps no record of how this attempt ended",
+        }
     return row | {"number": number, "run_dir": str(run.path)}
 
 

@@ -21,12 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
-
 from sweeper.errors import UserError
-from sweeper.rundir import RunDir
-from sweeper.spec import (
+from sweeper.run.rundir import RunDir
+from sweeper.store import ACTIVE, CellState, SearchCell, SearchStep, Store
+from sweeper.study import (
     SEED_AXIS,
     TRIAL_LABEL,
     CategoricalParam,
@@ -37,53 +35,23 @@ from sweeper.spec import (
     Study,
     as_choice,
     cell_key,
+    sampler_class,
     set_path,
 )
-from sweeper.store import ACTIVE, CellRow, CellState, Metric, SearchCell, Store, StudyRow, chunks, dialect_insert
 
 if TYPE_CHECKING:
     import optuna
 
 # What a trial's cell state means to optuna (ACTIVE and unsuccessful-but-resumable cells: still running).
-_FINAL = {CellState.COMPLETED: "COMPLETE", CellState.PRUNED: "PRUNED", CellState.FAILED: "FAIL"}
+_FINAL: dict[str, str] = {
+    CellState.COMPLETED: "COMPLETE",
+    CellState.PRUNED: "PRUNED",
+    CellState.FAILED: "FAIL",
+}
 _BUSY = ACTIVE | {CellState.PLANNED}
 
 
-def sampler_class(name: str) -> type:
-    import optuna
-
-    return {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "grid": optuna.samplers.GridSampler,
-        "gp": optuna.samplers.GPSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-    }[name]
-
-
 # ----------------------------------------------------------------------------- the study's cells
-
-
-def attach(store: Store, study: Study) -> Study:
-    """Give a search study its cells: the trials and final repeats recorded for its current groups."""
-    if study.search is None:
-        return study
-    plan = study.search
-    with store.session() as s:
-        study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
-        rows = [] if study_id is None else s.execute(
-            select(SearchCell.cell_key, SearchCell.labels, SearchCell.group_key, CellRow.config, CellRow.seed)
-            .join(CellRow, CellRow.key == SearchCell.cell_key)
-            .where(SearchCell.study_id == study_id)
-            .order_by(SearchCell.id)
-        ).all()
-    cells: dict[str, Cell] = {}
-    for key, labels, group, config, seed in rows:
-        template = plan.template(labels)
-        if group in plan.groups and template is not None and key not in cells:
-            cells[key] = Cell(key, config, labels, seed, template.resources)
-    study.cells = list(cells.values())
-    return study
 
 
 # ----------------------------------------------------------------------------- one controller step
@@ -112,22 +80,22 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
     so a step costs little once most groups are done. `only` (`--only` filters on the group
     axes) limits the asking to the groups it selects.
     """
-    plan = study.search
-    assert plan is not None
+    plan = study.search_plan
     growth = Growth()
     workdir = Path(study.workdir).resolve()
-    with store.session() as s, s.begin():
-        study_id = _lock(s, study.name)
-        rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
-        trials = _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], workdir)
+    with store.search_step(study.name) as step:
+        trials = _outcomes(step, plan, [r for r in step.rows() if r.group_key in plan.groups], workdir)
         by_group: dict[str, list[_Trial]] = {g: [] for g in plan.groups}
         for t in trials:
             by_group[t.row.group_key].append(t)
         tried = {g: [t for t in ts if t.row.kind == "trial"] for g, ts in by_group.items()}
         # A group with a cancelled trial is paused (`sweeper cancel`) until `sweeper resume` runs it again.
-        chosen = {g for g, labels in plan.groups.items()
-                  if all(str(labels[a]) in values for a, values in (only or {}).items())
-                  and not any(t.state == CellState.CANCELLED for t in tried[g])}
+        chosen = {
+            g
+            for g, labels in plan.groups.items()
+            if all(str(labels[a]) in values for a, values in (only or {}).items())
+            and not any(t.state == CellState.CANCELLED for t in tried[g])
+        }
         want = {g: max(0, plan.budget - len(tried[g])) if g in chosen else 0 for g in plan.groups}
         busy = len({t.row.cell_key for t in trials if t.state in _BUSY})
         asks = _share(plan.parallel - busy, want, {g: len(tried[g]) for g in plan.groups})
@@ -140,23 +108,33 @@ def grow(store: Store, study: Study, only: dict[str, set[str]] | None = None) ->
                 try:  # the sampler's and pruner's options reach optuna only here
                     ost = _optuna_study(plan, study.name, i, g, tried[g])
                     if running:
-                        _prune(s, plan, ost, tried[g], workdir)
-                    asked = [_ask(plan, ost, g, number, study) for number in range(start, start + asks.get(g, 0))]
+                        _prune(step, plan, ost, tried[g], workdir)
+                    asked = [
+                        _ask(plan, ost, g, number, study) for number in range(start, start + asks.get(g, 0))
+                    ]
                 except (TypeError, ValueError) as e:
-                    raise UserError(f"{study.file}: search.sampler_options: optuna's {plan.spec.sampler} sampler "
-                                    f"failed with them ({type(e).__name__}: {e}); nothing was recorded") from None
+                    raise UserError(
+                        f"{study.file}: search.sampler_options: optuna's {plan.spec.sampler} sampler "
+                        f"failed with them ({type(e).__name__}: {e}); nothing was recorded"
+                    ) from None
                 new += asked
                 growth.asked += [cell.key for _, cell in asked]
             elif g in chosen and not want[g] and all(t.state in _FINAL for t in tried[g]):
-                finals = _finals(s, plan, g, by_group[g])
+                finals = _finals(step, plan, g, by_group[g])
                 new += finals
                 growth.finals += [cell.key for _, cell in finals]
         if new:
-            cells = {cell.key: {"key": cell.key, "task": study.task, "config": cell.config, "seed": cell.seed,
-                                "state": CellState.PLANNED} for _, cell in new}
-            s.execute(dialect_insert(s, CellRow).on_conflict_do_nothing(), list(cells.values()))
-            s.execute(dialect_insert(s, SearchCell).on_conflict_do_nothing(),
-                      [row | {"study_id": study_id} for row, _ in new])
+            cells = {
+                cell.key: {
+                    "key": cell.key,
+                    "task": study.task,
+                    "config": cell.config,
+                    "seed": cell.seed,
+                    "state": CellState.PLANNED,
+                }
+                for _, cell in new
+            }
+            step.record(list(cells.values()), [row for row, _ in new])
     known = {c.key for c in study.cells}
     for _, cell in new:  # a config asked twice is one cell
         if cell.key not in known:
@@ -177,34 +155,27 @@ def _share(free: int, want: dict[str, int], have: dict[str, int]) -> dict[str, i
     return asks
 
 
-def _lock(s: Session, name: str) -> int:
-    """The study's id, locked for this transaction (SQLite: the transaction began IMMEDIATE)."""
-    return s.scalar(select(StudyRow.id).where(StudyRow.name == name).with_for_update())
-
-
-def _outcomes(s: Session, plan: SearchPlan, rows: list[SearchCell], workdir: Path) -> list[_Trial]:
-    """Each row's cell state, searched metric and pruner values (finished: the store; running: metrics.jsonl)."""
+def _outcomes(step: SearchStep, plan: SearchPlan, rows: list[SearchCell], workdir: Path) -> list[_Trial]:
+    """Each row's cell state, searched metric and pruner values (ended: the store; running: metrics.jsonl)."""
     keys = list({r.cell_key for r in rows})
-    states: dict[str, str] = {}
     finals: dict[str, float] = {}
     steps: dict[str, dict[int, float]] = defaultdict(dict)
     watched, sign = _watched(plan)
-    for chunk in chunks(keys):
-        states.update(s.execute(select(CellRow.key, CellRow.state).where(CellRow.key.in_(chunk))).all())
-        q = (select(Metric.cell_key, Metric.name, Metric.step, Metric.value)
-             .where(Metric.cell_key.in_(chunk), Metric.name.in_({plan.spec.metric, watched}))
-             .order_by(Metric.id))
-        for key, name, step, value in s.execute(q):
-            if step is None and name == plan.spec.metric:
-                finals[key] = value
-            elif step is not None and name == watched:
-                steps[key][step] = sign * value
+    states = step.states(keys)
+    for key, name, number, value in step.metrics(keys, {plan.spec.metric, watched}):
+        if number is None and name == plan.spec.metric:
+            finals[key] = value
+        elif number is not None and name == watched:
+            steps[key][number] = sign * value
     for key in keys:
         if states.get(key) == CellState.RUNNING and plan.spec.pruner is not None:
             for line in RunDir.of(workdir, key).reports():
                 if watched in line.get("metrics", {}) and line.get("step") is not None:
                     steps[key][int(line["step"])] = sign * float(line["metrics"][watched])
-    return [_Trial(r, states.get(r.cell_key, CellState.PLANNED), finals.get(r.cell_key), steps[r.cell_key]) for r in rows]
+    return [
+        _Trial(r, states.get(r.cell_key, CellState.PLANNED), finals.get(r.cell_key), steps[r.cell_key])
+        for r in rows
+    ]
 
 
 def _watched(plan: SearchPlan) -> tuple[str, float]:
@@ -217,9 +188,15 @@ def _watched(plan: SearchPlan) -> tuple[str, float]:
 
 
 def distributions(plan: SearchPlan) -> dict[str, optuna.distributions.BaseDistribution]:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
-    out: dict[str, Any] = {a.name: CategoricalDistribution([as_choice(label) for label in a.labels]) for a in plan.searched}
+    out: dict[str, Any] = {
+        a.name: CategoricalDistribution([as_choice(label) for label in a.labels]) for a in plan.searched
+    }
     for path, p in plan.params.items():
         if isinstance(p, FloatParam):
             out[path] = FloatDistribution(p.low, p.high, log=p.log, step=p.step)
@@ -242,12 +219,15 @@ def _optuna_study(plan: SearchPlan, name: str, index: int, group: str, trials: l
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # a step rebuilds and re-warns each time
     seed = (plan.spec.seed * 1_000_003 + index * 10_007 + len(trials)) % 2**32
     options = dict(plan.spec.sampler_options)
-    if plan.spec.sampler == "grid":  # its seed shuffles the grid, whose indices the trials record: keep it fixed
+    if (
+        plan.spec.sampler == "grid"
+    ):  # its seed shuffles the grid, whose indices the trials record: keep it fixed
         options["search_space"] = plan.grid
         seed = (plan.spec.seed * 1_000_003 + index * 10_007) % 2**32
     sampler = sampler_class(plan.spec.sampler)(seed=seed, **options)
-    ost = optuna.create_study(study_name=f"{name}:{group}", direction=plan.spec.direction, sampler=sampler,
-                              pruner=_pruner(plan))
+    ost = optuna.create_study(
+        study_name=f"{name}:{group}", direction=plan.spec.direction, sampler=sampler, pruner=_pruner(plan)
+    )
     dists = distributions(plan)
     for t in trials:
         state = _FINAL.get(t.state, "RUNNING")
@@ -255,12 +235,17 @@ def _optuna_study(plan: SearchPlan, name: str, index: int, group: str, trials: l
         if state == "COMPLETE" and (value is None or not math.isfinite(value)):
             state, value = "FAIL", None  # the task did not return the searched metric
         try:
-            ost.add_trial(create_trial(
-                state=TrialState[state], value=value if state == "COMPLETE" else None, params=t.row.params,
-                distributions={k: dists[k] for k in t.row.params if k in dists}, system_attrs=t.row.system_attrs,
-                intermediate_values={k: v for k, v in t.steps.items() if math.isfinite(v)},
-                user_attrs={"number": t.row.number, "cell_key": t.row.cell_key},
-            ))
+            ost.add_trial(
+                create_trial(
+                    state=TrialState[state],
+                    value=value if state == "COMPLETE" else None,
+                    params=t.row.params,
+                    distributions={k: dists[k] for k in t.row.params if k in dists},
+                    system_attrs=t.row.system_attrs,
+                    intermediate_values={k: v for k, v in t.steps.items() if math.isfinite(v)},
+                    user_attrs={"number": t.row.number, "cell_key": t.row.cell_key},
+                )
+            )
         except ValueError:
             continue  # params outside the space as the file now defines it: not evidence for this search
     return ost
@@ -275,13 +260,19 @@ def _pruner(plan: SearchPlan) -> optuna.pruners.BasePruner:
     if p.kind == "median":
         return optuna.pruners.MedianPruner(p.n_startup_trials, p.n_warmup_steps, p.interval_steps)
     if p.kind == "percentile":
-        return optuna.pruners.PercentilePruner(p.percentile, p.n_startup_trials, p.n_warmup_steps, p.interval_steps)
+        return optuna.pruners.PercentilePruner(
+            p.percentile, p.n_startup_trials, p.n_warmup_steps, p.interval_steps
+        )
     if p.kind == "successive_halving":
-        return optuna.pruners.SuccessiveHalvingPruner(p.min_resource, p.reduction_factor, p.min_early_stopping_rate)
+        return optuna.pruners.SuccessiveHalvingPruner(
+            p.min_resource, p.reduction_factor, p.min_early_stopping_rate
+        )
     return optuna.pruners.HyperbandPruner(p.min_resource, p.max_resource, p.reduction_factor)
 
 
-def _prune(s: Session, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial], workdir: Path) -> None:
+def _prune(
+    step: SearchStep, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial], workdir: Path
+) -> None:
     """Ask the pruner about every running trial with values; request a stop where it says so."""
     by_number = {t.user_attrs["number"]: t for t in ost.get_trials(deepcopy=False)}
     for t in trials:
@@ -290,12 +281,12 @@ def _prune(s: Session, plan: SearchPlan, ost: optuna.Study, trials: list[_Trial]
         if t.state != CellState.RUNNING or frozen is None or not t.steps or run.prune.exists():
             continue
         if ost.pruner.prune(ost, frozen):
-            step = max(t.steps)
-            run.prune.write_text(f"pruned by the {plan.spec.pruner.kind} pruner at step {step}\n")
+            kind = plan.spec.pruner.kind if plan.spec.pruner else "search's"
+            run.prune.write_text(f"pruned by the {kind} pruner at step {max(t.steps)}\n")
         # Pruners keep their bookkeeping (e.g. successive halving's rungs) in system attributes.
         attrs = ost.get_trials(deepcopy=False)[frozen.number].system_attrs
         if attrs != t.row.system_attrs:
-            s.execute(update(SearchCell).where(SearchCell.id == t.row.id).values(system_attrs=dict(attrs)))
+            step.set_system_attrs(t.row.id, dict(attrs))
 
 
 def _ask(plan: SearchPlan, ost: optuna.Study, group: str, number: int, study: Study) -> tuple[dict, Cell]:
@@ -305,7 +296,8 @@ def _ask(plan: SearchPlan, ost: optuna.Study, group: str, number: int, study: St
     labels = dict(plan.groups[group])
     for axis in plan.searched:
         labels[axis.name] = next(label for label in axis.labels if as_choice(label) == params[axis.name])
-    template = plan.template(labels)  # every choice has one: the spec checks the rules exclude none
+    template = plan.template(labels)
+    assert template is not None  # every choice has one: the spec checks that the rules exclude none
     frozen = ost.get_trials(deepcopy=False)[trial.number]
     config = template.config
     for path, value in params.items():
@@ -313,19 +305,28 @@ def _ask(plan: SearchPlan, ost: optuna.Study, group: str, number: int, study: St
             config = set_path(config, tuple(path.split(".")), value)
     key = cell_key(study.task, config)
     labels = {**template.labels, TRIAL_LABEL: number}
-    row = {"group_key": group, "kind": "trial", "number": number, "cell_key": key, "labels": labels,
-           "params": params, "system_attrs": dict(frozen.system_attrs)}
+    row = {
+        "group_key": group,
+        "kind": "trial",
+        "number": number,
+        "cell_key": key,
+        "labels": labels,
+        "params": params,
+        "system_attrs": dict(frozen.system_attrs),
+    }
     return row, Cell(key, config, labels, template.seed, template.resources)
 
 
 def best_trial(plan: SearchPlan, trials: list[_Trial]) -> _Trial | None:
     """The completed trial with the best finite value (first of equals), or None."""
     sign = 1 if plan.spec.direction == "maximize" else -1
-    done = [t for t in trials if t.value is not None and math.isfinite(t.value) and t.state == CellState.COMPLETED]
-    return max(done, key=lambda t: (sign * t.value, -t.row.number), default=None)
+    done = [
+        t for t in trials if t.value is not None and math.isfinite(t.value) and t.state == CellState.COMPLETED
+    ]
+    return max(done, key=lambda t: (sign * (t.value or 0.0), -t.row.number), default=None)
 
 
-def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial]) -> list[tuple[dict, Cell]]:
+def _finals(step: SearchStep, plan: SearchPlan, group: str, trials: list[_Trial]) -> list[tuple[dict, Cell]]:
     """The best trial's configuration with each final seed, unless already recorded. The final seeds are
     not the trials' seed (spec), so each repeat is a fresh run, not the selected trial's cell again."""
     best = best_trial(plan, [t for t in trials if t.row.kind == "trial"])
@@ -335,8 +336,10 @@ def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial]) -> l
     if set(plan.final_seeds) <= {t.row.labels.get(SEED_AXIS) for t in mine}:
         return []
     recorded = {t.row.cell_key for t in mine}
-    base = s.get(CellRow, best.row.cell_key)
-    resources = plan.template(best.row.labels).resources
+    base = step.cell(best.row.cell_key)
+    template = plan.template(best.row.labels)
+    assert base is not None and template is not None  # a trial's cell is recorded, from its group's template
+    resources = template.resources
     out = []
     for seed in plan.final_seeds:
         config = set_path(base.config, (SEED_AXIS,), seed)
@@ -344,8 +347,15 @@ def _finals(s: Session, plan: SearchPlan, group: str, trials: list[_Trial]) -> l
         if key in recorded:
             continue
         labels = {**best.row.labels, SEED_AXIS: seed}
-        row = {"group_key": group, "kind": "final", "number": best.row.number, "cell_key": key, "labels": labels,
-               "params": best.row.params, "system_attrs": {}}
+        row = {
+            "group_key": group,
+            "kind": "final",
+            "number": best.row.number,
+            "cell_key": key,
+            "labels": labels,
+            "params": best.row.params,
+            "system_attrs": {},
+        }
         out.append((row, Cell(key, config, labels, seed, resources)))
     return out
 
@@ -360,20 +370,29 @@ def expected_cells(plan: SearchPlan) -> int:
 
 def _recorded(store: Store, study: Study) -> list[_Trial]:
     """The study's trials and final repeats (of its current groups), in the order they were recorded."""
-    plan = study.search
-    assert plan is not None
-    with store.session() as s:
-        study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
-        rows = list(s.scalars(select(SearchCell).where(SearchCell.study_id == study_id).order_by(SearchCell.id)))
-        return _outcomes(s, plan, [r for r in rows if r.group_key in plan.groups], Path(study.workdir).resolve())
+    plan = study.search_plan
+    with store.search_step(study.name, lock=False) as step:
+        return _outcomes(
+            step, plan, [r for r in step.rows() if r.group_key in plan.groups], Path(study.workdir).resolve()
+        )
 
 
 def trials(store: Store, study: Study) -> list[dict]:
     """Every trial and final repeat: its group's labels, number, params, cell state and value."""
-    plan = study.search
-    return [{**plan.groups[t.row.group_key], "kind": t.row.kind, TRIAL_LABEL: t.row.number,
-             SEED_AXIS: t.row.labels.get(SEED_AXIS), **t.row.params, "state": t.state, plan.spec.metric: t.value,
-             "key": t.row.cell_key} for t in _recorded(store, study)]
+    plan = study.search_plan
+    return [
+        {
+            **plan.groups[t.row.group_key],
+            "kind": t.row.kind,
+            TRIAL_LABEL: t.row.number,
+            SEED_AXIS: t.row.labels.get(SEED_AXIS),
+            **t.row.params,
+            "state": t.state,
+            plan.spec.metric: t.value,
+            "key": t.row.cell_key,
+        }
+        for t in _recorded(store, study)
+    ]
 
 
 @dataclass
@@ -391,7 +410,7 @@ class GroupResult:
 
 def results(store: Store, study: Study) -> list[GroupResult]:
     """Per group: trials by outcome, the best trial, and its final-seed repeats."""
-    plan = study.search
+    plan = study.search_plan
     trials = _recorded(store, study)
     out = []
     for g, labels in plan.groups.items():
@@ -399,14 +418,30 @@ def results(store: Store, study: Study) -> list[GroupResult]:
         tried = [t for t in mine if t.row.kind == "trial"]
         counts = {"completed": 0, "pruned": 0, "failed": 0, "running": 0}
         for t in tried:
-            counts[{"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}.get(_FINAL.get(t.state, ""), "running")] += 1
-        unscored = [t.row.cell_key for t in tried
-                    if t.state == CellState.COMPLETED and (t.value is None or not math.isfinite(t.value))]
+            counts[
+                {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed"}.get(
+                    _FINAL.get(t.state, ""), "running"
+                )
+            ] += 1
+        unscored = [
+            t.row.cell_key
+            for t in tried
+            if t.state == CellState.COMPLETED and (t.value is None or not math.isfinite(t.value))
+        ]
         best = best_trial(plan, tried)
         # Only the current final seeds: a store from before they had to be fresh holds the trial's own cell.
-        finals = [t for t in mine if t.row.kind == "final" and best is not None
-                  and t.row.number == best.row.number and t.row.labels.get(SEED_AXIS) in plan.final_seeds]
+        finals = [
+            t
+            for t in mine
+            if t.row.kind == "final"
+            and best is not None
+            and t.row.number == best.row.number
+            and t.row.labels.get(SEED_AXIS) in plan.final_seeds
+        ]
         values = [t.value for t in finals if t.state == CellState.COMPLETED and t.value is not None]
-        out.append(GroupResult(labels, plan.budget, counts, best, {t.row.cell_key: t.state for t in finals}, values,
-                               unscored))
+        out.append(
+            GroupResult(
+                labels, plan.budget, counts, best, {t.row.cell_key: t.state for t in finals}, values, unscored
+            )
+        )
     return out

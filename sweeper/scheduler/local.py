@@ -19,16 +19,18 @@ from pathlib import Path
 import submitit
 from submitit.local.local import LocalJob
 
-from sweeper.rundir import pid_alive
-from sweeper.scheduler import Group, JobState
-from sweeper.spec import LocalExecutor
-from sweeper.worker import Worker
+from sweeper.run.rundir import pid_alive
+from sweeper.run.worker import Worker
+from sweeper.scheduler.base import Group, JobState
+from sweeper.states import SchedulerState
+from sweeper.study import LocalExecutor
 
 _FOREVER_MIN = 60 * 24 * 365  # submitit's local default (2 min) would stop the lanes
 
 
 class LocalBackend:
     kind = "local"
+    inline = False
 
     def __init__(self, executor: LocalExecutor, folder: Path):
         self.parallelism = executor.parallelism
@@ -43,17 +45,32 @@ class LocalBackend:
         cpus = [g.resources["cpus_per_task"] for g in groups if "cpus_per_task" in g.resources]
         threads = min(cpus) if cpus else max(1, (os.cpu_count() or 1) // lanes)
         # A cell's timeout_min is its own time limit on a lane (see Worker).
-        limits = {k: 60.0 * g.resources["timeout_min"] for g in groups if "timeout_min" in g.resources for k in g.keys}
-        jobs = [executor.submit(Worker(task, workdir, keys, token, lane=i, threads=threads, time_limits=limits))
-                .cancel_at_deletion(False)  # the lanes outlive this process
-                for i in range(lanes)]
+        limits = {
+            k: 60.0 * g.resources["timeout_min"]
+            for g in groups
+            if "timeout_min" in g.resources
+            for k in g.keys
+        }
+        jobs = [
+            executor.submit(
+                Worker(task, workdir, keys, token, lane=i, threads=threads, time_limits=limits)
+            ).cancel_at_deletion(False)  # the lanes outlive this process
+            for i in range(lanes)
+        ]
         job_id = ",".join(job.job_id for job in jobs)
         return dict.fromkeys(keys, job_id)
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
         """A lane set is RUNNING while any of its controller processes lives."""
-        return {j: JobState("RUNNING" if any(pid_alive(int(p)) for p in j.split(",")) else "FINISHED",
-                            shared=True) for j in job_ids}
+        return {
+            j: JobState(
+                SchedulerState.RUNNING
+                if any(pid_alive(int(p)) for p in j.split(","))
+                else SchedulerState.FINISHED,
+                shared=True,
+            )
+            for j in job_ids
+        }
 
     def cancel(self, job_ids: list[str]) -> None:
         for job_id in job_ids:
@@ -72,15 +89,25 @@ class _DetachedExecutor(submitit.LocalExecutor):
     def _submit_command(self, command: str) -> LocalJob:
         # As submitit.local.local.start_controller does for one task, no GPU and no setup commands.
         env = os.environ | {
-            "SUBMITIT_LOCAL_NTASKS": "1", "SUBMITIT_LOCAL_COMMAND": command,
+            "SUBMITIT_LOCAL_NTASKS": "1",
+            "SUBMITIT_LOCAL_COMMAND": command,
             "SUBMITIT_LOCAL_TIMEOUT_S": str(int(60 * self.parameters["timeout_min"])),
             "SUBMITIT_LOCAL_SIGNAL_DELAY_S": str(int(self.parameters.get("signal_delay_s", 30))),
-            "SUBMITIT_LOCAL_NODEID": "0", "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
-            "SUBMITIT_STDERR_TO_STDOUT": "", "SUBMITIT_EXECUTOR": "local", "CUDA_VISIBLE_DEVICES": "",
+            "SUBMITIT_LOCAL_NODEID": "0",
+            "SUBMITIT_LOCAL_JOB_NUM_NODES": "1",
+            "SUBMITIT_STDERR_TO_STDOUT": "",
+            "SUBMITIT_EXECUTOR": "local",
+            "CUDA_VISIBLE_DEVICES": "",
             "SUBMITIT_LOCAL_WITH_SHELL": "",
         }
         command_line = [sys.executable, "-m", "submitit.local._local", str(self.folder)]
         with open(self.folder / "controllers.log", "ab") as log:
-            process = subprocess.Popen(command_line, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                       stderr=log, start_new_session=True)
+            process = subprocess.Popen(
+                command_line,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
         return LocalJob(folder=self.folder, job_id=str(process.pid), process=process, tasks=[0])

@@ -9,29 +9,32 @@ import subprocess
 from pathlib import Path
 
 import submitit
+from submitit.slurm.slurm import SlurmInfoWatcher
 
 from sweeper.errors import UserError
-from sweeper.scheduler import Group, JobState
-from sweeper.spec import SlurmExecutor
-from sweeper.worker import Worker
+from sweeper.run.worker import Worker
+from sweeper.scheduler.base import Group, JobState
+from sweeper.states import Cause, SchedulerState
+from sweeper.study import SlurmExecutor
 
+J, C = SchedulerState, Cause
 # sacct state -> (sweeper's view, cause)
 _SACCT = {
-    "PENDING": ("PENDING", None),
-    "REQUEUED": ("PENDING", None),
-    "RESIZING": ("PENDING", None),
-    "SUSPENDED": ("PENDING", None),
-    "RUNNING": ("RUNNING", None),
-    "COMPLETING": ("RUNNING", None),
-    "COMPLETED": ("FINISHED", None),
-    "FAILED": ("FAILED", "KILLED"),
-    "CANCELLED": ("CANCELLED", "CANCELLED"),
-    "TIMEOUT": ("INTERRUPTED", "TIMEOUT"),
-    "PREEMPTED": ("INTERRUPTED", "PREEMPTED"),
-    "NODE_FAIL": ("INTERRUPTED", "NODE_FAIL"),
-    "BOOT_FAIL": ("INTERRUPTED", "NODE_FAIL"),
-    "OUT_OF_MEMORY": ("FAILED", "OUT_OF_MEMORY"),
-    "DEADLINE": ("INTERRUPTED", "TIMEOUT"),
+    "PENDING": (J.PENDING, None),
+    "REQUEUED": (J.PENDING, None),
+    "RESIZING": (J.PENDING, None),
+    "SUSPENDED": (J.PENDING, None),
+    "RUNNING": (J.RUNNING, None),
+    "COMPLETING": (J.RUNNING, None),
+    "COMPLETED": (J.FINISHED, None),
+    "FAILED": (J.FAILED, C.KILLED),
+    "CANCELLED": (J.CANCELLED, C.CANCELLED),
+    "TIMEOUT": (J.INTERRUPTED, C.TIMEOUT),
+    "PREEMPTED": (J.INTERRUPTED, C.PREEMPTED),
+    "NODE_FAIL": (J.INTERRUPTED, C.NODE_FAIL),
+    "BOOT_FAIL": (J.INTERRUPTED, C.NODE_FAIL),
+    "OUT_OF_MEMORY": (J.FAILED, C.OUT_OF_MEMORY),
+    "DEADLINE": (J.INTERRUPTED, C.TIMEOUT),
 }
 
 # resources key -> submitit parameter
@@ -53,6 +56,7 @@ _PARAMS = {
 
 class SlurmBackend:
     kind = "slurm"
+    inline = False
 
     def __init__(self, executor: SlurmExecutor, folder: Path):
         self.config = executor
@@ -62,9 +66,13 @@ class SlurmBackend:
         if self.config.max_array_size:
             return self.config.max_array_size
         try:
-            out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=60, check=True).stdout
+            out = subprocess.run(
+                ["scontrol", "show", "config"], capture_output=True, text=True, timeout=60, check=True
+            ).stdout
         except (OSError, subprocess.SubprocessError) as e:
-            raise UserError(f"cannot reach SLURM (scontrol show config: {e}); is this a cluster login node?") from None
+            raise UserError(
+                f"cannot reach SLURM (scontrol show config: {e}); is this a cluster login node?"
+            ) from None
         match = re.search(r"^MaxArraySize\s*=\s*(\d+)", out, re.M)
         return int(match.group(1)) if match else 1001
 
@@ -91,7 +99,7 @@ class SlurmBackend:
                 chunk = packs[start : start + size]
                 with executor.batch():
                     jobs = [executor.submit(Worker(task, workdir, pack, token)) for pack in chunk]
-                ids.update({key: job.job_id for pack, job in zip(chunk, jobs) for key in pack})
+                ids.update({key: job.job_id for pack, job in zip(chunk, jobs, strict=False) for key in pack})
         return ids
 
     def states(self, job_ids: list[str]) -> dict[str, JobState]:
@@ -105,35 +113,15 @@ class SlurmBackend:
             return {}
         try:
             out = subprocess.run(
-                ["sacct", "-n", "-P", "-o", "JobID,State,ReqMem,MaxRSS", "-j", ",".join(bases)],
-                capture_output=True, text=True, timeout=120, check=True,
+                ["sacct", "-P", "-o", "JobID,State,ReqMem,MaxRSS", "-j", ",".join(bases)],
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
             ).stdout
         except (OSError, subprocess.SubprocessError):
-            return {j: JobState("UNKNOWN") for j in job_ids}
-        seen: dict[str, JobState] = {}
-        requested: dict[str, float | None] = {}
-        peak: dict[str, float] = {}
-        stepping: set[str] = set()  # jobs with a step running
-        for line in out.splitlines():
-            job, raw, req, rss = (line.split("|") + ["", "", ""])[:4]
-            if "." in job:  # a step (batch, extern, 0...): only its peak memory counts
-                job = job.split(".")[0]
-                peak[job] = max(peak.get(job, 0.0), _bytes(rss) or 0.0)
-                stepping.update([job] if raw.startswith("RUNNING") else [])
-                continue
-            state, cause = _SACCT.get(raw.split()[0] if raw else "", ("UNKNOWN", None))
-            for one in _expand(job):
-                seen[one] = JobState(state, cause)
-                requested[one] = _bytes(req)
-        # slurmdbd may record a job's start after its steps' (the job PENDING, its steps RUNNING), and
-        # its end before its request ('16?') or its steps' end: the job runs (or is still ending).
-        for job, state in seen.items():
-            ended = state.state in {"FAILED", "CANCELLED"}
-            if (job in stepping and (ended or state.state == "PENDING")) or (ended and requested[job] is None):
-                seen[job] = JobState("RUNNING")
-            elif ended and 0 < (requested[job] or 0) <= peak.get(job, 0.0):
-                seen[job] = JobState("FAILED", "OUT_OF_MEMORY")
-        return {j: seen.get(j, JobState("UNKNOWN")) for j in job_ids}
+            return {j: JobState(J.UNKNOWN) for j in job_ids}
+        return read_sacct(out, job_ids)
 
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
@@ -150,14 +138,33 @@ def _bytes(size: str) -> float | None:
     return float(match.group(1)) * 1024 ** " KMGTP".index(match.group(2) or " ")
 
 
-def _expand(job: str) -> list[str]:
-    """'12_[3-5,8%2]' -> ['12_3', '12_4', '12_5', '12_8']; anything else as is."""
-    match = re.fullmatch(r"(\d+)_\[([^\]]+)\]", job)
-    if not match:
-        return [job]
-    base, spec = match.group(1), match.group(2).split("%")[0]
-    out = []
-    for part in spec.split(","):
-        lo, _, hi = part.partition("-")
-        out.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
-    return out
+def read_sacct(out: str, job_ids: list[str]) -> dict[str, JobState]:
+    """The jobs' states from `sacct -P -o JobID,State,ReqMem,MaxRSS` (with its header line).
+
+    The jobs' lines (array ranges like 12_[3-9%2] expanded) are read by submitit's own parser;
+    the steps' (12_3.batch, 12_3.0) give the peak memory and whether a step still runs.
+    """
+    jobs = SlurmInfoWatcher().read_info(out)
+    peak: dict[str, float] = {}
+    stepping: set[str] = set()  # jobs with a step running
+    for line in out.splitlines()[1:]:
+        job, raw, _req, rss = (line.split("|") + ["", "", ""])[:4]
+        if "." in job:  # a step (batch, extern, 0...): only its peak memory counts
+            job = job.split(".")[0]
+            peak[job] = max(peak.get(job, 0.0), _bytes(rss) or 0.0)
+            stepping.update([job] if raw.startswith("RUNNING") else [])
+    seen: dict[str, JobState] = {}
+    for job, info in jobs.items():
+        raw = info.get("State", "")
+        state, cause = _SACCT.get(raw.split()[0] if raw else "", (J.UNKNOWN, None))
+        requested = _bytes(info.get("ReqMem", ""))
+        # slurmdbd may record a job's start after its steps' (the job PENDING, its steps RUNNING), and
+        # its end before its request ('16?') or its steps' end: the job runs (or is still ending).
+        ended = state in {J.FAILED, J.CANCELLED}
+        if (job in stepping and (ended or state == J.PENDING)) or (ended and requested is None):
+            seen[job] = JobState(J.RUNNING)
+        elif ended and 0 < (requested or 0) <= peak.get(job, 0.0):
+            seen[job] = JobState(J.FAILED, C.OUT_OF_MEMORY)
+        else:
+            seen[job] = JobState(state, cause)
+    return {j: seen.get(j, JobState(J.UNKNOWN)) for j in job_ids}

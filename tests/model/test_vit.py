@@ -302,6 +302,10 @@ def test_torch_compile_matches_eager():
     ({"qkv": 0.125}, 12, {"qkv": [0, 1]}),  # 1.5 rounds half up
     ({"qkv": 1}, 12, {"qkv": [0]}),  # int: first k
     ({"qkv": 1.0}, 12, {"qkv": list(range(12))}),  # float: fraction
+    ({"qkv": "1/12"}, 12, {"qkv": [0]}),  # exact fraction: the same share at every depth
+    ({"qkv": "1/12"}, 24, {"qkv": [0, 1]}),
+    ({"qkv": "2/3"}, 24, {"qkv": list(range(16))}),
+    ({"qkv": "12/12"}, 12, {"qkv": list(range(12))}),
     ({"fc1": [5, 2, 2]}, 12, {"fc1": [2, 5]}),
     ("qkv_half", 24, {"qkv": list(range(12))}),
 ])
@@ -327,6 +331,8 @@ def test_spec_yaml_form_and_presets():
     ({"qkv": 0.0}, {}, r"specialize.qkv: fraction 0.0 must be in \(0, 1\]"),
     ({"qkv": 1.5}, {}, r"specialize.qkv: fraction 1.5 must be in \(0, 1\]"),
     ({"qkv": "first_quarter"}, {}, "specialize.qkv: unknown block selection"),
+    ({"qkv": "13/12"}, {}, r"specialize.qkv: fraction '13/12' must be in \(0, 1\]"),
+    ({"qkv": "0/12"}, {}, r"specialize.qkv: fraction '0/12' must be in \(0, 1\]"),
     ({"qkv": "all", "registers": "cls"}, {}, "specialize.registers: .* no register tokens"),
     ({"qkv": "all", "registers": "middle"}, {"registers": 2}, "specialize.registers: got 'middle'"),
     ({"ls1": "all"}, {"init_values": None}, "specialize.ls1: block 0 has no ls1"),

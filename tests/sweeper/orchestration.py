@@ -9,17 +9,35 @@ from collections import Counter
 from pathlib import Path
 
 from sweeper.ingest import ingest
-from sweeper.spec import load_study
 from sweeper.store import CellState, Store
+from sweeper.study import load_study
 
 
-def write(path: Path, task: str, base: dict, axes: str, seeds: int = 1, executor: str = "{kind: local, parallelism: 2}",
-          extra: str = ""):
+def write(
+    path: Path,
+    task: str,
+    base: dict,
+    axes: str,
+    seeds: int = 1,
+    executor: str = "{kind: local, parallelism: 2}",
+    extra: str = "",
+):
     """Write a study running tests.sweeper.tasks:<task>; `axes` and `extra` are YAML lines."""
-    path.write_text("\n".join([
-        f"study: {path.stem}", f"task: tests.sweeper.tasks:{task}", f"base: {json.dumps(base)}",
-        "axes:", textwrap.indent(axes, "  "), f"seeds: {seeds}", f"executor: {executor}", extra, "",
-    ]))
+    path.write_text(
+        "\n".join(
+            [
+                f"study: {path.stem}",
+                f"task: tests.sweeper.tasks:{task}",
+                f"base: {json.dumps(base)}",
+                "axes:",
+                textwrap.indent(axes, "  "),
+                f"seeds: {seeds}",
+                f"executor: {executor}",
+                extra,
+                "",
+            ]
+        )
+    )
     return load_study(path)
 
 
@@ -53,7 +71,9 @@ def run_search(store: Store, study, timeout: float = 120) -> list:
 
     def settled():
         statuses, moved = advance(store, study)
-        active = any(s.state in (CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING) for s in statuses)
+        active = any(
+            s.state in (CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING) for s in statuses
+        )
         return not moved and not active and statuses
 
     return wait_for(settled, timeout=timeout, what="the search to settle")

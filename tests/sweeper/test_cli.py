@@ -53,10 +53,15 @@ def test_plan_shows_counts_per_axis_value_and_records(run, write_study, tmp_path
     assert data["per_axis"]["model.scale"]["small"] == {"new": 4}
 
 
-def test_a_narrow_terminal_folds_axis_names_and_labels_instead_of_cutting_them(write_study, tmp_path, monkeypatch):
+def test_a_narrow_terminal_folds_axis_names_and_labels_instead_of_cutting_them(
+    write_study, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
-    path = write_study(GOOD.replace("model.scale: [tiny, small]", "+train.optimizer_weight_decay: [0.05, 0.1]")
-                       .replace("norms: {norm1: all}", "norms_and_qkv_third: {norm1: all}"))
+    path = write_study(
+        GOOD.replace("model.scale: [tiny, small]", "+train.optimizer_weight_decay: [0.05, 0.1]").replace(
+            "norms: {norm1: all}", "norms_and_qkv_third: {norm1: all}"
+        )
+    )
     result = CliRunner().invoke(app, ["plan", str(path)], env={"COLUMNS": "50"}, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     assert "…" not in result.output
@@ -99,7 +104,10 @@ def test_invalid_study_exits_2_and_records_nothing(run, write_study, tmp_path):
     path = write_study(GOOD.replace("model.scale:", "model.scael:"))
     result = run("plan", str(path))
     assert result.exit_code == 2
-    assert f"{path}: axes.model.scael: 'model.scael' is not in base (did you mean 'model.scale'?)" in result.stderr
+    assert (
+        f"{path}: axes.model.scael: 'model.scael' is not in base (did you mean 'model.scale'?)"
+        in result.stderr
+    )
     assert not (tmp_path / "results.db").exists()
 
 
@@ -109,9 +117,19 @@ def test_unknown_study_exits_2(run, write_study):
     assert result.exit_code == 2 and "no study named 'nope'" in result.stderr
 
 
-@pytest.mark.parametrize("args", [("studies",), ("show", "demo"), ("status", "demo"), ("logs", "abc"),
-                                  ("report", "demo"), ("resume", "demo"), ("cancel", "demo"),
-                                  ("plot", "demo", "--x", "model.scale", "--y", "m", "--out", "p.png")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("studies",),
+        ("show", "demo"),
+        ("status", "demo"),
+        ("logs", "abc"),
+        ("report", "demo"),
+        ("resume", "demo"),
+        ("cancel", "demo"),
+        ("plot", "demo", "--x", "model.scale", "--y", "m", "--out", "p.png"),
+    ],
+)
 def test_commands_that_read_the_store_never_create_one(run, tmp_path, args):
     result = run(*args)
     assert result.exit_code == 2, result.output
@@ -133,10 +151,13 @@ def test_db_takes_a_plain_path_as_a_sqlite_file(run, write_study, tmp_path, monk
     assert not (tmp_path / "results.db").exists()
 
 
-@pytest.mark.parametrize(("args", "flag", "choices"), [
-    (("show", "demo", "--state", "bogus"), "--state", "'planned'"),
-    (("logs", "KEY", "--stream", "bogus"), "--stream", "'out', 'err', 'both'"),
-])
+@pytest.mark.parametrize(
+    ("args", "flag", "choices"),
+    [
+        (("show", "demo", "--state", "bogus"), "--state", "'planned'"),
+        (("logs", "KEY", "--stream", "bogus"), "--stream", "'out', 'err', 'both'"),
+    ],
+)
 def test_an_unknown_choice_is_refused_with_the_choices(run, write_study, monkeypatch, args, flag, choices):
     run("plan", str(write_study(GOOD)), "-q")
     monkeypatch.setenv("COLUMNS", "300")  # the message on one line
@@ -160,10 +181,15 @@ def test_version(run):
 def test_the_installed_command_prints_no_traceback(tmp_path, write_study):
     path = write_study(GOOD.replace("task: model.experiment:run", "task: model.experiment.run"))
     sweeper = Path(sys.executable).parent / "sweeper"
-    proc = subprocess.run([str(sweeper), "plan", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [str(sweeper), "plan", str(path)], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert "task: expected a 'module.path:function' string, e.g. 'model.experiment:run', got 'model.experiment.run'" in proc.stderr
+    assert (
+        "task: expected a 'module.path:function' string, e.g. 'model.experiment:run', got "
+        "'model.experiment.run'" in proc.stderr
+    )
 
 
 def test_only_matches_values_as_the_study_file_reads_them(run, write_study):

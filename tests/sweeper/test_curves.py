@@ -10,9 +10,11 @@ import typer
 from typer.testing import CliRunner
 
 import sweeper
-from sweeper.console import Options
+from sweeper.cli.common import Options
+from sweeper.cli.plot import plot_command
 from sweeper.errors import UserError
-from sweeper.plot import ErrorBar, curve_data, make_figure, plot_command
+from sweeper.report.options import ErrorBar
+from sweeper.report.plot import curve_data, make_figure
 from sweeper.store import CellState, Store
 from tests.sweeper.test_report import write
 
@@ -24,8 +26,12 @@ def loss(variant: str, seed: int, step: int) -> float:
 
 
 def report(store: Store, key: str, attempt: int, values: dict[int, float], name: str = LOSS) -> None:
-    store.add_metric_rows([{"cell_key": key, "attempt": attempt, "stage": "report", "name": name, "step": s,
-                            "value": v} for s, v in values.items()])
+    store.add_metric_rows(
+        [
+            {"cell_key": key, "attempt": attempt, "stage": "report", "name": name, "step": s, "value": v}
+            for s, v in values.items()
+        ]
+    )
 
 
 @pytest.fixture
@@ -42,8 +48,11 @@ def study_store(store_url, write_study):
 
 
 def cell(study, variant: str, scale: str, seed: int) -> str:
-    return next(c.key for c in study.cells
-                if (c.labels["model.specialize"], c.labels["model.scale"], c.seed) == (variant, scale, seed))
+    return next(
+        c.key
+        for c in study.cells
+        if (c.labels["model.specialize"], c.labels["model.scale"], c.seed) == (variant, scale, seed)
+    )
 
 
 def test_a_resumed_cell_is_one_curve_the_later_attempt_superseding_from_its_first_step(study_store):
@@ -55,8 +64,16 @@ def test_a_resumed_cell_is_one_curve_the_later_attempt_superseding_from_its_firs
     mine = curve[curve["key"] == key]
     assert list(mine["step"]) == [0, 10, 20, 30, 40]  # the first attempt's 50 was redone from 30 on: gone
     assert list(mine["value"]) == pytest.approx([1.0, 0.9, 0.8, 100.0, 101.0])
-    assert set(curve.columns) == {"key", "model.specialize", "model.scale", "seed", "state", "metric", "step",
-                                  "value"}
+    assert set(curve.columns) == {
+        "key",
+        "model.specialize",
+        "model.scale",
+        "seed",
+        "state",
+        "metric",
+        "step",
+        "value",
+    }
     assert len(curve) == 12 * 6 - 1
 
 
@@ -92,7 +109,11 @@ def test_the_figure_has_a_line_and_a_band_per_hue_and_says_what_the_band_is(stud
     assert fig.get_suptitle() == "abl: mean over seeds"
     ci = make_figure(store, "abl", x="step", y=LOSS, error=ErrorBar.ci)
     assert ci.legends[0].get_texts()[-1].get_text() == "band: 95 % t interval of the mean"
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["baseline", "norms", "band: ± std over seeds"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        "baseline",
+        "norms",
+        "band: ± std over seeds",
+    ]
 
 
 def test_curve_errors_name_the_flag(study_store):
@@ -109,13 +130,28 @@ def test_plot_command_step_writes_the_curves(study_store, monkeypatch, tmp_path)
     app.command("plot")(plot_command)
     app.command("other")(lambda: None)
     monkeypatch.setattr(Options, "db", store.url)
-    result = CliRunner().invoke(app, ["plot", "abl", "--x", "step", "--y", LOSS, "--hue", "model.specialize",
-                                      "--col", "model.scale", "--out", str(tmp_path / "loss.png")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "plot",
+            "abl",
+            "--x",
+            "step",
+            "--y",
+            LOSS,
+            "--hue",
+            "model.specialize",
+            "--col",
+            "model.scale",
+            "--out",
+            str(tmp_path / "loss.png"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "loss.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_sweeper_curves_is_the_function_whatever_was_imported_before():
-    import sweeper.plot  # noqa: F401 - imports the module that computes the curves
+    import sweeper.report.plot  # noqa: F401 - imports the module that computes the curves
 
     assert callable(sweeper.curves) and sweeper.curves.__doc__.startswith("Every value the cells")

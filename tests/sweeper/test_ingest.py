@@ -16,9 +16,9 @@ from sqlalchemy import text
 
 from sweeper.ingest import ingest
 from sweeper.launch import launch, resume
-from sweeper.rundir import RunDir, Values, read_json
+from sweeper.run.rundir import RunDir, Values, read_json
+from sweeper.run.worker import WorkerContext
 from sweeper.store import CellState, Store
-from sweeper.worker import TaskContext
 from tests.sweeper.orchestration import wait_done, wait_for, write
 
 SWEEPER = str(Path(sys.executable).parent / "sweeper")
@@ -30,8 +30,9 @@ def _by_bad(study, statuses):
 
 def test_a_nan_or_inf_result_fails_its_cell_with_NAN_and_every_other_result_is_stored(env):
     write(env / "nan.yaml", "values", {"bad": "0.25"}, 'bad: ["0.25", "nan", "inf"]')
-    done = subprocess.run([SWEEPER, "launch", "nan.yaml", "--wait"], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [SWEEPER, "launch", "nan.yaml", "--wait"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1, done.stdout + done.stderr  # a cell failed: no traceback
     assert "Traceback" not in done.stdout + done.stderr
     assert "NAN" in done.stdout and "acc=nan" in done.stdout and "acc=inf" in done.stdout
@@ -49,8 +50,9 @@ def test_a_nan_or_inf_result_fails_its_cell_with_NAN_and_every_other_result_is_s
         # A NaN is a fault of the task: resumed only when asked, as the fault table says.
         assert resume(store, study).keys == []
     # The report counts finished cells only: the failed cells' kept values are not in its means.
-    report = subprocess.run([SWEEPER, "report", "nan", "--format", "csv"], capture_output=True, text=True,
-                            timeout=60)
+    report = subprocess.run(
+        [SWEEPER, "report", "nan", "--format", "csv"], capture_output=True, text=True, timeout=60
+    )
     assert report.returncode == 0, report.stderr
     rows = csv.DictReader(io.StringIO(report.stdout))
     means = {r["bad"]: r["mean"] for r in rows if r["metric"] == "params.M"}
@@ -58,8 +60,9 @@ def test_a_nan_or_inf_result_fails_its_cell_with_NAN_and_every_other_result_is_s
 
 
 def test_a_nan_report_stops_the_task_and_fails_the_cell_with_NAN_at_its_step(env):
-    study = write(env / "nanrep.yaml", "values", {"bad": "nan", "at": 2}, "+variant: [a]",
-                  executor="{kind: debug}")
+    study = write(
+        env / "nanrep.yaml", "values", {"bad": "nan", "at": 2}, "+variant: [a]", executor="{kind: debug}"
+    )
     with Store() as store:
         launch(store, study)
         (s,) = ingest(store, study)
@@ -78,7 +81,8 @@ def test_a_nan_report_the_task_catches_still_fails_the_cell(env, tmp_path):
         "        ctx.report(1, {'loss': float('inf')})\n"
         "    except ValueError:\n"
         "        pass\n"
-        "    return {'acc': 1.0}\n")
+        "    return {'acc': 1.0}\n"
+    )
     study = write(env / "catch.yaml", "echo", {"x": 1}, "x: [1]", executor="{kind: debug}")
     study.task = "catcher:run"
     sys.path.insert(0, str(env))
@@ -99,8 +103,11 @@ def test_one_bad_run_directory_never_stops_the_others(env):
     runs = {c.labels["variant"]: RunDir.of("runs", c.key) for c in study.cells}
     with Store() as store:
         launch(store, study)
-        wait_for(lambda: all((read_json(r.status) or {}).get("state") == "COMPLETED" for r in runs.values()),
-                 timeout=90, what="every cell to complete (not yet ingested)")
+        wait_for(
+            lambda: all((read_json(r.status) or {}).get("state") == "COMPLETED" for r in runs.values()),
+            timeout=90,
+            what="every cell to complete (not yet ingested)",
+        )
         runs["a"].result.write_text('{"acc": 0.2')  # truncated
         runs["b"].result.write_text('{"acc": "high", "params.M": 5.0}')
         runs["c"].result.write_text('{"acc": {"top1": 1}, "params.M": 5.0}')
@@ -108,13 +115,20 @@ def test_one_bad_run_directory_never_stops_the_others(env):
         runs["e"].metrics.unlink()
         runs["e"].metrics.mkdir()  # unreadable
         runs["f"].status.write_text("[1, 2")
-        runs["g"].metrics.write_text('{"step": 1, "metrics": {"loss": "x", "lr": 0.1}}\n'
-                                     '[3]\n{"step": "two"}\n')
+        runs["g"].metrics.write_text(
+            '{"step": 1, "metrics": {"loss": "x", "lr": 0.1}}\n[3]\n{"step": "two"}\n'
+        )
         statuses = {s.labels["variant"]: s for s in ingest(store, study)}
         got = {v: (s.state, s.cause) for v, s in statuses.items()}
-        assert got == {"a": ("FAILED", "EXCEPTION"), "b": ("FAILED", "EXCEPTION"),
-                       "c": ("FAILED", "EXCEPTION"), "d": ("FAILED", "NAN"), "e": ("COMPLETED", None),
-                       "f": ("COMPLETED", None), "g": ("COMPLETED", None)}
+        assert got == {
+            "a": ("FAILED", "EXCEPTION"),
+            "b": ("FAILED", "EXCEPTION"),
+            "c": ("FAILED", "EXCEPTION"),
+            "d": ("FAILED", "NAN"),
+            "e": ("COMPLETED", None),
+            "f": ("COMPLETED", None),
+            "g": ("COMPLETED", None),
+        }
         assert "result.json is unreadable" in statuses["a"].detail
         assert statuses["b"].detail.startswith("result.json: acc='high'; expected a number")
         assert statuses["d"].detail == "result.json: acc=nan (the finite values are kept)"
@@ -127,8 +141,13 @@ def test_one_bad_run_directory_never_stops_the_others(env):
 
 
 def test_a_resumed_attempts_steps_replace_those_of_the_attempt_before(env):
-    study = write(env / "resumed.yaml", "steps", {"steps": 30, "dt": 0.05, "every": 10}, "+variant: [a]",
-                  executor="{kind: local, parallelism: 1}")
+    study = write(
+        env / "resumed.yaml",
+        "steps",
+        {"steps": 30, "dt": 0.05, "every": 10},
+        "+variant: [a]",
+        executor="{kind: local, parallelism: 1}",
+    )
     key = study.cells[0].key
     run = RunDir.of("runs", key)
     with Store() as store:
@@ -144,8 +163,12 @@ def test_a_resumed_attempts_steps_replace_those_of_the_attempt_before(env):
         assert [line["step"] for line in lines] == list(range(1, 31))  # 30 lines for 30 steps
         assert {line["attempt"] for line in lines if line["step"] > 10} == {2}
         with store.session() as sess:
-            rows = sess.execute(text("SELECT step, attempt FROM metrics WHERE cell_key = :k"
-                                     " AND step IS NOT NULL ORDER BY step"), {"k": key}).all()
+            rows = sess.execute(
+                text(
+                    "SELECT step, attempt FROM metrics WHERE cell_key = :k AND step IS NOT NULL ORDER BY step"
+                ),
+                {"k": key},
+            ).all()
         assert [r.step for r in rows] == list(range(1, 31))
         assert {r.step: r.attempt for r in rows} == {step: 1 if step <= 10 else 2 for step in range(1, 31)}
 
@@ -153,8 +176,10 @@ def test_a_resumed_attempts_steps_replace_those_of_the_attempt_before(env):
 def test_reported_values_of_an_older_run_directory_keep_the_last_per_step(tmp_path):
     """Lines written before attempts were recorded, with a step reported twice and a cut line."""
     run = RunDir(tmp_path)
-    run.metrics.write_text('{"step": 1, "metrics": {"loss": 1.0}}\n{"step": 2, "metrics": {"loss": 0.9}}\n'
-                           '{"step": 2, "metrics": {"loss": 0.8}}\n{"step": 3, "met')
+    run.metrics.write_text(
+        '{"step": 1, "metrics": {"loss": 1.0}}\n{"step": 2, "metrics": {"loss": 0.9}}\n'
+        '{"step": 2, "metrics": {"loss": 0.8}}\n{"step": 3, "met'
+    )
     assert run.reported().values == {("loss", 1): (None, 1.0), ("loss", 2): (None, 0.8)}
 
 
@@ -171,8 +196,9 @@ def test_a_controller_that_saw_the_attempt_still_running_stores_nothing_twice(en
         launch(store, study)
         assert _final_rows(store) == 4
         latest = store.latest_attempts([c.key for c in study.cells])
-        store.update_attempts([{"id": a.id, "cell_key": a.cell_key, "state": CellState.RUNNING}
-                               for a in latest.values()])
+        store.update_attempts(
+            [{"id": a.id, "cell_key": a.cell_key, "state": CellState.RUNNING} for a in latest.values()]
+        )
         assert {s.state for s in ingest(store, study)} == {CellState.COMPLETED}
         assert _final_rows(store) == 4
         with store.session() as s:
@@ -180,8 +206,13 @@ def test_a_controller_that_saw_the_attempt_still_running_stores_nothing_twice(en
 
 
 def test_two_controllers_following_one_study_store_each_value_once(env, store_url):
-    study = write(env / "follow.yaml", "echo", {"x": 1, "sleep": 0.05}, "x: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]",
-                  executor="{kind: local, parallelism: 2}")
+    study = write(
+        env / "follow.yaml",
+        "echo",
+        {"x": 1, "sleep": 0.05},
+        "x: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]",
+        executor="{kind: local, parallelism: 2}",
+    )
     with Store(store_url) as store:
         launch(store, study)
 
@@ -204,23 +235,41 @@ def test_a_requeued_run_of_the_same_attempt_replaces_the_steps_it_redoes(tmp_pat
     run = RunDir(tmp_path)
 
     def execution(steps, value):
-        ctx = TaskContext(run, tmp_path / "cache", "k", 1, 0, threading.Event())
+        ctx = WorkerContext(run, tmp_path / "cache", "k", 1, 0, threading.Event())
         for step in steps:
             ctx.report(step, {"loss": value})
 
     execution(range(1, 6), 1.0)
     execution(range(4, 7), 2.0)  # its checkpoint was at step 3
     lines = [json.loads(line) for line in run.metrics.read_text().splitlines()]
-    assert [(line["step"], line["metrics"]["loss"]) for line in lines] == [(1, 1.0), (2, 1.0), (3, 1.0),
-                                                                            (4, 2.0), (5, 2.0), (6, 2.0)]
+    assert [(line["step"], line["metrics"]["loss"]) for line in lines] == [
+        (1, 1.0),
+        (2, 1.0),
+        (3, 1.0),
+        (4, 2.0),
+        (5, 2.0),
+        (6, 2.0),
+    ]
 
 
 def test_values_are_numbers_numpy_and_torch_scalars_included():
     import numpy as np
     import torch
 
-    values = Values.of({"a": np.float32(0.5), "b": torch.tensor(2.0), "c": np.int64(3), "d": True,
-                        "e": "0.5", "f": [1.0], "g": {"x": 1}, "h": None, "i": float("-inf"), "j": np.nan})
+    values = Values.of(
+        {
+            "a": np.float32(0.5),
+            "b": torch.tensor(2.0),
+            "c": np.int64(3),
+            "d": True,
+            "e": "0.5",
+            "f": [1.0],
+            "g": {"x": 1},
+            "h": None,
+            "i": float("-inf"),
+            "j": np.nan,
+        }
+    )
     assert values.finite == {"a": 0.5, "b": 2.0, "c": 3.0, "d": 1.0}
     assert values.nonfinite == {"i": "-inf", "j": "nan"}
     assert set(values.invalid) == {"e", "f", "g", "h"}

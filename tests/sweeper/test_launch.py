@@ -15,14 +15,16 @@ import pytest
 from sweeper.errors import UserError
 from sweeper.ingest import ingest
 from sweeper.launch import cancel, launch, resume
-from sweeper.rundir import RunDir, read_json
-from sweeper.spec import load_study
+from sweeper.run.rundir import RunDir, read_json
 from sweeper.store import CellState, Store
+from sweeper.study import load_study
 from tests.sweeper.orchestration import runs_per_cell, wait_done, wait_for, write
 
 
 def test_a_12_cell_study_completes_and_every_result_is_in_the_store(env):
-    study = write(env / "twelve.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4, 5, 6]", seeds=2)
+    study = write(
+        env / "twelve.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4, 5, 6]", seeds=2
+    )
     with Store() as store:
         submission, _ = launch(store, study)
         assert len(submission.keys) == 12 and submission.jobs == 2  # two lanes
@@ -79,13 +81,20 @@ def test_the_tasks_cwd_is_its_run_directory(env, executor):
 
 
 def test_a_killed_worker_is_detected_and_resumed_from_its_checkpoint(env):
-    study = write(env / "kill.yaml", "steps", {"steps": 60, "dt": 0.05, "every": 10}, "+variant: [a]",
-                  executor="{kind: local, parallelism: 1}")
+    study = write(
+        env / "kill.yaml",
+        "steps",
+        {"steps": 60, "dt": 0.05, "every": 10},
+        "+variant: [a]",
+        executor="{kind: local, parallelism: 1}",
+    )
     key = study.cells[0].key
     run = RunDir.of("runs", key)
     with Store() as store:
         launch(store, study)
-        wait_for(lambda: (read_json(run.path / "ckpt.json") or {}).get("step", 0) >= 20, what="two checkpoints")
+        wait_for(
+            lambda: (read_json(run.path / "ckpt.json") or {}).get("step", 0) >= 20, what="two checkpoints"
+        )
         os.kill(read_json(run.status)["pid"], signal.SIGKILL)
         (s,) = wait_done(store, study)
         assert (s.state, s.cause) == (CellState.INTERRUPTED, "KILLED")
@@ -97,8 +106,13 @@ def test_a_killed_worker_is_detected_and_resumed_from_its_checkpoint(env):
 
 
 def test_a_preempted_cell_checkpoints_on_the_signal_and_resumes_by_itself(env):
-    study = write(env / "preempt.yaml", "steps", {"steps": 80, "dt": 0.05, "every": 1000}, "+variant: [a]",
-                  executor="{kind: local, parallelism: 1}")
+    study = write(
+        env / "preempt.yaml",
+        "steps",
+        {"steps": 80, "dt": 0.05, "every": 1000},
+        "+variant: [a]",
+        executor="{kind: local, parallelism: 1}",
+    )
     key = study.cells[0].key
     run = RunDir.of("runs", key)
     with Store() as store:
@@ -106,7 +120,9 @@ def test_a_preempted_cell_checkpoints_on_the_signal_and_resumes_by_itself(env):
         wait_for(lambda: (run.last_report() or {}).get("step", 0) >= 15, what="15 steps")
         pid = read_json(run.status)["pid"]
         os.kill(pid, signal.SIGUSR2)  # what SLURM sends before preemption or the time limit
-        wait_for(lambda: (read_json(run.status) or {}).get("pid") not in (None, pid), what="the requeued worker")
+        wait_for(
+            lambda: (read_json(run.status) or {}).get("pid") not in (None, pid), what="the requeued worker"
+        )
         (s,) = wait_done(store, study)
         assert s.state == CellState.COMPLETED
         result = store.metrics(key)
@@ -123,40 +139,65 @@ def test_past_its_timeout_a_local_cell_saves_the_lane_goes_on_and_resume_continu
     due), the cell ends INTERRUPTED with cause TIMEOUT and the lane runs the next cell; each resume
     continues from the last save, so no step runs twice."""
     log = env / "runs.log"
-    study = write(env / "limit.yaml", "steps", {"steps": 40, "dt": 0.05, "every": 1000, "log": str(log)},
-                  "+variant: [a, b]", executor="{kind: local, parallelism: 1}",
-                  extra=LIMIT + "\nretry: {max_attempts: 10}")  # 2 s of steps: a resume or two each
+    study = write(
+        env / "limit.yaml",
+        "steps",
+        {"steps": 40, "dt": 0.05, "every": 1000, "log": str(log)},
+        "+variant: [a, b]",
+        executor="{kind: local, parallelism: 1}",
+        extra=LIMIT + "\nretry: {max_attempts: 10}",
+    )  # 2 s of steps: a resume or two each
     with Store() as store:
         launch(store, study)
         statuses = wait_done(store, study)
-        assert {(s.state, s.cause) for s in statuses} == {(CellState.INTERRUPTED, "TIMEOUT")}  # both, on one lane
+        assert {(s.state, s.cause) for s in statuses} == {
+            (CellState.INTERRUPTED, "TIMEOUT")
+        }  # both, on one lane
         for _ in range(10):
             if all(s.state == CellState.COMPLETED for s in statuses):
                 break
             resume(store, study)
             statuses = wait_done(store, study)
         for cell in study.cells:
-            starts = [int(line.split("from=")[1]) for line in log.read_text().splitlines() if line.startswith(cell.key)]
+            starts = [
+                int(line.split("from=")[1])
+                for line in log.read_text().splitlines()
+                if line.startswith(cell.key)
+            ]
             assert len(starts) >= 2 and starts[0] == 0 and starts == sorted(set(starts))
             assert store.metrics(cell.key) == {"steps": 40, "resumed_from": starts[-1]}
 
 
 def test_a_local_task_that_ignores_its_timeout_is_stopped_with_its_lane(env, monkeypatch):
     monkeypatch.setenv("SWEEPER_CHECKPOINT_GRACE_S", "1")
-    study = write(env / "stuck.yaml", "echo", {"x": 1, "sleep": 60}, "+variant: [a]",
-                  executor="{kind: local, parallelism: 1}", extra=LIMIT)
+    study = write(
+        env / "stuck.yaml",
+        "echo",
+        {"x": 1, "sleep": 60},
+        "+variant: [a]",
+        executor="{kind: local, parallelism: 1}",
+        extra=LIMIT,
+    )
     run = RunDir.of("runs", study.cells[0].key)
     with Store() as store:
         launch(store, study)
         (s,) = wait_done(store, study, timeout=30)
-    assert (s.state, s.cause, s.detail) == (CellState.INTERRUPTED, "TIMEOUT", "ran past its timeout_min and did not save in time")
-    assert "did not save within 1 s of the request; ending this lane" in (run.logs / "attempt-1.err").read_text()
+    assert (s.state, s.cause, s.detail) == (
+        CellState.INTERRUPTED,
+        "TIMEOUT",
+        "ran past its timeout_min and did not save in time",
+    )
+    assert (
+        "did not save within 1 s of the request; ending this lane" in (run.logs / "attempt-1.err").read_text()
+    )
 
 
 def test_two_concurrent_launches_submit_each_cell_once(env):
     write(env / "race.yaml", "echo", {"x": 1, "log": str(env / "runs.log")}, "x: [1, 2, 3, 4]", seeds=2)
     cmd = [str(Path(sys.executable).parent / "sweeper"), "launch", "race.yaml", "--json"]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
     outs = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=120)
@@ -170,14 +211,25 @@ def test_two_concurrent_launches_submit_each_cell_once(env):
     assert runs_per_cell(env / "runs.log") == Counter({c.key: 1 for c in study.cells})
 
 
-@pytest.mark.parametrize("fault", ["before-submit", "before-manifest", "after-submit"])
+@pytest.mark.parametrize("fault", ["after-claim", "before-submit", "before-manifest", "after-submit"])
 def test_a_controller_killed_mid_submission_loses_and_duplicates_nothing(env, fault):
     sleep = 1.0  # long enough that the lanes of the killed launch are mid-cell when the relaunch comes
-    study = write(env / "crash.yaml", "echo", {"x": 1, "sleep": sleep, "log": str(env / "runs.log")}, "x: [1, 2, 3]", seeds=2)
+    study = write(
+        env / "crash.yaml",
+        "echo",
+        {"x": 1, "sleep": sleep, "log": str(env / "runs.log")},
+        "x: [1, 2, 3]",
+        seeds=2,
+    )
     cmd = [str(Path(sys.executable).parent / "sweeper"), "launch", "crash.yaml"]
     # Not captured: the lanes inherit the pipes, and reading them to the end would wait for the lanes.
-    killed = subprocess.run(cmd, env=os.environ | {"SWEEPER_FAULT": fault}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, timeout=120)
+    killed = subprocess.run(
+        cmd,
+        env=os.environ | {"SWEEPER_FAULT": fault},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert killed.returncode == -signal.SIGKILL
     relaunch = subprocess.run(cmd + ["--wait"], capture_output=True, text=True, timeout=180)
     assert relaunch.returncode == 0, relaunch.stdout + relaunch.stderr
@@ -187,11 +239,18 @@ def test_a_controller_killed_mid_submission_loses_and_duplicates_nothing(env, fa
 
 
 def test_cancel_then_resume(env):
-    study = write(env / "cancel.yaml", "steps", {"steps": 400, "dt": 0.05, "every": 5}, "+variant: [a, b, c]",
-                  executor="{kind: local, parallelism: 1}")
+    study = write(
+        env / "cancel.yaml",
+        "steps",
+        {"steps": 400, "dt": 0.05, "every": 5},
+        "+variant: [a, b, c]",
+        executor="{kind: local, parallelism: 1}",
+    )
     with Store() as store:
         launch(store, study)
-        wait_for(lambda: any(s.state == CellState.RUNNING for s in ingest(store, study)), what="a running cell")
+        wait_for(
+            lambda: any(s.state == CellState.RUNNING for s in ingest(store, study)), what="a running cell"
+        )
         assert len(cancel(store, study)) == 3
         statuses = wait_done(store, study)
         assert {(s.state, s.cause) for s in statuses} == {(CellState.CANCELLED, "CANCELLED")}
@@ -199,26 +258,37 @@ def test_cancel_then_resume(env):
 
 
 @pytest.mark.parametrize(("task", "axis"), [("steps", "dt"), ("echo", "sleep")])
-def test_cancel_only_stops_exactly_the_selected_cells_and_the_lanes_run_the_others(env, monkeypatch, task,
-                                                                                   axis):
+def test_cancel_only_stops_exactly_the_selected_cells_and_the_lanes_run_the_others(
+    env, monkeypatch, task, axis
+):
     """Both lanes run a (long) selected cell when the cancel comes. `steps` saves and stops at the
     request and its lane goes on; `echo` ignores it, so past the grace its lane restarts (submitit's
     requeue code) and runs the lane's other cells. No other cell is lost, and none runs twice."""
     monkeypatch.setenv("SWEEPER_CHECKPOINT_GRACE_S", "1")
     log = env / "runs.log"
-    values = {"dt": "{baseline: 0.2, other: 0.01, third: 0.02}",
-              "sleep": "{baseline: 8, other: 0.2, third: 0.3}"}
-    study = write(env / "only.yaml", task, {"x": 1, "steps": 40, "dt": 0.05, "sleep": 2, "log": str(log)},
-                  f"{axis}: {values[axis]}", seeds=2)
+    values = {
+        "dt": "{baseline: 0.2, other: 0.01, third: 0.02}",
+        "sleep": "{baseline: 8, other: 0.2, third: 0.3}",
+    }
+    study = write(
+        env / "only.yaml",
+        task,
+        {"x": 1, "steps": 40, "dt": 0.05, "sleep": 2, "log": str(log)},
+        f"{axis}: {values[axis]}",
+        seeds=2,
+    )
     chosen = {c.key for c in study.cells if c.labels[axis] == "baseline"}
     with Store() as store:
         launch(store, study)
-        wait_for(lambda: {s.key for s in ingest(store, study) if s.state == CellState.RUNNING} == chosen,
-                 what="both lanes running a baseline cell")
+        wait_for(
+            lambda: {s.key for s in ingest(store, study) if s.state == CellState.RUNNING} == chosen,
+            what="both lanes running a baseline cell",
+        )
         assert set(cancel(store, study, only=[f"{axis}=baseline"])) == chosen
         statuses = wait_done(store, study)
         assert {s.key: s.state for s in statuses} == {
-            c.key: CellState.CANCELLED if c.key in chosen else CellState.COMPLETED for c in study.cells}
+            c.key: CellState.CANCELLED if c.key in chosen else CellState.COMPLETED for c in study.cells
+        }
     assert runs_per_cell(log) == Counter({c.key: 1 for c in study.cells})
     for key in chosen:
         status = read_json(RunDir.of("runs", key).status)
@@ -234,18 +304,25 @@ def test_only_max_cells_and_dry_run(env):
         assert len(submission.keys) == 2
         submission, _ = launch(store, study, max_cells=3)
         assert len(submission.keys) == 3
-        assert Counter(s.state for s in ingest(store, study)) == {CellState.COMPLETED: 5, CellState.PLANNED: 1}
+        assert Counter(s.state for s in ingest(store, study)) == {
+            CellState.COMPLETED: 5,
+            CellState.PLANNED: 1,
+        }
 
 
 def test_the_cli_follows_a_launch_and_shows_logs(env):
     write(env / "cli.yaml", "echo", {"x": 1}, "x: [1, 2]", executor="{kind: local, parallelism: 2}")
     sweeper = str(Path(sys.executable).parent / "sweeper")
-    done = subprocess.run([sweeper, "launch", "cli.yaml", "--wait"], capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sweeper, "launch", "cli.yaml", "--wait"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and "2 completed" in done.stdout
     status = subprocess.run([sweeper, "status", "cli", "--json"], capture_output=True, text=True, timeout=60)
     rows = json.loads(status.stdout)
     assert [r["state"] for r in rows] == ["COMPLETED", "COMPLETED"]
-    bad = subprocess.run([sweeper, "launch", "cli.yaml", "--only", "x=9"], capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sweeper, "launch", "cli.yaml", "--only", "x=9"], capture_output=True, text=True, timeout=60
+    )
     assert bad.returncode == 2 and "'9' is not a value of x" in bad.stderr
 
 
@@ -258,11 +335,17 @@ def test_ctrl_c_or_a_closed_terminal_stops_the_watch_not_the_lanes(env, sig):
     sweeper = str(Path(sys.executable).parent / "sweeper")
     with open(env / "out.txt", "w") as out:  # a file, not a pipe that lanes could hold open
         # Its own process group, as a shell's foreground job.
-        watch = subprocess.Popen([sweeper, "launch", "watch.yaml", "--wait"], stdout=out,
-                                 stderr=subprocess.STDOUT, start_new_session=True)
+        watch = subprocess.Popen(
+            [sweeper, "launch", "watch.yaml", "--wait"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         runs = [RunDir.of("runs", c.key) for c in study.cells]
-        wait_for(lambda: [(read_json(r.status) or {}).get("state") for r in runs].count("RUNNING") == 2,
-                 what="both lanes running a cell")
+        wait_for(
+            lambda: [(read_json(r.status) or {}).get("state") for r in runs].count("RUNNING") == 2,
+            what="both lanes running a cell",
+        )
         os.killpg(watch.pid, sig)
         assert watch.wait(timeout=30) == (130 if sig == signal.SIGINT else -sig)
     with Store() as store:
@@ -276,16 +359,28 @@ def test_ctrl_c_or_a_closed_terminal_stops_the_watch_not_the_lanes(env, sig):
 
 
 def test_out_of_memory_is_retried_only_with_more_memory_configured(env):
-    plain = write(env / "oom.yaml", "oom", {"x": 1}, "x: [1]", executor="{kind: debug}",
-                  extra="resources: {default: {mem_gb: 8}}")
+    plain = write(
+        env / "oom.yaml",
+        "oom",
+        {"x": 1},
+        "x: [1]",
+        executor="{kind: debug}",
+        extra="resources: {default: {mem_gb: 8}}",
+    )
     with Store() as store:
         launch(store, plain)
         (s,) = ingest(store, plain)
         assert (s.state, s.cause) == (CellState.FAILED, "OUT_OF_MEMORY")
         skipped = resume(store, plain)
         assert skipped.keys == [] and "retry.oom_memory_factor" in skipped.skipped[s.key]
-        grow = write(env / "oom.yaml", "oom", {"x": 1}, "x: [1]", executor="{kind: debug}",
-                     extra="resources: {default: {mem_gb: 8}}\nretry: {max_attempts: 2, oom_memory_factor: 2}")
+        grow = write(
+            env / "oom.yaml",
+            "oom",
+            {"x": 1},
+            "x: [1]",
+            executor="{kind: debug}",
+            extra="resources: {default: {mem_gb: 8}}\nretry: {max_attempts: 2, oom_memory_factor: 2}",
+        )
         assert resume(store, grow).keys == [s.key]
         (s,) = ingest(store, grow)
         assert (s.state, s.attempt) == (CellState.FAILED, 2)
@@ -295,31 +390,56 @@ def test_out_of_memory_is_retried_only_with_more_memory_configured(env):
 
 def test_the_studys_check_runs_before_anything_is_submitted(env):
     (env / "data").mkdir()
-    study = write(env / "checked.yaml", "echo", {"x": 1, "root": str(env / "data")}, "root: [data, /no/such/dir]",
-                  executor="{kind: debug}", extra="check: tests.sweeper.tasks:check")
+    study = write(
+        env / "checked.yaml",
+        "echo",
+        {"x": 1, "root": str(env / "data")},
+        "root: [data, /no/such/dir]",
+        executor="{kind: debug}",
+        extra="check: tests.sweeper.tasks:check",
+    )
     with Store() as store, pytest.raises(UserError) as e:
         launch(store, study)
     assert "checked.yaml: cell {root=/no/such/dir}: root: /no/such/dir does not exist" in str(e.value)
     assert "root=data}" not in str(e.value)
     with Store() as store:
         assert [s.state for s in ingest(store, study)] == [CellState.PLANNED] * 2  # nothing submitted
-        broken = write(env / "checked.yaml", "echo", {"x": 1}, "x: [1]", executor="{kind: debug}",
-                       extra="check: tests.sweeper.no_such_module:check")
-        with pytest.raises(UserError, match=r"checked.yaml: check: cannot import "
-                                            r"'tests.sweeper.no_such_module:check'"):
+        broken = write(
+            env / "checked.yaml",
+            "echo",
+            {"x": 1},
+            "x: [1]",
+            executor="{kind: debug}",
+            extra="check: tests.sweeper.no_such_module:check",
+        )
+        with pytest.raises(
+            UserError,
+            match=r"checked.yaml: check: cannot import "
+            r"'tests.sweeper.no_such_module:check'",
+        ):
             launch(store, broken)
 
 
 def test_local_lanes_share_the_cores_instead_of_oversubscribing(env, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    shared = write(env / "share.yaml", "threads", {"x": 1}, "x: [1, 2]", executor="{kind: local, parallelism: 2}")
-    pinned = write(env / "pin.yaml", "threads", {"x": 1}, "x: [3]", executor="{kind: local, parallelism: 2}",
-                   extra="resources: {default: {cpus_per_task: 3}}")
+    shared = write(
+        env / "share.yaml", "threads", {"x": 1}, "x: [1, 2]", executor="{kind: local, parallelism: 2}"
+    )
+    pinned = write(
+        env / "pin.yaml",
+        "threads",
+        {"x": 1},
+        "x: [3]",
+        executor="{kind: local, parallelism: 2}",
+        extra="resources: {default: {cpus_per_task: 3}}",
+    )
     with Store() as store:
         for study in (shared, pinned):
             launch(store, study)
             wait_done(store, study)
-        assert {store.metrics(c.key)["omp_threads"] for c in shared.cells} == {max(1, (os.cpu_count() or 1) // 2)}
+        assert {store.metrics(c.key)["omp_threads"] for c in shared.cells} == {
+            max(1, (os.cpu_count() or 1) // 2)
+        }
         assert store.metrics(pinned.cells[0].key)["omp_threads"] == 3
 
 
@@ -327,7 +447,10 @@ def test_a_task_that_cannot_be_imported_is_refused_before_anything_is_recorded(e
     study = write(env / "noimport.yaml", "echo", {"x": 1}, "x: [1]", executor="{kind: local, parallelism: 1}")
     study.task = "tests.sweeper.no_such_module:run"
     with Store() as store:
-        with pytest.raises(UserError, match=r"noimport.yaml: task: cannot import "
-                                            r"'tests.sweeper.no_such_module:run': ModuleNotFoundError"):
+        with pytest.raises(
+            UserError,
+            match=r"noimport.yaml: task: cannot import "
+            r"'tests.sweeper.no_such_module:run': ModuleNotFoundError",
+        ):
             launch(store, study)
         assert store.plan(study, record=False).added == [study.cells[0].key]  # not recorded

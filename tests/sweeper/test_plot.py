@@ -9,10 +9,12 @@ import typer
 from matplotlib.colors import to_hex
 from typer.testing import CliRunner
 
-from sweeper.console import Options
+from sweeper.cli.common import Options
+from sweeper.cli.plot import plot_command
 from sweeper.errors import UserError
-from sweeper.plot import ErrorBar, make_figure, plot_command, plot_data
-from sweeper.report import load
+from sweeper.report.load import load
+from sweeper.report.options import ErrorBar
+from sweeper.report.plot import make_figure, plot_data
 from sweeper.store import Store
 from tests.sweeper.test_report import MIOU, T_975_DF2, finish, write
 
@@ -30,12 +32,19 @@ def store(store_url, write_study):
     study = write(write_study)
     with Store(store_url) as store:
         store.plan(study)
-        finish(store, study, {
-            (v, s, seed): {"linear_seg.ade20k.miou": MIOU[v, s][seed],
-                           **{NORM1.format(b): cos(v, b, seed) for b in range(4)},
-                           **{NORM2.format(b): 2 * cos(v, b, seed) for b in range(4)}}
-            for v, s in MIOU for seed in range(3)
-        })
+        finish(
+            store,
+            study,
+            {
+                (v, s, seed): {
+                    "linear_seg.ade20k.miou": MIOU[v, s][seed],
+                    **{NORM1.format(b): cos(v, b, seed) for b in range(4)},
+                    **{NORM2.format(b): 2 * cos(v, b, seed) for b in range(4)},
+                }
+                for v, s in MIOU
+                for seed in range(3)
+            },
+        )
         yield store
 
 
@@ -49,7 +58,9 @@ def test_metric_against_an_axis_per_hue_with_std_or_ci_bars(store):
 
 
 def test_per_block_curves_parse_the_block_index_and_split_families(store):
-    data = plot_data(load(store, "abl", [NORM1.format("*")]), x="block", hue="model.specialize", col="model.scale")
+    data = plot_data(
+        load(store, "abl", [NORM1.format("*")]), x="block", hue="model.specialize", col="model.scale"
+    )
     assert "family" not in data
     curve = data[(data["model.specialize"] == "norms") & (data["model.scale"] == "small")]
     assert list(curve["block"]) == [0, 1, 2, 3]
@@ -81,16 +92,38 @@ def cli(store, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("name", "magic"), [("miou.png", b"\x89PNG"), ("miou.pdf", b"%PDF")])
 def test_plot_command_writes_a_non_empty_file(cli, tmp_path, name, magic):
-    result = cli("abl", "--x", "model.scale", "--y", "linear_seg.ade20k.miou", "--hue", "model.specialize",
-                 "--error", "ci", "--out", name)
+    result = cli(
+        "abl",
+        "--x",
+        "model.scale",
+        "--y",
+        "linear_seg.ade20k.miou",
+        "--hue",
+        "model.specialize",
+        "--error",
+        "ci",
+        "--out",
+        name,
+    )
     assert result.exit_code == 0, result.output
     data = (tmp_path / name).read_bytes()
     assert data.startswith(magic) and len(data) > 1000
 
 
 def test_plot_command_block_curves_in_panels(cli, tmp_path):
-    result = cli("abl", "--x", "block", "--y", "analysis.*.cos_cls_patch_pre_norm1", "--hue", "model.specialize",
-                 "--col", "model.scale", "--out", "tokens.png")
+    result = cli(
+        "abl",
+        "--x",
+        "block",
+        "--y",
+        "analysis.*.cos_cls_patch_pre_norm1",
+        "--hue",
+        "model.specialize",
+        "--col",
+        "model.scale",
+        "--out",
+        "tokens.png",
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "tokens.png").stat().st_size > 1000
 
@@ -116,26 +149,40 @@ def partial(store_url, write_study):
     study = write(write_study)
     with Store(store_url) as store:
         store.plan(study)
-        finish(store, study, {(v, s, 0): {"linear_seg.ade20k.miou": MIOU[v, s][0],
-                                          **{NORM1.format(b): cos(v, b, 0) for b in range(4)}}
-                              for v, s in MIOU if (v, s) != ("baseline", "small")})
+        finish(
+            store,
+            study,
+            {
+                (v, s, 0): {
+                    "linear_seg.ade20k.miou": MIOU[v, s][0],
+                    **{NORM1.format(b): cos(v, b, 0) for b in range(4)},
+                }
+                for v, s in MIOU
+                if (v, s) != ("baseline", "small")
+            },
+        )
         yield store
 
 
 def test_the_legend_lists_the_hues_of_every_panel_in_one_colour_each(partial):
-    fig = make_figure(partial, "abl", x="block", y=NORM1.format("*"), hue="model.specialize",
-                      col="model.scale")
+    fig = make_figure(
+        partial, "abl", x="block", y=NORM1.format("*"), hue="model.specialize", col="model.scale"
+    )
     base, small = fig.axes
     assert [base.get_title(), small.get_title()] == ["model.scale = base", "model.scale = small"]
     assert len(base.containers) == 2 and len(small.containers) == 1  # baseline and norms; norms only
     legend = fig.legends[0]
     assert legend.get_title().get_text() == "model.specialize"
     assert [t.get_text() for t in legend.get_texts()] == ["baseline", "norms"]
-    colour = {t.get_text(): to_hex(h.get_color())
-              for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)}
+    colour = {
+        t.get_text(): to_hex(h.get_color())
+        for t, h in zip(legend.get_texts(), legend.legend_handles, strict=True)
+    }
     assert colour["baseline"] != colour["norms"]
-    starts = {ax: {c.lines[0].get_ydata()[0]: to_hex(c.lines[0].get_color()) for c in ax.containers}
-              for ax in fig.axes}
+    starts = {
+        ax: {c.lines[0].get_ydata()[0]: to_hex(c.lines[0].get_color()) for c in ax.containers}
+        for ax in fig.axes
+    }
     assert starts[base] == {0.5: colour["baseline"], 0.0: colour["norms"]}  # cos() at block 0, seed 0
     assert starts[small] == {0.0: colour["norms"]}
 
@@ -150,7 +197,8 @@ def test_block_ticks_are_whole_blocks_and_the_y_label_names_the_metric(store):
     both = make_figure(store, "abl", x="block", y="analysis.*", hue="model.specialize")
     assert both.axes[0].get_ylabel() == "analysis.procedural.block<N>.…"  # what the families share
     assert [t.get_text() for t in both.legends[0].get_texts()] == [
-        f"{v}, cos_cls_patch_pre_norm{n}" for n in (1, 2) for v in ("baseline", "norms")]
+        f"{v}, cos_cls_patch_pre_norm{n}" for n in (1, 2) for v in ("baseline", "norms")
+    ]
 
 
 def test_the_title_says_what_the_bars_are(store):

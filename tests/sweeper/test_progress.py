@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.cli import _running
+from sweeper.cli.app import _running
 from sweeper.ingest import CellStatus
 from sweeper.launch import launch
 from sweeper.progress import Eta, Lines
@@ -23,15 +23,18 @@ SWEEPER = str(Path(sys.executable).parent / "sweeper")
 
 
 def cells(*states: str, progress: dict | None = None) -> list[CellStatus]:
-    return [CellStatus(f"k{i}", {"x": i}, s, progress=progress if s == CellState.RUNNING else None)
-            for i, s in enumerate(states)]
+    return [
+        CellStatus(f"k{i}", {"x": i}, s, progress=progress if s == CellState.RUNNING else None)
+        for i, s in enumerate(states)
+    ]
 
 
 def test_a_line_on_each_change_of_counts_and_at_least_every_n_seconds():
     lines = Lines("abl", every=30)
     first = lines.line(cells("PENDING", "PENDING"), None, now=lines.start)
-    assert first == ("abl: 0/2 done, 0 running, 0 failed, 2 pending; 0s elapsed, "
-                     "ETA after the first cell finishes")
+    assert first == (
+        "abl: 0/2 done, 0 running, 0 failed, 2 pending; 0s elapsed, ETA after the first cell finishes"
+    )
     assert lines.line(cells("PENDING", "PENDING"), None, now=lines.start + 10) is None  # nothing new
     assert "1 running" in lines.line(cells("RUNNING", "PENDING"), None, now=lines.start + 12)
     quiet = lines.line(cells("RUNNING", "PENDING"), 95.0, now=lines.start + 42.5)  # 30 s without a change
@@ -47,14 +50,22 @@ def test_the_eta_uses_finished_durations_and_the_running_cells_step_of_total(sto
         keys = [c.key for c in study.cells]
         start = datetime(2026, 1, 1, tzinfo=UTC)
         for key, seconds in zip(keys[:2], (100, 300), strict=False):
-            store.add_attempt(key, executor="local", state=CellState.COMPLETED, started_at=start,
-                              ended_at=start + timedelta(seconds=seconds))
+            store.add_attempt(
+                key,
+                executor="local",
+                state=CellState.COMPLETED,
+                started_at=start,
+                ended_at=start + timedelta(seconds=seconds),
+            )
         for key in keys[2:4]:
             store.add_attempt(key, executor="local", state=CellState.RUNNING, started_at=start)
-        statuses = [CellStatus(keys[0], {}, "COMPLETED"), CellStatus(keys[1], {}, "COMPLETED"),
-                    CellStatus(keys[2], {}, "RUNNING", progress={"step": 75, "total": 100}),
-                    CellStatus(keys[3], {}, "RUNNING", progress={"step": 3}),  # no total: by its time
-                    CellStatus(keys[4], {}, "PENDING")]
+        statuses = [
+            CellStatus(keys[0], {}, "COMPLETED"),
+            CellStatus(keys[1], {}, "COMPLETED"),
+            CellStatus(keys[2], {}, "RUNNING", progress={"step": 75, "total": 100}),
+            CellStatus(keys[3], {}, "RUNNING", progress={"step": 3}),  # no total: by its time
+            CellStatus(keys[4], {}, "PENDING"),
+        ]
         eta = Eta()
         assert eta.remaining(statuses) is None  # no duration known yet
         eta.update(store, statuses)
@@ -73,17 +84,23 @@ def test_the_live_view_shows_step_of_total_for_running_cells():
 
 
 def test_launch_wait_in_a_pipe_prints_progress_lines_with_an_eta(env, monkeypatch):
-    write(env / "steps.yaml", "steps", {"steps": 40, "dt": 0.1}, "dt: [0.1, 0.11]",
-          executor="{kind: local, parallelism: 1}")
+    write(
+        env / "steps.yaml",
+        "steps",
+        {"steps": 40, "dt": 0.1},
+        "dt: [0.1, 0.11]",
+        executor="{kind: local, parallelism: 1}",
+    )
     monkeypatch.setenv("SWEEPER_PROGRESS_S", "1")
-    done = subprocess.run([SWEEPER, "launch", "steps.yaml", "--wait"], capture_output=True, text=True,
-                          timeout=180)
+    done = subprocess.run(
+        [SWEEPER, "launch", "steps.yaml", "--wait"], capture_output=True, text=True, timeout=180
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     lines = [ln for ln in done.stderr.splitlines() if ln.startswith("steps: ")]
     assert lines[-1].startswith("steps: 2/2 done, 0 running, 0 failed, 0 pending;")
     assert lines[-1].endswith("finished")
     assert any(re.search(r"1/2 done, 1 running, .* ETA \d+s$", ln) for ln in lines)  # once one has finished
-    repeated = [a for a, b in zip(lines, lines[1:]) if a.split(";")[0] == b.split(";")[0]]
+    repeated = [a for a, b in zip(lines, lines[1:], strict=False) if a.split(";")[0] == b.split(";")[0]]
     assert repeated  # the same counts again a second later: never silent while a cell runs
 
 

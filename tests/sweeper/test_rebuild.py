@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from sweeper.launch import launch, resume
-from sweeper.rundir import RunDir, read_dict
+from sweeper.run.rundir import RunDir, read_dict
 from sweeper.store import CellState, Store
 from tests.sweeper.orchestration import wait_done, wait_for, write
 
@@ -25,14 +25,25 @@ def _cli(*args: str) -> str:
 def _snapshot(study) -> dict:
     """What a user sees (reports, status) and what the store holds (attempts, every metric row)."""
     with Store() as store:
-        attempts = {c.key: [(a.number, a.state, a.cause, a.detail, a.job_id) for a in store.attempts(c.key)]
-                    for c in study.cells}
+        attempts = {
+            c.key: [(a.number, a.state, a.cause, a.detail, a.job_id) for a in store.attempts(c.key)]
+            for c in study.cells
+        }
         with store.session() as s:
-            metrics = sorted(map(tuple, s.execute(text(
-                "SELECT cell_key, attempt, stage, name, step, value FROM metrics")).all()), key=str)
-    return {"csv": _cli("report", study.name, "--format", "csv"),
-            "md": _cli("report", study.name, "--format", "markdown"),
-            "status": _cli("status", study.name, "--json"), "attempts": attempts, "metrics": metrics}
+            metrics = sorted(
+                map(
+                    tuple,
+                    s.execute(text("SELECT cell_key, attempt, stage, name, step, value FROM metrics")).all(),
+                ),
+                key=str,
+            )
+    return {
+        "csv": _cli("report", study.name, "--format", "csv"),
+        "md": _cli("report", study.name, "--format", "markdown"),
+        "status": _cli("status", study.name, "--json"),
+        "attempts": attempts,
+        "metrics": metrics,
+    }
 
 
 def test_rebuild_restores_attempts_states_causes_and_metrics_so_the_report_is_identical(env):
@@ -43,7 +54,9 @@ def test_rebuild_restores_attempts_states_causes_and_metrics_so_the_report_is_id
         assert len(resume(store, study, retry_failed=True).keys) == 2  # the NaN cells, once more
         statuses = wait_done(store, study)
     assert sorted((s.state, s.cause, s.attempt) for s in statuses) == [
-        *[(CellState.COMPLETED, None, 1)] * 4, *[(CellState.FAILED, "NAN", 2)] * 2]
+        *[(CellState.COMPLETED, None, 1)] * 4,
+        *[(CellState.FAILED, "NAN", 2)] * 2,
+    ]
     before = _snapshot(study)
     assert len(before["metrics"]) == 6 * 6 + 4 * 2 + 2 * 1  # 3 steps x 2 values; finals (a NaN cell keeps 1)
 
@@ -67,14 +80,18 @@ def test_rebuild_settles_a_cell_whose_ending_was_never_ingested(env):
     with Store() as store:
         launch(store, study)
     runs = [RunDir.of("runs", c.key) for c in study.cells]
-    wait_for(lambda: all(read_dict(r.status).get("state") in ("COMPLETED", "FAILED") for r in runs),
-             timeout=60, what="both cells to end (not yet ingested)")
+    wait_for(
+        lambda: all(read_dict(r.status).get("state") in ("COMPLETED", "FAILED") for r in runs),
+        timeout=60,
+        what="both cells to end (not yet ingested)",
+    )
     for path in env.glob("results.db*"):
         path.unlink()
     _cli("rebuild", "late.yaml")
     with Store() as store:
         statuses = wait_done(store, study)
-        got = {c.config["bad"]: (s.state, s.cause, s.attempt)
-               for c, s in zip(study.cells, statuses, strict=True)}
+        got = {
+            c.config["bad"]: (s.state, s.cause, s.attempt) for c, s in zip(study.cells, statuses, strict=True)
+        }
         assert got == {"0.25": (CellState.COMPLETED, None, 1), "inf": (CellState.FAILED, "NAN", 1)}
         assert store.metrics(study.cells[0].key) == {"acc": 0.25, "params.M": 5.0}

@@ -57,7 +57,7 @@ resources: {default: {nodes: 2, gpus_per_node: 2, tasks_per_node: 2}}
 
 def test_a_job_of_several_processes_is_rehearsed_by_ranks_and_a_failing_rank_is_named(env, write_study,
                                                                                          monkeypatch):
-    monkeypatch.setattr("sweeper.rehearse.JOIN_MIN_S", 2.0)
+    monkeypatch.setattr("sweeper.run.rehearse.JOIN_MIN_S", 2.0)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     started = time.monotonic()
     result = _rehearse(str(write_study(RANKS)), "--json")

@@ -16,23 +16,24 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sweeper import report
 from sweeper.api import load as api_load
-from sweeper.console import Options, print_table
+from sweeper.cli.common import Options
+from sweeper.cli.report import report_command
 from sweeper.errors import SpecError, UserError
-from sweeper.report import (
-    Format,
+from sweeper.report import tables as report_tables
+from sweeper.report.console import print_table
+from sweeper.report.load import direction
+from sweeper.report.options import Format
+from sweeper.report.statistics import build
+from sweeper.report.tables import (
     _entries,
     _legend,
-    build,
-    direction,
     render,
     render_coverage,
     render_rich,
-    report_command,
 )
-from sweeper.spec import load_study
 from sweeper.store import CellState, Store
+from sweeper.study import load_study
 from tests.conftest import IN_CI
 
 STUDY = """
@@ -56,7 +57,9 @@ def write(write_study, name="abl", variants=VARIANTS, baseline="baseline", file=
     return load_study(write_study(STUDY.format(name=name, variants=body, baseline=baseline), file))
 
 
-def finish(store: Store, study, values: dict[tuple, dict[str, float]], states: dict[tuple, str] | None = None):
+def finish(
+    store: Store, study, values: dict[tuple, dict[str, float]], states: dict[tuple, str] | None = None
+):
     """Give cells (variant, scale, seed) a final state and final metrics."""
     by_labels = {(c.labels["model.specialize"], c.labels["model.scale"], c.seed): c.key for c in study.cells}
     for labels, metrics in values.items():
@@ -67,10 +70,18 @@ def finish(store: Store, study, values: dict[tuple, dict[str, float]], states: d
         store.add_attempt(by_labels[labels], executor="debug", state=state)
 
 
-MIOU = {("baseline", "small"): [40, 41, 42], ("norms", "small"): [42, 44, 43],
-        ("baseline", "base"): [50, 52, 54], ("norms", "base"): [51, 52, 56]}
-RMSE = {("baseline", "small"): [0.5, 0.5, 0.5], ("norms", "small"): [0.4, 0.45, 0.5],
-        ("baseline", "base"): [0.3, 0.3, 0.3], ("norms", "base"): [0.3, 0.3, 0.3]}
+MIOU = {
+    ("baseline", "small"): [40, 41, 42],
+    ("norms", "small"): [42, 44, 43],
+    ("baseline", "base"): [50, 52, 54],
+    ("norms", "base"): [51, 52, 56],
+}
+RMSE = {
+    ("baseline", "small"): [0.5, 0.5, 0.5],
+    ("norms", "small"): [0.4, 0.45, 0.5],
+    ("baseline", "base"): [0.3, 0.3, 0.3],
+    ("norms", "base"): [0.3, 0.3, 0.3],
+}
 
 
 @pytest.fixture
@@ -78,19 +89,29 @@ def full(store_url, write_study):
     study = write(write_study)
     store = Store(store_url)
     store.plan(study)
-    finish(store, study, {
-        (v, s, seed): {"linear_seg.ade20k.miou": MIOU[v, s][seed], "linear_depth.nyu.rmse": RMSE[v, s][seed],
-                       "params.total": 22e6 if v == "baseline" else 22.1e6,
-                       "analysis.procedural.block0.cos_cls_patch_pre_norm1": 0.1}
-        for v, s in MIOU for seed in range(3)
-    })
+    finish(
+        store,
+        study,
+        {
+            (v, s, seed): {
+                "linear_seg.ade20k.miou": MIOU[v, s][seed],
+                "linear_depth.nyu.rmse": RMSE[v, s][seed],
+                "params.total": 22e6 if v == "baseline" else 22.1e6,
+                "analysis.procedural.block0.cos_cls_patch_pre_norm1": 0.1,
+            }
+            for v, s in MIOU
+            for seed in range(3)
+        },
+    )
     yield store, study
     store.close()
 
 
 def cell(summary, variant, scale, metric):
     c = summary.cells
-    (row,) = c[(c["model.specialize"] == variant) & (c["model.scale"] == scale) & (c["metric"] == metric)].to_dict("records")
+    (row,) = c[
+        (c["model.specialize"] == variant) & (c["model.scale"] == scale) & (c["metric"] == metric)
+    ].to_dict("records")
     return row
 
 
@@ -143,14 +164,24 @@ def test_means_stds_and_paired_deltas_match_hand_computation(full):
 
 def test_rows_cols_and_metric_globs(full):
     store, _ = full
-    summary = build(store, "abl", rows=["model.scale"], cols=["model.specialize"], metrics=["*.miou", "params.*"])
+    summary = build(
+        store, "abl", rows=["model.scale"], cols=["model.specialize"], metrics=["*.miou", "params.*"]
+    )
     assert summary.metrics == ["linear_seg.ade20k.miou", "params.total"]
     assert cell(summary, "norms", "small", "linear_seg.ade20k.miou")["delta"] == pytest.approx(2)
     # Rows only, pooling the other axis on purpose: 6 values per group (see test_pooling_is_asked_for).
-    pooled = build(store, "abl", rows=["model.specialize"], cols=[], metrics=["linear_seg.ade20k.miou"],
-                   pool=["model.scale"])
+    pooled = build(
+        store,
+        "abl",
+        rows=["model.specialize"],
+        cols=[],
+        metrics=["linear_seg.ade20k.miou"],
+        pool=["model.scale"],
+    )
     assert pooled.pooled == ["model.scale"]
-    assert pooled.cells.set_index("model.specialize")["mean"].to_dict() == pytest.approx({"baseline": 46.5, "norms": 48})
+    assert pooled.cells.set_index("model.specialize")["mean"].to_dict() == pytest.approx(
+        {"baseline": 46.5, "norms": 48}
+    )
     # Character classes and '?' are honoured exactly, though SQL only pre-filters with LIKE.
     assert build(store, "abl", metrics=["linear_[sd]e?.*.miou"]).metrics == ["linear_seg.ade20k.miou"]
 
@@ -159,7 +190,11 @@ def test_user_errors_name_the_problem_with_a_did_you_mean(full):
     store, _ = full
     with pytest.raises(UserError, match=r"--rows model\.scal: not an axis.*did you mean 'model\.scale'"):
         build(store, "abl", rows=["model.scal"])
-    with pytest.raises(UserError, match=r"--metric linear_seg\.ade20k\.mio: matches no final metric.*did you mean 'linear_seg\.ade20k\.miou'"):
+    with pytest.raises(
+        UserError,
+        match=r"--metric linear_seg\.ade20k\.mio: matches no final metric.*"
+        r"did you mean 'linear_seg\.ade20k\.miou'",
+    ):
         build(store, "abl", metrics=["linear_seg.ade20k.mio"])
     with pytest.raises(UserError, match="aggregates over seeds"):
         build(store, "abl", rows=["seed"])
@@ -176,8 +211,12 @@ def test_partial_study_flags_missing_running_and_failed_seeds(store_url, write_s
         done = {("baseline", "small", s): {"m.top1": 70 + s} for s in range(3)}
         done |= {("norms", "small", 0): {"m.top1": 75}, ("norms", "small", 1): {"m.top1": 73}}
         done |= {("baseline", "base", 0): {"m.top1": 80}}
-        finish(store, study, done, states={("norms", "small", 2): CellState.RUNNING,
-                                          ("baseline", "base", 1): CellState.FAILED})
+        finish(
+            store,
+            study,
+            done,
+            states={("norms", "small", 2): CellState.RUNNING, ("baseline", "base", 1): CellState.FAILED},
+        )
         summary = build(store, "abl")
         norms = cell(summary, "norms", "small", "m.top1")
         assert (norms["n"], norms["expected"], norms["flags"]) == (2, 3, "*")
@@ -188,8 +227,20 @@ def test_partial_study_flags_missing_running_and_failed_seeds(store_url, write_s
         missing = cell(summary, "norms", "base", "m.top1")
         assert missing["n"] == 0 and math.isnan(missing["mean"]) and missing["flags"] == "‡"
         cov = summary.coverage.set_index(["model.specialize", "model.scale"])
-        assert cov.loc[("norms", "small")].to_dict() == {"done": 2, "running": 1, "failed": 0, "new": 0, "total": 3}
-        assert cov.loc[("baseline", "base")].to_dict() == {"done": 1, "running": 0, "failed": 1, "new": 1, "total": 3}
+        assert cov.loc[("norms", "small")].to_dict() == {
+            "done": 2,
+            "running": 1,
+            "failed": 0,
+            "new": 0,
+            "total": 3,
+        }
+        assert cov.loc[("baseline", "base")].to_dict() == {
+            "done": 1,
+            "running": 0,
+            "failed": 1,
+            "new": 1,
+            "total": 3,
+        }
         text = render_coverage(summary, Format.markdown)
         assert "| baseline | 3/3 ✓ | 1/3 ✗1 ·1 |" in text and "| norms | 2/3 ⟳1 | 0/3 ·3 |" in text
         md = render(summary, Format.markdown)
@@ -201,7 +252,9 @@ def test_one_delta_pair_has_no_interval(store_url, write_study):
     study = write(write_study)
     with Store(store_url) as store:
         store.plan(study)
-        finish(store, study, {("baseline", "small", 0): {"a.top1": 1.0}, ("norms", "small", 0): {"a.top1": 1.5}})
+        finish(
+            store, study, {("baseline", "small", 0): {"a.top1": 1.0}, ("norms", "small", 0): {"a.top1": 1.5}}
+        )
         norms = cell(build(store, "abl"), "norms", "small", "a.top1")
         assert norms["delta"] == 0.5 and norms["delta_n"] == 1 and math.isnan(norms["ci_low"])
 
@@ -209,14 +262,20 @@ def test_one_delta_pair_has_no_interval(store_url, write_study):
 def test_two_studies_sharing_cells_report_each_with_its_own_labels(store_url, write_study):
     a = write(write_study)
     # Study b names the same two configs differently and has its own baseline.
-    b = write(write_study, name="b", variants={"plain": "{}", "n1": "{norm1: all}"}, baseline="n1", file="b.yaml")
+    b = write(
+        write_study, name="b", variants={"plain": "{}", "n1": "{norm1: all}"}, baseline="n1", file="b.yaml"
+    )
     assert {c.key for c in a.cells} == {c.key for c in b.cells}
     with Store(store_url) as store:
         store.plan(a)
         store.plan(b)
         finish(store, a, {(v, s, seed): {"x.top1": MIOU[v, s][seed]} for v, s in MIOU for seed in range(3)})
         sa, sb = build(store, "abl"), build(store, "b")
-        assert cell(sb, "plain", "small", "x.top1")["mean"] == cell(sa, "baseline", "small", "x.top1")["mean"] == 41
+        assert (
+            cell(sb, "plain", "small", "x.top1")["mean"]
+            == cell(sa, "baseline", "small", "x.top1")["mean"]
+            == 41
+        )
         # b's baseline is the norms config: deltas have the opposite sign.
         assert cell(sb, "plain", "small", "x.top1")["delta"] == pytest.approx(-2)
         assert set(sb.cells["model.specialize"]) == {"plain", "n1"}
@@ -229,8 +288,13 @@ def test_orphaned_cells_and_superseded_values_are_not_reported(store_url, write_
     with Store(store_url) as store:
         store.plan(study)
         finish(store, study, {(v, s, seed): {"x.top1": 1.0} for v, s in MIOU for seed in range(3)})
-        key = next(c.key for c in study.cells if c.labels["model.specialize"] == "baseline" and c.seed == 0
-                   and c.labels["model.scale"] == "small")
+        key = next(
+            c.key
+            for c in study.cells
+            if c.labels["model.specialize"] == "baseline"
+            and c.seed == 0
+            and c.labels["model.scale"] == "small"
+        )
         store.add_metrics(key, "eval", {"x.top1": 4.0})  # re-ingested: the last recorded wins
         store.plan(write(write_study, variants={"baseline": "{}"}))  # norms leaves the file
         summary = build(store, "abl")
@@ -247,7 +311,11 @@ def test_markdown_is_a_pipe_table_with_one_cell_per_column(full):
     table = [line for line in text.splitlines() if line.startswith("|")]
     rows = [[c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table]
     assert len({len(r) for r in rows}) == 1 and len(rows[0]) == 1 + 2 * 3
-    assert rows[0][:3] == ["model.specialize", "model.scale=small · linear_depth.nyu.rmse", "model.scale=small · linear_seg.ade20k.miou"]
+    assert rows[0][:3] == [
+        "model.specialize",
+        "model.scale=small · linear_depth.nyu.rmse",
+        "model.scale=small · linear_seg.ade20k.miou",
+    ]
     assert set(rows[1][1:]) == {"---:"}
     by_variant = {r[0]: r for r in rows[2:]}
     assert by_variant["baseline"][2] == "41.0 ± 1.0"
@@ -259,7 +327,7 @@ def test_latex_is_a_booktabs_tabular_with_matching_columns(full):
     store, _ = full
     text = render(build(store, "abl"), Format.latex)
     spec = re.search(r"\\begin\{tabular\}\{([lrc]+)\}", text).group(1)
-    body = text[text.index(r"\midrule") + len(r"\midrule"): text.index(r"\bottomrule")]
+    body = text[text.index(r"\midrule") + len(r"\midrule") : text.index(r"\bottomrule")]
     rows = [r for r in body.split(r"\\") if r.strip()]
     assert len(rows) == 2
     for row in rows:
@@ -277,16 +345,33 @@ def test_csv_and_json_round_trip(full):
     summary = build(store, "abl")
     records = list(csv.DictReader(io.StringIO(render(summary, Format.csv))))
     assert len(records) == 2 * 2 * 3
-    row = next(r for r in records if (r["model.specialize"], r["model.scale"], r["metric"]) == ("norms", "small", "linear_seg.ade20k.miou"))
-    assert float(row["mean"]) == 43 and float(row["std"]) == 1 and int(row["n"]) == 3 and float(row["delta"]) == 2
+    row = next(
+        r
+        for r in records
+        if (r["model.specialize"], r["model.scale"], r["metric"])
+        == ("norms", "small", "linear_seg.ade20k.miou")
+    )
+    assert (
+        float(row["mean"]) == 43
+        and float(row["std"]) == 1
+        and int(row["n"]) == 3
+        and float(row["delta"]) == 2
+    )
     assert float(row["ci_low"]) == pytest.approx(2 - T_975_DF2 / math.sqrt(3))
     doc = json.loads(render(summary, Format.json))
     assert doc["baseline"] == {"model.specialize": "baseline"} and doc["rows"] == ["model.specialize"]
     cells = {(c["model.specialize"], c["model.scale"], c["metric"]): c for c in doc["cells"]}
     assert cells["norms", "base", "linear_seg.ade20k.miou"]["delta"] == pytest.approx(1)
     assert cells["baseline", "base", "linear_seg.ade20k.miou"]["delta"] is None  # NaN -> null, valid JSON
-    assert doc["coverage"][0] == {"model.specialize": "baseline", "model.scale": "small",
-                                  "done": 3, "running": 0, "failed": 0, "new": 0, "total": 3}
+    assert doc["coverage"][0] == {
+        "model.specialize": "baseline",
+        "model.scale": "small",
+        "done": 3,
+        "running": 0,
+        "failed": 0,
+        "new": 0,
+        "total": 3,
+    }
 
 
 # ----------------------------------------------------------------------------- the command
@@ -355,11 +440,20 @@ def test_a_metric_named_like_a_label_column_does_not_shadow_it(store_url, write_
     study = write(write_study)
     with Store(store_url) as store:
         store.plan(study)
-        finish(store, study, {(v, s, seed): {"seed": 99.0, "linear_seg.ade20k.miou": MIOU[v, s][seed]}
-                              for v, s in MIOU for seed in range(3)})
+        finish(
+            store,
+            study,
+            {
+                (v, s, seed): {"seed": 99.0, "linear_seg.ade20k.miou": MIOU[v, s][seed]}
+                for v, s in MIOU
+                for seed in range(3)
+            },
+        )
         summary = build(store, "abl")
     assert summary.metrics == ["linear_seg.ade20k.miou"]
-    norms = summary.cells[(summary.cells["model.specialize"] == "norms") & (summary.cells["model.scale"] == "small")]
+    norms = summary.cells[
+        (summary.cells["model.specialize"] == "norms") & (summary.cells["model.scale"] == "small")
+    ]
     assert norms["delta"].iloc[0] == pytest.approx((2 + 3 + 1) / 3)  # still paired by the real seed
 
 
@@ -373,10 +467,23 @@ def invoke(store_url, monkeypatch, *args, env=None):
 
 # ----------------------------------------------------------------------------- issue 14.7: never cropped
 
-WIDE_METRICS = ["linear_seg.ade20k.miou", "linear_seg.ade20k.pixel_acc", "linear_depth.nyu.rmse",
-                "linear_depth.nyu.abs_rel", "linear_depth.nyu.delta1", "knn.in1k.top1", "knn.in1k.top5",
-                "linear.in1k.top1", "pretrain.loss", "pretrain.seconds", "pretrain.steps",
-                "pretrain.img_per_s",                "params.total", "params.extra_pct", "flops.fwd"]
+WIDE_METRICS = [
+    "linear_seg.ade20k.miou",
+    "linear_seg.ade20k.pixel_acc",
+    "linear_depth.nyu.rmse",
+    "linear_depth.nyu.abs_rel",
+    "linear_depth.nyu.delta1",
+    "knn.in1k.top1",
+    "knn.in1k.top5",
+    "linear.in1k.top1",
+    "pretrain.loss",
+    "pretrain.seconds",
+    "pretrain.steps",
+    "pretrain.img_per_s",
+    "params.total",
+    "params.extra_pct",
+    "flops.fwd",
+]
 
 
 @pytest.fixture
@@ -385,11 +492,22 @@ def wide(store_url, write_study):
     study = write(write_study)
     with Store(store_url) as store:
         store.plan(study)
-        finish(store, study, {
-            (v, s, seed): {m: 10.0 * i + 3.7 * seed + 1.3 * (v == "norms") + 50 * (s == "base")
-                           + 0.11 * seed * (v == "norms") for i, m in enumerate(WIDE_METRICS)}
-            for v, s in MIOU for seed in range(3)
-        })
+        finish(
+            store,
+            study,
+            {
+                (v, s, seed): {
+                    m: 10.0 * i
+                    + 3.7 * seed
+                    + 1.3 * (v == "norms")
+                    + 50 * (s == "base")
+                    + 0.11 * seed * (v == "norms")
+                    for i, m in enumerate(WIDE_METRICS)
+                }
+                for v, s in MIOU
+                for seed in range(3)
+            },
+        )
         yield store, build(store, "abl")
 
 
@@ -404,13 +522,15 @@ def expected_texts(summary) -> list[str]:
 
 
 @pytest.mark.parametrize("fold", [False, True])
-def test_a_wide_report_piped_or_written_keeps_every_column_and_value(wide, store_url, monkeypatch, tmp_path, fold):
+def test_a_wide_report_piped_or_written_keeps_every_column_and_value(
+    wide, store_url, monkeypatch, tmp_path, fold
+):
     _, summary = wide
     assert summary.metrics == sorted(WIDE_METRICS, key=lambda m: (m.startswith(("params.", "flops.")), m))
     texts = expected_texts(summary)
     assert len(texts) == 2 * 2 * 15 + 2 * 12  # every cell, and norms' deltas (none for params / FLOPs)
     if fold:  # past RICH_MAX_COLUMNS, the column axis moves into the rows: values all kept, and said
-        monkeypatch.setattr(report, "RICH_MAX_COLUMNS", 20)
+        monkeypatch.setattr(report_tables, "RICH_MAX_COLUMNS", 20)
     piped = invoke(store_url, monkeypatch, "abl", env={"COLUMNS": "80"})
     assert piped.exit_code == 0, piped.output
     monkeypatch.chdir(tmp_path)
@@ -443,22 +563,42 @@ def test_a_terminal_too_narrow_gets_several_tables_and_is_told_so(wide):
 
 # ----------------------------------------------------------------------------- issue 14.8: directions
 
-DIRECTED = STUDY + """
+DIRECTED = (
+    STUDY
+    + """
 report:
   directions: {{"*.score": min, "pretrain.loss": none}}
 """
+)
 
 
 def test_declared_directions_decide_best_and_an_unknown_direction_is_never_best(store_url, write_study):
-    study = load_study(write_study(DIRECTED.format(name="abl", variants="\n".join(
-        f"    {k}: {v}" for k, v in VARIANTS.items()), baseline="baseline"), "abl.yaml"))
+    study = load_study(
+        write_study(
+            DIRECTED.format(
+                name="abl",
+                variants="\n".join(f"    {k}: {v}" for k, v in VARIANTS.items()),
+                baseline="baseline",
+            ),
+            "abl.yaml",
+        )
+    )
     with Store(store_url) as store:
         store.plan(study)
-        finish(store, study, {(v, s, seed): {"x.score": 1.0 + (v == "norms"),
-                                             "pretrain.loss": 2.0 + (v == "norms"),
-                                             "pretrain.seconds": 100.0 + 10 * (v == "norms"),
-                                             "pretrain.steps": 10.0 + 5 * (v == "norms") + seed}
-                              for v, s in MIOU for seed in range(3)})
+        finish(
+            store,
+            study,
+            {
+                (v, s, seed): {
+                    "x.score": 1.0 + (v == "norms"),
+                    "pretrain.loss": 2.0 + (v == "norms"),
+                    "pretrain.seconds": 100.0 + 10 * (v == "norms"),
+                    "pretrain.steps": 10.0 + 5 * (v == "norms") + seed,
+                }
+                for v, s in MIOU
+                for seed in range(3)
+            },
+        )
         summary = build(store, "abl")
     best = {(r["model.specialize"], r["metric"]) for r in summary.cells.to_dict("records") if r["best"]}
     assert {m for _, m in best} == {"x.score", "pretrain.seconds"}
@@ -466,18 +606,31 @@ def test_declared_directions_decide_best_and_an_unknown_direction_is_never_best(
     md = render(summary, Format.markdown)
     assert "**1.00**" in md and "**100**" in md and "**10.0" not in md and "**2.00**" not in md
     assert "+5.0 [+5.0, +5.0]" in md  # an unjudged metric keeps its (uncoloured) delta
-    assert "lower for pretrain.seconds, x.score; never bold (no known direction; see report.directions): " \
-           "pretrain.loss, pretrain.steps" in md
+    assert (
+        "lower for pretrain.seconds, x.score; never bold (no known direction; see report.directions): "
+        "pretrain.loss, pretrain.steps" in md
+    )
     assert json.loads(render(summary, Format.json))["directions"] == {
-        "pretrain.loss": 0, "pretrain.seconds": -1, "pretrain.steps": 0, "x.score": -1}
+        "pretrain.loss": 0,
+        "pretrain.seconds": -1,
+        "pretrain.steps": 0,
+        "x.score": -1,
+    }
 
 
-@pytest.mark.parametrize(("block", "problem"), [
-    ('{directions: {"*.loss": lower}}',
-     "report.directions.*.loss: input should be 'min', 'max' or 'none', got 'lower'"),
-    ("{directons: {}}",
-     "report.directons: unknown key (did you mean 'directions'?); expected one of: directions"),
-])
+@pytest.mark.parametrize(
+    ("block", "problem"),
+    [
+        (
+            '{directions: {"*.loss": lower}}',
+            "report.directions.*.loss: input should be 'min', 'max' or 'none', got 'lower'",
+        ),
+        (
+            "{directons: {}}",
+            "report.directons: unknown key (did you mean 'directions'?); expected one of: directions",
+        ),
+    ],
+)
 def test_a_bad_report_block_is_one_message_naming_the_key(write_study, block, problem):
     text = STUDY.format(name="abl", variants="    baseline: {}", baseline="baseline") + f"report: {block}\n"
     with pytest.raises(SpecError) as e:
@@ -505,11 +658,17 @@ baseline: baseline
 
 
 def test_an_axis_left_out_is_refused_or_pooled_when_asked_and_deltas_stay_paired(
-        store_url, write_study, monkeypatch):
+    store_url, write_study, monkeypatch
+):
     study = load_study(write_study(DEPTHS, "depths.yaml"))
-    top1 = {("baseline", 4, 0.001): [10, 12], ("baseline", 8, 0.001): [30, 32],
-            ("baseline", 4, 0.01): [20, 22], ("baseline", 8, 0.01): [40, 42],
-            ("norms", 4, 0.001): [13, 16], ("norms", 4, 0.01): [21, 25]}
+    top1 = {
+        ("baseline", 4, 0.001): [10, 12],
+        ("baseline", 8, 0.001): [30, 32],
+        ("baseline", 4, 0.01): [20, 22],
+        ("baseline", 8, 0.01): [40, 42],
+        ("norms", 4, 0.001): [13, 16],
+        ("norms", 4, 0.01): [21, 25],
+    }
     with Store(store_url) as store:
         store.plan(study)
         for c in study.cells:
@@ -530,10 +689,14 @@ def test_an_axis_left_out_is_refused_or_pooled_when_asked_and_deltas_stay_paired
     assert "mean ± std over seeds and model.depth pooled together (--pool model.depth)" in md
     assert "mean ± std over seeds;" not in md
     assert "each pair equal on every other axis and seed" in md
-    assert "the groups cover different model.depth labels: their pooled means do not compare like with like" in md
+    assert (
+        "the groups cover different model.depth labels: their pooled means do not compare like with like"
+        in md
+    )
     # Asked for: the same table from the command, legend included.
-    piped = invoke(store_url, monkeypatch, "depths", "--cols", "train.lr", "--pool", "model.depth",
-                   "-f", "markdown")
+    piped = invoke(
+        store_url, monkeypatch, "depths", "--cols", "train.lr", "--pool", "model.depth", "-f", "markdown"
+    )
     assert piped.exit_code == 0 and piped.output == md
 
 
@@ -553,8 +716,11 @@ def partial(store_url, write_study):
     with Store(store_url) as store:
         store.plan(study)
         groups = [("baseline", "small"), ("norms_1%", "small"), ("baseline", "base")]
-        values = {(v, s, seed): {"linear_seg.ade20k.miou": MIOU[v.split("_")[0], s][seed]}
-                  for v, s in groups for seed in range(3)}
+        values = {
+            (v, s, seed): {"linear_seg.ade20k.miou": MIOU[v.split("_")[0], s][seed]}
+            for v, s in groups
+            for seed in range(3)
+        }
         values |= {("norms_1%", "base", 0): {"linear_seg.ade20k.miou": 51.0}}
         finish(store, study, values, states={("norms_1%", "base", 1): CellState.FAILED})
         yield store, build(store, "abl")
@@ -567,7 +733,7 @@ def test_latex_says_what_the_markdown_says(partial):
     assert r"\multicolumn{1}{c}{model.scale=small} & \multicolumn{1}{c}{model.scale=base}" in tex
     assert "(+2.0 [-0.5, +4.5])" in md and r"{\scriptsize $+2.0$ $[-0.5, +4.5]$}" in tex  # the interval kept
     assert r"norms\_1\%" in tex
-    legend = tex[tex.index(r"\end{tabular}"):]
+    legend = tex[tex.index(r"\end{tabular}") :]
     assert r"$^{\dagger}$ some seeds failed, were interrupted or cancelled\par" in legend
     assert r"mean $\pm$ std over seeds; n/N when fewer seeds have the value" in legend
     assert r"95 \% paired-t interval (n \textgreater{}= 2)" in legend
@@ -585,11 +751,18 @@ def test_latex_compiles_pasted_into_a_document(partial, tmp_path, coverage):
     _, summary = partial
     table = render_coverage(summary, Format.latex) if coverage else render(summary, Format.latex)
     (tmp_path / "t.tex").write_text(table)
-    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                                      "\\begin{table}\\centering\n\\input{t.tex}\n\\end{table}\n"
-                                      "\\end{document}\n")
-    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+        "\\begin{table}\\centering\n\\input{t.tex}\n\\end{table}\n"
+        "\\end{document}\n"
+    )
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0, run.stdout[-2000:]
     assert "Missing character" not in (tmp_path / "doc.log").read_text()
 

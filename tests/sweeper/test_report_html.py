@@ -14,9 +14,11 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from sweeper.console import Options
-from sweeper.report import build, render_markdown, report_command
-from sweeper.report_html import page
+from sweeper.cli.common import Options
+from sweeper.cli.report import report_command
+from sweeper.report.html import page
+from sweeper.report.statistics import build
+from sweeper.report.tables import render_markdown
 from sweeper.store import CellState, Store
 from tests.conftest import IN_CI
 from tests.sweeper.test_report import MIOU, RMSE, write
@@ -36,15 +38,38 @@ def store(store_url, write_study):
             state = CellState.RUNNING if running else CellState.COMPLETED
             store.add_attempt(c.key, executor="debug", state=state)
             if not running:
-                store.add_metrics(c.key, "eval", {
-                    "linear_seg.ade20k.miou": MIOU[v, s][seed], "linear_depth.nyu.rmse": RMSE[v, s][seed],
-                    **{BLOCK.format(b): 0.1 * b + 0.01 * seed for b in range(4)}})
-            store.add_metric_rows([{"cell_key": c.key, "attempt": 1, "stage": "report",
-                                    "name": "pretrain.loss",
-                                    "step": t, "value": 2 * math.exp(-t / 50) + 0.1 * seed}
-                                   for t in range(0, 200, 10)]
-                                  + [{"cell_key": c.key, "attempt": 1, "stage": "report", "name": "acc",
-                                      "step": 200, "value": 0.5}])  # a final value, reported once: no curve
+                store.add_metrics(
+                    c.key,
+                    "eval",
+                    {
+                        "linear_seg.ade20k.miou": MIOU[v, s][seed],
+                        "linear_depth.nyu.rmse": RMSE[v, s][seed],
+                        **{BLOCK.format(b): 0.1 * b + 0.01 * seed for b in range(4)},
+                    },
+                )
+            store.add_metric_rows(
+                [
+                    {
+                        "cell_key": c.key,
+                        "attempt": 1,
+                        "stage": "report",
+                        "name": "pretrain.loss",
+                        "step": t,
+                        "value": 2 * math.exp(-t / 50) + 0.1 * seed,
+                    }
+                    for t in range(0, 200, 10)
+                ]
+                + [
+                    {
+                        "cell_key": c.key,
+                        "attempt": 1,
+                        "stage": "report",
+                        "name": "acc",
+                        "step": 200,
+                        "value": 0.5,
+                    }
+                ]
+            )  # a final value, reported once: no curve
         yield store
 
 
@@ -80,8 +105,13 @@ class Tables(HTMLParser):
 def markdown_cells(md: str) -> list[list[str]]:
     """The pipe table's cells as text (no bold, no escapes), header first, the rule row dropped."""
     lines = [line for line in md.splitlines() if line.startswith("|") and not line.startswith("|:")]
-    return [[c.strip().replace("**", "").replace("\\*", "*").replace("\\|", "|")
-             for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in lines]
+    return [
+        [
+            c.strip().replace("**", "").replace("\\*", "*").replace("\\|", "|")
+            for c in re.split(r"(?<!\\)\|", line)[1:-1]
+        ]
+        for line in lines
+    ]
 
 
 def test_the_html_table_holds_the_markdown_reports_numbers(store):
@@ -104,8 +134,9 @@ def test_the_page_holds_every_section_and_fetches_nothing(store):
     assert re.search(r'<td class="num best[^"]*"><span class="v">52.0', html)  # the best is marked
 
 
-def test_report_command_writes_html_by_extension_and_rejects_views_it_has_no_place_for(store, monkeypatch,
-                                                                                       tmp_path):
+def test_report_command_writes_html_by_extension_and_rejects_views_it_has_no_place_for(
+    store, monkeypatch, tmp_path
+):
     app = typer.Typer()
     app.command("report")(report_command)
     app.command("other")(lambda: None)
@@ -131,13 +162,24 @@ def test_headless_chromium_renders_the_page(store, tmp_path):
     chromium = _chromium()
     report = tmp_path / "report.html"
     report.write_text(page(store, "abl", build(store, "abl"), None, None, None))
-    flags = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             f"--user-data-dir={tmp_path / 'profile'}"]
+    flags = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     shot = tmp_path / "shot.png"
-    subprocess.run([*flags, "--window-size=1280,1600", f"--screenshot={shot}", report.as_uri()],
-                   check=True, capture_output=True, timeout=120)
-    dom = subprocess.run([*flags, "--dump-dom", report.as_uri()], check=True, capture_output=True, text=True,
-                         timeout=120).stdout
+    subprocess.run(
+        [*flags, "--window-size=1280,1600", f"--screenshot={shot}", report.as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    dom = subprocess.run(
+        [*flags, "--dump-dom", report.as_uri()], check=True, capture_output=True, text=True, timeout=120
+    ).stdout
     assert '<table id="ablation">' in dom and "<svg" in dom
     assert "41.0 ± 1.0" in re.sub(r"<[^>]+>", "", dom)  # a cell of the table, as the browser parsed it
     from PIL import Image
@@ -151,18 +193,25 @@ def test_headless_chromium_renders_the_page(store, tmp_path):
 
 def test_a_search_page_lists_its_groups_and_trials_then_the_final_seed_table(env):
     from sweeper.launch import launch
-    from sweeper.report import final_scope
+    from sweeper.report.scope import final_scope
     from sweeper.search import results
     from tests.sweeper.test_search import write as write_search
 
-    study = write_search(env / "rep.yaml", "bowl", {"x": 0.0, "y": 0.0, "lr": 0.1}, """\
+    study = write_search(
+        env / "rep.yaml",
+        "bowl",
+        {"x": 0.0, "y": 0.0, "lr": 0.1},
+        """\
         metric: f
         direction: minimize
         trials: 4
         sampler: random
         final_seeds: 2
         space: {x: {type: float, low: -3, high: 3}}
-        """, axes="y: {near: 1.0, far: 3.0}", extra="baseline: near")
+        """,
+        axes="y: {near: 1.0, far: 3.0}",
+        extra="baseline: near",
+    )
     with Store() as store:
         launch(store, study)
         groups = results(store, study)
@@ -178,12 +227,17 @@ def test_a_search_page_lists_its_groups_and_trials_then_the_final_seed_table(env
 
 
 def test_watch_rewrites_the_page_while_cells_run_then_stops(env, monkeypatch):
-    from sweeper import report_html
     from sweeper.launch import launch
+    from sweeper.report import html as report_html
     from tests.sweeper.orchestration import write as write_plain
 
-    study = write_plain(env / "w.yaml", "steps", {"steps": 30, "dt": 0.1}, "dt: [0.1, 0.11]",
-                        executor="{kind: local, parallelism: 2}")
+    study = write_plain(
+        env / "w.yaml",
+        "steps",
+        {"steps": 30, "dt": 0.1},
+        "dt: [0.1, 0.11]",
+        executor="{kind: local, parallelism: 2}",
+    )
     with Store() as store:
         launch(store, study)
     monkeypatch.setattr(report_html, "WATCH_S", 1)

@@ -16,8 +16,8 @@ import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -164,9 +164,7 @@ def test_scancel_of_a_running_job_is_cancelled_in_sacct(tmp_path: Path, cleanup:
     # slurmdbd records the start a moment after the job really starts
     _wait_until(lambda: _sacct_state(job) == "RUNNING", 20, f"sacct RUNNING (now {job.state})")
     subprocess.run(["scancel", job.job_id], check=True, timeout=20)
-    _wait_until(
-        lambda: _sacct_state(job).startswith("CANCELLED"), 30, f"sacct CANCELLED (now {job.state})"
-    )
+    _wait_until(lambda: _sacct_state(job).startswith("CANCELLED"), 30, f"sacct CANCELLED (now {job.state})")
     # The point of accounting: result() of a job killed before writing a result must raise,
     # not wait forever for a file that will never come. (submitit then still waits
     # _results_timeout_s=15 s for a late result file on NFS; 2 s is plenty on a local disk.)
@@ -184,7 +182,9 @@ def test_interrupted_checkpointable_is_requeued_and_resumes(tmp_path: Path, clea
     n_steps, hold_at = 25, 5
     job = _executor(tmp_path).submit(StepCounter(), n_steps, 0.2, str(log), hold_at)
     cleanup.append(job)
-    _wait_until(lambda: progress.exists() and progress.read_text() == str(hold_at), 60, f"{hold_at} steps done")
+    _wait_until(
+        lambda: progress.exists() and progress.read_text() == str(hold_at), 60, f"{hold_at} steps done"
+    )
     job._interrupt()  # what a preemption looks like: SIGTERM, then submitit's USR2 -> checkpoint + requeue
     done, restart = job.result()
     assert (done, restart) == (n_steps, 1)

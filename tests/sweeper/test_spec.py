@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sweeper.errors import SpecError
-from sweeper.spec import cell_key, load_study, parse_study
+from sweeper.study import cell_key, load_study, parse_study
 
 HEAD = """
 study: s
@@ -54,7 +54,11 @@ axes:
 """
     )
     by_variant = {c.labels["model.specialize"]: c.config["model"]["specialize"] for c in s.cells}
-    assert by_variant == {"baseline": {}, "norms": {"norm1": "all", "norm2": "all"}, "qkv_third": {"qkv": "first_third"}}
+    assert by_variant == {
+        "baseline": {},
+        "norms": {"norm1": "all", "norm2": "all"},
+        "qkv_third": {"qkv": "first_third"},
+    }
     assert s.axes[0].named
 
 
@@ -65,7 +69,10 @@ def test_named_variants_deep_merge_into_a_non_empty_mapping():
 
 
 def test_zip_varies_axes_together():
-    s = study("axes:\n  zip:\n    - model.scale: [tiny, small, base]\n      train.lr: [0.1, 0.01, 0.001]\n  train.steps: [1, 2]\n")
+    s = study(
+        "axes:\n  zip:\n    - model.scale: [tiny, small, base]\n      train.lr: [0.1, 0.01, 0.001]\n  "
+        "train.steps: [1, 2]\n"
+    )
     assert len(s.cells) == 6
     pairs = {(c.config["model"]["scale"], c.config["train"]["lr"]) for c in s.cells}
     assert pairs == {("tiny", 0.1), ("small", 0.01), ("base", 0.001)}
@@ -92,7 +99,10 @@ exclude:
 
 
 def test_include_keeps_only_matching_combinations():
-    s = study("axes:\n  model.scale: [tiny, small]\n  train.lr: [0.1, 0.01]\ninclude:\n  - {model.scale: tiny}\n  - {train.lr: 0.01}\n")
+    s = study(
+        "axes:\n  model.scale: [tiny, small]\n  train.lr: [0.1, 0.01]\ninclude:\n  - {model.scale: tiny}\n "
+        " - {train.lr: 0.01}\n"
+    )
     assert labels(s) == [("tiny", 0.1, 0), ("tiny", 0.01, 0), ("small", 0.01, 0)]
 
 
@@ -190,12 +200,23 @@ def test_a_bare_executor_kind_means_that_kind_with_its_defaults(kind):
         ("exectuor: {kind: local}\n", "exectuor", "did you mean 'executor'"),
         ("executor: {kind: local, paralelism: 2}\n", "executor.paralelism", "did you mean 'parallelism'"),
         ("executor: {kind: slrum}\n", "executor", "'debug', 'local', 'slurm'"),
-        ("executor: slrum\n", "executor",
-         "expected one of 'debug', 'local', 'slurm' (a kind, or a mapping with kind: and its settings), "
-         "got 'slrum' (did you mean 'slurm'?)"),
+        (
+            "executor: slrum\n",
+            "executor",
+            "expected one of 'debug', 'local', 'slurm' (a kind, or a mapping with kind: and its settings), "
+            "got 'slrum' (did you mean 'slurm'?)",
+        ),
         ("executor: 3\n", "executor", "got 3"),
-        ("resources: {default: {timeout_mn: 5}}\n", "resources.default.timeout_mn", "did you mean 'timeout_min'"),
-        ("resources: {default: {timeout_min: 0}}\n", "resources.default.timeout_min", "greater than 0, got 0"),
+        (
+            "resources: {default: {timeout_mn: 5}}\n",
+            "resources.default.timeout_mn",
+            "did you mean 'timeout_min'",
+        ),
+        (
+            "resources: {default: {timeout_min: 0}}\n",
+            "resources.default.timeout_min",
+            "greater than 0, got 0",
+        ),
         ("seeds: zero\n", "seeds", "expected a count >= 1 or a non-empty list of integers, got 'zero'"),
         ("seeds: 0\n", "seeds", "expected a count >= 1"),
         ("seeds: [1, 1]\n", "seeds", "duplicate seeds"),
@@ -208,9 +229,21 @@ def test_a_bare_executor_kind_means_that_kind_with_its_defaults(kind):
         ("axes:\n  train:\n    a: {lrr: 1}\n", "axes.train.a.lrr", "did you mean 'train.lr'"),
         ("axes:\n  model.scale: [tiny, tiny]\n", "axes.model.scale", "duplicate values"),
         ("axes:\n  seed: [1, 2]\n", "axes.seed", "reserved"),
-        ("axes:\n  zip:\n    - {model.scale: [a, b], train.lr: [1]}\n", "axes.zip[0]", "same number of values"),
-        ("axes:\n  model.scale: [tiny, small]\nexclude:\n  - {model.scael: tiny}\n", "exclude[0].model.scael", "did you mean 'model.scale'"),
-        ("axes:\n  model.scale: [tiny, small]\nexclude:\n  - {model.scale: tiyn}\n", "exclude[0].model.scale", "expected one of: tiny, small"),
+        (
+            "axes:\n  zip:\n    - {model.scale: [a, b], train.lr: [1]}\n",
+            "axes.zip[0]",
+            "same number of values",
+        ),
+        (
+            "axes:\n  model.scale: [tiny, small]\nexclude:\n  - {model.scael: tiny}\n",
+            "exclude[0].model.scael",
+            "did you mean 'model.scale'",
+        ),
+        (
+            "axes:\n  model.scale: [tiny, small]\nexclude:\n  - {model.scale: tiyn}\n",
+            "exclude[0].model.scale",
+            "expected one of: tiny, small",
+        ),
         ("axes:\n  model.scale: [tiny]\nbaseline: tiny\n", "baseline", "exactly one named-variants axis"),
         ("axes:\n  model.scale: [tiny]\nexclude:\n  - {model.scale: tiny}\n", "", "no cells"),
         ("axes:\n  model.specialize:\n    a: {}\n    b: {}\n", "axes", "resolve to the same config"),
@@ -259,6 +292,10 @@ def test_shipped_studies_are_valid():
     assert len(paper.cells) == 5 * 3 * 2 * 3 and paper.baseline == {"model.specialize": "baseline"}
     large = [c for c in paper.cells if c.labels["model.scale"] == "large"]
     assert all(c.resources["nodes"] == 2 for c in large)
+    counts = {name: len(load_study(f"studies/{name}.yaml").cells) for name in
+              ("depth", "components", "frameworks", "registers")}
+    assert counts == {"depth": 7 * 3 * 3, "components": 16 * 2 * 3, "frameworks": 3 * 4 * 3,
+                      "registers": 5 * 2 * 2 * 3}
     tuned = load_study("studies/tuned_quickstart.yaml")
     assert tuned.cells == [] and len(tuned.search.groups) == 2 and tuned.search.budget == 8
     assert tuned.search.final_seeds == [1, 2] and tuned.search.parallel == 2
@@ -274,8 +311,10 @@ def test_the_readme_example_is_a_valid_study():
 
 def test_a_signal_delay_at_or_past_the_time_limit_is_refused_naming_both_keys():
     slurm = "executor: {kind: slurm, signal_delay_s: 120}\naxes:\n  model.scale: [tiny, small]\n"
-    rule = ("resources:\n  default: {timeout_min: 5}\n"
-            "  overrides:\n    - {when: {model.scale: small}, set: {timeout_min: 2}}\n")
+    rule = (
+        "resources:\n  default: {timeout_min: 5}\n"
+        "  overrides:\n    - {when: {model.scale: small}, set: {timeout_min: 2}}\n"
+    )
     message = problems(slurm + rule)
     assert "executor.signal_delay_s" in message and "resources.overrides[0].set.timeout_min" in message
     assert "120 s is not less than the job's time limit of 120 s" in message

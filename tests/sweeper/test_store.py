@@ -6,8 +6,8 @@ import pytest
 from sqlalchemy import text
 
 from sweeper.errors import UserError
-from sweeper.spec import load_study
 from sweeper.store import SCHEMA_VERSION, CellState, Meta, Store
+from sweeper.study import load_study
 
 STUDY = """
 study: {name}
@@ -57,7 +57,9 @@ def test_plan_diff_after_the_study_file_is_edited(store_url, write_study):
         plan = store.plan(edited)
         # lr 0.001 reproduces the old configs: kept; lr 0.01 is new.
         assert len(plan.kept) == 4 and len(plan.added) == 4 and not plan.orphaned
-        shrunk = load_study(write_study(STUDY.format(name="s", extra="").replace("    norms: {norm1: all}\n", "")))
+        shrunk = load_study(
+            write_study(STUDY.format(name="s", extra="").replace("    norms: {norm1: all}\n", ""))
+        )
         plan = store.plan(shrunk)
         assert len(plan.kept) == 2 and len(plan.orphaned) == 6
         cells = store.cells("s")
@@ -98,7 +100,10 @@ def test_states_follow_attempts_and_plan_categories(store_url, write_study):
         counts = plan.counts()
         assert (counts["new"], counts["running"], counts["done"], counts["failed"]) == (1, 2, 1, 0)
         attempts = store.attempts(keys[2])
-        assert [(a.number, a.state, a.cause) for a in attempts] == [(1, "FAILED", "OUT_OF_MEMORY"), (2, "SUBMITTING", None)]
+        assert [(a.number, a.state, a.cause) for a in attempts] == [
+            (1, "FAILED", "OUT_OF_MEMORY"),
+            (2, "SUBMITTING", None),
+        ]
         assert attempts[1].id == again
         assert plan.per_axis["model.specialize"]["baseline"] == {"running": 1, "done": 1}
 
@@ -159,8 +164,13 @@ def test_a_v2_store_migrates_to_metrics_stored_once_per_attempt_and_step(store_u
             s.get(Meta, "schema_version").value = "2"
             rows = [(key, None, 1.0), (key, None, 2.0), (key, 5, 0.5), (key, 5, 0.4), (other, None, 3.0)]
             for cell, step, value in rows:
-                s.execute(text("INSERT INTO metrics (cell_key, stage, name, step, value) "
-                               "VALUES (:c, 'final', 'acc', :s, :v)"), {"c": cell, "s": step, "v": value})
+                s.execute(
+                    text(
+                        "INSERT INTO metrics (cell_key, stage, name, step, value) "
+                        "VALUES (:c, 'final', 'acc', :s, :v)"
+                    ),
+                    {"c": cell, "s": step, "v": value},
+                )
     with Store(store_url) as store:
         assert store.schema_version == SCHEMA_VERSION == 4
         with store.session() as s:

@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from sweeper.cli import app
-from sweeper.rundir import RunDir, read_json
+from sweeper.run.rundir import RunDir, read_json
 from tests.sweeper.orchestration import write
 
 
@@ -15,8 +15,13 @@ def test_resume_status_and_report_by_name_from_elsewhere_use_the_launch_run_dire
     here, there = env / "x", env / "y"
     here.mkdir(), there.mkdir()
     # timeout_min 0.05: the lane stops the cell after 3 s, at a checkpoint; `resume` continues it
-    write(here / "moved.yaml", "steps", {"steps": 80, "dt": 0.05, "every": 10}, "+variant: [a]",
-          extra="resources: {default: {timeout_min: 0.05}}")
+    write(
+        here / "moved.yaml",
+        "steps",
+        {"steps": 80, "dt": 0.05, "every": 10},
+        "+variant: [a]",
+        extra="resources: {default: {timeout_min: 0.05}}",
+    )
     runner = CliRunner()
 
     def sweeper(*args: str):

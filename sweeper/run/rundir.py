@@ -66,7 +66,7 @@ class Values:
     @classmethod
     def of(cls, values: Any) -> Values:
         out = cls()
-        for name, v in (values.items() if isinstance(values, dict) else ()):
+        for name, v in values.items() if isinstance(values, dict) else ():
             number = _number(v)
             if number is None:
                 out.invalid[str(name)] = repr(v)[:60]

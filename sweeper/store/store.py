@@ -9,212 +9,65 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime
 from operator import itemgetter
 from pathlib import Path
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    String,
     Text,
-    UniqueConstraint,
+    cast,
     create_engine,
     delete,
     event,
     func,
     insert,
     inspect,
-    literal_column,
+    not_,
+    or_,
     select,
-    text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, ProgrammingError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import (
+    ArgumentError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    ProgrammingError,
+)
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Select
 
 from sweeper.errors import UserError, did_you_mean
-from sweeper.spec import Study
+from sweeper.states import CellState, category
+from sweeper.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from sweeper.store.models import (
+    METRIC_ONCE,
+    Attempt,
+    Base,
+    CellRow,
+    Membership,
+    Meta,
+    Metric,
+    SearchCell,
+    StudyRow,
+    utcnow,
+)
+from sweeper.study import Cell, Study
 
-SCHEMA_VERSION = 4
 DEFAULT_URL = "sqlite:///results.db"
 _CHUNK = 5000  # bound on IN-list size (SQLite's variable limit)
-
-
-class CellState(StrEnum):
-    PLANNED = "PLANNED"  # recorded, never submitted
-    SUBMITTING = "SUBMITTING"  # intent recorded before the scheduler call
-    PENDING = "PENDING"
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    INTERRUPTED = "INTERRUPTED"  # preempted, timed out, node failure: resumable
-    CANCELLED = "CANCELLED"
-    PRUNED = "PRUNED"  # stopped early by a search pruner; final
-
-
-ACTIVE = frozenset({CellState.SUBMITTING, CellState.PENDING, CellState.RUNNING})
-FINISHED = frozenset({CellState.COMPLETED, CellState.PRUNED})
-UNSUCCESSFUL = frozenset({CellState.FAILED, CellState.INTERRUPTED, CellState.CANCELLED})
-
-
-def category(state: str) -> str:
-    """The plan's view of a state: what a launch would do with the cell."""
-    if state == CellState.PLANNED:
-        return "new"
-    if state in FINISHED:
-        return "done"
-    if state in ACTIVE:
-        return "running"
-    return "failed"
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    type_annotation_map = {dict: JSON}
-
-
-class Meta(Base):
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class StudyRow(Base):
-    __tablename__ = "studies"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(128), unique=True)
-    file: Mapped[str] = mapped_column(Text)
-    spec_text: Mapped[str] = mapped_column(Text)
-    spec_hash: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    workdir: Mapped[str | None] = mapped_column(Text)  # absolute: see Store.workdir
-
-
-class CellRow(Base):
-    __tablename__ = "cells"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    task: Mapped[str] = mapped_column(Text)
-    config: Mapped[dict]
-    seed: Mapped[int] = mapped_column(Integer)
-    # The latest attempt's state, kept beside the history so that plans and reports over
-    # thousands of cells are one indexed query.
-    state: Mapped[str] = mapped_column(String(16), default=CellState.PLANNED, index=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-
-
-class Membership(Base):
-    """A cell in a study, with the labels that study gives it (the same cell may be in many)."""
-
-    __tablename__ = "study_cells"
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), primary_key=True)
-    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"), primary_key=True)
-    labels: Mapped[dict]
-    position: Mapped[int] = mapped_column(Integer)
-    orphaned: Mapped[bool] = mapped_column(Boolean, default=False)
-
-
-class Attempt(Base):
-    __tablename__ = "attempts"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"), index=True)
-    number: Mapped[int] = mapped_column(Integer)
-    token: Mapped[str] = mapped_column(String(32), index=True)  # the submission that made it
-    executor: Mapped[str] = mapped_column(String(16))
-    job_id: Mapped[str | None] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16))
-    cause: Mapped[str | None] = mapped_column(String(32))
-    detail: Mapped[str | None] = mapped_column(Text)
-    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    host: Mapped[str | None] = mapped_column(String(255))
-    code_version: Mapped[str | None] = mapped_column(String(64))
-    run_dir: Mapped[str | None] = mapped_column(Text)
-
-
-class Metric(Base):
-    __tablename__ = "metrics"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"))
-    attempt: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # 0: not known (v2 stores)
-    stage: Mapped[str] = mapped_column(String(64))
-    name: Mapped[str] = mapped_column(String(255))
-    step: Mapped[int | None] = mapped_column(Integer)  # None: the final value
-    value: Mapped[float] = mapped_column(Float)
-    __table_args__ = (
-        Index("ix_metrics_cell_name", "cell_key", "name"),
-        # Covers the report's query (final values only), so it never touches the table itself.
-        Index("ix_metrics_final", "cell_key", "name", "value",
-              sqlite_where=text("step IS NULL"), postgresql_where=text("step IS NULL")),
-    )
-
-
-# Each (cell, attempt, metric, step) once, whatever races (two controllers ingesting one cell):
-# NULL steps (final values) are equal here, as they are not in a plain unique constraint.
-_ONCE = (Metric.cell_key, Metric.attempt, Metric.name, func.coalesce(Metric.step, literal_column("-1")))
-Index("ux_metrics_once", *_ONCE, unique=True)
-
-
-class SearchCell(Base):
-    """A cell a search made: a trial (its params and optuna's system attributes), or a final-seed repeat.
-
-    Optuna's state is rebuilt from these rows, the cells' states and their metrics on every
-    controller step (sweeper.search), so no optuna storage lives beside the store.
-    """
-
-    __tablename__ = "search_cells"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
-    group_key: Mapped[str] = mapped_column(Text)  # canonical labels of the group's axes
-    kind: Mapped[str] = mapped_column(String(8))  # trial | final
-    number: Mapped[int] = mapped_column(Integer)  # the trial's number in its group (final: the trial it repeats)
-    cell_key: Mapped[str] = mapped_column(ForeignKey("cells.key"))
-    labels: Mapped[dict]
-    params: Mapped[dict]
-    system_attrs: Mapped[dict]
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
-    __table_args__ = (UniqueConstraint("study_id", "group_key", "kind", "number", "cell_key"),)
-
-
-def _metrics_once(s: Session) -> None:
-    """v3: metrics know their attempt (older rows: the cell's last) and are unique; duplicates
-    (re-ingested, or reported again after a resume) keep the last recorded, as reports did."""
-    s.execute(text("ALTER TABLE metrics ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0"))
-    s.execute(text("UPDATE metrics SET attempt = COALESCE((SELECT MAX(a.number) FROM attempts a "
-                   "WHERE a.cell_key = metrics.cell_key), 0)"))
-    s.execute(text("DELETE FROM metrics WHERE id NOT IN (SELECT MAX(id) FROM metrics "
-                   "GROUP BY cell_key, attempt, name, COALESCE(step, -1))"))
-    next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())
 
 
 def _workdir(recorded: str | None, setting: str) -> str:
     """The recorded run directory while the file's `workdir:` still names it; else `setting` resolved here."""
     parts, known = Path(setting).parts, Path(recorded or "").parts
-    if recorded and not Path(setting).is_absolute() and known[len(known) - len(parts):] == parts:
+    if recorded and not Path(setting).is_absolute() and known[len(known) - len(parts) :] == parts:
         return recorded
     return str(Path(setting).resolve())
-
-
-# Ordered migrations: MIGRATIONS[v] upgrades a schema at version v to v + 1.
-MIGRATIONS: dict[int, Callable[[Session], None]] = {
-    1: lambda s: None,  # v2 adds search_cells, which create_all has made by then
-    2: _metrics_once,
-    3: lambda s: s.execute(text("ALTER TABLE studies ADD COLUMN workdir TEXT")),  # v4: the run directory
-}
 
 
 @dataclass
@@ -287,7 +140,7 @@ class Store:
     def _require_existing(self) -> None:
         """Connecting to a missing SQLite file would create it: look for the file, then the schema."""
         path = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
-        missing = bool(path) and path != ":memory:" and not Path(path).exists()
+        missing = path is not None and path not in ("", ":memory:") and not Path(path).exists()
         try:
             missing = missing or not inspect(self.engine).has_table(Meta.__tablename__)
         except OperationalError as e:
@@ -295,8 +148,10 @@ class Store:
         if missing:
             self.engine.dispose()
             where = Path(path).resolve() if path and path != ":memory:" else self.url
-            raise UserError(f"no results store at {where}: nothing has been recorded there yet; record a "
-                            "study with `sweeper plan STUDY.yaml`, or name the store with --db or SWEEPER_DB")
+            raise UserError(
+                f"no results store at {where}: nothing has been recorded there yet; record a "
+                "study with `sweeper plan STUDY.yaml`, or name the store with --db or SWEEPER_DB"
+            )
 
     def close(self) -> None:
         self.engine.dispose()
@@ -320,12 +175,17 @@ class Store:
                     raise
                 time.sleep(0.2)
         with self.session() as s, s.begin():
-            s.execute(dialect_insert(s, Meta).values(key="schema_version", value=str(SCHEMA_VERSION)).on_conflict_do_nothing())
-            row = s.get(Meta, "schema_version", with_for_update=True)  # one process migrates; others wait
+            s.execute(
+                dialect_insert(s, Meta)
+                .values(key="schema_version", value=str(SCHEMA_VERSION))
+                .on_conflict_do_nothing()
+            )
+            row = s.get_one(Meta, "schema_version", with_for_update=True)  # one process migrates; others wait
             version = int(row.value)
             if version > SCHEMA_VERSION:
                 raise UserError(
-                    f"{self.url}: written by a newer sweeper (schema v{version}, this one knows v{SCHEMA_VERSION}); upgrade sweeper"
+                    f"{self.url}: written by a newer sweeper (schema v{version}, this one knows "
+                    f"v{SCHEMA_VERSION}); upgrade sweeper"
                 )
             while version < SCHEMA_VERSION:
                 MIGRATIONS[version](s)
@@ -335,7 +195,7 @@ class Store:
     @property
     def schema_version(self) -> int:
         with self.session() as s:
-            return int(s.get(Meta, "schema_version").value)
+            return int(s.get_one(Meta, "schema_version").value)
 
     # ------------------------------------------------------------------ planning
 
@@ -345,13 +205,18 @@ class Store:
         with self.session() as s, s.begin():
             row = s.scalar(select(StudyRow).where(StudyRow.name == study.name))
             states = dict(self._states(s, keys))
-            members = {} if row is None else {
-                key: (orphaned, labels, pos)
-                for key, orphaned, labels, pos in s.execute(
-                    select(Membership.cell_key, Membership.orphaned, Membership.labels, Membership.position)
-                    .where(Membership.study_id == row.id)
-                )
-            }
+            members = (
+                {}
+                if row is None
+                else {
+                    key: (orphaned, labels, pos)
+                    for key, orphaned, labels, pos in s.execute(
+                        select(
+                            Membership.cell_key, Membership.orphaned, Membership.labels, Membership.position
+                        ).where(Membership.study_id == row.id)
+                    )
+                }
+            )
             in_file = set(keys)
             plan = Plan(study.name)
             plan.added = [k for k in keys if k not in members]
@@ -364,19 +229,34 @@ class Store:
         return plan
 
     def _record(self, s: Session, study: Study, row: StudyRow | None, states, members, plan: Plan) -> None:
-        now = _now()
+        now = utcnow()
         file = str(Path(study.file).resolve()) if Path(study.file).is_file() else study.file
         if row is None:
-            s.execute(dialect_insert(s, StudyRow).values(
-                name=study.name, file=file, spec_text=study.text, spec_hash=study.spec_hash, created_at=now
-            ).on_conflict_do_nothing())
-            row = s.scalar(select(StudyRow).where(StudyRow.name == study.name))
+            s.execute(
+                dialect_insert(s, StudyRow)
+                .values(
+                    name=study.name,
+                    file=file,
+                    spec_text=study.text,
+                    spec_hash=study.spec_hash,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing()
+            )
+            row = s.scalars(select(StudyRow).where(StudyRow.name == study.name)).one()
         elif row.spec_hash != study.spec_hash or row.file != file:
             row.spec_text, row.spec_hash, row.file = study.text, study.spec_hash, file
         row.workdir = _workdir(row.workdir, study.workdir)
         row.updated_at = now
         new_cells = [
-            {"key": c.key, "task": study.task, "config": c.config, "seed": c.seed, "state": CellState.PLANNED, "created_at": now}
+            {
+                "key": c.key,
+                "task": study.task,
+                "config": c.config,
+                "seed": c.seed,
+                "state": CellState.PLANNED,
+                "created_at": now,
+            }
             for c in study.cells
             if c.key not in states
         ]
@@ -385,7 +265,13 @@ class Store:
         position = {c.key: i for i, c in enumerate(study.cells)}
         added = set(plan.added)
         new_members = [
-            {"study_id": row.id, "cell_key": c.key, "labels": c.labels, "position": position[c.key], "orphaned": False}
+            {
+                "study_id": row.id,
+                "cell_key": c.key,
+                "labels": c.labels,
+                "position": position[c.key],
+                "orphaned": False,
+            }
             for c in study.cells
             if c.key in added
         ]
@@ -427,7 +313,9 @@ class Store:
             for study_id, state, n in s.execute(q):
                 counts[study_id][state] = n
             return [
-                StudySummary(r.name, r.file, r.created_at, r.updated_at, sum(counts[r.id].values()), dict(counts[r.id]))
+                StudySummary(
+                    r.name, r.file, r.created_at, r.updated_at, sum(counts[r.id].values()), dict(counts[r.id])
+                )
                 for r in s.scalars(select(StudyRow).order_by(StudyRow.name))
             ]
 
@@ -437,7 +325,8 @@ class Store:
         if row is None:
             known = [st.name for st in self.studies()]
             raise UserError(
-                f"no study named '{name}' in {self.url}{did_you_mean(name, known)}; known: {', '.join(known) or 'none'}"
+                f"no study named '{name}' in {self.url}{did_you_mean(name, known)}; known: "
+                f"{', '.join(known) or 'none'}"
             )
         return row
 
@@ -451,16 +340,27 @@ class Store:
     def resolve_key(self, prefix: str) -> str:
         """A full cell key from a unique prefix of it."""
         with self.session() as s:
-            keys = list(s.scalars(select(CellRow.key).where(CellRow.key.startswith(prefix, autoescape=True)).limit(2)))
+            keys = list(
+                s.scalars(select(CellRow.key).where(CellRow.key.startswith(prefix, autoescape=True)).limit(2))
+            )
         if len(keys) != 1:
-            raise UserError(f"cell '{prefix}': {'no cell has' if not keys else 'several cells have'} this key (prefix)")
+            raise UserError(
+                f"cell '{prefix}': {'no cell has' if not keys else 'several cells have'} this key (prefix)"
+            )
         return keys[0]
 
     def cells(self, study: str, *, include_orphaned: bool = True) -> list[CellView]:
         row = self.study_row(study)
         with self.session() as s:
             q = (
-                select(CellRow.key, Membership.labels, CellRow.seed, CellRow.state, Membership.orphaned, CellRow.config)
+                select(
+                    CellRow.key,
+                    Membership.labels,
+                    CellRow.seed,
+                    CellRow.state,
+                    Membership.orphaned,
+                    CellRow.config,
+                )
                 .join(Membership, Membership.cell_key == CellRow.key)
                 .where(Membership.study_id == row.id)
                 .order_by(Membership.orphaned, Membership.position)
@@ -479,7 +379,7 @@ class Store:
         """
         allowed = list(from_states)
         won: list[str] = []
-        now = _now()
+        now = utcnow()
         with self.session() as s, s.begin():
             for chunk in chunks([c["key"] for c in cells]):
                 won.extend(
@@ -497,8 +397,15 @@ class Store:
             s.execute(
                 insert(Attempt),
                 [
-                    {"cell_key": k, "number": numbers.get(k, 0) + 1, "token": token, "executor": executor,
-                     "state": CellState.SUBMITTING, "submitted_at": now, "run_dir": run_dirs[k]}
+                    {
+                        "cell_key": k,
+                        "number": numbers.get(k, 0) + 1,
+                        "token": token,
+                        "executor": executor,
+                        "state": CellState.SUBMITTING,
+                        "submitted_at": now,
+                        "run_dir": run_dirs[k],
+                    }
                     for k in won
                 ],
             )
@@ -508,9 +415,13 @@ class Store:
     def _max_numbers(s: Session, keys: list[str]) -> dict[str, int]:
         out: dict[str, int] = {}
         for chunk in chunks(keys):
-            out.update(s.execute(
-                select(Attempt.cell_key, func.max(Attempt.number)).where(Attempt.cell_key.in_(chunk)).group_by(Attempt.cell_key)
-            ).all())
+            out.update(
+                s.execute(
+                    select(Attempt.cell_key, func.max(Attempt.number))
+                    .where(Attempt.cell_key.in_(chunk))
+                    .group_by(Attempt.cell_key)
+                ).all()
+            )
         return out
 
     def attempts_of(self, token: str) -> list[Attempt]:
@@ -522,7 +433,9 @@ class Store:
         out: dict[str, Attempt] = {}
         with self.session() as s:
             for chunk in chunks(keys):
-                for a in s.scalars(select(Attempt).where(Attempt.cell_key.in_(chunk)).order_by(Attempt.number)):
+                for a in s.scalars(
+                    select(Attempt).where(Attempt.cell_key.in_(chunk)).order_by(Attempt.number)
+                ):
                     out[a.cell_key] = a
         return out
 
@@ -536,11 +449,21 @@ class Store:
             if cell_states:
                 s.execute(update(CellRow), cell_states)
 
-    def add_attempt(self, cell_key: str, *, executor: str, state: str = CellState.SUBMITTING, token: str = "manual", **fields) -> int:
+    def add_attempt(
+        self,
+        cell_key: str,
+        *,
+        executor: str,
+        state: str = CellState.SUBMITTING,
+        token: str = "manual",
+        **fields,
+    ) -> int:
         """Record one attempt (its number follows the cell's last) and move the cell to its state."""
         with self.session() as s, s.begin():
             number = (s.scalar(select(func.max(Attempt.number)).where(Attempt.cell_key == cell_key)) or 0) + 1
-            attempt = Attempt(cell_key=cell_key, number=number, executor=executor, state=state, token=token, **fields)
+            attempt = Attempt(
+                cell_key=cell_key, number=number, executor=executor, state=state, token=token, **fields
+            )
             s.add(attempt)
             s.execute(update(CellRow).where(CellRow.key == cell_key).values(state=state))
             s.flush()
@@ -549,11 +472,13 @@ class Store:
     def update_attempt(self, attempt_id: int, **fields) -> None:
         """Change an attempt; a new state is mirrored on its cell."""
         with self.session() as s, s.begin():
-            attempt = s.get(Attempt, attempt_id)
+            attempt = s.get_one(Attempt, attempt_id)
             for k, v in fields.items():
                 setattr(attempt, k, v)
             if "state" in fields:
-                s.execute(update(CellRow).where(CellRow.key == attempt.cell_key).values(state=fields["state"]))
+                s.execute(
+                    update(CellRow).where(CellRow.key == attempt.cell_key).values(state=fields["state"])
+                )
 
     def reset_cells(self, keys: list[str], state: str = CellState.PLANNED) -> None:
         with self.session() as s, s.begin():
@@ -562,7 +487,9 @@ class Store:
 
     def attempts(self, cell_key: str) -> list[Attempt]:
         with self.session() as s:
-            return list(s.scalars(select(Attempt).where(Attempt.cell_key == cell_key).order_by(Attempt.number)))
+            return list(
+                s.scalars(select(Attempt).where(Attempt.cell_key == cell_key).order_by(Attempt.number))
+            )
 
     def attempts_of_cells(self, keys: list[str]) -> dict[str, list[Attempt]]:
         """Every attempt of each of the cells that has one, in order."""
@@ -574,18 +501,35 @@ class Store:
                     out[a.cell_key].append(a)
         return dict(out)
 
-    def add_metrics(self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None,
-                    attempt: int = 0) -> None:
-        self.add_metric_rows([{"cell_key": cell_key, "attempt": attempt, "stage": stage, "name": n,
-                               "step": step, "value": float(v)} for n, v in values.items()])
+    def add_metrics(
+        self, cell_key: str, stage: str, values: dict[str, float], step: int | None = None, attempt: int = 0
+    ) -> None:
+        self.add_metric_rows(
+            [
+                {
+                    "cell_key": cell_key,
+                    "attempt": attempt,
+                    "stage": stage,
+                    "name": n,
+                    "step": step,
+                    "value": float(v),
+                }
+                for n, v in values.items()
+            ]
+        )
 
     def add_metric_rows(self, rows: list[dict]) -> None:
         """Bulk upsert of {cell_key, attempt, stage, name, step, value} rows (stored again: replaced)."""
         if rows:
             with self.session() as s, s.begin():
                 stmt = dialect_insert(s, Metric)
-                s.execute(stmt.on_conflict_do_update(index_elements=_ONCE, set_={
-                    "stage": stmt.excluded.stage, "value": stmt.excluded.value}), rows)
+                s.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=METRIC_ONCE,
+                        set_={"stage": stmt.excluded.stage, "value": stmt.excluded.value},
+                    ),
+                    rows,
+                )
 
     def replace_metrics(self, keys: list[str], rows: list[dict]) -> None:
         """Make `rows` the metrics of cells `keys` (what their run directories hold now), in one transaction.
@@ -613,8 +557,10 @@ class Store:
             rows = [a | {"cell_key": key} for key, cell in attempts.items() for a in cell]
             for i in range(0, len(rows), _CHUNK):
                 s.execute(insert(Attempt), rows[i : i + _CHUNK])
-            states = [{"key": k, "state": cell[-1]["state"] if cell else CellState.PLANNED}
-                      for k, cell in attempts.items()]
+            states = [
+                {"key": k, "state": cell[-1]["state"] if cell else CellState.PLANNED}
+                for k, cell in attempts.items()
+            ]
             if states:
                 s.execute(update(CellRow), states)
 
@@ -625,6 +571,195 @@ class Store:
             if final_only:
                 q = q.where(Metric.step.is_(None))
             return dict(s.execute(q).all())
+
+    # ------------------------------------------------------------------ report reads
+
+    def members(self, study_id: int) -> list[tuple[int, str, str, str]]:
+        """(position, cell key, labels as JSON text, state) of the study's live cells, in file order.
+
+        The labels stay JSON text so that a caller parses them in one call: 30,000 json.loads
+        cost more than the query.
+        """
+        q = (
+            select(Membership.position, Membership.cell_key, cast(Membership.labels, Text), CellRow.state)
+            .join(CellRow, CellRow.key == Membership.cell_key)
+            .where(*_live(study_id))
+            .order_by(Membership.position)
+        )
+        with self.engine.connect() as conn:
+            return [(position, key, labels, state) for position, key, labels, state in conn.execute(q)]
+
+    def metric_values(
+        self,
+        study_id: int,
+        patterns: Sequence[str] | None = None,
+        *,
+        final: bool = True,
+        analysis: bool = True,
+        ordered: bool = False,
+    ) -> list[tuple]:
+        """The live cells' metric values as plain tuples: (position, name, value) of the final values
+        (step IS NULL), or with final=False (position, attempt, name, step, value) of those reported
+        per step.
+
+        `patterns` are globs over the names, pushed into SQL as LIKE filters (a superset: the
+        caller matches the globs exactly); without them every metric, but analysis.* unless
+        `analysis`. `ordered`: in the order they were recorded (the last of duplicates wins).
+        """
+        q: Select
+        if final:
+            q = select(Membership.position, Metric.name, Metric.value).where(Metric.step.is_(None))
+        else:
+            q = select(Membership.position, Metric.attempt, Metric.name, Metric.step, Metric.value).where(
+                Metric.step.is_not(None)
+            )
+        q = q.join(Metric, Metric.cell_key == Membership.cell_key).where(*_live(study_id))
+        if patterns:
+            q = q.where(or_(*(Metric.name.like(glob_to_like(p), escape="\\") for p in patterns)))
+        elif not analysis:
+            q = q.where(not_(Metric.name.like("analysis.%")))
+        if ordered:
+            q = q.order_by(Metric.id)
+        with self.engine.connect() as conn:
+            return _fetch_plain(conn, q)
+
+    def metric_names(self, study_id: int, *, final: bool = True) -> list[str]:
+        """The distinct names of the study's final metrics (or, final=False, of those reported per step)."""
+        with self.session() as s:
+            return list(
+                s.scalars(
+                    select(Metric.name)
+                    .distinct()
+                    .join(Membership, Membership.cell_key == Metric.cell_key)
+                    .where(
+                        Membership.study_id == study_id,
+                        Metric.step.is_(None) if final else Metric.step.is_not(None),
+                    )
+                    .order_by(Metric.name)
+                )
+            )
+
+    def step_counts(self, study_id: int, sample: int = 20) -> dict[str, int]:
+        """Per metric reported per step, the most steps one of the first `sample` reporting cells reported."""
+        with self.session() as s:
+            cells = (
+                select(Membership.cell_key)
+                .join(Metric, Metric.cell_key == Membership.cell_key)
+                .where(*_live(study_id), Metric.step.is_not(None))
+                .distinct()
+                .limit(sample)
+                .subquery()
+            )
+            per_cell = (
+                select(Metric.cell_key, Metric.name, func.count(func.distinct(Metric.step)).label("n"))
+                .where(Metric.cell_key.in_(select(cells.c.cell_key)), Metric.step.is_not(None))
+                .group_by(Metric.cell_key, Metric.name)
+                .subquery()
+            )
+            rows = s.execute(select(per_cell.c.name, func.max(per_cell.c.n)).group_by(per_cell.c.name))
+            return dict(rows.all())
+
+    # ------------------------------------------------------------------ search rows
+
+    def attach(self, study: Study) -> Study:
+        """Give a search study its cells: the trials and final repeats recorded for its current groups.
+
+        A search study's file names its groups, not its cells; the searches make those, and the
+        store holds them. A study without a search is returned as it is.
+        """
+        plan = study.search
+        if plan is None:
+            return study
+        with self.session() as s:
+            study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study.name))
+            rows = (
+                []
+                if study_id is None
+                else s.execute(
+                    select(
+                        SearchCell.cell_key,
+                        SearchCell.labels,
+                        SearchCell.group_key,
+                        CellRow.config,
+                        CellRow.seed,
+                    )
+                    .join(CellRow, CellRow.key == SearchCell.cell_key)
+                    .where(SearchCell.study_id == study_id)
+                    .order_by(SearchCell.id)
+                ).all()
+            )
+        cells: dict[str, Cell] = {}
+        for key, labels, group, config, seed in rows:
+            template = plan.template(labels)
+            if group in plan.groups and template is not None and key not in cells:
+                cells[key] = Cell(key, config, labels, seed, template.resources)
+        study.cells = list(cells.values())
+        return study
+
+    @contextmanager
+    def search_step(self, study: str, *, lock: bool = True) -> Iterator[SearchStep]:
+        """One transaction over a search's rows; with `lock`, holding the study's lock (one controller
+        step at a time), and committed when the block ends without an exception."""
+        with self.session() as s:
+            if lock:
+                with s.begin():  # SQLite: the transaction began IMMEDIATE
+                    study_id = s.scalar(select(StudyRow.id).where(StudyRow.name == study).with_for_update())
+                    yield SearchStep(s, study_id)
+            else:
+                yield SearchStep(s, s.scalar(select(StudyRow.id).where(StudyRow.name == study)))
+
+
+class SearchStep:
+    """The reads and writes of one search-controller step, inside Store.search_step's transaction."""
+
+    def __init__(self, s: Session, study_id: int | None):
+        self._s, self.study_id = s, study_id
+
+    def rows(self) -> list[SearchCell]:
+        """The study's search rows (trials and final repeats), in the order they were recorded."""
+        q = select(SearchCell).where(SearchCell.study_id == self.study_id).order_by(SearchCell.id)
+        return list(self._s.scalars(q))
+
+    def states(self, keys: list[str]) -> dict[str, str]:
+        return dict(Store._states(self._s, keys))
+
+    def metrics(self, keys: list[str], names: Iterable[str]) -> Iterator[tuple[str, str, int | None, float]]:
+        """(cell key, name, step, value) of the cells' metrics named `names`, in the order recorded."""
+        for chunk in chunks(keys):
+            yield from self._s.execute(
+                select(Metric.cell_key, Metric.name, Metric.step, Metric.value)
+                .where(Metric.cell_key.in_(chunk), Metric.name.in_(set(names)))
+                .order_by(Metric.id)
+            )
+
+    def cell(self, key: str) -> CellRow | None:
+        return self._s.get(CellRow, key)
+
+    def set_system_attrs(self, row_id: int, attrs: dict) -> None:
+        self._s.execute(update(SearchCell).where(SearchCell.id == row_id).values(system_attrs=attrs))
+
+    def record(self, cells: list[dict], rows: list[dict]) -> None:
+        """Insert cells (once: a config asked twice is one cell) and the search rows that name them."""
+        if cells:
+            self._s.execute(dialect_insert(self._s, CellRow).on_conflict_do_nothing(), cells)
+        if rows:
+            self._s.execute(
+                dialect_insert(self._s, SearchCell).on_conflict_do_nothing(),
+                [row | {"study_id": self.study_id} for row in rows],
+            )
+
+
+def _live(study_id: int) -> tuple:
+    return Membership.study_id == study_id, Membership.orphaned.is_(False)
+
+
+def _fetch_plain(conn: Connection, q: Select) -> list[tuple]:
+    """The DBAPI cursor's plain tuples: building 900k Row objects would double a report's load time."""
+    result = conn.execute(q)
+    try:
+        return list(result.cursor.fetchall())
+    finally:
+        result.close()
 
 
 def _per_axis(study: Study, states: dict[str, str]) -> dict[str, dict[str, Counter]]:
@@ -639,9 +774,14 @@ def _per_axis(study: Study, states: dict[str, str]) -> dict[str, dict[str, Count
 def dialect_insert(s: Session, table: type[Base]):
     """INSERT with the dialect's ON CONFLICT support (SQLite and PostgreSQL share the API)."""
     dialect = s.get_bind().dialect.name
+    # Each dialect's module is imported when a store of that kind writes (a read-only command never does).
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(table)
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
         return sqlite.insert(table)
     raise UserError(f"the results store supports SQLite and PostgreSQL, not {dialect}")
 
@@ -649,6 +789,34 @@ def dialect_insert(s: Session, table: type[Base]):
 def chunks(items: list[str]) -> Iterable[list[str]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i : i + _CHUNK]
+
+
+def glob_to_like(pattern: str) -> str:
+    """A SQL LIKE pattern (escape '\\') matching a superset of what the glob matches."""
+    out_: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out_.append("%")
+        elif c == "?":
+            out_.append("_")
+        elif c == "[":
+            j = i + 1
+            j += pattern[j : j + 1] == "!"
+            j += pattern[j : j + 1] == "]"
+            j = pattern.find("]", j)
+            if j == -1:
+                out_.append("[")
+            else:
+                out_.append("_")
+                i = j
+        elif c in "%_\\":
+            out_.append("\\" + c)
+        else:
+            out_.append(c)
+        i += 1
+    return "".join(out_)
 
 
 def _connect_args(url: str) -> dict:

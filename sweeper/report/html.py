@@ -12,9 +12,7 @@ from __future__ import annotations
 import html
 import io
 import math
-import os
 import subprocess
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -26,19 +24,19 @@ import numpy as np
 import pandas as pd
 
 from sweeper.errors import UserError
-from sweeper.report import (
-    Summary,
+from sweeper.report.load import load
+from sweeper.report.statistics import Summary
+from sweeper.report.tables import (
     _col_title,
     _columns,
-    _complete,
     _entries,
     _legend,
     _row_keys,
+    complete,
     coverage_entries,
-    load,
 )
-from sweeper.spec import Study
 from sweeper.store import Store
+from sweeper.study import Study
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -80,7 +78,8 @@ td.up .d { color: var(--up); } td.down .d { color: var(--down); }
 sup { color: var(--down); }
 ul.legend { color: var(--muted); font-size: 12.5px; padding-left: 18px; }
 .grid { display: flex; flex-wrap: wrap; gap: 8px 24px; align-items: flex-start; }
-figure { margin: 12px 0; flex: 0 1 calc(50% - 12px); min-width: 480px; } figure svg { width: 100%; height: auto; }
+figure { margin: 12px 0; flex: 0 1 calc(50% - 12px); min-width: 480px; }
+figure svg { width: 100%; height: auto; }
 .grid figure:only-child { flex-basis: 100%; }
 pre { background: var(--soft); border: 1px solid var(--line); padding: 12px; overflow-x: auto;
       font-size: 12.5px; }
@@ -99,9 +98,11 @@ def code_version(study_file: str) -> str:
     except PackageNotFoundError:
         mine = "sweeper (not installed)"
     where = Path(study_file).resolve().parent if study_file else Path.cwd()
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(where), *args], capture_output=True, text=True, timeout=5,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "-C", str(where), *args], capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
@@ -116,7 +117,7 @@ def svg(fig: Figure) -> str:
     buf = io.StringIO()
     fig.savefig(buf, format="svg", metadata={"Date": None})
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 # ----------------------------------------------------------------------------- tables
@@ -147,23 +148,32 @@ def ablation_table(summary: Summary) -> str:
             cells.append(f'<td class="{" ".join(c for c in classes if c)}">{text}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     legend = "".join(f"<li>{_e(line)}</li>" for line in _legend(summary, used))
-    return (f'<div class="scroll"><table id="ablation"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(body)}</tbody></table></div><ul class="legend">{legend}'
-            "<li>best per column highlighted; deltas green / red where the interval clears 0 in the "
-            "better / worse direction</li></ul>")
+    return (
+        f'<div class="scroll"><table id="ablation"><thead><tr>{head}</tr></thead>'
+        f'<tbody>{"".join(body)}</tbody></table></div><ul class="legend">{legend}'
+        "<li>best per column highlighted; deltas green / red where the interval clears 0 in the "
+        "better / worse direction</li></ul>"
+    )
 
 
 def coverage_table(summary: Summary) -> str:
     rows, groups, text = coverage_entries(summary)
     titles = [", ".join(f"{a}={v}" for a, v in zip(summary.cols, g, strict=True)) or "cells" for g in groups]
-    head = "".join(f'<th class="label">{_e(a)}</th>' for a in summary.rows) + "".join(f"<th>{_e(t)}</th>"
-                                                                                 for t in titles)
-    body = "".join("<tr>" + "".join(f'<td class="label">{_e(v)}</td>' for v in r)
-                   + "".join(f'<td class="num">{_e(text.get((*r, *g), "–"))}</td>' for g in groups) + "</tr>"
-                   for r in rows)
-    return (f'<div class="scroll"><table id="coverage"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
-            '</table></div><ul class="legend"><li>done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet'
-            "</li></ul>")
+    head = "".join(f'<th class="label">{_e(a)}</th>' for a in summary.rows) + "".join(
+        f"<th>{_e(t)}</th>" for t in titles
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="label">{_e(v)}</td>' for v in r)
+        + "".join(f'<td class="num">{_e(text.get((*r, *g), "–"))}</td>' for g in groups)
+        + "</tr>"
+        for r in rows
+    )
+    return (
+        f'<div class="scroll"><table id="coverage"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+        '</table></div><ul class="legend"><li>done/cells; ✓ complete, ⟳ running, ✗ failed, · not run yet'
+        "</li></ul>"
+    )
 
 
 def frame_table(frame: pd.DataFrame, table_id: str, left: set[str]) -> str:
@@ -173,10 +183,14 @@ def frame_table(frame: pd.DataFrame, table_id: str, left: set[str]) -> str:
         return f'<td class="{"label" if c in left else "num"}">{_e(v)}</td>'
 
     head = "".join(f'<th class="{"label" if c in left else ""}">{_e(c)}</th>' for c in frame.columns)
-    body = "".join("<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row, strict=True)) + "</tr>"
-                   for row in frame.itertuples(index=False, name=None))
-    return (f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
-            "</table></div>")
+    body = "".join(
+        "<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row, strict=True)) + "</tr>"
+        for row in frame.itertuples(index=False, name=None)
+    )
+    return (
+        f'<div class="scroll"><table id="{table_id}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody>'
+        "</table></div>"
+    )
 
 
 # ----------------------------------------------------------------------------- figures
@@ -207,14 +221,21 @@ def forest_figure(summary: Summary) -> Figure | None:
         colour = np.where(np.isnan(lo), "#6e7781", judged)
         err = np.vstack([delta - lo, hi - delta])
         for i in range(len(part)):
-            ax.errorbar(delta[i], y[i], xerr=None if np.isnan(lo[i]) else err[:, i : i + 1], fmt="o",
-                        color=colour[i], capsize=3, markersize=4)
+            ax.errorbar(
+                delta[i],
+                y[i],
+                xerr=None if np.isnan(lo[i]) else err[:, i : i + 1],
+                fmt="o",
+                color=colour[i],
+                capsize=3,
+                markersize=4,
+            )
         ax.axvline(0, color="#57606a", linewidth=0.8, linestyle="--")
         ax.set_yticks(y, labels, fontsize="small")
         ax.set_ylim(-0.6, len(part) - 0.4)
         ax.set_title(metric, fontsize="medium")
         ax.grid(axis="x", alpha=0.3)
-    for ax in axes[len(metrics):]:
+    for ax in axes[len(metrics) :]:
         ax.set_visible(False)
     base = ", ".join(f"{k}={v}" for k, v in (summary.baseline or {}).items())
     fig.suptitle(f"paired delta vs {base}: mean over seed pairs, 95 % t interval", fontsize="medium")
@@ -235,13 +256,16 @@ def _variant(frame: pd.DataFrame, axes: list[str]) -> pd.Series:
 def curve_figures(store: Store, name: str, summary: Summary | None, keys: list[str] | None) -> list[Figure]:
     """The reported metrics (losses first) as curves, a line per variant (every non-seed axis but the
     panel's), a band over seeds; panels by the table's first column axis."""
-    from sweeper.stepwise import aligned, band, load_curves, step_counts
-    from sweeper.plot import ErrorBar, curve_figure
+    from sweeper.report.curves import aligned, band, load_curves, step_counts
+    from sweeper.report.options import ErrorBar
+    from sweeper.report.plot import curve_figure
 
     # Curves, not points: a metric reported at a few steps only (a final value) is left out, and
     # only the metrics drawn are read (a large study holds millions of reported values).
-    names = sorted((m for m, n in step_counts(store, name).items()
-                    if n >= MIN_STEPS and not m.startswith("analysis.")), key=lambda m: ("loss" not in m, m))
+    names = sorted(
+        (m for m, n in step_counts(store, name).items() if n >= MIN_STEPS and not m.startswith("analysis.")),
+        key=lambda m: ("loss" not in m, m),
+    )
     names = names[:MAX_CURVES]
     if not names:
         return []
@@ -262,7 +286,8 @@ def curve_figures(store: Store, name: str, summary: Summary | None, keys: list[s
 
 def block_figures(store: Store, name: str, summary: Summary | None, keys: list[str] | None) -> list[Figure]:
     """Each analysis.*.block<N>.* family against the block index, a line per variant, bars over seeds."""
-    from sweeper.plot import BLOCK, BLOCK_AXIS, ErrorBar, figure, plot_data, y_label
+    from sweeper.report.options import ErrorBar
+    from sweeper.report.plot import BLOCK, BLOCK_AXIS, figure, plot_data, y_label
 
     try:
         loaded = load(store, name, ["analysis.*"], keys=keys, axes=_scope(summary, keys))
@@ -288,10 +313,11 @@ def block_figures(store: Store, name: str, summary: Summary | None, keys: list[s
 
 
 def trials_figure(study: Study, store: Store) -> Figure | None:
-    from sweeper.plot import trial_points, trials_figure as draw
+    from sweeper.report.plot import trial_points
+    from sweeper.report.plot import trials_figure as draw
     from sweeper.search import trials
 
-    plan = study.search
+    plan = study.search_plan
     params = list(plan.params)
     if not params:
         return None
@@ -314,27 +340,37 @@ def _figures(figs: list[Figure]) -> str:
     return '<div class="grid">' + "".join(f"<figure>{svg(f)}</figure>" for f in figs) + "</div>"
 
 
-def page(store: Store, name: str, summary: Summary | None, searched: Study | None,
-         groups: list[GroupResult] | None, keys: list[str] | None, refresh: int | None = None) -> str:
+def page(
+    store: Store,
+    name: str,
+    summary: Summary | None,
+    searched: Study | None,
+    groups: list[GroupResult] | None,
+    keys: list[str] | None,
+    refresh: int | None = None,
+) -> str:
     """The whole HTML document; with `refresh`, it reloads itself every that many seconds (--watch)."""
-    from sweeper import search_report
+    from sweeper.report import search as search_report
     from sweeper.search import trials as search_trials
 
     row = store.study_row(name)
     parts: list[tuple[str, str, str]] = []
     if searched is not None and groups is not None:
-        plan = searched.search
+        plan = searched.search_plan
         frame = search_report.frame(searched, groups)
         lines = [search_report._cells(searched, r) for _, r in frame.iterrows()]
         body = frame_table(pd.DataFrame(lines), "search", set(plan.group_axes))
         fig = trials_figure(searched, store)
         trials = pd.DataFrame(search_trials(store, searched)).drop(columns="key", errors="ignore")
         more = f"<p>first {MAX_TRIALS} of {len(trials)} trials</p>" if len(trials) > MAX_TRIALS else ""
-        body += _figures([fig] if fig else []) + more + frame_table(trials.head(MAX_TRIALS), "trials",
-                                                                      {*plan.group_axes, "kind", "state"})
+        body += (
+            _figures([fig] if fig else [])
+            + more
+            + frame_table(trials.head(MAX_TRIALS), "trials", {*plan.group_axes, "kind", "state"})
+        )
         _section("search", f"search: {plan.spec.direction} {plan.spec.metric}", body, parts)
     if summary is not None:
-        if not _complete(summary):
+        if not complete(summary):
             _section("coverage", "coverage (the study is not complete)", coverage_table(summary), parts)
         _section("table", "ablation table", ablation_table(summary), parts)
         forest = forest_figure(summary)
@@ -348,23 +384,37 @@ def page(store: Store, name: str, summary: Summary | None, searched: Study | Non
         _section("blocks", "per-block analysis", _figures(blocks), parts)
     _section("study", "study file", f"<p>{_e(row.file)}</p><pre>{_e(row.spec_text)}</pre>", parts)
     nav = "".join(f'<a href="#{a}">{_e(t.split(" (")[0])}</a>' for a, t, _ in parts)
-    state = ("" if summary is None else '<span class="complete">complete</span>' if _complete(summary)
-             else '<span class="pending">in progress</span>')
+    state = (
+        ""
+        if summary is None
+        else '<span class="complete">complete</span>'
+        if complete(summary)
+        else '<span class="pending">in progress</span>'
+    )
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     meta = f"{state}{' · ' if state else ''}generated {when} · {_e(code_version(row.file))}"
     reload = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(name)} — sweeper report'
-            '</title><meta name="viewport" content="width=device-width, initial-scale=1">'
-            f'{reload}<style>{CSS}</style>'
-            f'</head><body><header><h1>{_e(name)}</h1><div class="meta" id="version">{meta}</div></header>'
-            f'<nav>{nav}</nav><main>{"".join(p for _, _, p in parts)}</main></body></html>\n')
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{_e(name)} — sweeper report'
+        '</title><meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"{reload}<style>{CSS}</style>"
+        f'</head><body><header><h1>{_e(name)}</h1><div class="meta" id="version">{meta}</div></header>'
+        f"<nav>{nav}</nav><main>{''.join(p for _, _, p in parts)}</main></body></html>\n"
+    )
 
 
-
-def render(store: Store, name: str, rows: Sequence[str] | None, cols: Sequence[str] | None,
-           metrics: Sequence[str] | None, pool: Sequence[str], refresh: int | None = None) -> str:
+def render(
+    store: Store,
+    name: str,
+    rows: Sequence[str] | None,
+    cols: Sequence[str] | None,
+    metrics: Sequence[str] | None,
+    pool: Sequence[str],
+    refresh: int | None = None,
+) -> str:
     """The page as `sweeper report` scopes it: a search's trials, then its final seeds' table."""
-    from sweeper.report import build, final_scope, search_study
+    from sweeper.report.scope import final_scope, search_study
+    from sweeper.report.statistics import build
     from sweeper.search import results
 
     searched = search_study(store, name)
@@ -374,42 +424,7 @@ def render(store: Store, name: str, rows: Sequence[str] | None, cols: Sequence[s
         keys, axes, directions = final_scope(store, searched, groups, required=False)
     summary = None
     if keys is None or keys:
-        summary = build(store, name, rows, cols, metrics, keys=keys, axes=axes, directions=directions,
-                        pool=pool)
+        summary = build(
+            store, name, rows, cols, metrics, keys=keys, axes=axes, directions=directions, pool=pool
+        )
     return page(store, name, summary, searched, groups, keys, refresh)
-
-
-def command(name: str, rows, cols, metrics, pool, out_file: Path | None, watch: bool) -> None:
-    """Write the page (or print it); with `watch`, ingest and rewrite it every WATCH_S seconds (atomically,
-    so a browser never reads half a page) until no cell of the study is active."""
-    from sweeper.console import open_store, out
-    from sweeper.ingest import ingest
-    from sweeper.spec import parse_study
-    from sweeper.store import ACTIVE
-
-    while True:
-        with open_store(create=False) as store:
-            active = False
-            if watch:
-                row = store.study_row(name)
-                active = any(s.state in ACTIVE for s in ingest(store, parse_study(row.spec_text, row.file)))
-            text = render(store, name, rows, cols, metrics, pool, WATCH_S if active else None)
-        if out_file is None:
-            out.file.write(text)
-            return
-        try:  # whole or not at all: a browser reloading it never reads half a page
-            tmp = out_file.with_name(f".{out_file.name}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, out_file)
-        except OSError as e:
-            raise UserError(f"--out {out_file}: cannot write it ({e.strerror or e})") from None
-        when = datetime.now().strftime("%H:%M:%S")
-        again = f" at {when}; rewritten every {WATCH_S} s while cells run" if active else ""
-        out.print(f"wrote {out_file} (html){again}", highlight=False)
-        if not active:
-            return
-        try:
-            time.sleep(WATCH_S)
-        except KeyboardInterrupt:
-            out.print(f"stopped watching; {out_file} holds the page as of {when}", highlight=False)
-            return

@@ -1,7 +1,7 @@
 """What runs inside a job: the cells of one submission, each through the study's task.
 
 A job runs one or more cells in turn (an array task runs its pack, a local lane claims cells
-from the whole list). For each cell it writes the run-directory files (sweeper.rundir), keeps a
+from the whole list). For each cell it writes the run-directory files (sweeper.run.rundir), keeps a
 heartbeat, captures stdout/stderr, and records a result or a failure with its cause.
 
 Preemption and time limits: submitit calls `Worker.checkpoint` from its signal handler in the
@@ -39,7 +39,8 @@ from typing import Any
 import submitit
 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
 
-from sweeper.rundir import RunDir, Values, describe, read_json, write_json
+from sweeper.run.rundir import RunDir, Values, describe, read_json, write_json
+from sweeper.states import ENDED, Cause, CellState
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
 CHECKPOINT_GRACE_S = float(os.environ.get("SWEEPER_CHECKPOINT_GRACE_S", "60"))
@@ -57,11 +58,19 @@ class NonFiniteMetric(ValueError):
     """A reported or returned value is NaN or infinite: the cell fails with cause NAN."""
 
 
-class TaskContext:
-    """What a task gets from the orchestrator besides its config."""
+class WorkerContext:
+    """What a task gets from the orchestrator besides its config (it satisfies sweeper.task.TaskContext)."""
 
-    def __init__(self, run: RunDir, cache_dir: Path, key: str, attempt: int, rank: int, requested: threading.Event,
-                 world_size: int = 1):
+    def __init__(
+        self,
+        run: RunDir,
+        cache_dir: Path,
+        key: str,
+        attempt: int,
+        rank: int,
+        requested: threading.Event,
+        world_size: int = 1,
+    ):
         self.run_dir = run.path
         self.cache_dir = cache_dir
         self.key = key
@@ -90,8 +99,9 @@ class TaskContext:
             return
         values = Values.of(metrics if isinstance(metrics, dict) else {"metrics": metrics})
         if values.invalid:
-            raise TypeError(f"ctx.report(step={step}): {describe(values.invalid)}; "
-                            "expected a number for each metric")
+            raise TypeError(
+                f"ctx.report(step={step}): {describe(values.invalid)}; expected a number for each metric"
+            )
         line = {"step": int(step), "time": time.time(), "attempt": self.attempt, "metrics": values.finite}
         if total is not None:
             line["total"] = int(total)
@@ -126,17 +136,27 @@ def failure_cause(exc: BaseException) -> str:
     """The worker's own classification; resume policy follows it."""
     name = type(exc).__name__
     if name in {"OutOfMemoryError", "MemoryError"}:
-        return "OUT_OF_MEMORY"
+        return Cause.OUT_OF_MEMORY
     if "NonFinite" in name or "NaN" in name:
-        return "NAN"
-    return "EXCEPTION"
+        return Cause.NAN
+    return Cause.EXCEPTION
 
 
 class Worker(submitit.helpers.Checkpointable):
     """The callable submitted to submitit: runs `keys` with the task named `task`."""
 
-    def __init__(self, task: str, workdir: str, keys: list[str], token: str, *, lane: int | None = None,
-                 threads: int | None = None, capture: bool = True, time_limits: dict[str, float] | None = None):
+    def __init__(
+        self,
+        task: str,
+        workdir: str,
+        keys: list[str],
+        token: str,
+        *,
+        lane: int | None = None,
+        threads: int | None = None,
+        capture: bool = True,
+        time_limits: dict[str, float] | None = None,
+    ):
         # lane: local lanes share one list of cells and claim them; array tasks run their own pack.
         # threads: a cap for OpenMP/MKL (hence torch) when several lanes share one machine.
         # capture: send the cell's stdout/stderr to its log files (off in-process, so pdb talks to you).
@@ -145,7 +165,7 @@ class Worker(submitit.helpers.Checkpointable):
         self.threads, self.capture, self.time_limits = threads, capture, time_limits or {}
         self._ending: threading.Event | None = None
         self._requested: threading.Event | None = None
-        self._ctx: TaskContext | None = None
+        self._ctx: WorkerContext | None = None
         self._current: RunDir | None = None
 
     def __getstate__(self) -> dict:
@@ -198,52 +218,74 @@ class Worker(submitit.helpers.Checkpointable):
         return rank != 0 or run.claim(self.token, owner)
 
     def _run_cell(self, fn: Callable, run: RunDir, key: str, rank: int, job_id: str, world_size: int) -> str:
+        ending = self._ending
+        assert ending is not None  # __call__ made it
         attempt = (read_json(run.attempt) or {}).get("number", 1)
         previous = read_json(run.status) or {}
         restarts = previous.get("restarts", -1) + 1 if previous.get("token") == self.token else 0
         status = {
-            "state": "RUNNING", "token": self.token, "attempt": attempt, "job_id": job_id,
-            "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(), "restarts": restarts,
+            "state": CellState.RUNNING,
+            "token": self.token,
+            "attempt": attempt,
+            "job_id": job_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.time(),
+            "restarts": restarts,
         }
         if rank == 0:
             write_json(run.status, status)
         config = read_json(run.config)
         requested = self._requested = threading.Event()
-        if self._ending.is_set():  # after the assignment: checkpoint() may run between any two lines
+        if ending.is_set():  # after the assignment: checkpoint() may run between any two lines
             requested.set()
-        ctx = TaskContext(run, Path(self.workdir).resolve() / "cache", key, attempt, rank, requested, world_size)
+        ctx = WorkerContext(
+            run, Path(self.workdir).resolve() / "cache", key, attempt, rank, requested, world_size
+        )
         self._ctx, self._current = ctx, run
         outcome: dict[str, Any] = {}
         # The task's cwd is its run directory (a relative torch.save lands there); the debug executor
         # runs in the launching process, whose cwd chdir gives back after the cell.
-        with (_Heartbeat(run.heartbeat if rank == 0 else None), chdir(run.path),
-              _capture(run.logs, attempt if rank == 0 and self.capture else None)):
-            thread = threading.Thread(target=_call_task, args=(fn, config, ctx, outcome), name=f"task-{key}", daemon=True)
+        with (
+            _Heartbeat(run.heartbeat if rank == 0 else None),
+            chdir(run.path),
+            _capture(run.logs, attempt if rank == 0 and self.capture else None),
+        ):
+            thread = threading.Thread(
+                target=_call_task, args=(fn, config, ctx, outcome), name=f"task-{key}", daemon=True
+            )
             thread.start()
             why = _join(thread, requested, self.time_limits.get(key), run, status, self.lane is not None)
         self._ctx = self._current = None
         if "interrupted" in outcome:
-            if why and not self._ending.is_set():  # the lane's clock or `sweeper cancel`: record it, go on
+            if why and not ending.is_set():  # the lane's clock or `sweeper cancel`: record it, go on
                 write_json(run.status, status | _STOPPED[why] | {"checkpointed": True, "ended": time.time()})
                 return _STOPPED[why]["state"]
-            return "INTERRUPTED"  # else checkpoint() records it and requeues the job
+            return CellState.INTERRUPTED  # else checkpoint() records it and requeues the job
         status["ended"] = time.time()
         if "pruned" in outcome:
             if rank == 0:
-                write_json(run.status, status | {"state": "PRUNED", "reason": run.prune.read_text().strip()})
-            return "PRUNED"
+                write_json(
+                    run.status, status | {"state": CellState.PRUNED, "reason": run.prune.read_text().strip()}
+                )
+            return CellState.PRUNED
         if "error" in outcome:
             exc, tb = outcome["error"]
-            status |= {"state": "FAILED", "cause": failure_cause(exc), "error": f"{type(exc).__name__}: {exc}", "traceback": tb}
+            status |= {
+                "state": CellState.FAILED,
+                "cause": failure_cause(exc),
+                "error": f"{type(exc).__name__}: {exc}",
+                "traceback": tb,
+            }
             if isinstance(exc, NonFiniteMetric) and "result" in outcome:  # the finite values are kept
                 status["result"] = outcome["result"]
             if rank == 0:
                 write_json(run.status, status)
-            return "FAILED"
+            return CellState.FAILED
         if rank == 0:
             write_json(run.result, outcome["result"])
-            write_json(run.status, status | {"state": "COMPLETED"})
-        return "COMPLETED"
+            write_json(run.status, status | {"state": CellState.COMPLETED})
+        return CellState.COMPLETED
 
     # ------------------------------------------------------------------ preemption / time limit
 
@@ -258,37 +300,63 @@ class Worker(submitit.helpers.Checkpointable):
             ctx.saved.wait(timeout=CHECKPOINT_GRACE_S)
             status = read_json(run.status) or {}
             if ctx.rank == 0:
-                write_json(run.status, status | {"state": "INTERRUPTED", "cause": "REQUEUED",
-                                                 "checkpointed": ctx.saved.is_set(), "ended": time.time()})
+                write_json(
+                    run.status,
+                    status
+                    | {
+                        "state": CellState.INTERRUPTED,
+                        "cause": Cause.REQUEUED,
+                        "checkpointed": ctx.saved.is_set(),
+                        "ended": time.time(),
+                    },
+                )
         return super().checkpoint(*args, **kwargs)
 
 
 # Why a worker asked a task to save and stop (_join), and what the cell's status then records.
-_STOPPED = {"TIMEOUT": {"state": "INTERRUPTED", "cause": "TIMEOUT"},
-            "CANCELLED": {"state": "CANCELLED", "cause": "CANCELLED"}}
+_STOPPED: dict[str, dict[str, str]] = {
+    Cause.TIMEOUT: {"state": CellState.INTERRUPTED, "cause": Cause.TIMEOUT},
+    Cause.CANCELLED: {"state": CellState.CANCELLED, "cause": Cause.CANCELLED},
+}
 
 
 def _ended(status: dict, token: str) -> bool:
     """Did the attempt `token` end this cell (not merely get interrupted by a requeue)?"""
     state = status.get("state")
-    return status.get("token") == token and (state in {"COMPLETED", "FAILED", "PRUNED", "CANCELLED"}
-                                             or state == "INTERRUPTED" and status.get("cause") == "TIMEOUT")
+    return status.get("token") == token and (
+        state in ENDED - {CellState.INTERRUPTED}
+        or state == CellState.INTERRUPTED
+        and status.get("cause") == Cause.TIMEOUT
+    )
 
 
 def _record_give_up(run: RunDir, token: str) -> None:
     """SLURM's time limit came once too often: submitit ends the job instead of requeueing it."""
     status = read_json(run.status) or {}
-    if status.get("token") == token and status.get("state") in ("RUNNING", "INTERRUPTED"):
-        write_json(run.status, status | {
-            "state": "INTERRUPTED", "cause": "TIMEOUT", "ended": time.time(),
-            "detail": "reached the time limit (timeout_min) too many times: submitit stopped requeueing it; "
-                      "`sweeper resume` continues it"
-                      + (" from its checkpoint" if status.get("checkpointed") else ""),
-        })
+    if status.get("token") == token and status.get("state") in (CellState.RUNNING, CellState.INTERRUPTED):
+        write_json(
+            run.status,
+            status
+            | {
+                "state": CellState.INTERRUPTED,
+                "cause": Cause.TIMEOUT,
+                "ended": time.time(),
+                "detail": "reached the time limit (timeout_min) too many times: submitit stopped "
+                "requeueing it; "
+                "`sweeper resume` continues it"
+                + (" from its checkpoint" if status.get("checkpointed") else ""),
+            },
+        )
 
 
-def _join(thread: threading.Thread, requested: threading.Event, limit: float | None, run: RunDir,
-          status: dict, lane: bool) -> str | None:
+def _join(
+    thread: threading.Thread,
+    requested: threading.Event,
+    limit: float | None,
+    run: RunDir,
+    status: dict,
+    lane: bool,
+) -> str | None:
     """Wait for the task. `limit` seconds in, or once the cell has a `cancel` file (`sweeper cancel`),
     ask it to save and unwind; returns why ("TIMEOUT", "CANCELLED"), None if it was not asked.
 
@@ -301,9 +369,9 @@ def _join(thread: threading.Thread, requested: threading.Event, limit: float | N
     while thread.is_alive() and why is None:
         left = 1.0 if deadline is None else deadline - time.monotonic()
         if run.cancel.exists():
-            why = "CANCELLED"
+            why = Cause.CANCELLED
         elif left <= 0:
-            why = "TIMEOUT"
+            why = Cause.TIMEOUT
         else:
             thread.join(timeout=min(1.0, left))
     if why is None:
@@ -312,26 +380,36 @@ def _join(thread: threading.Thread, requested: threading.Event, limit: float | N
     thread.join(timeout=CHECKPOINT_GRACE_S)
     if thread.is_alive():
         write_json(run.status, status | _STOPPED[why] | {"checkpointed": False, "ended": time.time()})
-        if why == "TIMEOUT":
-            print(f"sweeper: past its time limit ({limit / 60:g} min) the task did not save within "
-                  f"{CHECKPOINT_GRACE_S:g} s of the request; ending this lane", file=sys.stderr, flush=True)
+        if why == Cause.TIMEOUT:
+            print(
+                f"sweeper: past its time limit ({(limit or 0) / 60:g} min) the task did not save within "
+                f"{CHECKPOINT_GRACE_S:g} s of the request; ending this lane",
+                file=sys.stderr,
+                flush=True,
+            )
             os._exit(1)
-        print(f"sweeper: cancelled, the task did not stop within {CHECKPOINT_GRACE_S:g} s of the request; "
-              f"{'restarting this lane for its other cells' if lane else 'ending this job'}", file=sys.stderr,
-              flush=True)
+        print(
+            f"sweeper: cancelled, the task did not stop within {CHECKPOINT_GRACE_S:g} s of the request; "
+            f"{'restarting this lane for its other cells' if lane else 'ending this job'}",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(LOCAL_REQUEUE_RETURN_CODE if lane else 1)
     return why
 
 
-def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> None:
+def _call_task(fn: Callable, config: dict, ctx: WorkerContext, outcome: dict) -> None:
     try:
         result = fn(config, ctx)
         if not isinstance(result, dict):
-            raise TypeError(f"the task returned {type(result).__name__}; expected a dict of metric name -> number")
+            raise TypeError(
+                f"the task returned {type(result).__name__}; expected a dict of metric name -> number"
+            )
         values = Values.of(result)
         if values.invalid:
-            raise TypeError(f"the task returned {describe(values.invalid)}; "
-                            "expected a number for each metric")
+            raise TypeError(
+                f"the task returned {describe(values.invalid)}; expected a number for each metric"
+            )
         outcome["result"] = values.finite
         if values.nonfinite:
             raise NonFiniteMetric(f"the task returned {describe(values.nonfinite)}")
@@ -344,12 +422,15 @@ def _call_task(fn: Callable, config: dict, ctx: TaskContext, outcome: dict) -> N
     except BaseException as exc:  # noqa: BLE001 - every failure of the task is recorded, none escapes the thread
         outcome["error"] = (exc, traceback.format_exc())
         # Into the cell's log; under the debug executor, on the terminal among other cells' output.
-        print(f"sweeper: the task failed on cell {ctx.key} ({ctx.run_dir})\n{outcome['error'][1]}",
-              file=sys.stderr, flush=True)
+        print(
+            f"sweeper: the task failed on cell {ctx.key} ({ctx.run_dir})\n{outcome['error'][1]}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _failing(exc: Exception, tb: str) -> Callable:
-    def task(config: dict, ctx: TaskContext) -> dict:
+    def task(config: dict, ctx: WorkerContext) -> dict:
         raise RuntimeError(f"cannot import the task: {type(exc).__name__}: {exc}\n{tb}")
 
     return task
@@ -378,12 +459,12 @@ class _Heartbeat:
     def __enter__(self) -> _Heartbeat:
         if self.path is not None:
             self.path.touch()
-            threading.Thread(target=self._beat, daemon=True, name="heartbeat").start()
+            threading.Thread(target=self._beat, args=(self.path,), daemon=True, name="heartbeat").start()
         return self
 
-    def _beat(self) -> None:
+    def _beat(self, path: Path) -> None:
         while not self.stop.wait(HEARTBEAT_S):
-            self.path.touch()
+            path.touch()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop.set()
@@ -402,7 +483,9 @@ class _capture:
         sys.stdout.flush(), sys.stderr.flush()
         self.saved = [os.dup(1), os.dup(2)]
         for fd, suffix in ((1, "out"), (2, "err")):
-            target = os.open(self.logs / f"attempt-{self.attempt}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            target = os.open(
+                self.logs / f"attempt-{self.attempt}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            )
             os.dup2(target, fd)
             os.close(target)
         return self
@@ -411,6 +494,6 @@ class _capture:
         if self.attempt is None:
             return
         sys.stdout.flush(), sys.stderr.flush()
-        for fd, saved in zip((1, 2), self.saved):
+        for fd, saved in zip((1, 2), self.saved, strict=False):
             os.dup2(saved, fd)
             os.close(saved)

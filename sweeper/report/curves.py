@@ -15,12 +15,12 @@ from operator import itemgetter
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Text, cast, func, or_, select
 
 from sweeper.errors import UserError, did_you_mean
-from sweeper.report import _column, _fetch_plain, _like, _study_meta, t_quantile
-from sweeper.spec import SEED_AXIS
-from sweeper.store import CellRow, Membership, Metric, Store
+from sweeper.report.load import _column, study_meta
+from sweeper.report.statistics import t_quantile
+from sweeper.store import Store
+from sweeper.study import SEED_AXIS
 
 STEP = "step"
 
@@ -43,8 +43,9 @@ def supersede(rows: pd.DataFrame) -> pd.DataFrame:
     return kept.drop(columns="cut").reset_index(drop=True)
 
 
-def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None, *,
-                flag: str = "--y") -> tuple[pd.DataFrame, list[str]]:
+def load_curves(
+    store: Store, study: str, patterns: Sequence[str] | None = None, *, flag: str = "--y"
+) -> tuple[pd.DataFrame, list[str]]:
     """(one row per cell, metric and step: key, axes…, seed, state, metric, step, value; the axes).
 
     Every live cell counts, running ones too (a curve is worth seeing before the cell ends).
@@ -52,45 +53,43 @@ def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None,
     UserError naming `flag`.
     """
     row = store.study_row(study)
-    file_axes = _study_meta(row.spec_text, row.file)[0]
-    live = (Membership.study_id == row.id, Membership.orphaned.is_(False))
-    q = (select(Membership.position, Metric.attempt, Metric.name, Metric.step, Metric.value)
-         .join(Metric, Metric.cell_key == Membership.cell_key)
-         .where(*live, Metric.step.is_not(None)))
-    if patterns:
-        q = q.where(or_(*(Metric.name.like(_like(p), escape="\\") for p in patterns)))
-    with store.engine.connect() as conn:
-        members = conn.execute(
-            select(Membership.cell_key, cast(Membership.labels, Text), CellRow.state, Membership.position)
-            .join(CellRow, CellRow.key == Membership.cell_key).where(*live).order_by(Membership.position)
-        ).all()
-        raw = _fetch_plain(conn, q)
+    file_axes = study_meta(row.spec_text, row.file)[0]
+    members = store.members(row.id)
+    raw = store.metric_values(row.id, patterns, final=False)
     # Plain columns from the cursor's tuples; the cell as its position, the metric as a category.
-    rows = pd.DataFrame({
-        "key": np.fromiter(map(itemgetter(0), raw), dtype=np.int64, count=len(raw)),
-        "attempt": np.fromiter(map(itemgetter(1), raw), dtype=np.int64, count=len(raw)),
-        "metric": pd.Categorical(list(map(itemgetter(2), raw))),
-        STEP: np.fromiter(map(itemgetter(3), raw), dtype=np.int64, count=len(raw)),
-        "value": np.fromiter(map(itemgetter(4), raw), dtype=float, count=len(raw)),
-    })
+    rows = pd.DataFrame(
+        {
+            "key": np.fromiter(map(itemgetter(0), raw), dtype=np.int64, count=len(raw)),
+            "attempt": np.fromiter(map(itemgetter(1), raw), dtype=np.int64, count=len(raw)),
+            "metric": pd.Categorical(list(map(itemgetter(2), raw))),
+            STEP: np.fromiter(map(itemgetter(3), raw), dtype=np.int64, count=len(raw)),
+            "value": np.fromiter(map(itemgetter(4), raw), dtype=float, count=len(raw)),
+        }
+    )
     names = sorted(rows["metric"].cat.categories)
     if patterns:
         for p in patterns:
             if not any(fnmatchcase(n, p) for n in names):
                 names = reported_names(store, study)
-                raise UserError(f"{flag} {p}: matches no reported (per-step) metric of study '{study}'"
-                                f"{did_you_mean(p, names)}; reported: {', '.join(names[:12]) or 'none yet'}")
+                raise UserError(
+                    f"{flag} {p}: matches no reported (per-step) metric of study '{study}'"
+                    f"{did_you_mean(p, names)}; reported: {', '.join(names[:12]) or 'none yet'}"
+                )
         wanted = [n for n in names if any(fnmatchcase(n, p) for p in patterns)]
         rows = rows[rows["metric"].isin(wanted)]
     rows = supersede(rows)
     rows = rows.assign(metric=rows["metric"].astype(str)).sort_values(["key", "metric", STEP], kind="stable")
-    labels = json.loads("[" + ",".join(m[1] for m in members) + "]")
+    labels = json.loads("[" + ",".join(m[2] for m in members) + "]")
     axes = file_axes + [a for a in (labels[0] if labels else {}) if a not in file_axes and a != SEED_AXIS]
-    cells = pd.DataFrame({"key": [m[0] for m in members],
-                          **{a: _column([lab.get(a) for lab in labels]) for a in axes},
-                          SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels],
-                          "state": [m[2] for m in members]},
-                         index=[m[3] for m in members])
+    cells = pd.DataFrame(
+        {
+            "key": [m[1] for m in members],
+            **{a: _column([lab.get(a) for lab in labels]) for a in axes},
+            SEED_AXIS: [lab.get(SEED_AXIS) for lab in labels],
+            "state": [m[3] for m in members],
+        },
+        index=[m[0] for m in members],
+    )
     frame = cells.loc[rows["key"].to_numpy()].reset_index(drop=True)
     for column in ("metric", STEP, "value"):
         frame[column] = rows[column].to_numpy()
@@ -99,28 +98,14 @@ def load_curves(store: Store, study: str, patterns: Sequence[str] | None = None,
 
 def reported_names(store: Store, study: str) -> list[str]:
     """The names of the metrics the study's cells reported per step (what curves can show)."""
-    study_id = store.study_row(study).id
-    with store.session() as s:
-        return list(s.scalars(select(Metric.name).distinct()
-                              .join(Membership, Membership.cell_key == Metric.cell_key)
-                              .where(Membership.study_id == study_id, Metric.step.is_not(None))
-                              .order_by(Metric.name)))
+    return store.metric_names(store.study_row(study).id, final=False)
 
 
 def step_counts(store: Store, study: str, sample: int = 20) -> dict[str, int]:
     """Per metric reported per step, how many steps a cell reported at most, over the first `sample`
     cells that reported anything: a curve (many) from a value reported once at the end (one),
     without reading a large study's millions of values."""
-    study_id = store.study_row(study).id
-    with store.session() as s:
-        cells = select(Membership.cell_key).join(Metric, Metric.cell_key == Membership.cell_key).where(
-            Membership.study_id == study_id, Membership.orphaned.is_(False), Metric.step.is_not(None)
-        ).distinct().limit(sample).subquery()
-        per_cell = (select(Metric.cell_key, Metric.name, func.count(func.distinct(Metric.step)).label("n"))
-                    .where(Metric.cell_key.in_(select(cells.c.cell_key)), Metric.step.is_not(None))
-                    .group_by(Metric.cell_key, Metric.name).subquery())
-        rows = s.execute(select(per_cell.c.name, func.max(per_cell.c.n)).group_by(per_cell.c.name))
-        return dict(rows.all())
+    return store.step_counts(store.study_row(study).id, sample)
 
 
 def aligned(frame: pd.DataFrame, series: list[str]) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 anything is recorded or submitted.
 
 The controller never imports the study's code (design.md: `sweeper` knows nothing about the
-task); the child, `python -m sweeper.precheck TASK [CHECK]`, imports the task (a task that
+task); the child, `python -m sweeper.run.precheck TASK [CHECK]`, imports the task (a task that
 cannot be imported would otherwise fail inside every job), reads the configs as JSON on stdin
 and writes, for each, the list of problems the check found.
 """
@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 from sweeper.errors import UserError
-from sweeper.spec import Cell, Study, canonical
+from sweeper.study import Cell, Study, canonical
 
 
 def precheck(study: Study, cells: list[Cell]) -> None:
@@ -26,17 +26,25 @@ def precheck(study: Study, cells: list[Cell]) -> None:
     for cell in cells:  # configs that differ only by seed need one look
         unique.setdefault(canonical({k: v for k, v in cell.config.items() if k != "seed"}), cell)
     payload = json.dumps([c.config for c in unique.values()] if study.check else [])
-    command = [sys.executable, "-m", "sweeper.precheck", study.task, *([study.check] if study.check else [])]
+    command = [
+        sys.executable,
+        "-m",
+        "sweeper.run.precheck",
+        study.task,
+        *([study.check] if study.check else []),
+    ]
     proc = subprocess.run(command, input=payload, capture_output=True, text=True, timeout=600)
     if proc.returncode == _UNIMPORTABLE:
         what, _, error = proc.stderr.strip().splitlines()[-1].partition(": ")
-        raise UserError(f"{study.file}: {what}: cannot import {getattr(study, what)!r}: {error}; "
-                        "nothing was recorded or submitted")
+        raise UserError(
+            f"{study.file}: {what}: cannot import {getattr(study, what)!r}: {error}; "
+            "nothing was recorded or submitted"
+        )
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
         raise UserError(f"{study.file}: check: {study.check} could not run:\n{tail}")
     found: dict[str, list[Cell]] = {}  # one line per problem, however many cells share it
-    for cell, problems in zip(unique.values(), json.loads(proc.stdout)):
+    for cell, problems in zip(unique.values(), json.loads(proc.stdout), strict=False):
         for problem in problems:
             found.setdefault(problem, []).append(cell)
     if found:
@@ -45,18 +53,19 @@ def precheck(study: Study, cells: list[Cell]) -> None:
             example = "{" + ", ".join(f"{k}={v}" for k, v in where[0].labels.items() if k != "seed") + "}"
             scope = f"cell {example}" if len(where) == 1 else f"{len(where)} configs, e.g. cell {example}"
             lines.append(f"{study.file}: {scope}: {problem}")
-        raise UserError("the study's check found problems; nothing was recorded or submitted\n"
-                        + "\n".join(lines))
+        raise UserError(
+            "the study's check found problems; nothing was recorded or submitted\n" + "\n".join(lines)
+        )
 
 
 _UNIMPORTABLE = 3  # the child's exit code when the task or the check cannot be imported
 
 
 def main() -> None:
-    from sweeper.worker import import_object
+    from sweeper.run.worker import import_object
 
     loaded = []
-    for what, spec in zip(("task", "check"), sys.argv[1:]):
+    for what, spec in zip(("task", "check"), sys.argv[1:], strict=False):
         try:
             loaded.append(import_object(spec))
         except Exception as err:  # ImportError, AttributeError, a SyntaxError in the module...

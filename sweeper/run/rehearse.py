@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from sweeper.errors import UserError, did_you_mean
-from sweeper.spec import SEED_AXIS, Cell, Study, canonical
+from sweeper.study import SEED_AXIS, Cell, Study, canonical
 
 _TAIL = 3  # lines of a crashed unit's stderr shown as its error
 GRACE_S = 3.0  # after a rank of a unit failed: the others' time to end on their own before they are killed
@@ -151,7 +151,7 @@ def _pump(rank: int, child: _Process, events: queue.Queue) -> None:
 
 def _children(hook: str, request: dict, logs: list[Path],
               on_line: Callable[[int, dict], None]) -> list[_Process]:
-    """Run `python -m sweeper.rehearse HOOK` on `request` in one process per log (ranks of one job
+    """Run `python -m sweeper.run.rehearse HOOK` on `request` in one process per log (ranks of one job
     when several); each JSON line a rank writes goes to `on_line(rank, line)`. A rank that fails
     ends the others after GRACE_S; a rank that ended well leaves the others until the join deadline
     (module docstring)."""
@@ -160,7 +160,7 @@ def _children(hook: str, request: dict, logs: list[Path],
     children = []
     for rank, log in enumerate(logs):
         with log.open("w") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "sweeper.rehearse", hook], stdin=subprocess.PIPE,
+            proc = subprocess.Popen([sys.executable, "-m", "sweeper.run.rehearse", hook], stdin=subprocess.PIPE,
                                     stdout=subprocess.PIPE, stderr=err, text=True,
                                     env=_rank_env(rank, len(logs), port) if len(logs) > 1 else None)
         children.append(_Process(proc, os.pidfd_open(proc.pid), log))
@@ -299,7 +299,7 @@ def as_json(rows: list[Row]) -> list[dict]:
 
 def main() -> None:
     """The child: plan, or run one unit; JSON lines on the real stdout, the task's prints on stderr."""
-    from sweeper.worker import import_object
+    from sweeper.run.worker import import_object
 
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the task prints must not mix with the protocol

@@ -11,20 +11,20 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import typer
 
-from sweeper.console import open_store, out, study_name, user_errors
 from sweeper.errors import UserError, did_you_mean
-from sweeper.report import Loaded, final_scope, load, search_study, t_quantile
+from sweeper.report.load import Loaded, load
+from sweeper.report.options import ErrorBar
+from sweeper.report.scope import final_scope, search_study
+from sweeper.report.statistics import t_quantile
 from sweeper.search import trials
-from sweeper.spec import SEED_AXIS, Study
 from sweeper.store import Store
+from sweeper.study import SEED_AXIS, Study, study_name
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -32,27 +32,26 @@ if TYPE_CHECKING:
 BLOCK_AXIS = "block"
 STEP = "step"  # the x of a training curve (values reported per step)
 BLOCK = re.compile(r"(?<![^.])block(\d+)(?![^.])")  # a whole name segment: analysis.x.block3.cos…
-SUFFIXES = (".png", ".pdf", ".svg")
-
-
-class ErrorBar(StrEnum):
-    std = "std"
-    ci = "ci"
 
 
 def _long(loaded: Loaded, x: str, series: list[str], facet: str | None) -> pd.DataFrame:
     """One row per (member, metric) value: facet, series axes, x, value (NaN values dropped)."""
     frame = loaded.frame
-    long = frame.melt(id_vars=[*loaded.axes, SEED_AXIS], value_vars=loaded.metrics, var_name="metric", value_name="value")
+    long = frame.melt(
+        id_vars=[*loaded.axes, SEED_AXIS], value_vars=loaded.metrics, var_name="metric", value_name="value"
+    )
     long = long[long["value"].notna()]
     if x == BLOCK_AXIS:
         blocks = long["metric"].str.extract(BLOCK, expand=False)
-        long = long.assign(block=blocks.astype(int), family=long["metric"].str.replace(BLOCK, "block*", regex=True))
+        long = long.assign(
+            block=blocks.astype(int), family=long["metric"].str.replace(BLOCK, "block*", regex=True)
+        )
     return long[[*(c for c in (facet,) if c), *series, x, "value"]]
 
 
-def plot_data(loaded: Loaded, x: str, hue: str | None = None, col: str | None = None,
-              error: ErrorBar = ErrorBar.std) -> pd.DataFrame:
+def plot_data(
+    loaded: Loaded, x: str, hue: str | None = None, col: str | None = None, error: ErrorBar = ErrorBar.std
+) -> pd.DataFrame:
     """Mean over seeds per (col, hue, x) with its error half-width (std, or the 95 % t interval).
 
     With x = 'block', the metrics are per-block ones (name segment `block<N>`); when they form
@@ -62,18 +61,24 @@ def plot_data(loaded: Loaded, x: str, hue: str | None = None, col: str | None = 
     for option, name in (("--x", x), ("--hue", hue), ("--col", col)):
         if name is not None and name not in axes and not (option == "--x" and name == BLOCK_AXIS):
             known = axes + ([BLOCK_AXIS] if option == "--x" else [])
-            raise UserError(f"{option} {name}: not an axis of this study{did_you_mean(name, known)}; "
-                            f"choose from: {', '.join(known)}")
+            raise UserError(
+                f"{option} {name}: not an axis of this study{did_you_mean(name, known)}; "
+                f"choose from: {', '.join(known)}"
+            )
     series = [hue] if hue else []
     if x == BLOCK_AXIS:
         unblocked = [m for m in loaded.metrics if not BLOCK.search(m)]
         if unblocked:
-            raise UserError(f"--x block: these metrics have no block<N> name segment: {', '.join(unblocked[:5])}")
+            raise UserError(
+                f"--x block: these metrics have no block<N> name segment: {', '.join(unblocked[:5])}"
+            )
         if len({BLOCK.sub("block*", m) for m in loaded.metrics}) > 1:
             series.append("family")
     elif len(loaded.metrics) != 1:
-        raise UserError(f"--y matches {len(loaded.metrics)} metrics ({', '.join(loaded.metrics[:6])}"
-                        f"{', …' if len(loaded.metrics) > 6 else ''}); against an axis, plot one metric")
+        raise UserError(
+            f"--y matches {len(loaded.metrics)} metrics ({', '.join(loaded.metrics[:6])}"
+            f"{', …' if len(loaded.metrics) > 6 else ''}); against an axis, plot one metric"
+        )
     keys = [*(c for c in (col,) if c), *series, x]
     g = _long(loaded, x, series, col).groupby(keys, sort=False)["value"]
     data = pd.concat({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()}, axis=1).reset_index()
@@ -86,7 +91,9 @@ def plot_data(loaded: Loaded, x: str, hue: str | None = None, col: str | None = 
 
 
 def _numeric(values: Sequence[Any]) -> bool:
-    return all(isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in values)
+    return all(
+        isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool) for v in values
+    )
 
 
 def y_label(metrics: Sequence[str], x: str) -> str:
@@ -119,8 +126,9 @@ def _bars(data: pd.DataFrame, error: ErrorBar) -> str:
     return f"mean over seeds, bars: {bars}"
 
 
-def figure(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, error: ErrorBar,
-           title: str = "") -> Figure:
+def figure(
+    data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None, error: ErrorBar, title: str = ""
+) -> Figure:
     """One panel per `col` label, one line per series, error bars; `y` is the y axis label.
 
     A series keeps its colour and sideways shift (a few percent of the x spacing, so that bars
@@ -150,12 +158,22 @@ def figure(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None,
             label = ", ".join(map(str, name))
             i = names.index(label)
             shift = (i - (len(names) - 1) / 2) * 0.04 * spacing
-            handles[label] = ax.errorbar([position[v] + shift for v in line[x]], line["mean"],
-                                         yerr=line["err"].where(line["n"] > 1),  # one seed: no bar, no cap
-                                         color=colours[i % len(colours)], marker="o", markersize=4, capsize=3)
+            handles[label] = ax.errorbar(
+                [position[v] + shift for v in line[x]],
+                line["mean"],
+                yerr=line["err"].where(line["n"] > 1),  # one seed: no bar, no cap
+                color=colours[i % len(colours)],
+                marker="o",
+                markersize=4,
+                capsize=3,
+            )
         if not numeric:
-            ax.set_xticks(range(len(xs)), [str(v) for v in xs], rotation=30 if len(xs) > 4 else 0,
-                          ha="right" if len(xs) > 4 else "center")
+            ax.set_xticks(
+                range(len(xs)),
+                [str(v) for v in xs],
+                rotation=30 if len(xs) > 4 else 0,
+                ha="right" if len(xs) > 4 else "center",
+            )
         elif all(float(v).is_integer() for v in xs):  # blocks, depths: no tick between two of them
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if facet is not None:
@@ -166,21 +184,35 @@ def figure(data: pd.DataFrame, x: str, y: str, hue: str | None, col: str | None,
     fig.suptitle(f"{title}{': ' if title else ''}{_bars(data, error)}", fontsize="medium")
     if series:
         shown = [n for n in names if n in handles]
-        fig.legend([handles[n] for n in shown], shown, title=" / ".join(series), fontsize="small",
-                   loc="outside right upper")
+        fig.legend(
+            [handles[n] for n in shown],
+            shown,
+            title=" / ".join(series),
+            fontsize="small",
+            loc="outside right upper",
+        )
     return fig
 
 
-def curve_data(store: Store, study: str, y: str, hue: str | None = None, col: str | None = None,
-               error: ErrorBar = ErrorBar.std, keys: Sequence[str] | None = None) -> pd.DataFrame:
+def curve_data(
+    store: Store,
+    study: str,
+    y: str,
+    hue: str | None = None,
+    col: str | None = None,
+    error: ErrorBar = ErrorBar.std,
+    keys: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Mean over seeds per (col, hue, metric when --y matches several, step) with its band half-width."""
-    from sweeper.stepwise import aligned, band, load_curves
+    from sweeper.report.curves import aligned, band, load_curves
 
     frame, axes = load_curves(store, study, [y])
     for option, name in (("--hue", hue), ("--col", col)):
         if name is not None and name not in axes:
-            raise UserError(f"{option} {name}: not an axis of this study{did_you_mean(name, axes)}; "
-                            f"choose from: {', '.join(axes)}")
+            raise UserError(
+                f"{option} {name}: not an axis of this study{did_you_mean(name, axes)}; "
+                f"choose from: {', '.join(axes)}"
+            )
     if keys is not None:
         frame = frame[frame["key"].isin(set(keys))]
     series = [c for c in (col, hue) if c] + (["metric"] if frame["metric"].nunique() > 1 else [])
@@ -190,8 +222,9 @@ def curve_data(store: Store, study: str, y: str, hue: str | None = None, col: st
     return data.assign(err=band(data, error == ErrorBar.ci))
 
 
-def curve_figure(data: pd.DataFrame, y: str, hue: str | None, col: str | None, error: ErrorBar,
-                 title: str = "") -> Figure:
+def curve_figure(
+    data: pd.DataFrame, y: str, hue: str | None, col: str | None, error: ErrorBar, title: str = ""
+) -> Figure:
     """One panel per `col` label, a line per hue (and metric) with a shaded band; the legend says
     what the band is. A series keeps its colour in every panel."""
     from matplotlib import rcParams
@@ -228,7 +261,9 @@ def curve_figure(data: pd.DataFrame, y: str, hue: str | None, col: str | None, e
     entries, labels = [handles[n] for n in shown], shown
     if seeds > 1:  # the last entry says what the band is
         entries, labels = [*entries, Patch(color="grey", alpha=0.25, linewidth=0)], [*labels, f"band: {what}"]
-    fig.legend(entries, labels, title=" / ".join(series) or "metric", fontsize="small", loc="outside right upper")
+    fig.legend(
+        entries, labels, title=" / ".join(series) or "metric", fontsize="small", loc="outside right upper"
+    )
     return fig
 
 
@@ -242,12 +277,16 @@ def save(fig: Figure, path: Path) -> None:
 
 def trial_points(study: Study, frame: pd.DataFrame, x: str, y: str, hue: str | None) -> pd.DataFrame:
     """The completed trials' (hue, x, y) from `sweeper.search.trials` rows."""
-    plan = study.search
+    plan = study.search_plan
     if y != plan.spec.metric:
-        raise UserError(f"--y {y}: against a searched parameter, plot the search's metric ({plan.spec.metric})")
+        raise UserError(
+            f"--y {y}: against a searched parameter, plot the search's metric ({plan.spec.metric})"
+        )
     if hue is not None and hue not in plan.group_axes:
-        raise UserError(f"--hue {hue}: not a group axis of this search{did_you_mean(hue, plan.group_axes)}; "
-                        f"choose from: {', '.join(plan.group_axes) or 'none'}")
+        raise UserError(
+            f"--hue {hue}: not a group axis of this search{did_you_mean(hue, plan.group_axes)}; "
+            f"choose from: {', '.join(plan.group_axes) or 'none'}"
+        )
     done = frame[(frame["kind"] == "trial") & frame[y].notna()] if not frame.empty else frame
     if done.empty:
         raise UserError(f"no completed trial of study '{study.name}' has {y} yet")
@@ -258,7 +297,7 @@ def trials_figure(study: Study, done: pd.DataFrame, x: str, y: str, hue: str | N
     """The search's metric against one searched parameter, a point per completed trial, a colour per `hue`."""
     from matplotlib.figure import Figure
 
-    plan = study.search
+    plan = study.search_plan
     fig = Figure(figsize=(5.2, 3.8), layout="constrained")
     ax = fig.subplots()
     for label, part in done.groupby(hue, sort=False) if hue else [(None, done)]:
@@ -276,8 +315,15 @@ def trials_figure(study: Study, done: pd.DataFrame, x: str, y: str, hue: str | N
     return fig
 
 
-def make_figure(store: Store, study: str, x: str, y: str, hue: str | None = None, col: str | None = None,
-                error: ErrorBar = ErrorBar.std) -> Figure:
+def make_figure(
+    store: Store,
+    study: str,
+    x: str,
+    y: str,
+    hue: str | None = None,
+    col: str | None = None,
+    error: ErrorBar = ErrorBar.std,
+) -> Figure:
     """What `sweeper plot` draws, before it is saved."""
     name = study_name(study)
     searched = search_study(store, name)  # a search plots the final seeds of each group's best configuration
@@ -285,7 +331,7 @@ def make_figure(store: Store, study: str, x: str, y: str, hue: str | None = None
         finals = final_scope(store, searched, required=True)[0] if searched else None
         data = curve_data(store, name, y, hue, col, error, finals)
         return curve_figure(data, y, hue, col, error, title=name)
-    if searched is not None and x in searched.search.params:
+    if searched is not None and x in searched.search_plan.params:
         points = trial_points(searched, pd.DataFrame(trials(store, searched)), x, y, hue)
         return trials_figure(searched, points, x, y, hue)
     keys, axes, _ = final_scope(store, searched, required=True) if searched else (None, None, None)
@@ -294,30 +340,3 @@ def make_figure(store: Store, study: str, x: str, y: str, hue: str | None = None
     if data.empty:
         raise UserError(f"no values of {y} recorded yet for study '{loaded.study}'")
     return figure(data, x, y_label(loaded.metrics, x), hue, col, error, title=loaded.study)
-
-
-@user_errors
-def plot_command(
-    study: Annotated[str, typer.Argument(help="Study name (or its YAML file).", show_default=False)],
-    x: Annotated[str, typer.Option("--x", help="Axis on the x axis, 'block' for per-block metrics, or "
-                                               "'step' for training curves.")],
-    y: Annotated[str, typer.Option("--y", help="Metric name or glob (with --x block: the per-block metrics).")],
-    out_file: Annotated[Path, typer.Option("--out", "-o", help="Output file: .png, .pdf or .svg.")],
-    hue: Annotated[str | None, typer.Option("--hue", help="Axis whose labels are separate lines.")] = None,
-    col: Annotated[str | None, typer.Option("--col", help="Axis whose labels are separate panels.")] = None,
-    error: Annotated[ErrorBar, typer.Option("--error", help="Error bars: std over seeds, or the 95 % t interval.")] = ErrorBar.std,
-) -> None:
-    """Plot a metric against an axis (or the block index), mean over seeds with error bars; with
-    --x step, the values reported during training as curves with a band over seeds.
-
-    For a study with a search: over the final seeds of each group's best configuration; with
-    a searched parameter as --x, every completed trial as a point (the search's landscape).
-    """
-    if out_file.suffix.lower() not in SUFFIXES:
-        raise UserError(f"--out {out_file}: expected a {', '.join(SUFFIXES)} file")
-    if not out_file.parent.is_dir():
-        raise UserError(f"--out {out_file}: there is no directory {out_file.parent}; create it first")
-    with open_store(create=False) as store:
-        fig = make_figure(store, study, x, y, hue, col, error)
-    save(fig, out_file)
-    out.print(f"wrote {out_file}", highlight=False)

@@ -1,0 +1,98 @@
+"""How long each `sweeper` command takes from the shell, start-up included (a new process each run).
+
+Commands: `--help`; `status` and `plan` of a small study (4 cells, task tests.sweeper.tasks:echo,
+no `check:` hook: a study's check imports its task's code, e.g. torch, which is the task's cost,
+not the CLI's); `report` over the 10,000 cells x 3 seeds x 30 metrics store of
+benchmarks/report.py, as a terminal shows it (50 rows; a pipe or a file gets all 10,000 groups).
+Prints the median and the best wall time of N runs, and the median CPU time (the child's user +
+system, its own children included), the steadier figure on a loaded machine.
+
+    python benchmarks/cli_startup.py [--repeat 5] [--code DIR] [--report-db URL]
+
+--code runs another checkout's sweeper (e.g. the main branch) against the same stores, for a before
+and after; --report-db reuses a store that benchmarks/report.py built (building one takes a minute).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = """study: small
+task: tests.sweeper.tasks:echo
+base: {x: 1}
+axes:
+  x: [1, 2]
+seeds: 2
+executor: {kind: local}
+"""
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_runs(code: Path, args: list[str], cwd: Path, repeat: int) -> list[tuple[float, float]]:
+    """(wall, CPU) seconds of each run; on a loaded machine the CPU seconds are the steadier figure.
+    Output goes to a pipe that rich treats as a 200-column terminal (the report shows 50 rows)."""
+    env = os.environ | {
+        "PYTHONPATH": f"{code}{os.pathsep}{ROOT}",
+        "SWEEPER_DB": str(cwd / "results.db"),
+        "TTY_COMPATIBLE": "1",
+        "COLUMNS": "200",
+    }
+    command = [sys.executable, "-c", "from sweeper.cli import app; app()", *args]
+    times = []
+    for _ in range(repeat):
+        start, cpu = time.perf_counter(), _children_cpu()
+        done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+        times.append((time.perf_counter() - start, _children_cpu() - cpu))
+        if done.returncode != 0:
+            raise SystemExit(f"sweeper {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--code", type=Path, default=ROOT, help="the checkout whose sweeper runs")
+    parser.add_argument("--report-db", help="a store with benchmarks/report.py's 'bench' study")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        (tmp / "small.yaml").write_text(SMALL)
+        report_db = args.report_db
+        if report_db is None:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from report import build_store  # noqa: PLC0415 - the report benchmark's store, built here
+
+            report_db = f"sqlite:///{tmp / 'report.db'}"
+            build_store(report_db, tmp)
+        timed_runs(args.code, ["plan", "small.yaml"], tmp, 1)  # record it: status reads the store
+        commands = {
+            "--help": ["--help"],
+            "status (4 cells)": ["status", "small"],
+            "plan (4 cells, no check)": ["plan", "small.yaml"],
+            "report (10,000 cells x 3 seeds x 30 metrics)": ["--db", report_db, "report", "bench"],
+        }
+        print(f"sweeper at {args.code}, {args.repeat} runs each: wall median and best, CPU median")
+        for label, command in commands.items():
+            runs = timed_runs(args.code, command, tmp, args.repeat)
+            wall, cpu = [w for w, _ in runs], [c for _, c in runs]
+            print(
+                f"  {label:<48}{statistics.median(wall):6.2f} s {min(wall):6.2f} s  "
+                f"CPU {statistics.median(cpu):5.2f} s"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,67 @@
+"""pydantic's validation errors as sweeper's: one line per problem, naming the key path and what it wants."""
+
+from __future__ import annotations
+
+from pydantic import (
+    ValidationError,
+)
+
+from sweeper.errors import did_you_mean
+from sweeper.study.config import join_path
+
+_EXPECTED = {
+    "string_pattern_mismatch": {
+        "task": "a 'module.path:function' string, e.g. 'model.experiment:run'",
+        "check": "a 'module.path:function' string, e.g. 'model.experiment:check'",
+        "rehearse": "a 'module.path:object' string, e.g. 'model.rehearsal:rehearsal'",
+        "study": "a name of letters, digits and _ . + -",
+    },
+}
+
+
+_BAD_EXECUTOR = ("union_tag_invalid", "union_tag_not_found", "model_attributes_type")
+
+
+def pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        # A discriminator's tag ('local', 'float', 'median', …) is not a key the user wrote.
+        if loc[:1] == ["executor"] and len(loc) > 1:
+            loc.pop(1)
+        elif (
+            loc[:2] == ["search", "space"]
+            and len(loc) > 3
+            or loc[:2] == ["search", "pruner"]
+            and len(loc) > 2
+        ):
+            loc.pop(3 if loc[1] == "space" else 2)
+        if e["type"] == "unknown_key":
+            problems.append((join_path(*loc, e["ctx"]["key"]), e["msg"]))
+        elif e["type"] in _EXPECTED and loc and loc[-1] in _EXPECTED[e["type"]]:
+            problems.append(
+                (join_path(*loc), f"expected {_EXPECTED[e['type']][loc[-1]]}, got {e['input']!r}")
+            )
+        elif e["type"] in _BAD_EXECUTOR and loc == ["executor"]:
+            given = e["input"].get("kind") if e["type"] == "union_tag_invalid" else e["input"]
+            kinds = ("debug", "local", "slurm")
+            hint = did_you_mean(given, kinds) if isinstance(given, str) else ""
+            problems.append(
+                (
+                    "executor",
+                    f"expected one of {', '.join(map(repr, kinds))} (a kind, or a "
+                    f"mapping with kind: and its settings), got {given!r}{hint}",
+                )
+            )
+        elif e["type"] in ("union_tag_not_found", "union_tag_invalid") and loc[:2] == ["search", "space"]:
+            problems.append(
+                (
+                    join_path(*loc),
+                    "expected a mapping with type: float, int or categorical (or a list of choices), got "
+                    f"{e['input']!r}",
+                )
+            )
+        else:
+            got = "" if e["type"] == "missing" else f", got {e['input']!r}"
+            problems.append((join_path(*loc), f"{e['msg'].lower()}{got}"))
+    return problems

@@ -1,0 +1,156 @@
+"""The house's rules: SQL only in the store, imports in layers without a circle, a light command line."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SQL = re.compile(r"\bsqlalchemy\b|\.engine\.(connect|begin)\(|\.session\(\)|\bs\.execute\(")
+
+
+def _sources(*folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (ROOT / f).rglob("*.py"))
+
+
+def _in_store(path: Path) -> bool:
+    rel = path.relative_to(ROOT / "sweeper").parts if path.is_relative_to(ROOT / "sweeper") else ()
+    return rel[:1] in (("store",), ("store.py",))
+
+
+def test_sql_lives_in_the_store_only():
+    """No module of sweeper/ but the store, and no benchmark, imports SQLAlchemy or opens a session."""
+    offenders = []
+    for path in _sources("sweeper", "benchmarks"):
+        if _in_store(path):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else []
+            )
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno}: imports {n}"
+                for n in names
+                if n.split(".")[0] == "sqlalchemy"
+            ]
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if SQL.search(line) and "import" not in line:
+                offenders.append(f"{path.relative_to(ROOT)}:{i}: {line.strip()}")
+    assert not offenders, "SQL outside the store:\n" + "\n".join(offenders)
+
+
+# The layers, bottom to top: a module imports only from its own layer or those below, never above.
+LAYERS = [
+    ("sweeper.errors", "sweeper.states", "sweeper.task"),
+    ("sweeper.study",),
+    ("sweeper.store",),
+    ("sweeper.run", "sweeper.scheduler"),
+    ("sweeper.search",),
+    ("sweeper.ingest", "sweeper.launch", "sweeper.rebuild", "sweeper.progress"),
+    ("sweeper.report",),
+    ("sweeper.cli", "sweeper.api", "sweeper"),
+]
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    best = max(
+        (
+            prefix
+            for layer in LAYERS
+            for prefix in layer
+            if module == prefix or module.startswith(prefix + ".")
+        ),
+        key=len,
+    )
+    return next(i for i, layer in enumerate(LAYERS) if best in layer)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Module -> the sweeper modules it imports, at the top or inside a function (TYPE_CHECKING too)."""
+    modules = {_module(p): p for p in _sources("sweeper")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found |= {
+                    f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                    for a in node.names
+                }
+        graph[name] = {m for m in found if m in modules and m != name}
+    return graph
+
+
+def test_sweeper_imports_follow_the_layers_and_form_no_circle():
+    graph = _imports()
+    upward = [
+        f"{m} (layer {_layer(m)}) imports {d} (layer {_layer(d)})"
+        for m, deps in sorted(graph.items())
+        for d in sorted(deps)
+        if _layer(d) > _layer(m)
+    ]
+    assert not upward, "imports against the layers:\n" + "\n".join(upward)
+    # A package's __init__ may gather its modules; none of them imports the package back.
+    state: dict[str, int] = {}
+
+    def visit(m: str, trail: list[str]) -> None:
+        state[m] = 1
+        for d in sorted(graph[m]):
+            assert state.get(d) != 1, "import circle: " + " -> ".join(trail[trail.index(d) :] + [d])
+            if d not in state:
+                visit(d, trail + [d])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_sweeper_never_imports_model():
+    graph = {m: deps for m, deps in _imports().items()}
+    assert graph  # the walk found the package
+    text = "\n".join(p.read_text() for p in _sources("sweeper"))
+    assert not re.search(r"^\s*(from model\b|import model\b)", text, re.M)
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """`sweeper --help` (and every command, before it runs) imports none of them: each command
+    imports what it uses (benchmarks/cli_startup.py times the commands)."""
+    heavy = [
+        "pandas",
+        "numpy",
+        "matplotlib",
+        "optuna",
+        "scipy",
+        "sqlalchemy",
+        "pydantic",
+        "torch",
+        "submitit",
+    ]
+    code = (
+        f"import sys; from sweeper.cli import app; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=True,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )
+    assert done.stdout.split() == []
