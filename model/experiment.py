@@ -59,14 +59,19 @@ EVAL_PROTOCOL_VERSION = 1
 
 
 class LocalContext:
-    """The context of a standalone run: metrics appended to ``run_dir/metrics.jsonl``, no
-    checkpoint requests (there is no scheduler to ask for one)."""
+    """The context of a standalone run: metrics appended to ``run_dir/metrics.jsonl`` by rank 0, no
+    checkpoint requests (there is no scheduler to ask for one). Under torchrun, ``rank`` is the
+    process's (RANK): only rank 0 takes the pretraining lock, which the others would otherwise
+    wait on while rank 0 waits for them in DDP's first collective."""
 
     def __init__(self, run_dir: Path, cache_dir: Path | None = None, echo: bool = False) -> None:
         self.run_dir, self.cache_dir, self.echo = Path(run_dir), cache_dir and Path(cache_dir), echo
+        self.rank = int(os.environ.get("RANK", "0"))
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
     def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None:
+        if self.rank != 0:
+            return
         line = json.dumps({"step": int(step), "time": time.time(), "metrics": metrics}
                           | ({"total": int(total)} if total is not None else {}))
         with (self.run_dir / "metrics.jsonl").open("a") as f:

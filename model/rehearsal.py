@@ -1,5 +1,5 @@
 """The rehearsal hook of the trial task (study key ``rehearse: model.rehearsal:rehearsal``; run by
-``sweeper rehearse``, see sweeper.rehearse for the protocol): before a study goes to the cluster,
+``sweeper rehearse``, see sweeper.run.rehearse for the protocol): before a study goes to the cluster,
 each distinct training config runs a few real steps here, on CPU.
 
 A unit is one distinct (model, framework, data, train) config: the real model (scale, resolution,
@@ -22,6 +22,16 @@ a full unit's minutes, where DINOv2's 65,536-prototype heads, not the spec, domi
 
 A dataset root that does not exist here is replaced by a fixture in the same on-disk layout
 (model.data.fixtures), so the real loaders run; an existing root is used as it is.
+
+A unit whose jobs run several processes (its world size, from the cells' resources) is rehearsed by
+``PROCESSES`` of them, which sweeper.run.rehearse starts with torchrun's environment: each joins a gloo
+group (collectives time out after ``COLLECTIVE_TIMEOUT_S``) and runs what a rank of the job runs,
+model.train's DDP with the global batch split over the ranks (``BATCH`` images each), the checkpoint
+saved by rank 0 and restored by every rank, and the evaluations on every rank (model.experiment runs
+them there; rank 0 writes their results). Such a unit takes at least 3 steps, two of them before the
+checkpoint: DDP finds a parameter that got no gradient only at the next step. Configs that differ
+only by world size are separate units, and the real global batch must divide over the world size,
+as model.train requires.
 """
 
 from __future__ import annotations
@@ -30,13 +40,18 @@ import copy
 import gc
 import hashlib
 import json
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-BATCH = 2  # images per optimiser step
+BATCH = 2  # images per optimiser step and process
+PROCESSES = 2  # a unit whose jobs run several processes is rehearsed by this many
+COLLECTIVE_TIMEOUT_S = 300  # longest wait of a rank for the others (a checkpoint of ViT-L, an evaluation)
 EVAL_IMAGES = 2  # per split (per class for ImageNet folders); procedural: EVAL_IMAGES * 4
 SHAPE_KEYS = ("model", "framework", "data", "train", "runtime")
 
@@ -52,25 +67,28 @@ def _unspecialized(shape: Mapping[str, Any]) -> dict:
     return {**shape, "model": {k: v for k, v in model.items() if k != "specialize"}}
 
 
-def plan(configs: list[dict]) -> list[dict]:
-    """One unit per distinct training config (seed aside), except that configs differing from an
-    earlier one only by ``model.specialize`` join its variants unit (module docstring); each
-    evaluation goes with the first unit whose model (specialization aside) it is evaluated on.
-    A unit: ``{config, evals: [[name, raw], ...], cells}``, plus ``variants: [spec, ...]`` for a
-    variants unit."""
+def plan(configs: list[dict], processes: list[int] | None = None) -> list[dict]:
+    """One unit per distinct training config (seed aside) and world size (``processes[i]``, 1 when
+    not given), except that configs differing from an earlier one only by ``model.specialize`` join
+    its variants unit (module docstring; one process: nothing is trained there); each evaluation
+    goes with the first unit whose model (specialization aside) it is evaluated on. A unit:
+    ``{config, world, processes, evals: [[name, raw], ...], cells}``, plus ``variants: [spec, ...]``
+    for a variants unit."""
     units: dict[str, dict] = {}
     full: dict[str, str] = {}  # training config less the spec -> the first training config with it
     seen: set[str] = set()
     for i, config in enumerate(configs):
         shape = {k: config[k] for k in SHAPE_KEYS if k in config}
-        key, rest = _hash(shape), _hash(_unspecialized(shape))
+        world = processes[i] if processes else 1
+        key, rest = _hash([shape, world]), _hash([_unspecialized(shape), world])
         first = full.setdefault(rest, key)
         if key not in units:
-            new = {"config": {**shape, "seed": config.get("seed", 0)}, "evals": [], "cells": []}
+            new = {"config": {**shape, "seed": config.get("seed", 0)}, "world": world,
+                   "processes": min(world, PROCESSES), "evals": [], "cells": []}
             if key == first:
                 units[key] = new
             else:  # a new spec of a rehearsed config
-                units[key] = units.setdefault(f"variants-{rest}", {**new, "variants": []})
+                units[key] = units.setdefault(f"variants-{rest}", {**new, "processes": 1, "variants": []})
                 units[key]["variants"].append(shape["model"].get("specialize"))
         units[key]["cells"].append(i)
         evals = config.get("eval") or {}
@@ -120,6 +138,7 @@ class _Context:
     def __init__(self, run_dir: Path, stage: Callable[[str], None], evals: list[str],
                  stop_at: int | None = None) -> None:
         self.run_dir, self.cache_dir, self.stage, self.evals = run_dir, None, stage, evals
+        self.rank = int(os.environ.get("RANK", "0"))  # as sweeper's worker context: rank 0 writes
         self.stop_at, self.boundaries, self.trained = stop_at, 0, False
         self.step_started: float | None = None
         self.step_seconds: list[float] = []
@@ -139,6 +158,40 @@ class _Context:
             raise _Stop
         self.boundaries += 1
         self.step_started = time.perf_counter()
+
+
+@contextmanager
+def _group() -> Iterator[tuple[int, int]]:
+    """(rank, world size): a gloo group of the processes torchrun's environment names, or (0, 1)."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        yield 0, 1
+        return
+    dist.init_process_group("gloo", timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S))
+    try:
+        yield dist.get_rank(), world
+    finally:
+        dist.destroy_process_group()
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _check_world(config: Mapping[str, Any], world: int) -> None:
+    """The job's global batch must divide over its processes (model.train refuses it otherwise)."""
+    from model.config import TrainConfig, validate
+    from model.recipes import resolve
+
+    batch = validate(TrainConfig, resolve(config)[0].get("train"), "train").batch_size
+    if batch % world:
+        raise ValueError(f"train.batch_size {batch} is not divisible by the {world} processes of the job "
+                         "(resources: nodes x tasks_per_node)")
 
 
 def _variants(unit: Mapping[str, Any], stage: Callable[[str], None]) -> dict[str, float]:
@@ -184,26 +237,40 @@ def _variants(unit: Mapping[str, Any], stage: Callable[[str], None]) -> dict[str
 def run(unit: Mapping[str, Any], *, steps: int, workdir: Path, shared: Path,
         stage: Callable[[str], None]) -> dict[str, float]:
     """Rehearse one unit of :func:`plan` (module docstring); raises what the real run raises."""
+    with _group() as (rank, world):
+        return _run(unit, steps, workdir, shared, stage, rank, world)
+
+
+def _run(unit: Mapping[str, Any], steps: int, workdir: Path, shared: Path, stage: Callable[[str], None],
+         rank: int, world: int) -> dict[str, float]:
     from model.experiment import run as run_cell
 
     if "variants" in unit:
         return _variants(unit, stage)
     stage("data")
     config = copy.deepcopy(dict(unit["config"]))
+    if rank > 0:
+        _barrier()  # rank 0 writes the fixtures first
     data = config.get("data")
     if isinstance(data, Mapping) and "root" in data:
         config["data"] = {**data, "root": _local_root(str(data.get("name")), data["root"], shared)}
-    if isinstance(config.get("train"), Mapping):
-        config["train"] = {**config["train"], "steps": steps, "batch_size": BATCH, "log_every": 1,
-                           "checkpoint_every": 0, "num_workers": 0}
     groups: list[dict] = [{}]  # evaluations sharing a name run in separate passes (the backbone is cached)
     for name, raw in unit["evals"]:
         group = next((g for g in groups if name not in g), None)
         if group is None:
             groups.append(group := {})
         group[name] = _local_eval(name, raw, shared)
+    if rank == 0:
+        _barrier()
 
     stage("train")
+    if unit.get("world", 1) > 1:
+        _check_world(config, unit["world"])
+    if world > 1:  # DDP finds an unused parameter at the step after: two run before the checkpoint
+        steps = max(steps, 3)
+    if isinstance(config.get("train"), Mapping):
+        config["train"] = {**config["train"], "steps": steps, "batch_size": BATCH * world, "log_every": 1,
+                           "checkpoint_every": 0, "num_workers": 0}
     seconds: list[float] = []
     first = _Context(workdir, stage, [], stop_at=steps - 1)
     try:
@@ -213,17 +280,19 @@ def run(unit: Mapping[str, Any], *, steps: int, workdir: Path, shared: Path,
         seconds += first.step_seconds
     del first
     gc.collect()
+    _barrier()  # the checkpoint rank 0 saved is there for every rank
     stage("resume")
     for evals in groups:
         ctx = _Context(workdir, stage, [str(n) for n in evals])
         metrics = run_cell({**config, "eval": evals if None not in evals else evals[None]}, ctx)
         seconds += ctx.step_seconds
+        _barrier()  # rank 0's final checkpoint is written before any rank loads it for the next pass
     if metrics.get("pretrain.steps") != steps:
         raise RuntimeError(f"the resumed run ended at step {metrics.get('pretrain.steps')}, not {steps}")
     stage("done")
     return {"seconds_per_step": sum(seconds) / len(seconds) if seconds else 0.0,
-            "params": metrics.get("params.total", 0.0)}
+            "params": metrics.get("params.total", 0.0), "ranks": world}
 
 
-# what `rehearse:` names: the protocol of sweeper.rehearse
+# what `rehearse:` names: the protocol of sweeper.run.rehearse
 rehearsal = SimpleNamespace(plan=plan, run=run)

@@ -48,7 +48,6 @@ from model.data import Sample, Transform, VisionDataset, build_dataset, dataset_
 from model.frameworks import Framework, build_framework
 from model.optim import Schedule, build_optimizer, clip_groups, param_groups
 from model.recipes import resolve
-from model.vit import TokenSplit
 from sweeper.task import TaskContext as Context
 
 __all__ = ["CHECKPOINT_NAME", "NonFiniteLoss", "TrainConfig", "pretrain"]
@@ -266,13 +265,13 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
         framework.load_state_dict(checkpoint["framework"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start = checkpoint["step"]
+        del checkpoint  # its weights: a second copy of the model's for the rest of the run
 
     model: nn.Module = framework
     if env.world > 1:
-        specialized = any(isinstance(m, TokenSplit) for m in framework.modules())
-        model = DistributedDataParallel(
+        model = DistributedDataParallel(  # every parameter gets a gradient: see model.vit's DDP note
             framework, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-            find_unused_parameters=specialized and not framework.dense_loss,
+            gradient_as_bucket_view=True,  # gradients live in DDP's buckets: no second copy of them
             broadcast_buffers=False)  # buffers (centers) are kept equal by all-reduced updates
     local_batch = train.batch_size // env.world
     loader = DataLoader(

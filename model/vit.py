@@ -29,10 +29,12 @@ Spec format (``model.specialize`` in study files, ``--spec`` on the command line
   an explicit mapping naming a missing component is an error (``skip_missing: true`` opts in).
 * ``None``, ``{}`` or ``"none"``: the plain ViT.
 
-DDP note: a specialized copy receives a gradient only if its tokens reach the loss. With a loss
-on the CLS token alone (token pooling, no dense loss), the patch path of ``final_norm`` and of
-the last block's ``proj``/``ls1``/``norm2``/``fc1``/``fc2``/``ls2`` cannot affect the loss, so
-either keep those out of the spec or run DDP with ``find_unused_parameters=True``.
+DDP note: with a loss on the CLS token alone (token pooling, no dense loss), the patch path of
+``final_norm`` and of the last block's ``proj``/``ls1``/``norm2``/``fc1``/``fc2``/``ls2`` cannot
+affect the loss, yet it stays in the autograd graph (the paths are joined, then the CLS token is
+sliced out), so those copies get zero gradients, not none: DDP needs no
+``find_unused_parameters`` (with it, DDP warns that it found no unused parameter). A rehearsal of a
+multi-process config (model.rehearsal) takes two DDP steps in a row, where DDP would fail on one.
 """
 
 from __future__ import annotations

@@ -103,9 +103,6 @@ class Framework(nn.Module):
 
     name: ClassVar[str]
     Options: ClassVar[type]
-    # True when every token reaches the loss; False (CLS-only losses) makes DDP look for unused
-    # parameters, since the specialized patch path of the last layers then gets no gradient.
-    dense_loss: ClassVar[bool] = False
 
     @classmethod
     def from_config(cls, model_cfg: Mapping[str, Any], options: Mapping[str, Any], *,

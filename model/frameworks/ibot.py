@@ -26,4 +26,3 @@ class IBOTOptions(DINOOptions):
 class IBOT(DINO):
     name = "ibot"
     Options = IBOTOptions
-    dense_loss = True

@@ -296,7 +296,9 @@ def rehearse(
 
     The study's `rehearse:` hook rehearses each distinct training config (the real model, framework,
     crops and schedules; a checkpoint saved and restored) and each evaluation, on generated fixtures where
-    a dataset root does not exist here. Nothing is recorded; exit 1 if any unit fails."""
+    a dataset root does not exist here. A config whose job runs several processes (nodes x tasks_per_node
+    under slurm) is rehearsed by the processes its hook asks for (procs), started as torchrun starts ranks;
+    its peak RSS is their sum. Nothing is recorded; exit 1 if any unit fails."""
     from sweeper.launch import parse_only
     from sweeper.run.rehearse import as_json as rows_json
     from sweeper.run.rehearse import rehearse as do_rehearse
@@ -316,7 +318,7 @@ def rehearse(
         print_json({"study": study.name, "steps": steps, "units": rows_json(rows)})
     else:
         axes = [a for a in study.axis_names if a != "seed"]
-        numbers = ("configs", "s/step", "peak RSS", "seconds")
+        numbers = ("configs", "procs", "s/step", "peak RSS", "seconds")
         title = f"{study.name}: rehearsal of {len(cells)} configs in {len(rows)} units, {steps} steps"
         table = Table(title=title, title_justify="left")
         add_columns(table, (*axes, *numbers, "stage", "result", "error"), right=numbers)
@@ -325,6 +327,7 @@ def rehearse(
             table.add_row(
                 *(r.labels[a] for a in axes),
                 str(r.cells),
+                str(r.processes),
                 f"{per_step:.2f}" if per_step else "–",
                 f"{r.peak_rss_mb / 1024:.1f} GB",
                 f"{r.seconds:.0f}",

@@ -4,27 +4,40 @@ the login node, before anything is submitted; nothing is recorded in the store.
 The study names its rehearsal hook (`rehearse: module.path:object`); like `check`, it is imported only
 in child processes, as sweeper never imports the task's code. The hook has two functions:
 
-- `plan(configs) -> units`: groups the selected configs into units of work, each a JSON mapping whose
-  `cells` lists the indices of the configs it rehearses (a task rehearses each distinct training
-  shape once and each evaluation once, say);
+- `plan(configs, processes) -> units`: groups the selected configs into units of work, each a JSON
+  mapping whose `cells` lists the indices of the configs it rehearses (a task rehearses each distinct
+  training shape once and each evaluation once, say). `processes[i]` is the number of processes the
+  job of config i runs, its world size: nodes x tasks_per_node of the cell's resolved resources under
+  the slurm executor, 1 under local and debug (they start one task). A unit may set `processes: n`
+  (default 1): it is then rehearsed by n processes;
 - `run(unit, steps=N, workdir=DIR, shared=DIR, stage=callback) -> {figure: value}`: rehearses one
   unit, calling `stage(name)` as it enters each stage, and returns figures (`seconds_per_step` is
   shown). `workdir` is the unit's scratch (deleted after it), `shared` lives for the whole rehearsal.
+  In a unit of n > 1 processes every process calls `run`, with the environment torchrun gives its
+  workers (MASTER_ADDR, MASTER_PORT: a free port per unit, RANK, LOCAL_RANK, WORLD_SIZE,
+  LOCAL_WORLD_SIZE; OMP_NUM_THREADS, unless set, shares the cores); the figures shown are rank 0's.
 
-Each unit runs in a child process of its own, so that its peak memory is its own (the child's VmHWM;
-for a child that was killed, `wait4`'s maxrss, which also counts the launching process's RSS at the
-fork) and a crash or an out-of-memory kill fails that unit only, naming the stage it had reached.
+Each unit runs in child processes of its own, so that its peak memory is its own (the sum over its
+processes of each one's VmHWM; for a child that was killed, `wait4`'s maxrss, which also counts the
+launching process's RSS at the fork) and a crash or an out-of-memory kill fails that unit only,
+naming the stage it had reached. When one rank of a unit fails (an exception, a crash, a kill), the
+unit fails with that rank named; the other ranks get GRACE_S to end, then are killed, so that a rank
+waiting for it in a collective never hangs the rehearsal. Once a rank has ended well, the others get
+as long again as the unit has run (at least JOIN_MIN_S), then are killed and reported as hung.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +47,8 @@ from sweeper.errors import UserError, did_you_mean
 from sweeper.study import SEED_AXIS, Cell, Study, canonical
 
 _TAIL = 3  # lines of a crashed unit's stderr shown as its error
+GRACE_S = 3.0  # after a rank of a unit failed: the others' time to end on their own before they are killed
+JOIN_MIN_S = 60.0  # after a rank of a unit ended well: the least time the others get before they are killed
 
 
 @dataclass
@@ -46,8 +61,9 @@ class Row:
     ok: bool = False
     error: str = ""
     seconds: float = 0.0
-    peak_rss_mb: float = 0.0
+    peak_rss_mb: float = 0.0  # the sum over the unit's processes
     figures: dict[str, float] = field(default_factory=dict)
+    processes: int = 1
 
 
 def select(study: Study, only: dict[str, set[str]], cover: list[str] | None) -> list[Cell]:
@@ -81,20 +97,114 @@ def select(study: Study, only: dict[str, set[str]], cover: list[str] | None) -> 
     return [c for i, c in enumerate(cells) if i in chosen]
 
 
-def _child(hook: str, request: dict, log: Path, on_line: Callable[[dict], None]) -> tuple[int, float]:
-    """Run `python -m sweeper.run.rehearse HOOK` on `request`; each JSON line it writes goes to
-    `on_line`. Returns (exit status as subprocess gives it, the child's peak RSS in MB)."""
-    with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "sweeper.run.rehearse", hook], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=err, text=True)
-        assert proc.stdin is not None and proc.stdout is not None
+@dataclass
+class _Process:
+    """One child process of a unit (or of the plan): what it said and how it ended."""
+
+    proc: subprocess.Popen
+    pidfd: int  # signals reach this process even after its pid was reaped and reused
+    log: Path
+    stage: str = ""
+    result: dict | None = None  # its last protocol line without a stage
+    code: int | None = None  # its exit status, once it has ended
+    peak_mb: float = 0.0
+    killed: bool = False  # by this rehearsal, after another rank failed or it hung
+    error: str = ""
+    failed_at: int = 0  # the order in which the unit's ranks failed
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.error) or (self.result is not None and not self.result.get("ok", True))
+
+    def kill(self) -> None:
+        if self.code is None and not self.killed:
+            self.killed = True
+            try:
+                signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+            except ProcessLookupError:  # it ended on its own meanwhile
+                pass
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rank_env(rank: int, world: int, port: int) -> dict[str, str]:
+    """The environment torchrun gives worker `rank` of `world` on one host."""
+    threads = str(max(1, len(os.sched_getaffinity(0)) // world))
+    return os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                         "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world),
+                         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+
+
+def _pump(rank: int, child: _Process, events: queue.Queue) -> None:
+    """Forward `child`'s JSON lines to `events`, then its end (exit status, wait4's maxrss)."""
+    assert child.proc.stdout is not None
+    for line in child.proc.stdout:
+        events.put((rank, json.loads(line)))
+    _, status, usage = os.wait4(child.proc.pid, 0)  # this child's own rusage, even when it was killed
+    child.proc.returncode = os.waitstatus_to_exitcode(status)
+    events.put((rank, {"exit": child.proc.returncode, "maxrss_mb": usage.ru_maxrss / 1024}))
+
+
+def _children(hook: str, request: dict, logs: list[Path],
+              on_line: Callable[[int, dict], None]) -> list[_Process]:
+    """Run `python -m sweeper.run.rehearse HOOK` on `request` in one process per log (ranks of one job
+    when several); each JSON line a rank writes goes to `on_line(rank, line)`. A rank that fails
+    ends the others after GRACE_S; a rank that ended well leaves the others until the join deadline
+    (module docstring)."""
+    port = _free_port() if len(logs) > 1 else 0
+    events: queue.Queue = queue.Queue()
+    children = []
+    for rank, log in enumerate(logs):
+        with log.open("w") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "sweeper.run.rehearse", hook], stdin=subprocess.PIPE,
+                                    stdout=subprocess.PIPE, stderr=err, text=True,
+                                    env=_rank_env(rank, len(logs), port) if len(logs) > 1 else None)
+        children.append(_Process(proc, os.pidfd_open(proc.pid), log))
+        assert proc.stdin is not None
         proc.stdin.write(json.dumps(request))
         proc.stdin.close()
-        for line in proc.stdout:
-            on_line(json.loads(line))
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, even when it was killed
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, usage.ru_maxrss / 1024
+        threading.Thread(target=_pump, args=(rank, children[-1], events), daemon=True).start()
+    started, deadline, why = time.monotonic(), float("inf"), ""
+    try:
+        while any(c.code is None for c in children):
+            try:
+                rank, event = events.get(timeout=max(0.0, min(deadline - time.monotonic(), 3600)))
+            except queue.Empty:
+                if deadline > time.monotonic():
+                    continue
+                for child in children:
+                    if why and child.code is None:
+                        child.error = why
+                    child.kill()
+                deadline = float("inf")
+                continue
+            child = children[rank]
+            if "exit" in event:
+                child.code, child.peak_mb = event["exit"], child.peak_mb or event["maxrss_mb"]
+                if not child.killed and (child.code != 0 or child.result is None):
+                    child.error = _crash(child.code, child.log)
+            elif "stage" in event:
+                child.stage = event["stage"]
+            else:
+                child.result, child.peak_mb = event, event.get("peak_rss_mb", 0.0)
+            if "exit" not in event:
+                on_line(rank, event)
+            now = time.monotonic()
+            if child.failed and not child.killed and not child.failed_at:
+                child.failed_at = sum(c.failed_at > 0 for c in children) + 1
+                deadline, why = min(deadline, now + GRACE_S), ""
+            elif child.code == 0 and deadline == float("inf") and any(c.code is None for c in children):
+                wait = max(JOIN_MIN_S, now - started)
+                deadline, why = now + wait, f"did not end within {wait:.0f} s of rank {rank} (hung?)"
+    finally:
+        for child in children:
+            child.kill()  # only when this rehearsal itself is interrupted: a no-op for ended ones
+            os.close(child.pidfd)
+    return children
 
 
 def _crash(code: int, log: Path) -> str:
@@ -106,17 +216,24 @@ def _crash(code: int, log: Path) -> str:
     return tail or f"exited with status {code}"
 
 
+def world_size(study: Study, cell: Cell) -> int:
+    """The number of processes the job of `cell` runs (module docstring)."""
+    if study.executor.kind != "slurm":
+        return 1
+    return int(cell.resources.get("nodes", 1)) * int(cell.resources.get("tasks_per_node", 1))
+
+
 def plan(study: Study, cells: list[Cell], scratch: Path) -> list[dict]:
     """The hook's units for `cells` (each with `cells`: indices into that list)."""
     if not study.rehearse:
         raise UserError(f"{study.file}: rehearse: the study names no rehearsal hook; add e.g. "
                         "'rehearse: model.rehearsal:rehearsal' (a 'module.path:object' with plan and run)")
-    found: list[dict] = []
-    code, _ = _child(study.rehearse, {"plan": [c.config for c in cells]}, scratch / "plan.log", found.append)
-    if code != 0 or not found:
-        why = _crash(code, scratch / "plan.log")
+    request = {"plan": [c.config for c in cells], "processes": [world_size(study, c) for c in cells]}
+    (child,) = _children(study.rehearse, request, [scratch / "plan.log"], lambda rank, line: None)
+    if child.code != 0 or child.result is None:
+        why = _crash(child.code or 0, child.log)
         raise UserError(f"{study.file}: rehearse: {study.rehearse} could not plan: {why}")
-    return found[-1]["units"]
+    return child.result["units"]
 
 
 def rehearse(study: Study, cells: list[Cell], *, steps: int,
@@ -130,32 +247,42 @@ def rehearse(study: Study, cells: list[Cell], *, steps: int,
             covered = [cells[i] for i in unit["cells"]]
             labels = {a: "|".join(dict.fromkeys(str(c.labels[a]) for c in covered))
                       for a in study.axis_names if a != SEED_AXIS}
-            row = Row(labels, len(covered))
+            row = Row(labels, len(covered), processes=int(unit.get("processes", 1)))
             rows.append(row)
-            workdir, log = scratch / f"unit-{n}", scratch / f"unit-{n}.log"
+            workdir = scratch / f"unit-{n}"
             workdir.mkdir()
             request = {"run": unit, "steps": steps, "workdir": str(workdir),
                        "shared": str(scratch / "shared")}
             started = time.perf_counter()
 
-            def line(event: dict, row: Row = row, n: int = n) -> None:
-                if "stage" in event:
+            def line(rank: int, event: dict, row: Row = row, n: int = n) -> None:
+                if rank == 0 and "stage" in event:
                     row.stage = event["stage"]
                     if progress:
                         progress(n, len(units), row)
-                else:
-                    row.ok, row.error = event["ok"], event.get("error", "")
-                    row.figures, row.peak_rss_mb = event.get("figures", {}), event["peak_rss_mb"]
 
-            code, forked_peak = _child(study.rehearse or "", request, log, line)
-            row.peak_rss_mb = row.peak_rss_mb or forked_peak
+            logs = [scratch / f"unit-{n}.{rank}.log" for rank in range(row.processes)]
+            _settle(row, _children(study.rehearse or "", request, logs, line))
             row.seconds = time.perf_counter() - started
-            if code != 0 and not row.error:
-                row.ok, row.error = False, _crash(code, log)
             shutil.rmtree(workdir, ignore_errors=True)  # checkpoints of a large model weigh GBs
         return rows
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _settle(row: Row, ranks: list[_Process]) -> None:
+    """The row of a unit from its ranks: rank 0's figures, the sum of their peaks, and the first
+    failure (a rank that died without a word before one that reported an error, which may only be
+    the collective it shared with the dead one)."""
+    row.peak_rss_mb = sum(r.peak_mb for r in ranks)
+    row.figures = {k: float(v) for k, v in (ranks[0].result or {}).get("figures", {}).items()}
+    failed = sorted((r for r in ranks if r.failed), key=lambda r: (r.result is not None, r.failed_at))
+    row.ok = not failed
+    if failed:
+        rank = ranks.index(failed[0])
+        error = failed[0].error or str(failed[0].result and failed[0].result.get("error"))
+        row.stage = failed[0].stage
+        row.error = f"rank {rank}: {error}" if len(ranks) > 1 else error
 
 
 def _peak_mb() -> float:
@@ -180,7 +307,7 @@ def main() -> None:
     hook = import_object(sys.argv[1])
     request = json.load(sys.stdin)
     if "plan" in request:
-        protocol.write(json.dumps({"units": hook.plan(request["plan"])}) + "\n")
+        protocol.write(json.dumps({"units": hook.plan(request["plan"], request["processes"])}) + "\n")
         return
 
     def stage(name: str) -> None:

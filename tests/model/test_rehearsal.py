@@ -121,8 +121,8 @@ SHARED = "norm_vs_qkv.yaml"
 def _selected(study: str) -> tuple[list, list]:
     """(all cells of the study, the cells `sweeper rehearse` selects with its COVER arguments)."""
     from sweeper.launch import parse_only
-    from sweeper.rehearse import select
-    from sweeper.spec import load_study
+    from sweeper.run.rehearse import select
+    from sweeper.study import load_study
 
     loaded, args = load_study(ROOT / "studies" / study), COVER[study]
     only = [v for k, v in zip(args, args[1:]) if k == "--only"]

@@ -126,9 +126,10 @@ def _ddp_worker(rank: int, world: int, port: int, config: dict, out: str) -> Non
     torch.distributed.destroy_process_group()
 
 
-# dino + spec "all": a CLS-only loss leaves the patch path of the last layers unused (DDP must find
-# them); ibot + sinkhorn: the Sinkhorn marginals are global statistics. iBOT masks are drawn per
-# rank's batch, as DINOv2's collate does per GPU, so they cannot match one process: none here.
+# dino + spec "all": a CLS-only loss gives the patch path of the last layers zero gradients (DDP runs
+# without find_unused_parameters); ibot + sinkhorn: the Sinkhorn marginals are global statistics. iBOT
+# masks are drawn per rank's batch, as DINOv2's collate does per GPU, so they cannot match one process:
+# none here.
 @pytest.mark.parametrize("framework,spec", [
     ({"name": "dino"}, "all"),
     pytest.param({"name": "ibot", "centering": "sinkhorn", "mask_probability": 0.0}, "norms+qkv_third",

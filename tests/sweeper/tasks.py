@@ -113,25 +113,38 @@ def hog(config: dict, ctx) -> dict:
     return {"held_mb": float(len(held))}
 
 
-def _rehearsal_plan(configs: list[dict]) -> list[dict]:
-    """One unit per value of x (configs that differ elsewhere share it)."""
+def _rehearsal_plan(configs: list[dict], processes: list[int]) -> list[dict]:
+    """One unit per value of x (configs that differ elsewhere share it); a job of several processes
+    is rehearsed by 2."""
     units: dict = {}
     for i, config in enumerate(configs):
-        units.setdefault(config["x"], {"x": config["x"], "cells": []})["cells"].append(i)
+        unit = units.setdefault(config["x"], {"x": config["x"], "job": processes[i],
+                                              "processes": min(processes[i], 2), "cells": []})
+        unit["cells"].append(i)
     return list(units.values())
 
 
 def _rehearsal_run(unit: dict, *, steps: int, workdir, shared, stage) -> dict:
-    """x=2 raises at stage train; x=3 holds 300 MB, then is killed as the OOM killer would."""
+    """x=2 raises at stage train; x=3 holds 300 MB, then is killed as the OOM killer would. In a unit
+    of several processes (torchrun's environment) only rank 1 does so, while the others wait as in a
+    collective; there x=4's rank 1 never ends, and each rank holds 150 MB."""
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     stage("build")
     stage("train")
-    if unit["x"] == 2:
+    failing = rank == 1 or world == 1
+    if unit["x"] == 2 and failing:
         raise ValueError("x=2 is bad")
-    if unit["x"] == 3:
+    if unit["x"] == 3 and failing:
         held = b"\x01" * (300 << 20)  # touched pages: they count in the RSS
         os.kill(os.getpid(), signal.SIGKILL)
         del held
-    return {"seconds_per_step": 0.25 * steps}
+    if unit["x"] in (2, 3) or (unit["x"] == 4 and rank == 1):
+        time.sleep(600)
+    if world == 1:
+        return {"seconds_per_step": 0.25 * steps}
+    held = b"\x01" * (150 << 20)
+    return {"rank": rank, "world": world, "job": unit["job"], "held_mb": len(held) >> 20,
+            "threads": int(os.environ["OMP_NUM_THREADS"]), "port": int(os.environ["MASTER_PORT"])}
 
 
 rehearsal = SimpleNamespace(plan=_rehearsal_plan, run=_rehearsal_run)

@@ -4,6 +4,9 @@ stage a unit reached and its error, peak memory is each unit's own, nothing is r
 from __future__ import annotations
 
 import json
+import os
+import re
+import time
 
 from typer.testing import CliRunner
 
@@ -43,6 +46,36 @@ def test_each_unit_reports_its_stage_error_and_own_peak_memory_and_nothing_is_re
     assert not bad["ok"] and bad["stage"] == "train" and bad["error"] == "ValueError: x=2 is bad"
     assert not killed["ok"] and killed["stage"] == "train"
     assert killed["peak_rss_mb"] > 300 > ok["peak_rss_mb"]  # that child's, not the largest so far
+    assert [u["processes"] for u in units] == [1, 1, 1]  # local executor: one process per job
+
+
+RANKS = STUDY.replace("x: [1, 2, 3]", "x: [1, 2, 3, 4]").replace("seeds: 2\n", """seeds: 1
+executor: slurm
+resources: {default: {nodes: 2, gpus_per_node: 2, tasks_per_node: 2}}
+""")
+
+
+def test_a_job_of_several_processes_is_rehearsed_by_ranks_and_a_failing_rank_is_named(env, write_study,
+                                                                                         monkeypatch):
+    monkeypatch.setattr("sweeper.run.rehearse.JOIN_MIN_S", 2.0)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    started = time.monotonic()
+    result = _rehearse(str(write_study(RANKS)), "--json")
+    assert time.monotonic() - started < 120  # ranks left waiting for 600 s were killed
+    assert result.exit_code == 1
+    ok, bad, killed, hung = units = json.loads(result.stdout)["units"]
+    assert [u["processes"] for u in units] == [2, 2, 2, 2]  # the hook's choice for jobs of 2 x 2 processes
+    port = ok["figures"].pop("port")
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)
+    assert ok["ok"] and ok["figures"] == {"rank": 0, "world": 2, "job": 4, "held_mb": 150, "threads": threads}
+    assert port > 0 and ok["peak_rss_mb"] > 300  # the sum of both ranks' peaks
+    assert not bad["ok"] and bad["stage"] == "train" and bad["error"] == "rank 1: ValueError: x=2 is bad"
+    assert killed["error"].startswith("rank 1: killed by SIGKILL (out of memory?)")
+    assert killed["peak_rss_mb"] > 300  # rank 1's, which died; rank 0 was killed by the rehearsal
+    assert re.fullmatch(r"rank 1: did not end within \d+ s of rank 0 \(hung\?\)", hung["error"]), hung
+
+    table = _rehearse(str(write_study(RANKS)), "--only", "x=1").output
+    assert re.search(r"┃ configs ┃ procs ┃.*\n.*\n│ 1 │ a\|b │ p\|q │ +4 │ +2 │", table), table
 
 
 def test_only_and_cover_narrow_what_is_rehearsed(env, write_study):
