@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sweeper.errors import UserError, did_you_mean
 from sweeper.study import SEED_AXIS, Cell, Study, canonical
@@ -82,8 +83,9 @@ def select(study: Study, only: dict[str, set[str]], cover: list[str] | None) -> 
     groups = [[a.strip() for a in item.split(",") if a.strip()] for item in cover]
     for name in (a for g in groups for a in g):
         if name not in axes:
-            raise UserError(f"--cover {name}: unknown axis{did_you_mean(name, axes)}; "
-                            f"axes: {', '.join(axes)}")
+            raise UserError(
+                f"--cover {name}: unknown axis{did_you_mean(name, axes)}; axes: {', '.join(axes)}"
+            )
 
     def needs(cell: Cell) -> set:
         single = {((a, str(cell.labels[a])),) for a in axes}
@@ -134,9 +136,15 @@ def _free_port() -> int:
 def _rank_env(rank: int, world: int, port: int) -> dict[str, str]:
     """The environment torchrun gives worker `rank` of `world` on one host."""
     threads = str(max(1, len(os.sched_getaffinity(0)) // world))
-    return os.environ | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                         "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world),
-                         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
+    return os.environ | {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": str(rank),
+        "LOCAL_RANK": str(rank),
+        "WORLD_SIZE": str(world),
+        "LOCAL_WORLD_SIZE": str(world),
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads),
+    }
 
 
 def _pump(rank: int, child: _Process, events: queue.Queue) -> None:
@@ -149,8 +157,9 @@ def _pump(rank: int, child: _Process, events: queue.Queue) -> None:
     events.put((rank, {"exit": child.proc.returncode, "maxrss_mb": usage.ru_maxrss / 1024}))
 
 
-def _children(hook: str, request: dict, logs: list[Path],
-              on_line: Callable[[int, dict], None]) -> list[_Process]:
+def _children(
+    hook: str, request: dict, logs: list[Path], on_line: Callable[[int, dict], None]
+) -> list[_Process]:
     """Run `python -m sweeper.run.rehearse HOOK` on `request` in one process per log (ranks of one job
     when several); each JSON line a rank writes goes to `on_line(rank, line)`. A rank that fails
     ends the others after GRACE_S; a rank that ended well leaves the others until the join deadline
@@ -160,9 +169,14 @@ def _children(hook: str, request: dict, logs: list[Path],
     children = []
     for rank, log in enumerate(logs):
         with log.open("w") as err:
-            proc = subprocess.Popen([sys.executable, "-m", "sweeper.run.rehearse", hook], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=err, text=True,
-                                    env=_rank_env(rank, len(logs), port) if len(logs) > 1 else None)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "sweeper.run.rehearse", hook],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                env=_rank_env(rank, len(logs), port) if len(logs) > 1 else None,
+            )
         children.append(_Process(proc, os.pidfd_open(proc.pid), log))
         assert proc.stdin is not None
         proc.stdin.write(json.dumps(request))
@@ -226,8 +240,10 @@ def world_size(study: Study, cell: Cell) -> int:
 def plan(study: Study, cells: list[Cell], scratch: Path) -> list[dict]:
     """The hook's units for `cells` (each with `cells`: indices into that list)."""
     if not study.rehearse:
-        raise UserError(f"{study.file}: rehearse: the study names no rehearsal hook; add e.g. "
-                        "'rehearse: model.rehearsal:rehearsal' (a 'module.path:object' with plan and run)")
+        raise UserError(
+            f"{study.file}: rehearse: the study names no rehearsal hook; add e.g. "
+            "'rehearse: model.rehearsal:rehearsal' (a 'module.path:object' with plan and run)"
+        )
     request = {"plan": [c.config for c in cells], "processes": [world_size(study, c) for c in cells]}
     (child,) = _children(study.rehearse, request, [scratch / "plan.log"], lambda rank, line: None)
     if child.code != 0 or child.result is None:
@@ -236,8 +252,9 @@ def plan(study: Study, cells: list[Cell], scratch: Path) -> list[dict]:
     return child.result["units"]
 
 
-def rehearse(study: Study, cells: list[Cell], *, steps: int,
-             progress: Callable[[int, int, Row], None] | None = None) -> list[Row]:
+def rehearse(
+    study: Study, cells: list[Cell], *, steps: int, progress: Callable[[int, int, Row], None] | None = None
+) -> list[Row]:
     """Rehearse `cells` unit by unit (module docstring); one Row per unit, in the hook's order."""
     scratch = Path(tempfile.mkdtemp(prefix="sweeper-rehearse-"))
     try:
@@ -245,14 +262,21 @@ def rehearse(study: Study, cells: list[Cell], *, steps: int,
         rows = []
         for n, unit in enumerate(units, 1):
             covered = [cells[i] for i in unit["cells"]]
-            labels = {a: "|".join(dict.fromkeys(str(c.labels[a]) for c in covered))
-                      for a in study.axis_names if a != SEED_AXIS}
+            labels = {
+                a: "|".join(dict.fromkeys(str(c.labels[a]) for c in covered))
+                for a in study.axis_names
+                if a != SEED_AXIS
+            }
             row = Row(labels, len(covered), processes=int(unit.get("processes", 1)))
             rows.append(row)
             workdir = scratch / f"unit-{n}"
             workdir.mkdir()
-            request = {"run": unit, "steps": steps, "workdir": str(workdir),
-                       "shared": str(scratch / "shared")}
+            request = {
+                "run": unit,
+                "steps": steps,
+                "workdir": str(workdir),
+                "shared": str(scratch / "shared"),
+            }
             started = time.perf_counter()
 
             def line(rank: int, event: dict, row: Row = row, n: int = n) -> None:
@@ -304,7 +328,7 @@ def main() -> None:
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the task prints must not mix with the protocol
     sys.stdout = sys.stderr
-    hook = import_object(sys.argv[1])
+    hook: Any = import_object(sys.argv[1])  # a module or object with plan() and run()
     request = json.load(sys.stdin)
     if "plan" in request:
         protocol.write(json.dumps({"units": hook.plan(request["plan"], request["processes"])}) + "\n")
@@ -314,8 +338,13 @@ def main() -> None:
         protocol.write(json.dumps({"stage": name}) + "\n")
 
     try:
-        figures = hook.run(request["run"], steps=request["steps"], workdir=Path(request["workdir"]),
-                           shared=Path(request["shared"]), stage=stage)
+        figures = hook.run(
+            request["run"],
+            steps=request["steps"],
+            workdir=Path(request["workdir"]),
+            shared=Path(request["shared"]),
+            stage=stage,
+        )
     except Exception as exc:  # the unit's failure is the result; its stage was announced already
         import traceback
 

@@ -118,8 +118,10 @@ def _rehearsal_plan(configs: list[dict], processes: list[int]) -> list[dict]:
     is rehearsed by 2."""
     units: dict = {}
     for i, config in enumerate(configs):
-        unit = units.setdefault(config["x"], {"x": config["x"], "job": processes[i],
-                                              "processes": min(processes[i], 2), "cells": []})
+        unit = units.setdefault(
+            config["x"],
+            {"x": config["x"], "job": processes[i], "processes": min(processes[i], 2), "cells": []},
+        )
         unit["cells"].append(i)
     return list(units.values())
 
@@ -143,8 +145,14 @@ def _rehearsal_run(unit: dict, *, steps: int, workdir, shared, stage) -> dict:
     if world == 1:
         return {"seconds_per_step": 0.25 * steps}
     held = b"\x01" * (150 << 20)
-    return {"rank": rank, "world": world, "job": unit["job"], "held_mb": len(held) >> 20,
-            "threads": int(os.environ["OMP_NUM_THREADS"]), "port": int(os.environ["MASTER_PORT"])}
+    return {
+        "rank": rank,
+        "world": world,
+        "job": unit["job"],
+        "held_mb": len(held) >> 20,
+        "threads": int(os.environ["OMP_NUM_THREADS"]),
+        "port": int(os.environ["MASTER_PORT"]),
+    }
 
 
 rehearsal = SimpleNamespace(plan=_rehearsal_plan, run=_rehearsal_run)

@@ -49,14 +49,18 @@ def test_each_unit_reports_its_stage_error_and_own_peak_memory_and_nothing_is_re
     assert [u["processes"] for u in units] == [1, 1, 1]  # local executor: one process per job
 
 
-RANKS = STUDY.replace("x: [1, 2, 3]", "x: [1, 2, 3, 4]").replace("seeds: 2\n", """seeds: 1
+RANKS = STUDY.replace("x: [1, 2, 3]", "x: [1, 2, 3, 4]").replace(
+    "seeds: 2\n",
+    """seeds: 1
 executor: slurm
 resources: {default: {nodes: 2, gpus_per_node: 2, tasks_per_node: 2}}
-""")
+""",
+)
 
 
-def test_a_job_of_several_processes_is_rehearsed_by_ranks_and_a_failing_rank_is_named(env, write_study,
-                                                                                         monkeypatch):
+def test_a_job_of_several_processes_is_rehearsed_by_ranks_and_a_failing_rank_is_named(
+    env, write_study, monkeypatch
+):
     monkeypatch.setattr("sweeper.run.rehearse.JOIN_MIN_S", 2.0)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     started = time.monotonic()

@@ -292,10 +292,16 @@ def test_shipped_studies_are_valid():
     assert len(paper.cells) == 5 * 3 * 2 * 3 and paper.baseline == {"model.specialize": "baseline"}
     large = [c for c in paper.cells if c.labels["model.scale"] == "large"]
     assert all(c.resources["nodes"] == 2 for c in large)
-    counts = {name: len(load_study(f"studies/{name}.yaml").cells) for name in
-              ("depth", "components", "frameworks", "registers")}
-    assert counts == {"depth": 7 * 3 * 3, "components": 16 * 2 * 3, "frameworks": 3 * 4 * 3,
-                      "registers": 5 * 2 * 2 * 3}
+    counts = {
+        name: len(load_study(f"studies/{name}.yaml").cells)
+        for name in ("depth", "components", "frameworks", "registers")
+    }
+    assert counts == {
+        "depth": 7 * 3 * 3,
+        "components": 16 * 2 * 3,
+        "frameworks": 3 * 4 * 3,
+        "registers": 5 * 2 * 2 * 3,
+    }
     tuned = load_study("studies/tuned_quickstart.yaml")
     assert tuned.cells == [] and len(tuned.search.groups) == 2 and tuned.search.budget == 8
     assert tuned.search.final_seeds == [1, 2] and tuned.search.parallel == 2
