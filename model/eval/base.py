@@ -31,7 +31,7 @@ from model.data import VisionDataset, build_dataset, dataset_class, dense_eval, 
 from model.data.base import Transform
 
 # Eval datasets default to CPU-sized splits where the dataset itself would be large.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {"procedural": {"size": 1024}}
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {"procedural": {"size": 1024}, "scenes": {"size": 1024}}
 
 
 class EvalError(ValueError):
