@@ -1,8 +1,8 @@
 """Throughput of the data pipeline against the training speed it must feed.
 
-Prints images/s of the procedural dataset at several resolutions, raw and through the
-supervised and DINO multi-crop pipelines (single process), then through a DataLoader with
-2 workers, and the ratio to a tiny ViT's fwd+bwd speed on this machine: a ratio well above 1
+Prints images/s of the procedural datasets (``procedural``, ``scenes``) at several resolutions,
+raw and through the supervised and DINO multi-crop pipelines (single process), then through a
+DataLoader with 2 workers, and the ratio to a tiny ViT's fwd+bwd speed on this machine: a ratio well above 1
 means data cannot bottleneck training.
 
     python benchmarks/data_pipeline.py [--seconds 2] [--no-train]
@@ -16,14 +16,14 @@ import time
 import torch
 from torch.utils.data import DataLoader
 
-from model.data import MultiCrop, ProceduralShapes, supervised_train
+from model.data import MultiCrop, ProceduralScenes, ProceduralShapes, supervised_train
 from model.data.base import Transform
 
 # reference/install.md: tiny ViT (32×32, patch 4, dim 192, depth 6) fwd+bwd, batch 64, 2 threads.
 REFERENCE_TRAIN_IMG_S = 40.0
 
 
-def items_per_s(ds: ProceduralShapes, seconds: float) -> float:
+def items_per_s(ds: ProceduralShapes | ProceduralScenes, seconds: float) -> float:
     """Items/s of a single-process pass, timed for about ``seconds`` after one warm-up item."""
     ds[0]  # loads and caches the textures for this resolution
     n, start = 0, time.perf_counter()
@@ -76,6 +76,11 @@ def main() -> None:
     rows: list[tuple[str, float]] = []
     for res in (32, 64, 224):
         rows.append((f"procedural {res}x{res}, raw (image+label+mask+depth)", items_per_s(shapes(res), args.seconds)))
+    for res in (32, 64):
+        rows.append((f"scenes {res}x{res}, raw (image+label+mask)",
+                     items_per_s(ProceduralScenes(size=100_000, resolution=res), args.seconds)))
+    rows.append(("scenes 32, multi-crop 2x32 (cpu_ssl: no locals)",
+                 items_per_s(ProceduralScenes(size=100_000, transform=MultiCrop(32, 16, 0)), args.seconds)))
     rows.append(("procedural 32, supervised 3-Augment -> 32", items_per_s(shapes(32, supervised_train(32)), args.seconds)))
     rows.append(("procedural 32, multi-crop 2x32 + 8x16", items_per_s(shapes(32, MultiCrop(32, 16, 8)), args.seconds)))
     rows.append(("procedural 224, multi-crop 2x224 + 8x96", items_per_s(shapes(224, MultiCrop(224, 96, 8)), args.seconds)))

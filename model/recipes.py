@@ -17,6 +17,10 @@ Options). Values are those of ../shared/reference/recipes.md (DINOv2 @ b8931f7, 
   RASampler's ``N // 256 * 256`` samples without DeiT's per-GPU drop_last (ImageNet: 625.5 steps
   of 2048, where DeiT runs 625).
 - ``cpu``: the CPU-scale values the quickstart was tuned with (not a reference recipe).
+- ``cpu_ssl``: a CPU-scale self-supervised recipe for the DINO family (micro ViT, 32 px, patch 8,
+  800 steps ~3 min on one core). DINOv2 with it beats a random init on the procedural dataset's
+  easy variant, 3 seeds: k-NN +14.2 (61.0 vs 46.8), linear-seg mIoU +3.7 (33.2 vs 29.5); every
+  run behind its values is in docs/ssl-cpu-log.md. Not a reference recipe.
 
 A config without ``framework.recipe`` takes its framework's reference recipe (dinov2 for the
 DINO family, deit3 for supervised), so no CPU value is ever a silent default of a paper-scale
@@ -53,6 +57,16 @@ _CPU = {
              "koleo_weight": 0.1},
     "supervised": {"loss": "bce", "label_smoothing": 0.0, "layerscale": 1e-4, "crop_scale": (0.35, 1.0),
                    "interpolation": "bilinear", "jitter": 0.3, "mixup": 0.0, "cutmix": 0.0},
+}
+
+# docs/ssl-cpu-log.md: greyscale views (colour is a shortcut between two crops of a small synthetic
+# image), no local crops, sharp teacher, no LayerScale (it costs segmentation at this scale)
+_CPU_SSL = {
+    "model": {"img_size": 32, "patch_size": 8, "drop_path_rate": 0.0},
+    "train": {**_CPU["train"], "batch_size": 32, "lr": 2e-3, "warmup_steps": 30},
+    "framework": {**_CPU["dino"], "n_local": 0, "teacher_temp": 0.02, "warmup_teacher_temp": 0.02,
+                  "grayscale": 1.0, "color_jitter": (0.4, 0.4, 0.0, 0.0), "color_jitter_p": 0.8,
+                  "solarize": 0.2, "layerscale": None},
 }
 
 # ssl_default_config.yaml (cfg:L<n> in recipes.md §1a) and the schedules of §2
@@ -119,6 +133,10 @@ def _cpu(framework: str, scale: str) -> dict:
     return {"model": _CPU["model"], "train": _CPU["train"], "framework": _CPU[family]}
 
 
+def _cpu_ssl(framework: str, scale: str) -> dict:
+    return _merge(_CPU_SSL)
+
+
 def _dinov2(framework: str, scale: str) -> dict:
     if scale not in ("small", "base", "large"):
         raise ValueError(f"recipe dinov2 has no values for model.scale {scale!r}; expected small, base or "
@@ -142,6 +160,7 @@ def _deit3(framework: str, scale: str) -> dict:
 # name -> (frameworks it applies to, values for (framework name, model scale))
 RECIPES: dict[str, tuple[tuple[str, ...], Any]] = {
     "cpu": (DINO_FAMILY + SUPERVISED, _cpu),
+    "cpu_ssl": (DINO_FAMILY, _cpu_ssl),
     "dinov2": (DINO_FAMILY, _dinov2),
     "dinov2_vitl14": (DINO_FAMILY, _dinov2_l14),
     "dinov2_vitg14": (DINO_FAMILY, _dinov2_l14),  # vitg14.yaml = vitl14.yaml's values, arch vit_giant2

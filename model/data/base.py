@@ -98,6 +98,7 @@ class VisionDataset(Dataset):
     num_classes: int | None = None
     num_seg_classes: int | None = None
     has_depth: bool = False
+    needs_root: ClassVar[bool] = True  # False: generated data (no ``root`` key, no plan-time check)
 
     def __init__(self, split: str, transform: Transform | None) -> None:
         if split not in self.splits:

@@ -107,6 +107,7 @@ class ProceduralShapes(VisionDataset):
     name = "procedural"
     splits = ("train", "val", "test")
     has_depth = True
+    needs_root = False
 
     def __init__(
         self,

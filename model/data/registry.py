@@ -13,9 +13,11 @@ from model.data.cityscapes import Cityscapes
 from model.data.imagefolder import ImageFolderDataset
 from model.data.nyu import NYUDepthV2
 from model.data.procedural import ProceduralShapes
+from model.data.scenes import ProceduralScenes
 
 DATASETS: dict[str, type[VisionDataset]] = {
     "procedural": ProceduralShapes,
+    "scenes": ProceduralScenes,
     "imagefolder": ImageFolderDataset,
     "ade20k": ADE20K,
     "nyu": NYUDepthV2,
@@ -44,9 +46,9 @@ def build_dataset(name: str, split: str = "train", transform: Transform | None =
 def check_root(name: str, root: str | Path | None, splits: Iterable[str] = ("train", "val")) -> None:
     """Raise DatasetError (one message: dataset, path, what was expected) if ``root`` cannot serve
     ``splits``. Cheap (no full listing), so the CLI can run it for every dataset of a study at plan
-    time. The procedural dataset needs no root."""
+    time. The procedural datasets need no root."""
     cls = dataset_class(name)
-    if cls is ProceduralShapes:
+    if not cls.needs_root:
         return
     if root is None:
         raise ValueError(f"{name}: no root given; set the dataset's root to its directory")

@@ -83,10 +83,13 @@ def dense_eval(size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[f
 class MultiCrop:
     """DINO / DINOv2 multi-crop: two global crops and ``n_local`` local crops of the image.
 
-    Follows DINO's recipe: flip, colour jitter (p 0.8), grayscale (p 0.2) on every crop; blur with
-    probabilities ``blur`` (first global, second global, locals; DINO's 1.0 / 0.1 / 0.5 by default,
-    DINOv2's code runs 0.0 / 0.9 / 0.5), solarize p 0.2 on the second global crop; DINO and
-    DINOv2 crop with bicubic interpolation (``interpolation``; the cpu recipe keeps bilinear). Returns the
+    Follows DINO's recipe: flip, colour jitter (p ``jitter_p`` 0.8, strengths ``jitter`` = brightness,
+    contrast, saturation, hue 0.4 / 0.4 / 0.2 / 0.1), grayscale (p ``grayscale_p`` 0.2) on every
+    crop; blur with probabilities ``blur`` (first global, second global, locals; DINO's 1.0 / 0.1 /
+    0.5 by default, DINOv2's code runs 0.0 / 0.9 / 0.5), solarize p ``solarize_p`` 0.2 on the second
+    global crop; DINO and DINOv2 crop with bicubic interpolation (``interpolation``; the cpu
+    recipes keep bilinear). Where colour is a shortcut to the pretext task (small synthetic data),
+    ``grayscale_p`` 1 and no saturation / hue jitter remove it. Returns the
     sample with ``image`` replaced by the list of crops (globals first); mask and depth are dropped,
     since no single geometry matches the crops. Collated, the list becomes a list of batches.
     """
@@ -96,22 +99,24 @@ class MultiCrop:
         global_scale: Range = (0.32, 1.0), local_scale: Range = (0.05, 0.32),
         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
         blur: tuple[float, float, float] = (1.0, 0.1, 0.5), interpolation: str = "bilinear",
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1), jitter_p: float = 0.8,
+        grayscale_p: float = 0.2, solarize_p: float = 0.2,
     ) -> None:
-        def crop(size: int, scale: Range, blur_p: float, solarize_p: float = 0.0) -> v2.Compose:
+        def crop(size: int, scale: Range, blur_p: float, solarize: float = 0.0) -> v2.Compose:
             return v2.Compose([
                 v2.RandomResizedCrop(size, scale=scale, interpolation=INTERPOLATION[interpolation],
                                      antialias=True),
                 v2.RandomHorizontalFlip(),
-                v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),
-                v2.RandomGrayscale(p=0.2),
+                v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p),
+                v2.RandomGrayscale(p=grayscale_p),
                 v2.RandomApply([_blur(size)], p=blur_p),
-                v2.RandomSolarize(128, p=solarize_p),
+                v2.RandomSolarize(128, p=solarize),
                 *_normalize(mean, std),
             ])
 
         self.n_local = n_local
         self.global1 = crop(global_size, global_scale, blur_p=blur[0])
-        self.global2 = crop(global_size, global_scale, blur_p=blur[1], solarize_p=0.2)
+        self.global2 = crop(global_size, global_scale, blur_p=blur[1], solarize=solarize_p)
         self.local = crop(local_size, local_scale, blur_p=blur[2])
 
     def __call__(self, sample: Sample) -> Sample:

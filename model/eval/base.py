@@ -31,7 +31,7 @@ from model.data import VisionDataset, build_dataset, dataset_class, dense_eval, 
 from model.data.base import Transform
 
 # Eval datasets default to CPU-sized splits where the dataset itself would be large.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {"procedural": {"size": 1024}}
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {"procedural": {"size": 1024}, "scenes": {"size": 1024}}
 
 
 class EvalError(ValueError):
@@ -203,7 +203,8 @@ def extract(model: nn.Module, config: EvalConfig, split: str, *, dense: bool, ca
     """Features of a whole split, computed once per (dataset, split, size, kind) and run: k-NN and
     the linear probe share the global features, segmentation and depth the dense ones."""
     size = config.size(model)
-    key = (id(model), config.dataset, tuple(config.dataset_kwargs.items()), split, size, dense)
+    # repr: dataset keys may hold lists (a YAML pair such as scenes' ``objects: [1, 3]``)
+    key = (id(model), config.dataset, repr(sorted(config.dataset_kwargs.items())), split, size, dense)
     if cache is not None and key in cache:
         return cache[key]
     transform = dense_eval(size) if dense else eval_transform(size)

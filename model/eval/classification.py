@@ -17,6 +17,9 @@ from torch import nn
 from model.eval.base import EvalConfig, EvalError, FeatureCache, Features, extract, fit, minibatches, steps_per_epoch
 
 
+TOP5_MIN_CLASSES = 10  # k-NN reports top-5 only over more classes than this
+
+
 def _labels(config: EvalConfig, features: Features) -> torch.Tensor:
     if features.label is None:
         raise EvalError(f"eval.{config.name}.dataset: {config.dataset} has no image labels")
@@ -55,13 +58,17 @@ def knn_scores(train: torch.Tensor, train_labels: torch.Tensor, query: torch.Ten
 
 def knn(model: nn.Module, config: KNNConfig, cache: FeatureCache | None = None,
         progress: bool = False) -> dict[str, float]:
-    """``top1``/``top5`` (%) of the k-NN classifier on CLS features."""
+    """``top1`` (%) of the k-NN classifier on CLS features, and ``top5`` where the data has more than
+    ``TOP5_MIN_CLASSES`` classes (over fewer, top-5 is near 100 % for any features and says nothing)."""
     train = extract(model, config, config.train_split, dense=False, cache=cache, progress=progress)
     val = extract(model, config, config.val_split, dense=False, cache=cache, progress=progress)
     train_labels, val_labels = _labels(config, train), _labels(config, val)
     num_classes = int(max(train_labels.max(), val_labels.max())) + 1
     scores = knn_scores(train.cls, train_labels, val.cls, config.k, config.temperature, num_classes)
-    return {"top1": _topk_accuracy(scores, val_labels, 1), "top5": _topk_accuracy(scores, val_labels, 5)}
+    out = {"top1": _topk_accuracy(scores, val_labels, 1)}
+    if num_classes > TOP5_MIN_CLASSES:
+        out["top5"] = _topk_accuracy(scores, val_labels, 5)
+    return out
 
 
 @dataclass(frozen=True)

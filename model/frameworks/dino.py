@@ -54,6 +54,13 @@ class DINOOptions(Strict):
     blur: tuple[float, float, float] = (0.0, 0.9, 0.5)
     interpolation: Literal["bilinear", "bicubic"] = "bicubic"  # of the random resized crops
     norm_last_layer: bool = False  # the head's weight-norm g frozen at 1 (DINO v1); DINOv2 trains it
+    # colour augmentation of every crop (model.data.MultiCrop): jitter strengths (brightness,
+    # contrast, saturation, hue) applied with probability color_jitter_p, then greyscale with
+    # probability grayscale; solarize on the second global crop
+    color_jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    color_jitter_p: float = Field(0.8, ge=0, le=1)
+    grayscale: float = Field(0.2, ge=0, le=1)
+    solarize: float = Field(0.2, ge=0, le=1)
     layerscale: float | None = Field(1e-5, gt=0)  # LayerScale init (timm init_values); None: none
     dino_weight: float = Field(1.0, ge=0)
 
@@ -122,7 +129,9 @@ class DINO(Framework):
         steps: list[Any] = [
             MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale),
                       tuple(self.opts.local_scale), blur=tuple(self.opts.blur),
-                      interpolation=self.opts.interpolation),
+                      interpolation=self.opts.interpolation,
+                      jitter=tuple(self.opts.color_jitter), jitter_p=self.opts.color_jitter_p,
+                      grayscale_p=self.opts.grayscale, solarize_p=self.opts.solarize),
             KeepKeys("image"),
         ]
         if self.ibot_weight:

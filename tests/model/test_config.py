@@ -18,6 +18,7 @@ from sweeper.study import load_study
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDIES = sorted((ROOT / "studies").glob("*.yaml"))
+ALL_STUDIES = sorted((ROOT / "studies").rglob("*.yaml"))  # with studies/cpu/
 
 
 def _image(path: Path, array: np.ndarray | None = None) -> None:
@@ -75,7 +76,7 @@ def cwd(tmp_path, monkeypatch) -> Path:
     return tmp_path
 
 
-@pytest.mark.parametrize("study", STUDIES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("study", ALL_STUDIES, ids=lambda p: str(p.relative_to(ROOT / "studies")))
 def test_every_shipped_study_passes_its_check(study, cwd, datasets):
     loaded = load_study(_copy(study, cwd, datasets))
     cells = list(loaded.search.templates.values()) if loaded.search else loaded.cells

@@ -52,9 +52,9 @@ def test_knn_votes_match_a_brute_force_weighted_vote():
         torch.testing.assert_close(votes[q], expected)
 
 
-def test_knn_separates_separable_features(random_model):
-    out = evaluate(random_model, "knn")
-    assert set(out) == {"top1", "top5"} and 0 <= out["top1"] <= out["top5"] <= 100
+def test_knn_reports_top5_only_over_many_classes(random_model):
+    out = evaluate(random_model, "knn")  # 4 classes: top-5 would be 100 % whatever the features
+    assert set(out) == {"top1"} and 0 <= out["top1"] <= 100
 
 
 def test_linear_probe_reports_the_better_feature_choice(trained_model):
