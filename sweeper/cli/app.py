@@ -290,6 +290,15 @@ def rehearse(
         ),
     ] = None,
     steps: Annotated[int, typer.Option("--steps", min=1, help="Optimiser steps per training config.")] = 2,
+    max_processes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-processes",
+            min=1,
+            help="At most this many processes per config (1: multi-process configs in one process, "
+            "where memory is short). Default: as many as the hook asks.",
+        ),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run every distinct config of a study a few real steps here, on CPU, before submitting it.
@@ -312,7 +321,7 @@ def rehearse(
         if not as_json:
             err.print(f"[{n}/{total}] {_labels(row.labels)}: {row.stage}", highlight=False)
 
-    rows = do_rehearse(study, cells, steps=steps, progress=progress)
+    rows = do_rehearse(study, cells, steps=steps, max_processes=max_processes, progress=progress)
     failed = sum(not r.ok for r in rows)
     if as_json:
         print_json({"study": study.name, "steps": steps, "units": rows_json(rows)})

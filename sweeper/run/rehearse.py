@@ -237,14 +237,16 @@ def world_size(study: Study, cell: Cell) -> int:
     return int(cell.resources.get("nodes", 1)) * int(cell.resources.get("tasks_per_node", 1))
 
 
-def plan(study: Study, cells: list[Cell], scratch: Path) -> list[dict]:
-    """The hook's units for `cells` (each with `cells`: indices into that list)."""
+def plan(study: Study, cells: list[Cell], scratch: Path, max_processes: int | None = None) -> list[dict]:
+    """The hook's units for `cells` (each with `cells`: indices into that list); `max_processes` caps
+    the world size the hook is told (1: every config rehearsed in one process, where memory is short)."""
     if not study.rehearse:
         raise UserError(
             f"{study.file}: rehearse: the study names no rehearsal hook; add e.g. "
             "'rehearse: model.rehearsal:rehearsal' (a 'module.path:object' with plan and run)"
         )
-    request = {"plan": [c.config for c in cells], "processes": [world_size(study, c) for c in cells]}
+    worlds = [min(world_size(study, c), max_processes or sys.maxsize) for c in cells]
+    request = {"plan": [c.config for c in cells], "processes": worlds}
     (child,) = _children(study.rehearse, request, [scratch / "plan.log"], lambda rank, line: None)
     if child.code != 0 or child.result is None:
         why = _crash(child.code or 0, child.log)
@@ -253,12 +255,17 @@ def plan(study: Study, cells: list[Cell], scratch: Path) -> list[dict]:
 
 
 def rehearse(
-    study: Study, cells: list[Cell], *, steps: int, progress: Callable[[int, int, Row], None] | None = None
+    study: Study,
+    cells: list[Cell],
+    *,
+    steps: int,
+    max_processes: int | None = None,
+    progress: Callable[[int, int, Row], None] | None = None,
 ) -> list[Row]:
     """Rehearse `cells` unit by unit (module docstring); one Row per unit, in the hook's order."""
     scratch = Path(tempfile.mkdtemp(prefix="sweeper-rehearse-"))
     try:
-        units = plan(study, cells, scratch)
+        units = plan(study, cells, scratch, max_processes)
         rows = []
         for n, unit in enumerate(units, 1):
             covered = [cells[i] for i in unit["cells"]]

@@ -80,6 +80,9 @@ def test_a_job_of_several_processes_is_rehearsed_by_ranks_and_a_failing_rank_is_
 
     table = _rehearse(str(write_study(RANKS)), "--only", "x=1").output
     assert re.search(r"┃ configs ┃ procs ┃.*\n.*\n│ 1 │ a\|b │ p\|q │ +4 │ +2 │", table), table
+    capped = _rehearse(str(write_study(RANKS)), "--only", "x=1", "--max-processes", "1", "--json")
+    (unit,) = json.loads(capped.stdout)["units"]  # where memory is short: one process, told a world of 1
+    assert unit["ok"] and unit["processes"] == 1, unit
 
 
 def test_only_and_cover_narrow_what_is_rehearsed(env, write_study):
