@@ -34,10 +34,21 @@ from model.eval.base import EvalConfig, EvalError, FeatureCache, any_size, progr
 from model.vit import TokenSplit
 
 METRICS: tuple[str, ...] = (
-    "cos_cls_patch_pre_norm1", "cos_cls_patch_post_norm1", "cos_patch_patch_pre_norm1",
-    "cos_patch_patch_post_norm1", "ln_inv_std_cls", "ln_inv_std_patch", "ln_gamma_abs_cls",
-    "ln_gamma_abs_patch", "ln_gamma_cos", "attn_cls_entropy", "attn_cls_patch_mass", "norm_cls",
-    "norm_patch", "outliers", "outlier_frac",
+    "cos_cls_patch_pre_norm1",
+    "cos_cls_patch_post_norm1",
+    "cos_patch_patch_pre_norm1",
+    "cos_patch_patch_post_norm1",
+    "ln_inv_std_cls",
+    "ln_inv_std_patch",
+    "ln_gamma_abs_cls",
+    "ln_gamma_abs_patch",
+    "ln_gamma_cos",
+    "attn_cls_entropy",
+    "attn_cls_patch_mass",
+    "norm_cls",
+    "norm_patch",
+    "outliers",
+    "outlier_frac",
 )
 
 
@@ -100,7 +111,8 @@ class _Recorder:
                 self._add(i, f"cos_patch_patch_{stage}_norm1", patch_patch)
             inv_std = x.float().var(-1, unbiased=False).add(1e-6).rsqrt()
             self._add(i, "ln_inv_std_cls", inv_std[:, 0])
-            self._add(i, "ln_inv_std_patch", inv_std[:, self.prefix:].mean(1))
+            self._add(i, "ln_inv_std_patch", inv_std[:, self.prefix :].mean(1))
+
         return hook
 
     def _qkv(self, i: int, attn: nn.Module):
@@ -108,21 +120,25 @@ class _Recorder:
             b, n, _ = qkv.shape
             q, k, _v = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             q, k = attn.q_norm(q), attn.k_norm(k)
-            probs = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).float().softmax(-1)[:, :, 0]  # [B, H, N]
+            probs = (
+                ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).float().softmax(-1)[:, :, 0]
+            )  # [B, H, N]
             entropy = -(probs * probs.clamp(min=1e-12).log()).sum(-1)
             self._add(i, "attn_cls_entropy", entropy.mean(1))
-            self._add(i, "attn_cls_patch_mass", probs[..., self.prefix:].sum(-1).mean(1))
+            self._add(i, "attn_cls_patch_mass", probs[..., self.prefix :].sum(-1).mean(1))
+
         return hook
 
     def _output(self, i: int):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
             norms = out.float().norm(dim=-1)
-            patch = norms[:, self.prefix:]
+            patch = norms[:, self.prefix :]
             high = (patch > self.factor * patch.median(1, keepdim=True).values).float().sum(1)
             self._add(i, "norm_cls", norms[:, 0])
             self._add(i, "norm_patch", patch.mean(1))
             self._add(i, "outliers", high)
             self._add(i, "outlier_frac", high / patch.shape[1])
+
         return hook
 
     def remove(self) -> None:
@@ -131,8 +147,9 @@ class _Recorder:
 
 
 @torch.no_grad()
-def analysis(model: nn.Module, config: AnalysisConfig, cache: FeatureCache | None = None,
-             progress: bool = False) -> dict[str, float]:
+def analysis(
+    model: nn.Module, config: AnalysisConfig, cache: FeatureCache | None = None, progress: bool = False
+) -> dict[str, float]:
     """``block<i>.<metric>`` for every block and every name in :data:`METRICS` (see the module
     docstring), averaged over the first ``max_images`` images of the validation split."""
     if getattr(model, "cls_token", None) is None:

@@ -17,7 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.eval.base import EvalConfig, EvalError, FeatureCache, LinearDenseHead, extract, fit, minibatches, steps_per_epoch
+from model.eval.base import (
+    EvalConfig,
+    EvalError,
+    FeatureCache,
+    LinearDenseHead,
+    extract,
+    fit,
+    minibatches,
+    steps_per_epoch,
+)
 from model.eval.segmentation import streamed
 
 
@@ -50,9 +59,12 @@ class DepthHead(nn.Module):
         super().__init__()
         self.cls_concat, self.mode = config.cls_concat, config.head
         self.min_depth, self.max_depth = config.min_depth, max_depth
-        self.linear = LinearDenseHead(dim * (2 if config.cls_concat else 1),
-                                      config.bins if config.head == "bins" else 1)
-        self.register_buffer("centres", torch.linspace(config.min_depth, max_depth, config.bins).view(1, -1, 1, 1))
+        self.linear = LinearDenseHead(
+            dim * (2 if config.cls_concat else 1), config.bins if config.head == "bins" else 1
+        )
+        self.register_buffer(
+            "centres", torch.linspace(config.min_depth, max_depth, config.bins).view(1, -1, 1, 1)
+        )
 
     def forward(self, cls: torch.Tensor, patch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if self.cls_concat:
@@ -85,8 +97,9 @@ def depth_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, list[flo
     return out
 
 
-def linear_depth(model: nn.Module, config: LinearDepthConfig, cache: FeatureCache | None = None,
-                 progress: bool = False) -> dict[str, float]:
+def linear_depth(
+    model: nn.Module, config: LinearDepthConfig, cache: FeatureCache | None = None, progress: bool = False
+) -> dict[str, float]:
     """``rmse``, ``abs_rel`` and ``delta1`` of a linear depth head on last-layer tokens."""
     if not config.build(config.val_split, None).has_depth:
         raise EvalError(f"eval.{config.name}.dataset: {config.dataset} has no depth maps")
@@ -99,8 +112,11 @@ def linear_depth(model: nn.Module, config: LinearDepthConfig, cache: FeatureCach
         return silog(h(cls, patch, depth.shape[-2:]), depth)
 
     if config.cache_features:
-        epoch = minibatches((train.cls, train.patch, train.depth), config.batch_size,
-                            torch.Generator().manual_seed(config.seed))
+        epoch = minibatches(
+            (train.cls, train.patch, train.depth),
+            config.batch_size,
+            torch.Generator().manual_seed(config.seed),
+        )
         per_epoch = steps_per_epoch(len(train.cls), config.batch_size)
     else:
         per_epoch, epoch = streamed(model, config, config.batch_size, "depth")

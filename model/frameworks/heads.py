@@ -16,8 +16,15 @@ class DINOHead(nn.Module):
     it at 1, which bounds the logits to [-1, 1] so that a temperature sets the sharpness alone.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 512, bottleneck_dim: int = 128,
-                 nlayers: int = 3, norm_last_layer: bool = False) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 128,
+        nlayers: int = 3,
+        norm_last_layer: bool = False,
+    ) -> None:
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (nlayers - 1)
         layers: list[nn.Module] = []
