@@ -73,11 +73,13 @@ def main() -> None:
             assert not plan2.added and len(plan2.kept) == cells
         print(f"cells: {cells:,}  store: {url.split(':')[0]}")
         print(
-            f"first plan : validate+expand {t_load:6.3f} s + diff+record {t_record:6.3f} s = {t_load + t_record:6.3f} s"
+            f"first plan : validate+expand {t_load:6.3f} s + diff+record {t_record:6.3f} s"
+            f" = {t_load + t_record:6.3f} s"
             f"  ({cells / (t_load + t_record):,.0f} cells/s; target < 3 s)"
         )
         print(
-            f"re-plan    : validate+expand {t_load2:6.3f} s + diff        {t_replan:6.3f} s = {t_load2 + t_replan:6.3f} s"
+            f"re-plan    : validate+expand {t_load2:6.3f} s + diff        {t_replan:6.3f} s"
+            f" = {t_load2 + t_replan:6.3f} s"
             f"  (target < 1 s)"
         )
 

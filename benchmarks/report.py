@@ -148,7 +148,8 @@ def main() -> None:
             members = next(st.cells for st in store.studies() if st.name == "bench")
             metric_rows = len(store.metric_values(store.study_row("bench").id))
             print(
-                f"store: {url.split(':')[0]}, {members:,} cells ({N**4:,} variant combinations x {SEEDS} seeds), "
+                f"store: {url.split(':')[0]}, {members:,} cells "
+                f"({N**4:,} variant combinations x {SEEDS} seeds), "
                 f"{metric_rows:,} metric rows"
             )
             for title, patterns in (
@@ -156,8 +157,8 @@ def main() -> None:
                 ("all 30 metrics (--metric '*')", ["*"]),
             ):
                 load_clock, sum_clock = Clock(), Clock()
-                loaded = load_clock(lambda: load(store, "bench", patterns, analysis=False))
-                summary = sum_clock(lambda: summarize(loaded))
+                loaded = load_clock(lambda patterns=patterns: load(store, "bench", patterns, analysis=False))
+                summary = sum_clock(lambda loaded=loaded: summarize(loaded))
                 print(f"\n{title}: {len(summary.cells):,} table cells, {len(summary.coverage):,} groups")
                 print(f"  load (queries + pivot) {load_clock}")
                 print(f"  summarize              {sum_clock}")
@@ -165,11 +166,13 @@ def main() -> None:
                     f for f in Format if f != Format.html
                 ):  # html: a page from the store, not a table
                     clock = Clock()
-                    text = clock(lambda: render(summary, fmt, RICH_MAX_ROWS))  # rich: as in a terminal
+                    # rich: as in a terminal
+                    text = clock(lambda summary=summary, fmt=fmt: render(summary, fmt, RICH_MAX_ROWS))
                     if fmt == Format.rich:
-                        clock(lambda: rich_text(text))
+                        clock(lambda text=text: rich_text(text))
                     print(
-                        f"  render {fmt:<9}       {clock}   -> report total {load_clock.wall + sum_clock.wall + clock.wall:6.3f} s wall"
+                        f"  render {fmt:<9}       {clock}   -> report total "
+                        f"{load_clock.wall + sum_clock.wall + clock.wall:6.3f} s wall"
                         f" {load_clock.cpu + sum_clock.cpu + clock.cpu:6.3f} s CPU (target < 1 s)"
                     )
             clock = Clock()

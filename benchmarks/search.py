@@ -104,25 +104,30 @@ def main() -> None:
     import optuna  # noqa: F401 - its import (~0.3 s, once per command) is not a per-step cost
 
     for groups in args.groups:
-        with tempfile.TemporaryDirectory() as folder:
-            study = parse_study(study_text(groups, args.trials, args.sampler, args.parallel), "bench.yaml")
-            study.workdir = str(Path(folder) / "runs")
+        bench(groups, args)
+
+
+def bench(groups: int, args: argparse.Namespace) -> None:
+    """One poll's steps, timed, over a fresh store of `groups` groups."""
+    with tempfile.TemporaryDirectory() as folder:
+        study = parse_study(study_text(groups, args.trials, args.sampler, args.parallel), "bench.yaml")
+        study.workdir = str(Path(folder) / "runs")
+        print(
+            f"{groups} groups x {args.trials} completed trials = {groups * args.trials:,} cells, "
+            f"{args.sampler}, {args.parallel} in flight"
+        )
+        with Store(f"sqlite:///{folder}/bench.db") as store:
+            populate(store, study, args.trials)
+            total = time.perf_counter()
+            timed("attach (the study's cells)", lambda: store.attach(study))
+            timed("ingest", lambda: ingest(store, study))
+            timed("plan (record)", lambda: store.plan(study))
+            growth = timed(f"grow (rebuild, ask {args.parallel})", lambda: grow(store, study))
+            timed("plan (record the new trials)", lambda: store.plan(study))
             print(
-                f"{groups} groups x {args.trials} completed trials = {groups * args.trials:,} cells, "
-                f"{args.sampler}, {args.parallel} in flight"
+                f"  {'one poll, in all':<34}{time.perf_counter() - total:8.3f} s  ({len(growth.asked)} asked)"
             )
-            with Store(f"sqlite:///{folder}/bench.db") as store:
-                populate(store, study, args.trials)
-                total = time.perf_counter()
-                timed("attach (the study's cells)", lambda: store.attach(study))
-                timed("ingest", lambda: ingest(store, study))
-                timed("plan (record)", lambda: store.plan(study))
-                growth = timed(f"grow (rebuild, ask {args.parallel})", lambda: grow(store, study))
-                timed("plan (record the new trials)", lambda: store.plan(study))
-                print(
-                    f"  {'one poll, in all':<34}{time.perf_counter() - total:8.3f} s  ({len(growth.asked)} asked)"
-                )
-                timed("results (report)", lambda: results(store, study))
+            timed("results (report)", lambda: results(store, study))
 
 
 if __name__ == "__main__":

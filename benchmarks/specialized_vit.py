@@ -88,7 +88,7 @@ def bench(scale: str, spec: str, args: argparse.Namespace) -> dict[str, dict[str
             totals[k].append(step[k] / args.steps)
     out = {}
     for k in names[1:]:
-        ratios = [a / b for a, b in zip(totals[k], totals["plain"])]
+        ratios = [a / b for a, b in zip(totals[k], totals["plain"], strict=True)]
         out[k] = dict(
             extra_pct=param_report(models[k]).extra_pct,
             plain_ms=1e3 * statistics.median(totals["plain"]),

@@ -120,7 +120,7 @@ class _SampleStream(Dataset):
         self.dataset, self.transform, self.seed, self.repeats = dataset, transform, seed, repeats
         self.epoch_len = epoch_samples(len(dataset), repeats)
 
-    @lru_cache(maxsize=2)
+    @lru_cache(maxsize=2)  # noqa: B019 (the sampler lives as long as its run; 2 entries)
     def _order(self, epoch: int) -> torch.Tensor:
         if self.repeats > 1:
             sampler = _repeat_sampler(len(self.dataset), self.repeats)
@@ -219,7 +219,8 @@ class _Progress:
         self.last = now
         left = now / max(done - self.start, 1) * (self.total - done)
         print(
-            f"pretrain {done}/{self.total} ({100 * done / self.total:.0f}%) loss {loss:.4f}, {rate:.1f} img/s, "
+            f"pretrain {done}/{self.total} ({100 * done / self.total:.0f}%) loss {loss:.4f}, "
+            f"{rate:.1f} img/s, "
             f"{now:.0f}s elapsed, ETA {left:.0f}s",
             file=sys.stderr,
             flush=True,
@@ -331,7 +332,7 @@ def pretrain(
         batches = iter(loader)
         for step in range(start, total):
             if ctx is not None:
-                ctx.checkpoint_if_requested(lambda: save(step))
+                ctx.checkpoint_if_requested(lambda step=step: save(step))
             batch = _to_device(next(batches), env.device)
             torch.manual_seed(_mix(seed, _STEP, step, env.rank))
             lr = schedule.apply(optimizer, step)
@@ -341,7 +342,7 @@ def pretrain(
             if env.world > 1:
                 dist.all_reduce(values)
                 values /= env.world
-            logged = dict(zip(losses, values.tolist()))
+            logged = dict(zip(losses, values.tolist(), strict=True))
             if not all(math.isfinite(v) for v in logged.values()):
                 raise NonFiniteLoss(step + 1, total, logged)
             optimizer.zero_grad(set_to_none=True)

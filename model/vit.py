@@ -46,7 +46,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -134,7 +134,7 @@ class SpecError(ValueError):
     """A specialization spec a user can fix; the message names the key and what was expected."""
 
 
-Selection = Union[str, int, float, tuple[int, ...]]
+Selection = str | int | float | tuple[int, ...]
 
 
 def _check_selection(component: str, value: Any) -> Selection:
@@ -649,7 +649,10 @@ class _SplitBlock(Block):
         )
         out = fn(part, first.new_full((1, 1, 1), scale))
         if isinstance(out, list):  # the attention half of a whole sequence, left split
-            return [s.index_copy(1, index, o) for s, o in zip(state.split([o.shape[0] for o in out]), out)]
+            return [
+                s.index_copy(1, index, o)
+                for s, o in zip(state.split([o.shape[0] for o in out]), out, strict=True)
+            ]
         whole = torch.cat(state) if isinstance(state, list) else state
         return whole.index_copy(1, index, out.to(whole.dtype))
 
@@ -807,7 +810,7 @@ def specialize(vit: VisionTransformer, spec: Spec | Mapping[str, Any] | str | No
         ):
             block.__class__ = _SplitBlock
             block.num_cls = num_cls
-    for block, after in zip(vit.blocks, [*vit.blocks[1:], None]):
+    for block, after in zip(vit.blocks, [*vit.blocks[1:], None], strict=True):
         if isinstance(block, _SplitBlock):
             block.token_major_out = isinstance(after, _SplitBlock)
     vit.specialization = Specialization(spec, num_cls)

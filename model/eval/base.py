@@ -193,7 +193,8 @@ def _lines(items: Iterable[Any], description: str) -> Iterator[Any]:
     started = time.perf_counter()
     print(f"{description}: started", file=sys.stderr, flush=True)
     count = 0
-    for count, item in enumerate(items, 1):
+    for item in items:
+        count += 1
         yield item
     print(
         f"{description}: {count} batches in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True

@@ -86,7 +86,7 @@ def silog(pred: torch.Tensor, target: torch.Tensor, variance_focus: float = 0.85
 def depth_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]:
     """Per-image RMSE, AbsRel and δ<1.25 over valid pixels; images without any are skipped."""
     out: dict[str, list[float]] = {"rmse": [], "abs_rel": [], "delta1": []}
-    for p, t in zip(pred, target):
+    for p, t in zip(pred, target, strict=False):
         valid = t > 0
         if not valid.any():
             continue
@@ -125,7 +125,9 @@ def linear_depth(
     val = extract(model, config, config.val_split, dense=True, cache=cache, progress=progress)
     per_image: dict[str, list[float]] = {"rmse": [], "abs_rel": [], "delta1": []}
     with torch.no_grad():
-        for cls, patch, depth in zip(*(t.split(config.batch_size) for t in (val.cls, val.patch, val.depth))):
+        for cls, patch, depth in zip(
+            *(t.split(config.batch_size) for t in (val.cls, val.patch, val.depth)), strict=True
+        ):
             for key, values in depth_scores(head(cls, patch, depth.shape[-2:]), depth).items():
                 per_image[key].extend(values)
     if not per_image["rmse"]:

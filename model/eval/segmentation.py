@@ -132,7 +132,9 @@ def linear_seg(
     if val_size == crop:
         val = extract(model, config, config.val_split, dense=True, cache=cache, progress=progress)
         with torch.no_grad():
-            for feats, mask in zip(val.patch.split(config.batch_size), val.mask.split(config.batch_size)):
+            for feats, mask in zip(
+                val.patch.split(config.batch_size), val.mask.split(config.batch_size), strict=True
+            ):
                 conf += confusion(head(feats, mask.shape[-2:]).argmax(1), mask, num_classes)
     else:
         transform = v2.Compose(

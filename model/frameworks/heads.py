@@ -28,7 +28,7 @@ class DINOHead(nn.Module):
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (nlayers - 1)
         layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
             layers += [nn.Linear(a, b), nn.GELU()]
         layers.append(nn.Linear(dims[-1], bottleneck_dim))
         self.mlp = nn.Sequential(*layers)

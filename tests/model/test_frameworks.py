@@ -148,5 +148,5 @@ def test_teacher_is_an_ema_of_the_student_and_stays_in_eval():
             p.add_(1.0)
     before = [p.clone() for p in fw.teacher.parameters()]
     fw.after_step(0)  # step 0: momentum 0.9
-    for t0, t1, s in zip(before, fw.teacher.parameters(), fw.student.parameters()):
+    for t0, t1, s in zip(before, fw.teacher.parameters(), fw.student.parameters(), strict=True):
         torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * s)

@@ -350,7 +350,7 @@ def test_ibot_masks_are_stratified_per_batch_as_dinov2_collate():
         counts = masks.sum(-1)
         assert masks.shape == (n, 196) and (counts > 0).sum() == 8
         ratios = sorted(c / 196 for c in counts.tolist() if c)
-        for r, low, high in zip(ratios, edges[:-1], edges[1:]):
+        for r, low, high in zip(ratios, edges[:-1], edges[1:], strict=True):
             assert low - 0.05 <= r <= high, (seed, ratios)
         positions.add(tuple((counts > 0).tolist()))
     assert len(positions) > 1  # shuffled over the crops

@@ -154,8 +154,8 @@ def _selected(study: str) -> tuple[list, list]:
     from sweeper.study import load_study
 
     loaded, args = load_study(ROOT / "studies" / study), COVER[study]
-    only = [v for k, v in zip(args, args[1:]) if k == "--only"]
-    cover = [v for k, v in zip(args, args[1:]) if k == "--cover"] or None
+    only = [v for k, v in zip(args, args[1:], strict=False) if k == "--only"]
+    cover = [v for k, v in zip(args, args[1:], strict=False) if k == "--cover"] or None
     return loaded.cells, select(loaded, parse_only(loaded, only), cover)
 
 

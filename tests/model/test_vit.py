@@ -85,7 +85,7 @@ def test_fresh_specialization_preserves_outputs(component, registers, route, poo
         feats = special.forward_intermediates(x, return_prefix_tokens=True, norm=True, output_fmt="NLC")
         ref = plain.forward_intermediates(x, return_prefix_tokens=True, norm=True, output_fmt="NLC")
     assert len(feats[1]) == 2  # per-block tokens, each (patch tokens, prefix tokens)
-    for (p, c), (rp, rc) in zip(feats[1], ref[1]):
+    for (p, c), (rp, rc) in zip(feats[1], ref[1], strict=True):
         assert (p - rp).abs().max() <= 1e-5 and (c - rc).abs().max() <= 1e-5
 
 
@@ -115,7 +115,7 @@ def test_paths_diverge_after_one_step_and_every_parameter_gets_a_gradient():
     splits = [m for m in model.modules() if isinstance(m, TokenSplit)]
     assert len(splits) == 2 * len(BLOCK_COMPONENTS) + 1
     for m in splits:
-        for (name, a), (_, b) in zip(m.cls.named_parameters(), m.patch.named_parameters()):
+        for (name, a), (_, b) in zip(m.cls.named_parameters(), m.patch.named_parameters(), strict=True):
             assert not torch.equal(a, b), f"{m.component}.{name} did not diverge"
 
 
@@ -149,7 +149,7 @@ def test_a_specialized_layer_norm_equals_its_two_copies_each_on_its_tokens(dim):
     ref = torch.cat([split.cls(x.narrow(dim, 0, 3)), split.patch(x.narrow(dim, 3, 7))], dim)
     g = torch.randn_like(ref)
     inputs = [x, *split.parameters()]
-    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g)):
+    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g), strict=True):
         assert (a - b).abs().max() < 1e-12
     assert torch.autograd.gradcheck(lambda x: split.along(x, dim), (x,))
 
