@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 import yaml
-from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 
 from model.config import ConfigError, ModelConfig, RuntimeConfig, TrainConfig, data_model, validate
 from model.data import DatasetError, check_root
@@ -280,7 +280,7 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def _model_metrics(model: nn.Module, img_size: int) -> dict[str, float]:
+def _model_metrics(model: VisionTransformer, img_size: int) -> dict[str, float]:
     report = param_report(model)
     # FLOPs on a meta copy: instant, and the frozen (requires_grad=False) backbone stays untouched.
     meta = copy.deepcopy(model).to("meta").requires_grad_(True)
@@ -307,7 +307,8 @@ def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, floa
     progress = True  # a bar in a terminal; in a cell's log, plain lines (model.train, model.eval)
     rank = getattr(ctx, "rank", 0)
     train_key = training_key(config)
-    root = Path(ctx.cache_dir) if getattr(ctx, "cache_dir", None) else Path(ctx.run_dir)
+    cache_dir = getattr(ctx, "cache_dir", None)
+    root = Path(cache_dir) if cache_dir else Path(ctx.run_dir)
 
     # Only rank 0 of a multi-process job takes the lock: the other ranks must not queue behind it,
     # they meet rank 0 in pretrain's collectives.

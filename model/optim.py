@@ -73,6 +73,7 @@ class Schedule:
         for ``t < warmup`` epochs, then a cosine over all the epochs, not shifted by the warm-up
         (``warmup_prefix=False``), towards ``min_lr``."""
         epochs = self.train.epochs if self.train.steps is None else self.total / self.steps_per_epoch
+        assert epochs is not None  # TrainConfig has steps or epochs (model.train checks)
         warmup = self.train.warmup_epochs
         if warmup is None:
             warmup = self.warmup / self.steps_per_epoch
@@ -153,8 +154,8 @@ def build_optimizer(groups: list[dict[str, Any]], train: TrainConfig) -> torch.o
     """AdamW (fused), or LAMB from timm.optim (apex FusedLAMB's defaults: global clip at 1.0,
     trust ratio only where weight decay applies)."""
     if train.optimizer == "lamb":
-        return Lamb(groups, lr=train.lr, betas=tuple(train.betas), max_grad_norm=1.0)
-    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), fused=True)
+        return Lamb(groups, lr=train.lr, betas=train.betas, max_grad_norm=1.0)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, fused=True)
 
 
 def clip_groups(

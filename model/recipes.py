@@ -38,7 +38,7 @@ DINO_FAMILY = ("dino", "ibot", "dinov2")
 SUPERVISED = ("supervised", "deit3")
 OFFICIAL_EPOCH_LENGTH = 1250  # DINOv2's iterations per "epoch", whatever the dataset
 
-_CPU = {
+_CPU: dict[str, dict[str, Any]] = {
     "model": {"img_size": 32, "patch_size": 4, "drop_path_rate": 0.0, "drop_path_subset": False},
     "train": {
         "batch_size": 64,
@@ -101,7 +101,7 @@ _CPU = {
 
 # docs/ssl-cpu-log.md: greyscale views (colour is a shortcut between two crops of a small synthetic
 # image), no local crops, sharp teacher, no LayerScale (it costs segmentation at this scale)
-_CPU_SSL = {
+_CPU_SSL: dict[str, dict[str, Any]] = {
     "model": {"img_size": 32, "patch_size": 8, "drop_path_rate": 0.0},
     "train": {**_CPU["train"], "batch_size": 32, "lr": 2e-3, "warmup_steps": 30},
     "framework": {
@@ -118,7 +118,7 @@ _CPU_SSL = {
 }
 
 # ssl_default_config.yaml (cfg:L<n> in recipes.md §1a) and the schedules of §2
-_DINOV2 = {
+_DINOV2: dict[str, dict[str, Any]] = {
     # the student takes DINOv2's list path, whose stochastic depth is the batch-subset form at any rate
     "model": {
         "img_size": 224,
@@ -178,7 +178,7 @@ _DINOV2 = {
         "decay_tokens": True,
     },
 }
-_DINOV2_L14 = {
+_DINOV2_L14: dict[str, dict[str, Any]] = {
     "model": {"patch_size": 14, "drop_path_rate": 0.4},
     "framework": {
         "out_dim": 131072,
@@ -203,7 +203,7 @@ _DINOV2_L14 = {
 
 # README_revenge.md, ImageNet-1k pretraining; timm's cosine scheduler (warmup from 1e-6, min 1e-5)
 # stepped once an epoch; RASampler's 3 repeats; Mixup 0.8 / CutMix 1.0 (timm's Mixup, per batch)
-_DEIT3 = {
+_DEIT3: dict[str, dict[str, Any]] = {
     "framework": {
         "loss": "bce",
         "label_smoothing": 0.0,

@@ -140,6 +140,8 @@ class _Context:
     unwinds, as sweeper's worker does on a preemption), times the steps (data, forward, backward,
     update) and names the stages."""
 
+    cache_dir: Path | None
+
     def __init__(
         self, run_dir: Path, stage: Callable[[str], None], evals: list[str], stop_at: int | None = None
     ) -> None:

@@ -32,13 +32,14 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from timm.data.distributed_sampler import RepeatAugSampler
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -233,7 +234,7 @@ class _Progress:
 
 def pretrain(
     config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None, progress: bool = True
-) -> tuple[nn.Module, dict[str, float]]:
+) -> tuple[VisionTransformer, dict[str, float]]:
     """Pretrain the backbone described by config; resume from ckpt_dir when it holds a checkpoint.
 
     Returns (the backbone — a specialized timm VisionTransformer, the teacher's for
@@ -332,7 +333,7 @@ def pretrain(
         batches = iter(loader)
         for step in range(start, total):
             if ctx is not None:
-                ctx.checkpoint_if_requested(lambda step=step: save(step))
+                ctx.checkpoint_if_requested(partial(save, step))
             batch = _to_device(next(batches), env.device)
             torch.manual_seed(_mix(seed, _STEP, step, env.rank))
             lr = schedule.apply(optimizer, step)

@@ -46,7 +46,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -255,7 +255,7 @@ class Spec:
                 frac = (
                     1
                     if sel == "all"
-                    else _NAMED_FRACTIONS.get(sel) or (Fraction(sel) if isinstance(sel, str) else sel)
+                    else ((_NAMED_FRACTIONS.get(sel) or Fraction(sel)) if isinstance(sel, str) else sel)
                 )
                 k = max(1, math.floor(frac * depth + Fraction(1, 2)))
             out[component] = list(range(k))
@@ -410,14 +410,18 @@ def _path(module: nn.Module, route: int) -> nn.Module:
     return module
 
 
-def _streamable_mlp(mlp: nn.Module) -> bool:
-    linear = isinstance(_path(getattr(mlp, "fc1", None), 0), nn.Linear) and isinstance(
-        _path(getattr(mlp, "fc2", None), 0), nn.Linear
+def _streamable_mlp(mlp: object) -> bool:
+    fc1, fc2 = getattr(mlp, "fc1", None), getattr(mlp, "fc2", None)
+    linear = (
+        fc1 is not None
+        and fc2 is not None
+        and isinstance(_path(fc1, 0), nn.Linear)
+        and isinstance(_path(fc2, 0), nn.Linear)
     )
     return linear and (type(mlp) is Mlp or (type(mlp) is GluMlp and mlp.chunk_dim == -1))
 
 
-def _mlp(mlp: nn.Module, route: int, x: torch.Tensor) -> torch.Tensor:
+def _mlp(mlp: Mlp | GluMlp, route: int, x: torch.Tensor) -> torch.Tensor:
     """timm's Mlp / GluMlp forward on the tokens of one path."""
     x = _path(mlp.fc1, route)(x)
     if type(mlp) is GluMlp:
@@ -542,17 +546,19 @@ class _AddJoin(torch.autograd.Function):
         return g[: ctx.p], g[ctx.p :], g[: ctx.p], g[ctx.p :]
 
 
-def _linear_args(split: TokenSplit, *xs: torch.Tensor) -> list[Any]:
+def _linear_args(split: TokenSplit, x: torch.Tensor, *xs: torch.Tensor | int) -> list[Any]:
     """Inputs and both paths' weights, cast as autocast casts F.linear's."""
-    args = [*xs, split.cls.weight, split.cls.bias, split.patch.weight, split.patch.bias]
-    device = xs[0].device.type
+    args = [x, *xs, split.cls.weight, split.cls.bias, split.patch.weight, split.patch.bias]
+    device = x.device.type
     if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
         args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args]
     return args
 
 
-def _drop_path_mask(drop: nn.Module, batch: int, t: torch.Tensor, training: bool) -> torch.Tensor | None:
+def _drop_path_mask(
+    drop: nn.Identity | DropPath, batch: int, t: torch.Tensor, training: bool
+) -> torch.Tensor | None:
     """timm's per-sample stochastic-depth factor (one draw shared by both paths) for token-major
     ``t`` ([tokens, batch, dim]), or None."""
     if isinstance(drop, nn.Identity) or drop.drop_prob == 0.0 or not training:
@@ -632,7 +638,7 @@ class _SplitBlock(Block):
         out = self._half(self._mlp, state, self.drop_path2).transpose(0, 1)
         return out if self.token_major_out else out.contiguous()
 
-    def _half(self, fn: Any, state: Any, drop: nn.Module) -> Any:
+    def _half(self, fn: Any, state: Any, drop: nn.Identity | DropPath) -> Any:
         """``fn(state, scale)`` for the whole batch with timm's per-sample stochastic-depth factor
         (one draw shared by both paths), or for DINOv2's batch subset (model.droppath) with its
         scale, written back into the untouched samples. ``state`` is token-major, one tensor or
@@ -658,7 +664,7 @@ class _SplitBlock(Block):
 
     def _attention(self, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | list[torch.Tensor]:
         """norm1 -> attention -> proj -> ls1, added to ``t`` (split when proj or ls1 is)."""
-        attn = self.attn
+        attn = cast(Attention, self.attn)
         n, batch, _ = t.shape
         sizes, routes = (self.num_cls, n - self.num_cls), (0, 1)
         heads, head_dim = attn.num_heads, attn.head_dim
@@ -695,15 +701,15 @@ class _SplitBlock(Block):
         o = attn.norm(o.permute(2, 0, 1, 3).reshape(n, batch, attn.attn_dim))
         if isinstance(attn.proj, TokenSplit) or isinstance(self.ls1, TokenSplit):
             if isinstance(attn.proj, TokenSplit):
-                o = _SplitLinear.apply(*_linear_args(attn.proj, o, self.num_cls))
+                parts = _SplitLinear.apply(*_linear_args(attn.proj, o, self.num_cls))
             else:
-                o = [attn.proj(o_r) for o_r in o.split(sizes)]
-            return [xs[r] + _scaled(_path(self.ls1, r)(attn.proj_drop(o[r])), mask) for r in routes]
+                parts = [attn.proj(o_r) for o_r in o.split(sizes)]
+            return [xs[r] + _scaled(_path(self.ls1, r)(attn.proj_drop(parts[r])), mask) for r in routes]
         return t + _scaled(self.ls1(attn.proj_drop(attn.proj(o))), mask)
 
     def _mlp(self, state: torch.Tensor | list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
         """norm2 -> MLP -> ls2, added to ``state``; the paths joined (a whole token-major tensor)."""
-        mlp = self.mlp
+        mlp = cast(Mlp | GluMlp, self.mlp)
         routes = (0, 1)
         if any(isinstance(m, TokenSplit) for m in (mlp.fc1, mlp.fc2, self.ls2)) or (
             isinstance(state, list) and isinstance(self.norm2, TokenSplit)
@@ -803,16 +809,17 @@ def specialize(vit: VisionTransformer, spec: Spec | Mapping[str, Any] | str | No
             )
     for parent, leaf, dim, component in targets:
         setattr(parent, leaf, TokenSplit(getattr(parent, leaf), num_cls, dim, component))
-    for block in vit.blocks:  # a block whose only specialized layers are norms keeps timm's forward
+    # a block whose only specialized layers are norms keeps timm's forward
+    for block in cast(Sequence[Block], vit.blocks):
         if _SplitBlock.supports(block) and any(
             isinstance(m, TokenSplit)
             for m in (block.attn.qkv, block.attn.proj, block.ls1, block.mlp.fc1, block.mlp.fc2, block.ls2)
         ):
             block.__class__ = _SplitBlock
-            block.num_cls = num_cls
-    for block, after in zip(vit.blocks, [*vit.blocks[1:], None], strict=True):
-        if isinstance(block, _SplitBlock):
-            block.token_major_out = isinstance(after, _SplitBlock)
+            cast(_SplitBlock, block).num_cls = num_cls
+    for current, after in zip(vit.blocks, [*vit.blocks[1:], None], strict=True):
+        if isinstance(current, _SplitBlock):
+            current.token_major_out = isinstance(after, _SplitBlock)
     vit.specialization = Specialization(spec, num_cls)
     return vit
 
@@ -951,7 +958,7 @@ def _print_report(
     from rich.console import Console
     from rich.table import Table
 
-    kw = dict(
+    kw: dict[str, Any] = dict(
         img_size=img_size, patch_size=patch_size, num_classes=num_classes, registers=registers, device="meta"
     )
     model = build_vit(scale, specialize=spec, **kw)

@@ -117,6 +117,9 @@ class VisionDataset(Dataset):
         """The untransformed sample (see the module docstring for its types)."""
         raise NotImplementedError
 
+    def __len__(self) -> int:
+        raise NotImplementedError
+
     def __getitem__(self, index: int) -> Sample:
         sample = self.load(index)
         if self.transform is not None:

@@ -31,7 +31,7 @@ def _rgb(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
 
 def _blocks(rng: np.random.Generator, size: tuple[int, int], low: int, high: int, dtype: type) -> np.ndarray:
     """A map of 8x8 constant regions (segments, surfaces) with values in [low, high)."""
-    coarse = rng.integers(low, high, (8, 8)).astype(dtype)
+    coarse: np.ndarray = rng.integers(low, high, (8, 8)).astype(dtype)
     rows, cols = np.arange(size[0]) * 8 // size[0], np.arange(size[1]) * 8 // size[1]
     return coarse[rows][:, cols]
 

@@ -105,7 +105,7 @@ def _textures(resolution: int) -> tuple[np.ndarray, ...]:
     for img in _photos():
         scale = min(1.0, 2 * resolution / min(img.size))
         size = (max(resolution, round(img.width * scale)), max(resolution, round(img.height * scale)))
-        out.append(np.asarray(img.resize(size, PILImage.BILINEAR), dtype=np.float32) / 255)
+        out.append(np.asarray(img.resize(size, PILImage.Resampling.BILINEAR), dtype=np.float32) / 255)
     return tuple(out)
 
 
@@ -122,6 +122,8 @@ class ProceduralShapes(VisionDataset):
     a shape's outline is a sign-consistent edge even a linear patch embedding sees; the random
     draws are again unchanged, only the colours are remapped).
     """
+
+    num_classes: int  # set by __init__ (the base allows None)
 
     name = "procedural"
     splits = ("train", "val", "test")

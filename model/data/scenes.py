@@ -82,6 +82,8 @@ class ProceduralScenes(VisionDataset):
     the pattern is random), ``contrast`` (light objects on a dark background, as ``procedural``'s).
     """
 
+    num_classes: int  # set by __init__ (the base allows None)
+
     name = "scenes"
     splits = ("train", "val", "test")
     needs_root = False
@@ -167,7 +169,7 @@ class ProceduralScenes(VisionDataset):
         tex = bank[rng.integers(len(bank))]
         y, x = rng.integers(tex.shape[0] - res + 1), rng.integers(tex.shape[1] - res + 1)
         tint = rng.uniform(0, 1, 3).astype(np.float32)
-        image = np.float32(0.5) * tex[y : y + res, x : x + res] + np.float32(0.5) * tint
+        image: np.ndarray = np.float32(0.5) * tex[y : y + res, x : x + res] + np.float32(0.5) * tint
         if self.contrast:
             image *= np.float32(0.4)
         mask = np.zeros((res, res), np.int64)

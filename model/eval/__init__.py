@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 
 from model.eval.analysis import METRICS as ANALYSIS_METRICS
 from model.eval.analysis import AnalysisConfig, analysis
@@ -44,7 +44,7 @@ def parse_eval(
 
 
 def run_eval(
-    model: nn.Module, config: EvalConfig, cache: FeatureCache | None = None, progress: bool = False
+    model: VisionTransformer, config: EvalConfig, cache: FeatureCache | None = None, progress: bool = False
 ) -> dict[str, float]:
     """Run one evaluation on a frozen backbone; its metrics without the ``<eval>.<dataset>`` prefix."""
     model.eval().requires_grad_(False)

@@ -23,10 +23,14 @@ the whole sequence), ``blocks[i].attn.qkv`` and ``blocks[i]``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
+from timm.layers.attention import Attention
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from model.data import dense_eval
@@ -87,15 +91,16 @@ def _gammas(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 class _Recorder:
     """Forward hooks that add per-image statistics of every block into running sums."""
 
-    def __init__(self, model: nn.Module, outlier_factor: float) -> None:
+    def __init__(self, model: VisionTransformer, outlier_factor: float) -> None:
         self.prefix = model.num_prefix_tokens
         self.factor = outlier_factor
         self.sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.handles = []
-        for i, block in enumerate(model.blocks):
+        for i, block in enumerate(cast(Sequence[Block], model.blocks)):
+            attn = cast(Attention, block.attn)
             self.handles += [
                 block.norm1.register_forward_hook(self._norm1(i)),
-                block.attn.qkv.register_forward_hook(self._qkv(i, block.attn)),
+                attn.qkv.register_forward_hook(self._qkv(i, attn)),
                 block.register_forward_hook(self._output(i)),
             ]
 
@@ -115,7 +120,7 @@ class _Recorder:
 
         return hook
 
-    def _qkv(self, i: int, attn: nn.Module):
+    def _qkv(self, i: int, attn: Attention):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], qkv: torch.Tensor) -> None:
             b, n, _ = qkv.shape
             q, k, _v = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
@@ -148,7 +153,10 @@ class _Recorder:
 
 @torch.no_grad()
 def analysis(
-    model: nn.Module, config: AnalysisConfig, cache: FeatureCache | None = None, progress: bool = False
+    model: VisionTransformer,
+    config: AnalysisConfig,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """``block<i>.<metric>`` for every block and every name in :data:`METRICS` (see the module
     docstring), averaged over the first ``max_images`` images of the validation split."""
@@ -166,7 +174,7 @@ def analysis(
     finally:
         recorder.remove()
     out = {}
-    for i, block in enumerate(model.blocks):
+    for i, block in enumerate(cast(Sequence[Block], model.blocks)):
         stats = {name: total / count for name, total in recorder.sums[i].items()}
         g_cls, g_patch = _gammas(block.norm1)
         stats["ln_gamma_abs_cls"] = float(g_cls.abs().mean())

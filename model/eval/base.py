@@ -24,8 +24,9 @@ from typing import Any, ClassVar, Literal, Self
 import torch
 import torch.nn.functional as F
 from timm.layers import Format
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from model.data import VisionDataset, build_dataset, dataset_class, dense_eval, eval_transform
 from model.data.base import Transform
@@ -127,12 +128,12 @@ class EvalConfig:
     def build(self, split: str, transform: Transform | None) -> VisionDataset:
         return build_dataset(self.dataset, split, transform, **self.dataset_kwargs)
 
-    def size(self, model: nn.Module) -> int:
+    def size(self, model: VisionTransformer) -> int:
         return self.img_size or model.patch_embed.img_size[0]
 
     def loader(
         self,
-        dataset: VisionDataset,
+        dataset: Dataset,
         batch_size: int | None = None,
         shuffle: bool = False,
         generator: torch.Generator | None = None,
@@ -148,25 +149,27 @@ class EvalConfig:
 
 
 @contextmanager
-def any_size(model: nn.Module) -> Iterator[None]:
+def any_size(model: VisionTransformer) -> Iterator[None]:
     """Let a timm ViT take inputs of any size (position embeddings resampled, as DINOv2 evaluates
     at 512 px a backbone pretrained at 224). Restores the model's settings afterwards."""
     pe = model.patch_embed
     saved = (model.dynamic_img_size, pe.flatten, pe.output_fmt, pe.strict_img_size)
-    model.dynamic_img_size, pe.flatten, pe.output_fmt, pe.strict_img_size = True, False, Format.NHWC, False
+    # timm marks dynamic_img_size Final (for TorchScript); an eager model reads it on every forward
+    model.dynamic_img_size = True  # type: ignore[misc]
+    pe.flatten, pe.output_fmt, pe.strict_img_size = False, Format.NHWC, False
     try:
         yield
     finally:
-        model.dynamic_img_size, pe.flatten, pe.output_fmt, pe.strict_img_size = saved
+        model.dynamic_img_size, pe.flatten, pe.output_fmt, pe.strict_img_size = saved  # type: ignore[misc]
 
 
-def grid(model: nn.Module, height: int, width: int) -> tuple[int, int]:
+def grid(model: VisionTransformer, height: int, width: int) -> tuple[int, int]:
     ph, pw = model.patch_embed.patch_size
     return height // ph, width // pw
 
 
 @torch.no_grad()
-def tokens(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def tokens(model: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(CLS [B, D], patch tokens [B, D, h, w]) of the last layer after the final norm, on the CPU
     whatever the backbone's device (heads are small; features of a split may not fit a GPU)."""
     with any_size(model):
@@ -217,7 +220,7 @@ FeatureCache = dict[tuple[Any, ...], Features]
 
 
 def extract(
-    model: nn.Module,
+    model: VisionTransformer,
     config: EvalConfig,
     split: str,
     *,

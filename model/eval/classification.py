@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from model.eval.base import (
@@ -75,7 +76,7 @@ def knn_scores(
 
 
 def knn(
-    model: nn.Module, config: KNNConfig, cache: FeatureCache | None = None, progress: bool = False
+    model: VisionTransformer, config: KNNConfig, cache: FeatureCache | None = None, progress: bool = False
 ) -> dict[str, float]:
     """``top1`` (%) of the k-NN classifier on CLS features, and ``top5`` where the data has more than
     ``TOP5_MIN_CLASSES`` classes (over fewer, top-5 is near 100 % for any features and says nothing)."""
@@ -125,7 +126,10 @@ def _probe(
 
 
 def linear_cls(
-    model: nn.Module, config: LinearClsConfig, cache: FeatureCache | None = None, progress: bool = False
+    model: VisionTransformer,
+    config: LinearClsConfig,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Linear probes on CLS (``top1_cls``) and CLS + avgpool (``top1_cls_avgpool``); ``top1`` is
     the better of the two."""
@@ -133,6 +137,7 @@ def linear_cls(
     val = extract(model, config, config.val_split, dense=False, cache=cache, progress=progress)
     train_labels, val_labels = _labels(config, train), _labels(config, val)
     num_classes = int(max(train_labels.max(), val_labels.max())) + 1
+    assert train.avgpool is not None and val.avgpool is not None  # extract always pools
     out = {}
     for name, x, x_val in (
         ("cls", train.cls, val.cls),

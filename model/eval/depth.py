@@ -15,6 +15,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from model.eval.base import (
@@ -98,12 +99,16 @@ def depth_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, list[flo
 
 
 def linear_depth(
-    model: nn.Module, config: LinearDepthConfig, cache: FeatureCache | None = None, progress: bool = False
+    model: VisionTransformer,
+    config: LinearDepthConfig,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """``rmse``, ``abs_rel`` and ``delta1`` of a linear depth head on last-layer tokens."""
     if not config.build(config.val_split, None).has_depth:
         raise EvalError(f"eval.{config.name}.dataset: {config.dataset} has no depth maps")
     train = extract(model, config, config.train_split, dense=True, cache=cache, progress=progress)
+    assert train.patch is not None and train.depth is not None  # dense, of a dataset with depth
     max_depth = config.max_depth or float(train.depth.max())
     torch.manual_seed(config.seed)
     head = DepthHead(model.embed_dim, config, max_depth)
@@ -123,6 +128,7 @@ def linear_depth(
     fit(head, epoch, config.epochs * per_epoch, config.lr, config.weight_decay, loss)
 
     val = extract(model, config, config.val_split, dense=True, cache=cache, progress=progress)
+    assert val.patch is not None and val.depth is not None
     per_image: dict[str, list[float]] = {"rmse": [], "abs_rel": [], "delta1": []}
     with torch.no_grad():
         for cls, patch, depth in zip(

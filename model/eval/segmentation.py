@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 from torchvision.transforms import v2
 
 from model.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, dense_train
@@ -52,7 +52,7 @@ class LinearSegConfig(EvalConfig):
 
 
 def streamed(
-    model: nn.Module, config: EvalConfig, batch_size: int, target: str
+    model: VisionTransformer, config: EvalConfig, batch_size: int, target: str
 ) -> tuple[int, Callable[[], Iterator[tuple[torch.Tensor, ...]]]]:
     """(batches per epoch, epoch function yielding (CLS, patch tokens, target)) computing the
     features on the fly from dense_train-augmented crops."""
@@ -83,7 +83,12 @@ def scores(conf: torch.Tensor) -> dict[str, float]:
 
 @torch.no_grad()
 def slide(
-    model: nn.Module, head: LinearDenseHead, image: torch.Tensor, crop: int, stride: int, num_classes: int
+    model: VisionTransformer,
+    head: LinearDenseHead,
+    image: torch.Tensor,
+    crop: int,
+    stride: int,
+    num_classes: int,
 ) -> torch.Tensor:
     """Logits [C, H, W] of one image from overlapping crop×crop windows (averaged where they overlap)."""
     _, height, width = image.shape
@@ -101,7 +106,10 @@ def slide(
 
 
 def linear_seg(
-    model: nn.Module, config: LinearSegConfig, cache: FeatureCache | None = None, progress: bool = False
+    model: VisionTransformer,
+    config: LinearSegConfig,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """``miou`` and ``pixel_acc`` (%) of a linear head on last-layer patch tokens."""
     probe = config.build(config.val_split, None)
@@ -116,6 +124,7 @@ def linear_seg(
 
     if config.cache_features:
         train = extract(model, config, config.train_split, dense=True, cache=cache, progress=progress)
+        assert train.patch is not None and train.mask is not None  # dense, of a dataset with masks
         epoch = minibatches(
             (train.cls, train.patch, train.mask),
             config.batch_size,
@@ -131,6 +140,7 @@ def linear_seg(
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
     if val_size == crop:
         val = extract(model, config, config.val_split, dense=True, cache=cache, progress=progress)
+        assert val.patch is not None and val.mask is not None
         with torch.no_grad():
             for feats, mask in zip(
                 val.patch.split(config.batch_size), val.mask.split(config.batch_size), strict=True

@@ -25,7 +25,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.data import default_collate
 
-from model.config import validate
+from model.config import Strict, validate
 from model.data import Sample, Transform
 from model.droppath import set_drop_path
 from model.vit import build_vit
@@ -104,7 +104,7 @@ class Framework(nn.Module):
     """Base class; see the module docstring for the contract."""
 
     name: ClassVar[str]
-    Options: ClassVar[type]
+    Options: ClassVar[type[Strict]]
 
     @classmethod
     def from_config(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
 from pydantic import Field
@@ -31,6 +31,9 @@ from model.frameworks.base import (
 from model.frameworks.heads import DINOHead
 from model.frameworks.losses import TeacherTargets, koleo_loss, soft_cross_entropy
 from model.frameworks.masking import CollateMasks, add_mask_seed
+
+if TYPE_CHECKING:
+    from model.frameworks.ibot import IBOTOptions
 
 
 class DINOOptions(Strict):
@@ -74,7 +77,7 @@ class DINO(Framework):
     """Self-distillation on the CLS token (plus masked patch tokens and KoLeo when enabled)."""
 
     name = "dino"
-    Options = DINOOptions
+    Options: ClassVar[type[Strict]] = DINOOptions
 
     def __init__(
         self,
@@ -93,7 +96,7 @@ class DINO(Framework):
         # dynamic_img_size: local crops are smaller than global ones (interpolated pos. embedding)
         self.student = build_backbone(model_cfg, init_values=opts.layerscale, dynamic_img_size=True)
         dim = self.student.embed_dim
-        head = dict(
+        head: dict[str, Any] = dict(
             out_dim=opts.out_dim,
             hidden_dim=opts.hidden_dim,
             bottleneck_dim=opts.bottleneck_dim,
@@ -104,18 +107,19 @@ class DINO(Framework):
         self.targets = TeacherTargets(opts.out_dim, opts.centering, opts.center_momentum)
         # iBOT's own head (DINOv2 L/14, g/14), or the DINO head shared (DINOv2's default)
         separate = bool(self.ibot_weight) and getattr(opts, "ibot_separate_head", False)
+        ibot = cast("IBOTOptions", opts)  # read only with an iBOT weight, which only IBOTOptions has
         if separate:
             self.ibot_head = DINOHead(
                 dim,
                 **{
                     **head,
-                    "out_dim": opts.ibot_out_dim or opts.out_dim,
-                    "hidden_dim": opts.ibot_hidden_dim or opts.hidden_dim,
-                    "bottleneck_dim": opts.ibot_bottleneck_dim or opts.bottleneck_dim,
+                    "out_dim": ibot.ibot_out_dim or opts.out_dim,
+                    "hidden_dim": ibot.ibot_hidden_dim or opts.hidden_dim,
+                    "bottleneck_dim": ibot.ibot_bottleneck_dim or opts.bottleneck_dim,
                 },
             )
         if self.ibot_weight:
-            patch_dim = (opts.ibot_out_dim or opts.out_dim) if separate else opts.out_dim
+            patch_dim = (ibot.ibot_out_dim or opts.out_dim) if separate else opts.out_dim
             self.patch_targets = TeacherTargets(patch_dim, opts.centering, opts.center_momentum)
             self.mask_token = nn.Parameter(torch.zeros(1, dim))
         self.teacher = copy.deepcopy(self.student)
@@ -152,11 +156,11 @@ class DINO(Framework):
                 img,
                 local,
                 self.opts.n_local,
-                tuple(self.opts.global_scale),
-                tuple(self.opts.local_scale),
-                blur=tuple(self.opts.blur),
+                self.opts.global_scale,
+                self.opts.local_scale,
+                blur=self.opts.blur,
                 interpolation=self.opts.interpolation,
-                jitter=tuple(self.opts.color_jitter),
+                jitter=self.opts.color_jitter,
                 jitter_p=self.opts.color_jitter_p,
                 grayscale_p=self.opts.grayscale,
                 solarize_p=self.opts.solarize,
@@ -171,9 +175,8 @@ class DINO(Framework):
         """With iBOT: the batch's block masks, stratified over its global crops (DINOv2's collate)."""
         if not self.ibot_weight:
             return super().train_collate()
-        return CollateMasks(
-            self.student.patch_embed.grid_size, self.opts.mask_probability, tuple(self.opts.mask_ratio)
-        )
+        ibot = cast("IBOTOptions", self.opts)
+        return CollateMasks(self.student.patch_embed.grid_size, ibot.mask_probability, ibot.mask_ratio)
 
     def teacher_temp(self, step: int) -> float:
         return cosine_schedule(
@@ -213,7 +216,7 @@ class DINO(Framework):
             for v in range(len(s_cls))
             if v != i
         ]
-        losses = {"dino": sum(terms) / len(terms)}
+        losses = {"dino": cast(torch.Tensor, sum(terms)) / len(terms)}
         loss = self.opts.dino_weight * losses["dino"]
 
         if masks is not None:
@@ -226,7 +229,7 @@ class DINO(Framework):
             ).sum() / masks.shape[0]
             loss = loss + self.ibot_weight * losses["ibot"]
         if self.koleo_weight:
-            losses["koleo"] = sum(koleo_loss(c) for c in s_tokens[:, 0].chunk(2))
+            losses["koleo"] = cast(torch.Tensor, sum(koleo_loss(c) for c in s_tokens[:, 0].chunk(2)))
             loss = loss + self.koleo_weight * losses["koleo"]
         return {"loss": loss, **losses}
 
@@ -240,7 +243,7 @@ class DINO(Framework):
         """EMA of the student into the teacher, momentum on a cosine schedule towards 1."""
         m = self.momentum(step)
         for student, teacher in self._pairs():
-            t_params = list(teacher.parameters())
+            t_params: list[torch.Tensor] = list(teacher.parameters())
             torch._foreach_mul_(t_params, m)
             torch._foreach_add_(t_params, [p.detach() for p in student.parameters()], alpha=1 - m)
 

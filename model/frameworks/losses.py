@@ -38,6 +38,8 @@ class TeacherTargets(nn.Module):
     The center is a buffer, so it travels with the framework's state dict into checkpoints.
     """
 
+    center: torch.Tensor
+
     def __init__(self, out_dim: int, centering: str = "center", momentum: float = 0.9) -> None:
         super().__init__()
         if centering not in CENTERINGS:

@@ -98,7 +98,7 @@ class Supervised(Framework):
     def train_transform(self) -> Transform:
         crop = supervised_train(
             self.img_size,
-            scale=tuple(self.opts.crop_scale),
+            scale=self.opts.crop_scale,
             jitter=self.opts.jitter,
             interpolation=self.opts.interpolation,
         )
