@@ -38,8 +38,9 @@ seeds: {seeds}
 
 def build_store(url: str, tmp: Path) -> None:
     path = tmp / "curves.yaml"
-    path.write_text(STUDY.format(variants=[f"v{i}" for i in range(N)], scales=[f"s{i}" for i in range(N)],
-                                 seeds=SEEDS))
+    path.write_text(
+        STUDY.format(variants=[f"v{i}" for i in range(N)], scales=[f"s{i}" for i in range(N)], seeds=SEEDS)
+    )
     study = load_study(path)
     rng = np.random.default_rng(0)
     steps = np.arange(STEPS)
@@ -48,8 +49,17 @@ def build_store(url: str, tmp: Path) -> None:
         store.reset_cells([c.key for c in study.cells], CellState.COMPLETED)
         for i, cell in enumerate(study.cells):
             curve = 3.0 * np.exp(-steps / 300) + rng.normal(0, 0.05, STEPS) + 0.01 * (i % N)
-            rows = [{"cell_key": cell.key, "attempt": 1, "stage": "report", "name": "pretrain.loss",
-                     "step": int(t), "value": float(v)} for t, v in zip(steps, curve, strict=True)]
+            rows = [
+                {
+                    "cell_key": cell.key,
+                    "attempt": 1,
+                    "stage": "report",
+                    "name": "pretrain.loss",
+                    "step": int(t),
+                    "value": float(v),
+                }
+                for t, v in zip(steps, curve, strict=True)
+            ]
             if i % 10 == 0:  # resumed at 500
                 rows += [{**r, "attempt": 2, "value": r["value"] + 0.01} for r in rows[500:]]
             store.add_metric_rows(rows)
@@ -74,14 +84,17 @@ def main() -> None:
             data = aligned(frame, ["model.scale", "model.specialize"])
             data = data.assign(err=band(data, ci=False))
             t2 = time.perf_counter()
-            fig = curve_figure(data, "pretrain.loss", "model.specialize", "model.scale", ErrorBar.std,
-                               title="curves")
+            fig = curve_figure(
+                data, "pretrain.loss", "model.specialize", "model.scale", ErrorBar.std, title="curves"
+            )
             save(fig, Path(tmp) / "curves.png")
             t3 = time.perf_counter()
         cells = frame["key"].nunique()
         print(f"{cells} cells, {len(frame):,} values after superseding resumed attempts")
-        print(f"load {t1 - t0:.2f} s, aggregate {t2 - t1:.2f} s, draw + save PNG (10 panels x 10 curves) "
-              f"{t3 - t2:.2f} s; total {t3 - t0:.2f} s")
+        print(
+            f"load {t1 - t0:.2f} s, aggregate {t2 - t1:.2f} s, draw + save PNG (10 panels x 10 curves) "
+            f"{t3 - t2:.2f} s; total {t3 - t0:.2f} s"
+        )
 
 
 if __name__ == "__main__":

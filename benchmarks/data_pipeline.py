@@ -64,9 +64,13 @@ def tiny_vit_train_per_s(steps: int = 3, batch: int = 64) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=2.0, help="timing window per single-process row")
-    parser.add_argument("--no-train", action="store_true", help=f"use the reference {REFERENCE_TRAIN_IMG_S} img/s")
+    parser.add_argument(
+        "--no-train", action="store_true", help=f"use the reference {REFERENCE_TRAIN_IMG_S} img/s"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # single process means one core; the loader rows use the 2 workers
 
@@ -75,18 +79,45 @@ def main() -> None:
 
     rows: list[tuple[str, float]] = []
     for res in (32, 64, 224):
-        rows.append((f"procedural {res}x{res}, raw (image+label+mask+depth)", items_per_s(shapes(res), args.seconds)))
+        rows.append(
+            (f"procedural {res}x{res}, raw (image+label+mask+depth)", items_per_s(shapes(res), args.seconds))
+        )
     for res in (32, 64):
-        rows.append((f"scenes {res}x{res}, raw (image+label+mask)",
-                     items_per_s(ProceduralScenes(size=100_000, resolution=res), args.seconds)))
-    rows.append(("scenes 32, multi-crop 2x32 (cpu_ssl: no locals)",
-                 items_per_s(ProceduralScenes(size=100_000, transform=MultiCrop(32, 16, 0)), args.seconds)))
-    rows.append(("procedural 32, supervised 3-Augment -> 32", items_per_s(shapes(32, supervised_train(32)), args.seconds)))
-    rows.append(("procedural 32, multi-crop 2x32 + 8x16", items_per_s(shapes(32, MultiCrop(32, 16, 8)), args.seconds)))
-    rows.append(("procedural 224, multi-crop 2x224 + 8x96", items_per_s(shapes(224, MultiCrop(224, 96, 8)), args.seconds)))
+        rows.append(
+            (
+                f"scenes {res}x{res}, raw (image+label+mask)",
+                items_per_s(ProceduralScenes(size=100_000, resolution=res), args.seconds),
+            )
+        )
+    rows.append(
+        (
+            "scenes 32, multi-crop 2x32 (cpu_ssl: no locals)",
+            items_per_s(ProceduralScenes(size=100_000, transform=MultiCrop(32, 16, 0)), args.seconds),
+        )
+    )
+    rows.append(
+        (
+            "procedural 32, supervised 3-Augment -> 32",
+            items_per_s(shapes(32, supervised_train(32)), args.seconds),
+        )
+    )
+    rows.append(
+        ("procedural 32, multi-crop 2x32 + 8x16", items_per_s(shapes(32, MultiCrop(32, 16, 8)), args.seconds))
+    )
+    rows.append(
+        (
+            "procedural 224, multi-crop 2x224 + 8x96",
+            items_per_s(shapes(224, MultiCrop(224, 96, 8)), args.seconds),
+        )
+    )
     torch.set_num_threads(2)
     rows.append(("DataLoader 2 workers, procedural 32 raw, batch 64", loader_per_s(shapes(32), batches=20)))
-    rows.append(("DataLoader 2 workers, procedural 32 multi-crop, batch 64", loader_per_s(shapes(32, MultiCrop(32, 16, 8)), 5)))
+    rows.append(
+        (
+            "DataLoader 2 workers, procedural 32 multi-crop, batch 64",
+            loader_per_s(shapes(32, MultiCrop(32, 16, 8)), 5),
+        )
+    )
 
     train = REFERENCE_TRAIN_IMG_S if args.no_train else tiny_vit_train_per_s()
     source = "reference/install.md" if args.no_train else "measured here, 2 threads"

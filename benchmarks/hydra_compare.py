@@ -37,9 +37,16 @@ APP = textwrap.dedent("""
 """)
 # The sweeper study's job shape: 1 CPU, a 10-minute limit, 50 at once (memory is not what limits
 # the sandbox: its 2 cores run two such jobs at a time either way).
-HYDRA_ARGS = ["--multirun", "hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug",
-              "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=2", "hydra.launcher.timeout_min=10",
-              "hydra.launcher.array_parallelism=50", "+x=range(0,50)"]
+HYDRA_ARGS = [
+    "--multirun",
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=2",
+    "hydra.launcher.timeout_min=10",
+    "hydra.launcher.array_parallelism=50",
+    "+x=range(0,50)",
+]
 
 
 def timed(cmd: list[str], cwd: Path) -> float:
@@ -50,7 +57,9 @@ def timed(cmd: list[str], cwd: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--hydra-python", required=True)
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
@@ -62,14 +71,20 @@ def main() -> None:
             hydra = [timed([args.hydra_python, "app.py", *HYDRA_ARGS], folder) for _ in range(2)]
             figures = {}
             for per_job in (1, 5):
-                executor = f"{{kind: slurm, array_parallelism: 50, signal_delay_s: 30, cells_per_job: {per_job}}}"
+                executor = (
+                    f"{{kind: slurm, array_parallelism: 50, signal_delay_s: 30, cells_per_job: {per_job}}}"
+                )
                 path = study_file(folder, f"side{per_job}", 50, executor, sleep=1.0)
-                figures[per_job] = [timed([SWEEPER, "launch", str(path), "--wait", "--json"], folder),
-                                    timed([SWEEPER, "launch", str(path), "--json"], folder)]
-        print(f"run {repeat + 1}: 50 x 1 s on one SLURM: Hydra + submitit launcher {hydra[0]:.1f} s, "
-              f"again {hydra[1]:.1f} s (re-runs all 50); sweeper {figures[1][0]:.1f} s with one cell per array "
-              f"task, {figures[5][0]:.1f} s with cells_per_job 5; relaunch {figures[1][1]:.1f} s / "
-              f"{figures[5][1]:.1f} s (submits nothing)")
+                figures[per_job] = [
+                    timed([SWEEPER, "launch", str(path), "--wait", "--json"], folder),
+                    timed([SWEEPER, "launch", str(path), "--json"], folder),
+                ]
+        print(
+            f"run {repeat + 1}: 50 x 1 s on one SLURM: Hydra + submitit launcher {hydra[0]:.1f} s, "
+            f"again {hydra[1]:.1f} s (re-runs all 50); sweeper {figures[1][0]:.1f} s with one cell per array "
+            f"task, {figures[5][0]:.1f} s with cells_per_job 5; relaunch {figures[1][1]:.1f} s / "
+            f"{figures[5][1]:.1f} s (submits nothing)"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ SWEEPER = str(Path(sys.executable).parent / "sweeper")
 def study_file(folder: Path, name: str, n: int, executor: str, sleep: float = 0.0) -> Path:
     """A study of n echo cells; its name is in the config, so two studies never share cells."""
     path = folder / f"{name}.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         study: {name}
         task: tests.sweeper.tasks:echo
         base: {{x: 0, sleep: {sleep}, name: {name}}}
@@ -42,7 +43,8 @@ def study_file(folder: Path, name: str, n: int, executor: str, sleep: float = 0.
           x: {list(range(n))}
         executor: {executor}
         resources: {{default: {{timeout_min: 10, cpus_per_task: 1}}}}
-    """))
+    """)
+    )
     return path
 
 
@@ -54,18 +56,27 @@ def bench_ingest(folder: Path, n: int = 10_000, metrics: int = 30) -> None:
         token = "bench"
         store.claim(cells, from_states={CellState.PLANNED}, token=token, executor="local")
         dead = str(2**22 + 17)  # no such process: the lanes are gone, as after a finished study
-        store.update_attempts([{"id": a.id, "cell_key": a.cell_key, "state": CellState.PENDING, "job_id": dead}
-                               for a in store.attempts_of(token)])
+        store.update_attempts(
+            [
+                {"id": a.id, "cell_key": a.cell_key, "state": CellState.PENDING, "job_id": dead}
+                for a in store.attempts_of(token)
+            ]
+        )
         for c in study.cells:
             run = RunDir.of(study.workdir, c.key)
-            write_json(run.status, {"state": "COMPLETED", "token": token, "host": "node", "pid": 1, "started": 0, "ended": 1})
+            write_json(
+                run.status,
+                {"state": "COMPLETED", "token": token, "host": "node", "pid": 1, "started": 0, "ended": 1},
+            )
             write_json(run.result, {f"m{i}": float(i) for i in range(metrics)})
         t = time.perf_counter()
         statuses = ingest(store, study)
         seconds = time.perf_counter() - t
     assert all(s.state == CellState.COMPLETED for s in statuses)
-    print(f"ingest {n:,} finished cells ({metrics} metrics each): {seconds:.2f} s "
-          f"({n / seconds:,.0f} cells/s; target < 5 s)")
+    print(
+        f"ingest {n:,} finished cells ({metrics} metrics each): {seconds:.2f} s "
+        f"({n / seconds:,.0f} cells/s; target < 5 s)"
+    )
 
 
 def bench_submit(folder: Path, n: int) -> None:
@@ -79,11 +90,15 @@ def bench_submit(folder: Path, n: int) -> None:
     deadline = time.time() + 120  # a busy controller may refuse some cancels: insist
     while time.time() < deadline:
         subprocess.run(["scancel", *arrays], capture_output=True, check=False)
-        if not subprocess.run(["squeue", "-h", "-j", ",".join(arrays)], capture_output=True, text=True).stdout.strip():
+        if not subprocess.run(
+            ["squeue", "-h", "-j", ",".join(arrays)], capture_output=True, text=True
+        ).stdout.strip():
             break
         time.sleep(2)
-    print(f"submit {n:,} cells: {seconds:.2f} s, {len(arrays)} sbatch calls "
-          f"(arrays split at MaxArraySize), {len(submission.keys):,} cells")
+    print(
+        f"submit {n:,} cells: {seconds:.2f} s, {len(arrays)} sbatch calls "
+        f"(arrays split at MaxArraySize), {len(submission.keys):,} cells"
+    )
 
 
 def timed(cmd: list[str], cwd: Path, env: dict | None = None) -> tuple[float, subprocess.CompletedProcess]:
@@ -99,11 +114,15 @@ def bench_end_to_end(folder: Path, cells_per_job: int) -> None:
     assert proc.returncode == 0, proc.stderr
     again, proc = timed([SWEEPER, "launch", str(path), "--json"], folder)
     assert '"submitted": []' in proc.stdout, proc.stdout
-    print(f"50 cells x 1 s on the sandbox (cells_per_job={cells_per_job}): first run {first:.1f} s "
-          f"(Hydra + submitit launcher, side by side on the sandbox: 52-65 s, as sweeper with one cell per "
-          f"array task; see hydra_compare.py); relaunch {again:.1f} s, submits nothing (Hydra re-runs all 50)")
+    print(
+        f"50 cells x 1 s on the sandbox (cells_per_job={cells_per_job}): first run {first:.1f} s "
+        f"(Hydra + submitit launcher, side by side on the sandbox: 52-65 s, as sweeper with one cell per "
+        f"array task; see hydra_compare.py); relaunch {again:.1f} s, submits nothing (Hydra re-runs all 50)"
+    )
     killed_path = study_file(folder, "e2ekill", 50, executor, sleep=1.0)
-    _, proc = timed([SWEEPER, "launch", str(killed_path)], folder, env=os.environ | {"SWEEPER_FAULT": "after-submit"})
+    _, proc = timed(
+        [SWEEPER, "launch", str(killed_path)], folder, env=os.environ | {"SWEEPER_FAULT": "after-submit"}
+    )
     assert proc.returncode == -9, proc.returncode
     t = time.perf_counter()
     study = load_study(killed_path)
@@ -115,12 +134,16 @@ def bench_end_to_end(folder: Path, cells_per_job: int) -> None:
             time.sleep(1)
         relaunch, _ = launch(store, study)
     done = sum(s.state == CellState.COMPLETED for s in statuses)
-    print(f"controller kill -9 right after sbatch: the running arrays were collected ({done}/50 completed, "
-          f"{len(relaunch.keys)} resubmitted by a relaunch; Hydra orphans the results and re-runs all)")
+    print(
+        f"controller kill -9 right after sbatch: the running arrays were collected ({done}/50 completed, "
+        f"{len(relaunch.keys)} resubmitted by a relaunch; Hydra orphans the results and re-runs all)"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--skip-slurm", action="store_true")
     parser.add_argument("--cells-per-job", type=int, default=5)
     args = parser.parse_args()

@@ -53,7 +53,9 @@ def timed(fn):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--cells-per-axis", type=int, default=10, help="values per axis; cells = this ** 4")
     parser.add_argument("--db", help="store URL (default: a fresh SQLite file)")
     args = parser.parse_args()
@@ -70,10 +72,16 @@ def main() -> None:
             plan2, t_replan = timed(lambda: store.plan(study2))
             assert not plan2.added and len(plan2.kept) == cells
         print(f"cells: {cells:,}  store: {url.split(':')[0]}")
-        print(f"first plan : validate+expand {t_load:6.3f} s + diff+record {t_record:6.3f} s = {t_load + t_record:6.3f} s"
-              f"  ({cells / (t_load + t_record):,.0f} cells/s; target < 3 s)")
-        print(f"re-plan    : validate+expand {t_load2:6.3f} s + diff        {t_replan:6.3f} s = {t_load2 + t_replan:6.3f} s"
-              f"  (target < 1 s)")
+        print(
+            f"first plan : validate+expand {t_load:6.3f} s + diff+record {t_record:6.3f} s"
+            f" = {t_load + t_record:6.3f} s"
+            f"  ({cells / (t_load + t_record):,.0f} cells/s; target < 3 s)"
+        )
+        print(
+            f"re-plan    : validate+expand {t_load2:6.3f} s + diff        {t_replan:6.3f} s"
+            f" = {t_load2 + t_replan:6.3f} s"
+            f"  (target < 1 s)"
+        )
 
 
 if __name__ == "__main__":

@@ -26,8 +26,14 @@ from rich.console import Console
 from rich.table import Table
 
 FRAMEWORKS = {
-    "dinov2": {"name": "dinov2", "n_local": 8, "local_size": 96, "out_dim": 65536, "hidden_dim": 2048,
-               "bottleneck_dim": 256},
+    "dinov2": {
+        "name": "dinov2",
+        "n_local": 8,
+        "local_size": 96,
+        "out_dim": 65536,
+        "hidden_dim": 2048,
+        "bottleneck_dim": 256,
+    },
     "deit3": {"name": "deit3"},
 }
 
@@ -35,18 +41,34 @@ FRAMEWORKS = {
 def study(scales: list[str], framework: str, processes: int) -> dict:
     jobs = {"executor": "slurm", "resources": {"default": {"tasks_per_node": processes}}}
     return (jobs if processes > 1 else {}) | {
-        "study": "rehearsal_benchmark", "task": "model.experiment:run",
+        "study": "rehearsal_benchmark",
+        "task": "model.experiment:run",
         "rehearse": "model.rehearsal:rehearsal",
         "base": {
-            "model": {"scale": scales[0], "img_size": 224, "patch_size": 16, "registers": 4,
-                      "specialize": {"norm1": "first_third", "norm2": "first_third", "qkv": "first_third",
-                                     "final_norm": True}},
+            "model": {
+                "scale": scales[0],
+                "img_size": 224,
+                "patch_size": 16,
+                "registers": 4,
+                "specialize": {
+                    "norm1": "first_third",
+                    "norm2": "first_third",
+                    "qkv": "first_third",
+                    "final_norm": True,
+                },
+            },
             "framework": FRAMEWORKS[framework],
             "data": {"name": "imagefolder", "root": "/nonexistent/imagenet"},
             "train": {"epochs": 100, "batch_size": 1024, "lr": 5.0e-4, "warmup_steps": 12500},
-            "eval": {"linear_seg": {"dataset": "ade20k", "root": "/nonexistent/ADEChallengeData2016",
-                                    "img_size": 512},
-                     "linear_cls": {"dataset": "imagefolder"}, "knn": {"dataset": "imagefolder", "k": 20}},
+            "eval": {
+                "linear_seg": {
+                    "dataset": "ade20k",
+                    "root": "/nonexistent/ADEChallengeData2016",
+                    "img_size": 512,
+                },
+                "linear_cls": {"dataset": "imagefolder"},
+                "knn": {"dataset": "imagefolder", "k": 20},
+            },
         },
         "axes": {"model.scale": scales},
     }
@@ -75,10 +97,15 @@ def main() -> None:
         table.add_column(column, justify="left" if column in ("scale", "framework", "result") else "right")
     for framework, unit in units:
         ok = "pass" if unit["ok"] else f"FAIL at {unit['stage']}: {unit['error']}"
-        table.add_row(unit["labels"]["model.scale"], framework, str(unit["processes"]),
-                      f"{unit['seconds']:.0f}",
-                      f"{unit['figures'].get('seconds_per_step', 0):.1f}",
-                      f"{unit['peak_rss_mb'] / 1024:.1f}", ok)
+        table.add_row(
+            unit["labels"]["model.scale"],
+            framework,
+            str(unit["processes"]),
+            f"{unit['seconds']:.0f}",
+            f"{unit['figures'].get('seconds_per_step', 0):.1f}",
+            f"{unit['peak_rss_mb'] / 1024:.1f}",
+            ok,
+        )
     Console(width=200).print(table)
 
 

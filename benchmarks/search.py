@@ -64,12 +64,24 @@ def populate(store: Store, study, trials: int) -> None:
             for path, value in params.items():
                 config = set_path(config, (path,), value)
             key = cell_key(study.task, config)
-            cells.append({"key": key, "task": study.task, "config": config, "seed": 0, "state": CellState.COMPLETED})
-            rows.append({"group_key": group_key, "kind": "trial", "number": number,
-                         "cell_key": key, "labels": {**template.labels, TRIAL_LABEL: number}, "params": params,
-                         "system_attrs": {}})
+            cells.append(
+                {"key": key, "task": study.task, "config": config, "seed": 0, "state": CellState.COMPLETED}
+            )
+            rows.append(
+                {
+                    "group_key": group_key,
+                    "kind": "trial",
+                    "number": number,
+                    "cell_key": key,
+                    "labels": {**template.labels, TRIAL_LABEL: number},
+                    "params": params,
+                    "system_attrs": {},
+                }
+            )
             f = (params["x"] - 0.7) ** 2 + (params["y"] + 1.2) ** 2 + (math.log10(params["lr"]) + 3) ** 2
-            metrics.append({"cell_key": key, "attempt": 0, "stage": "final", "name": "f", "step": None, "value": f})
+            metrics.append(
+                {"cell_key": key, "attempt": 0, "stage": "final", "name": "f", "step": None, "value": f}
+            )
     with store.search_step(study.name) as step:
         step.record(cells, rows)
     store.add_metric_rows(metrics)
@@ -92,21 +104,30 @@ def main() -> None:
     import optuna  # noqa: F401 - its import (~0.3 s, once per command) is not a per-step cost
 
     for groups in args.groups:
-        with tempfile.TemporaryDirectory() as folder:
-            study = parse_study(study_text(groups, args.trials, args.sampler, args.parallel), "bench.yaml")
-            study.workdir = str(Path(folder) / "runs")
-            print(f"{groups} groups x {args.trials} completed trials = {groups * args.trials:,} cells, "
-                  f"{args.sampler}, {args.parallel} in flight")
-            with Store(f"sqlite:///{folder}/bench.db") as store:
-                populate(store, study, args.trials)
-                total = time.perf_counter()
-                timed("attach (the study's cells)", lambda: store.attach(study))
-                timed("ingest", lambda: ingest(store, study))
-                timed("plan (record)", lambda: store.plan(study))
-                growth = timed(f"grow (rebuild, ask {args.parallel})", lambda: grow(store, study))
-                timed("plan (record the new trials)", lambda: store.plan(study))
-                print(f"  {'one poll, in all':<34}{time.perf_counter() - total:8.3f} s  ({len(growth.asked)} asked)")
-                timed("results (report)", lambda: results(store, study))
+        bench(groups, args)
+
+
+def bench(groups: int, args: argparse.Namespace) -> None:
+    """One poll's steps, timed, over a fresh store of `groups` groups."""
+    with tempfile.TemporaryDirectory() as folder:
+        study = parse_study(study_text(groups, args.trials, args.sampler, args.parallel), "bench.yaml")
+        study.workdir = str(Path(folder) / "runs")
+        print(
+            f"{groups} groups x {args.trials} completed trials = {groups * args.trials:,} cells, "
+            f"{args.sampler}, {args.parallel} in flight"
+        )
+        with Store(f"sqlite:///{folder}/bench.db") as store:
+            populate(store, study, args.trials)
+            total = time.perf_counter()
+            timed("attach (the study's cells)", lambda: store.attach(study))
+            timed("ingest", lambda: ingest(store, study))
+            timed("plan (record)", lambda: store.plan(study))
+            growth = timed(f"grow (rebuild, ask {args.parallel})", lambda: grow(store, study))
+            timed("plan (record the new trials)", lambda: store.plan(study))
+            print(
+                f"  {'one poll, in all':<34}{time.perf_counter() - total:8.3f} s  ({len(growth.asked)} asked)"
+            )
+            timed("results (report)", lambda: results(store, study))
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ from torch import nn
 from model.vit import build_vit, param_report
 
 
-def _train_step(model: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor,
-                y: torch.Tensor, amp: bool) -> None:
+def _train_step(
+    model: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor, y: torch.Tensor, amp: bool
+) -> None:
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=amp):
         loss = nn.functional.cross_entropy(model(x), y)
     loss.backward()
@@ -45,8 +46,9 @@ def _train_step(model: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Te
         model.zero_grad(set_to_none=True)
 
 
-def _time(model: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor, y: torch.Tensor,
-          amp: bool) -> float:
+def _time(
+    model: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor, y: torch.Tensor, amp: bool
+) -> float:
     sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
     sync()
     start = time.perf_counter()
@@ -58,14 +60,18 @@ def _time(model: nn.Module, opt: torch.optim.Optimizer | None, x: torch.Tensor, 
 def bench(scale: str, spec: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     kw = dict(img_size=args.img_size, patch_size=args.patch_size, num_classes=100)
     torch.manual_seed(0)
-    models = {"plain": build_vit(scale, **kw).to(args.device),
-              "special": build_vit(scale, specialize=spec, **kw).to(args.device)}
+    models = {
+        "plain": build_vit(scale, **kw).to(args.device),
+        "special": build_vit(scale, specialize=spec, **kw).to(args.device),
+    }
     if args.per_layer:
         models["per_layer"] = build_vit(scale, specialize=spec, **kw).to(args.device)
         for block in models["per_layer"].blocks:
             block.__class__ = Block  # timm's forward: each TokenSplit splits and concatenates
-    opts = {k: None if args.no_optimizer else torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
-            for k, m in models.items()}
+    opts = {
+        k: None if args.no_optimizer else torch.optim.AdamW(m.parameters(), lr=1e-4, fused=True)
+        for k, m in models.items()
+    }
     x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=args.device)
     y = torch.randint(0, 100, (args.batch,), device=args.device)
     for _ in range(args.warmup):  # allocator, kernels, optimizer state
@@ -76,17 +82,21 @@ def bench(scale: str, spec: str, args: argparse.Namespace) -> dict[str, dict[str
     for _ in range(args.repeats):
         step = {k: 0.0 for k in names}
         for s in range(args.steps):
-            for k in (names if s % 2 == 0 else names[::-1]):
+            for k in names if s % 2 == 0 else names[::-1]:
                 step[k] += _time(models[k], opts[k], x, y, args.amp)
         for k in names:
             totals[k].append(step[k] / args.steps)
     out = {}
     for k in names[1:]:
-        ratios = [a / b for a, b in zip(totals[k], totals["plain"])]
-        out[k] = dict(extra_pct=param_report(models[k]).extra_pct,
-                      plain_ms=1e3 * statistics.median(totals["plain"]),
-                      ms=1e3 * statistics.median(totals[k]),
-                      min=min(ratios), median=statistics.median(ratios), max=max(ratios))
+        ratios = [a / b for a, b in zip(totals[k], totals["plain"], strict=True)]
+        out[k] = dict(
+            extra_pct=param_report(models[k]).extra_pct,
+            plain_ms=1e3 * statistics.median(totals["plain"]),
+            ms=1e3 * statistics.median(totals[k]),
+            min=min(ratios),
+            median=statistics.median(ratios),
+            max=max(ratios),
+        )
     return out
 
 
@@ -102,24 +112,37 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--amp", action="store_true", help="bf16 autocast")
-    parser.add_argument("--no-optimizer", action="store_true",
-                        help="time forward + backward only (no AdamW step)")
-    parser.add_argument("--per-layer", action="store_true",
-                        help="also time the per-layer split/concatenate forward (the old one)")
+    parser.add_argument(
+        "--no-optimizer", action="store_true", help="time forward + backward only (no AdamW step)"
+    )
+    parser.add_argument(
+        "--per-layer",
+        action="store_true",
+        help="also time the per-layer split/concatenate forward (the old one)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()}"
-    print(f"device {name}; {args.img_size}px patch {args.patch_size}, batch {args.batch}, "
-          f"{args.repeats} repeats x {args.steps} steps, amp={args.amp}, spec {args.spec!r}, "
-          f"{'forward+backward' if args.no_optimizer else 'train step (AdamW)'}")
-    print(f"{'scale':<7}{'model':<11}{'extra params':>13}{'plain ms':>10}{'spec ms':>10}"
-          f"   ratio min / median / max")
+    name = (
+        torch.cuda.get_device_name() if args.device.startswith("cuda") else f"cpu x{torch.get_num_threads()}"
+    )
+    print(
+        f"device {name}; {args.img_size}px patch {args.patch_size}, batch {args.batch}, "
+        f"{args.repeats} repeats x {args.steps} steps, amp={args.amp}, spec {args.spec!r}, "
+        f"{'forward+backward' if args.no_optimizer else 'train step (AdamW)'}"
+    )
+    print(
+        f"{'scale':<7}{'model':<11}{'extra params':>13}{'plain ms':>10}{'spec ms':>10}"
+        f"   ratio min / median / max"
+    )
     for scale in args.scales:
         for k, r in bench(scale, args.spec, args).items():
-            print(f"{scale:<7}{k:<11}{r['extra_pct']:>12.1f}%{r['plain_ms']:>10.1f}{r['ms']:>10.1f}"
-                  f"   {r['min']:.3f} / {r['median']:.3f} / {r['max']:.3f}", flush=True)
+            print(
+                f"{scale:<7}{k:<11}{r['extra_pct']:>12.1f}%{r['plain_ms']:>10.1f}{r['ms']:>10.1f}"
+                f"   {r['min']:.3f} / {r['median']:.3f} / {r['max']:.3f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -23,8 +23,9 @@ from model.frameworks import build_framework
 from model.recipes import resolve
 
 
-def throughput(framework_name: str, scale: str, spec: str, batch_size: int, img_size: int,
-               steps: int) -> float:
+def throughput(
+    framework_name: str, scale: str, spec: str, batch_size: int, img_size: int, steps: int
+) -> float:
     torch.manual_seed(0)
     model = {"scale": scale, "img_size": img_size, "patch_size": 4, "specialize": spec}
     cpu = {"model": model, "framework": {"name": framework_name, "recipe": "cpu"}}
@@ -63,16 +64,25 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    table = Table(title=f"training img/s, {args.img_size}px patch 4, batch {args.batch_size}, "
-                        f"{args.threads} thread(s), CPU (the cpu recipe's framework options)")
+    table = Table(
+        title=f"training img/s, {args.img_size}px patch 4, batch {args.batch_size}, "
+        f"{args.threads} thread(s), CPU (the cpu recipe's framework options)"
+    )
     for col in ("framework", "scale", "plain", *args.specs, *(f"ratio {s}" for s in args.specs)):
         table.add_column(col, justify="left" if col in ("framework", "scale") else "right")
     for scale in args.scales:
         for name in args.frameworks:
             plain = throughput(name, scale, "none", args.batch_size, args.img_size, args.steps)
-            special = [throughput(name, scale, s, args.batch_size, args.img_size, args.steps) for s in args.specs]
-            table.add_row(name, scale, f"{plain:.1f}", *(f"{v:.1f}" for v in special),
-                          *(f"{v / plain:.3f}" for v in special))
+            special = [
+                throughput(name, scale, s, args.batch_size, args.img_size, args.steps) for s in args.specs
+            ]
+            table.add_row(
+                name,
+                scale,
+                f"{plain:.1f}",
+                *(f"{v:.1f}" for v in special),
+                *(f"{v / plain:.3f}" for v in special),
+            )
     Console().print(table)
 
 

@@ -18,8 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from model.vit import SCALES, Spec, SpecError
 
-__all__ = ["ConfigError", "ModelConfig", "RuntimeConfig", "Strict", "TrainConfig",
-           "data_model", "validate"]
+__all__ = ["ConfigError", "ModelConfig", "RuntimeConfig", "Strict", "TrainConfig", "data_model", "validate"]
 
 
 class ConfigError(ValueError):
@@ -54,8 +53,11 @@ def _problems(err: ValidationError, cls: type[BaseModel], where: str) -> list[st
             out.append(f"{path}: missing; a value is required")
         else:
             bound = {k: v for k, v in (e.get("ctx") or {}).items() if k in _BOUNDS}
-            expected = (" and ".join(f"{_BOUNDS[k]} {v}" for k, v in bound.items()) if bound else
-                        e["msg"].removeprefix("Value error, ").removeprefix("Input should be "))
+            expected = (
+                " and ".join(f"{_BOUNDS[k]} {v}" for k, v in bound.items())
+                if bound
+                else e["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
+            )
             out.append(f"{path}: got {e['input']!r}; expected {expected}")
     return out
 

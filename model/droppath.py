@@ -40,8 +40,9 @@ def draw_subset(drop: nn.Module, batch: int, device: torch.device, training: boo
     return torch.randperm(batch, device=device)[:keep], batch / keep
 
 
-def _residual(x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor], drop: nn.Module,
-              training: bool) -> torch.Tensor:
+def _residual(
+    x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor], drop: nn.Module, training: bool
+) -> torch.Tensor:
     subset = draw_subset(drop, x.shape[0], x.device, training)
     if subset is None:
         return x + drop(branch(x))
@@ -54,12 +55,17 @@ def _residual(x: torch.Tensor, branch: Callable[[torch.Tensor], torch.Tensor], d
 class SubsetBlock(Block):
     """timm's Block with its residual branches on a batch subset when its drop paths ask for it."""
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
         if attn_mask is not None:  # a per-sample mask would need the subset too
             return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
-        x = _residual(x, lambda v: self.ls1(self.attn(self.norm1(v), is_causal=is_causal)), self.drop_path1,
-                      self.training)
+        x = _residual(
+            x,
+            lambda v: self.ls1(self.attn(self.norm1(v), is_causal=is_causal)),
+            self.drop_path1,
+            self.training,
+        )
         return _residual(x, lambda v: self.ls2(self.mlp(self.norm2(v))), self.drop_path2, self.training)
 
 

@@ -43,11 +43,11 @@ from typing import Any
 
 import torch
 import yaml
-from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 
 from model.config import ConfigError, ModelConfig, RuntimeConfig, TrainConfig, data_model, validate
 from model.data import DatasetError, check_root
-from model.eval import EVALS, EvalConfig, EvalError, parse_eval, run_eval
+from model.eval import EvalConfig, EvalError, parse_eval, run_eval
 from model.recipes import default_recipe, resolve
 from model.vit import SpecError, flops, param_report
 from sweeper.task import TaskContext as Context
@@ -72,8 +72,10 @@ class LocalContext:
     def report(self, step: int, metrics: dict[str, float], total: int | None = None) -> None:
         if self.rank != 0:
             return
-        line = json.dumps({"step": int(step), "time": time.time(), "metrics": metrics}
-                          | ({"total": int(total)} if total is not None else {}))
+        line = json.dumps(
+            {"step": int(step), "time": time.time(), "metrics": metrics}
+            | ({"total": int(total)} if total is not None else {})
+        )
         with (self.run_dir / "metrics.jsonl").open("a") as f:
             f.write(line + "\n")
         if self.echo:
@@ -99,9 +101,11 @@ def training_key(config: Mapping[str, Any]) -> str:
     once (a cache miss, never a wrong hit). A config that does not resolve is hashed as written
     (its run fails in ``check`` or ``pretrain`` with the message)."""
     try:
-        resolved = {path: value for path, value, _ in describe(config)
-                    if path.partition(".")[0] in ("model", "framework", "train")
-                    and path != "framework.recipe"}
+        resolved = {
+            path: value
+            for path, value, _ in describe(config)
+            if path.partition(".")[0] in ("model", "framework", "train") and path != "framework.recipe"
+        }
         data = dict(config.get("data") or {"name": "procedural"})  # model.train's default
         resolved["data"] = data_model(str(data.get("name"))).model_validate(data).model_dump()
         resolved["seed"] = int(config.get("seed", 0))
@@ -112,8 +116,14 @@ def training_key(config: Mapping[str, Any]) -> str:
 
 def eval_key(train_key: str, config: EvalConfig) -> str:
     """Hash of (training key, evaluation name, its resolved config with defaults filled in)."""
-    return _hash({"training_key": train_key, "eval": config.name, "config": config.to_dict(),
-                  "protocol": EVAL_PROTOCOL_VERSION})
+    return _hash(
+        {
+            "training_key": train_key,
+            "eval": config.name,
+            "config": config.to_dict(),
+            "protocol": EVAL_PROTOCOL_VERSION,
+        }
+    )
 
 
 def parse_evals(config: Mapping[str, Any]) -> dict[str, EvalConfig]:
@@ -140,8 +150,10 @@ def _collect(problems: list[str], fn: Callable[[], Any]) -> Any:
 
 def _check_root(where: str, name: str, root: Any, splits: tuple[str, ...]) -> list[str]:
     if root is not None and not Path(str(root)).is_absolute():
-        return [f"{where}.root: {root!r} is relative, but the task runs in its run directory; "
-                "give an absolute path"]
+        return [
+            f"{where}.root: {root!r} is relative, but the task runs in its run directory; "
+            "give an absolute path"
+        ]
     try:
         check_root(name, root, splits=splits)
     except (DatasetError, ValueError) as err:
@@ -161,8 +173,11 @@ def check(config: Mapping[str, Any]) -> list[str]:
     for key in config:
         if key not in SECTIONS:
             close = difflib.get_close_matches(str(key), SECTIONS, n=1)
-            problems.append(f"{key}: unknown section" + (f"; did you mean {close[0]!r}?" if close else "")
-                            + f" (expected: {', '.join(SECTIONS)})")
+            problems.append(
+                f"{key}: unknown section"
+                + (f"; did you mean {close[0]!r}?" if close else "")
+                + f" (expected: {', '.join(SECTIONS)})"
+            )
     for key in ("model", "data", "train"):
         if not isinstance(config.get(key), Mapping):
             problems.append(f"{key}: missing or not a mapping")
@@ -172,8 +187,9 @@ def check(config: Mapping[str, Any]) -> list[str]:
     name = str(framework_cfg.get("name", "dinov2"))
     known = _known_frameworks()
     if known is not None and name not in known:
-        problems.append(f"framework.name: unknown framework {name!r}; "
-                        f"expected one of {', '.join(sorted(known))}")
+        problems.append(
+            f"framework.name: unknown framework {name!r}; expected one of {', '.join(sorted(known))}"
+        )
         return problems
     recipe = _collect(problems, lambda: resolve(config)[0])
     resolved = recipe or config
@@ -203,8 +219,9 @@ def check(config: Mapping[str, Any]) -> list[str]:
     except EvalError as err:
         return [*problems, str(err)]
     for eval_name, cfg in evals.items():
-        problems += _check_root(f"eval.{eval_name}", cfg.dataset, cfg.dataset_kwargs.get("root"),
-                                (cfg.train_split, cfg.val_split))
+        problems += _check_root(
+            f"eval.{eval_name}", cfg.dataset, cfg.dataset_kwargs.get("root"), (cfg.train_split, cfg.val_split)
+        )
     return problems
 
 
@@ -219,8 +236,9 @@ def _check_build(resolved: Mapping[str, Any]) -> list[str]:
 
         try:
             with torch.device("meta"):
-                build_framework(resolved["model"], resolved.get("framework") or {}, num_classes=1000,
-                                total_steps=1)
+                build_framework(
+                    resolved["model"], resolved.get("framework") or {}, num_classes=1000, total_steps=1
+                )
             _BUILT[key] = []
         except (SpecError, ConfigError, ValueError, TypeError) as err:
             _BUILT[key] = [f"model: cannot be built: {err}"]
@@ -262,14 +280,18 @@ def _write_json(path: Path, value: Any) -> None:
     os.replace(tmp, path)
 
 
-def _model_metrics(model: nn.Module, img_size: int) -> dict[str, float]:
+def _model_metrics(model: VisionTransformer, img_size: int) -> dict[str, float]:
     report = param_report(model)
     # FLOPs on a meta copy: instant, and the frozen (requires_grad=False) backbone stays untouched.
     meta = copy.deepcopy(model).to("meta").requires_grad_(True)
     counted = flops(meta, img_size)
-    return {"params.total": float(report.total), "params.extra": float(report.extra),
-            "params.extra_pct": float(report.extra_pct), "flops.fwd": float(counted.forward),
-            "flops.fwd_bwd": float(counted.forward_backward)}
+    return {
+        "params.total": float(report.total),
+        "params.extra": float(report.extra),
+        "params.extra_pct": float(report.extra_pct),
+        "flops.fwd": float(counted.forward),
+        "flops.fwd_bwd": float(counted.forward_backward),
+    }
 
 
 def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, float]:
@@ -285,7 +307,8 @@ def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, floa
     progress = True  # a bar in a terminal; in a cell's log, plain lines (model.train, model.eval)
     rank = getattr(ctx, "rank", 0)
     train_key = training_key(config)
-    root = Path(ctx.cache_dir) if getattr(ctx, "cache_dir", None) else Path(ctx.run_dir)
+    cache_dir = getattr(ctx, "cache_dir", None)
+    root = Path(cache_dir) if cache_dir else Path(ctx.run_dir)
 
     # Only rank 0 of a multi-process job takes the lock: the other ranks must not queue behind it,
     # they meet rank 0 in pretrain's collectives.
@@ -308,8 +331,16 @@ def run(config: Mapping[str, Any], ctx: Context | None = None) -> dict[str, floa
             started = time.perf_counter()
             result = run_eval(model, eval_cfg, cache=features, progress=progress)
             if rank == 0:
-                _write_json(path, {"eval": name, "training_key": train_key, "config": eval_cfg.to_dict(),
-                                   "seconds": time.perf_counter() - started, "metrics": result})
+                _write_json(
+                    path,
+                    {
+                        "eval": name,
+                        "training_key": train_key,
+                        "config": eval_cfg.to_dict(),
+                        "seconds": time.perf_counter() - started,
+                        "metrics": result,
+                    },
+                )
         metrics.update({f"{name}.{eval_cfg.dataset}.{metric}": float(v) for metric, v in result.items()})
         ctx.report(step, metrics)
     return metrics
@@ -335,11 +366,16 @@ def describe(config: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
     resolved, sources = resolve(config)
     name = str(resolved["framework"].get("name", "dinov2"))
     options = {k: v for k, v in resolved["framework"].items() if k not in ("name", "recipe")}
-    typed = {"model": validate(ModelConfig, resolved.get("model"), "model").model_dump(),
-             "framework": {"name": name, "recipe": resolved["framework"].get("recipe"),
-                           **validate(framework_class(name).Options, options, "framework").model_dump()},
-             "train": validate(TrainConfig, resolved.get("train"), "train").model_dump(),
-             "runtime": validate(RuntimeConfig, config.get("runtime"), "runtime").model_dump()}
+    typed = {
+        "model": validate(ModelConfig, resolved.get("model"), "model").model_dump(),
+        "framework": {
+            "name": name,
+            "recipe": resolved["framework"].get("recipe"),
+            **validate(framework_class(name).Options, options, "framework").model_dump(),
+        },
+        "train": validate(TrainConfig, resolved.get("train"), "train").model_dump(),
+        "runtime": validate(RuntimeConfig, config.get("runtime"), "runtime").model_dump(),
+    }
     rows = []
     for section, values in typed.items():
         for key, value in values.items():
@@ -372,17 +408,32 @@ def _study_cell(path: Path, wanted: str | None) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m model.experiment", description=(
-        "Run one trial without the orchestrator: pretrain (or load), evaluate, print the metrics."))
+    parser = argparse.ArgumentParser(
+        prog="python -m model.experiment",
+        description=(
+            "Run one trial without the orchestrator: pretrain (or load), evaluate, print the metrics."
+        ),
+    )
     parser.add_argument("config", type=Path, help="a resolved cell config (YAML)")
     parser.add_argument("--run-dir", type=Path, default=None, help="default: runs/<training key>")
-    parser.add_argument("--cache-dir", type=Path, default=None,
-                        help="shared stage cache (pretrained backbones, eval results); default: the run dir")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="shared stage cache (pretrained backbones, eval results); default: the run dir",
+    )
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config, each value with its source (preset, study, default)")
-    parser.add_argument("--cell", default=None, metavar="AXIS=LABEL,...",
-                        help="with a study file: the cell to print or run (default: the study's first cell)")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved config, each value with its source (preset, study, default)",
+    )
+    parser.add_argument(
+        "--cell",
+        default=None,
+        metavar="AXIS=LABEL,...",
+        help="with a study file: the cell to print or run (default: the study's first cell)",
+    )
     args = parser.parse_args(argv)
     try:
         config = yaml.safe_load(args.config.read_text())

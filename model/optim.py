@@ -62,8 +62,9 @@ class Schedule:
         with ``lr_step: epoch`` (:meth:`epoch_lr`)."""
         if self.train.lr_step == "epoch":
             return self.epoch_lr(step)
-        return cosine_schedule(step, self.total, peak_lr(self.train), self.train.min_lr, self.warmup,
-                               self.train.warmup_lr)
+        return cosine_schedule(
+            step, self.total, peak_lr(self.train), self.train.min_lr, self.warmup, self.train.warmup_lr
+        )
 
     def epoch_lr(self, step: int) -> float:
         """The lr of DeiT-III's timm ``CosineLRScheduler``, which ``main.py`` steps with the index
@@ -72,6 +73,7 @@ class Schedule:
         for ``t < warmup`` epochs, then a cosine over all the epochs, not shifted by the warm-up
         (``warmup_prefix=False``), towards ``min_lr``."""
         epochs = self.train.epochs if self.train.steps is None else self.total / self.steps_per_epoch
+        assert epochs is not None  # TrainConfig has steps or epochs (model.train checks)
         warmup = self.train.warmup_epochs
         if warmup is None:
             warmup = self.warmup / self.steps_per_epoch
@@ -100,8 +102,11 @@ class Schedule:
 
 def trained_backbones(framework: nn.Module) -> dict[str, VisionTransformer]:
     """The trained ViTs of the framework by attribute name (the student, or the supervised vit)."""
-    return {name: m for name, m in framework.named_children()
-            if isinstance(m, VisionTransformer) and any(p.requires_grad for p in m.parameters())}
+    return {
+        name: m
+        for name, m in framework.named_children()
+        if isinstance(m, VisionTransformer) and any(p.requires_grad for p in m.parameters())
+    }
 
 
 def lr_multiplier(name: str, backbones: dict[str, VisionTransformer], train: TrainConfig) -> float:
@@ -133,8 +138,15 @@ def param_groups(framework: nn.Module, train: TrainConfig) -> list[dict[str, Any
             key = (lr_multiplier(name, backbones, train), ".last_layer." in f".{name}")
             buckets.setdefault(key, []).append(p)
         for (mult, last), params in buckets.items():
-            out.append({**group, "params": params, "lr_mult": mult, "last_layer": last,
-                        "wd_scale": 1.0 if group["weight_decay"] > 0 else 0.0})
+            out.append(
+                {
+                    **group,
+                    "params": params,
+                    "lr_mult": mult,
+                    "last_layer": last,
+                    "wd_scale": 1.0 if group["weight_decay"] > 0 else 0.0,
+                }
+            )
     return out
 
 
@@ -142,12 +154,13 @@ def build_optimizer(groups: list[dict[str, Any]], train: TrainConfig) -> torch.o
     """AdamW (fused), or LAMB from timm.optim (apex FusedLAMB's defaults: global clip at 1.0,
     trust ratio only where weight decay applies)."""
     if train.optimizer == "lamb":
-        return Lamb(groups, lr=train.lr, betas=tuple(train.betas), max_grad_norm=1.0)
-    return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), fused=True)
+        return Lamb(groups, lr=train.lr, betas=train.betas, max_grad_norm=1.0)
+    return torch.optim.AdamW(groups, lr=train.lr, betas=train.betas, fused=True)
 
 
-def clip_groups(framework: nn.Module, groups: list[dict[str, Any]],
-                train: TrainConfig) -> list[list[nn.Parameter]]:
+def clip_groups(
+    framework: nn.Module, groups: list[dict[str, Any]], train: TrainConfig
+) -> list[list[nn.Parameter]]:
     """The parameter sets clipped together: all (in group order), or one per top-level module
     (DINOv2 clips the backbone and each head on its own)."""
     params = [p for g in groups for p in g["params"]]

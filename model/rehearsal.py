@@ -83,8 +83,13 @@ def plan(configs: list[dict], processes: list[int] | None = None) -> list[dict]:
         key, rest = _hash([shape, world]), _hash([_unspecialized(shape), world])
         first = full.setdefault(rest, key)
         if key not in units:
-            new = {"config": {**shape, "seed": config.get("seed", 0)}, "world": world,
-                   "processes": min(world, PROCESSES), "evals": [], "cells": []}
+            new = {
+                "config": {**shape, "seed": config.get("seed", 0)},
+                "world": world,
+                "processes": min(world, PROCESSES),
+                "evals": [],
+                "cells": [],
+            }
             if key == first:
                 units[key] = new
             else:  # a new spec of a rehearsed config
@@ -135,8 +140,11 @@ class _Context:
     unwinds, as sweeper's worker does on a preemption), times the steps (data, forward, backward,
     update) and names the stages."""
 
-    def __init__(self, run_dir: Path, stage: Callable[[str], None], evals: list[str],
-                 stop_at: int | None = None) -> None:
+    cache_dir: Path | None
+
+    def __init__(
+        self, run_dir: Path, stage: Callable[[str], None], evals: list[str], stop_at: int | None = None
+    ) -> None:
         self.run_dir, self.cache_dir, self.stage, self.evals = run_dir, None, stage, evals
         self.rank = int(os.environ.get("RANK", "0"))  # as sweeper's worker context: rank 0 writes
         self.stop_at, self.boundaries, self.trained = stop_at, 0, False
@@ -190,8 +198,10 @@ def _check_world(config: Mapping[str, Any], world: int) -> None:
 
     batch = validate(TrainConfig, resolve(config)[0].get("train"), "train").batch_size
     if batch % world:
-        raise ValueError(f"train.batch_size {batch} is not divisible by the {world} processes of the job "
-                         "(resources: nodes x tasks_per_node)")
+        raise ValueError(
+            f"train.batch_size {batch} is not divisible by the {world} processes of the job "
+            "(resources: nodes x tasks_per_node)"
+        )
 
 
 def _variants(unit: Mapping[str, Any], stage: Callable[[str], None]) -> dict[str, float]:
@@ -214,8 +224,9 @@ def _variants(unit: Mapping[str, Any], stage: Callable[[str], None]) -> dict[str
         resolved = resolve(config)[0]
         train = validate(TrainConfig, {**resolved["train"], "steps": 1}, "train")
         torch.manual_seed(int(config.get("seed", 0)))
-        framework = build_framework(resolved["model"], resolved["framework"], num_classes=1000,
-                                    total_steps=1)  # the classifier's size does not depend on the spec
+        framework = build_framework(
+            resolved["model"], resolved["framework"], num_classes=1000, total_steps=1
+        )  # the classifier's size does not depend on the spec
         params = max(params, sum(p.numel() for p in framework.parameters()))
         stage("backward")
         build_optimizer(param_groups(framework, train), train)
@@ -234,15 +245,23 @@ def _variants(unit: Mapping[str, Any], stage: Callable[[str], None]) -> dict[str
     return {"params": float(params)}
 
 
-def run(unit: Mapping[str, Any], *, steps: int, workdir: Path, shared: Path,
-        stage: Callable[[str], None]) -> dict[str, float]:
+def run(
+    unit: Mapping[str, Any], *, steps: int, workdir: Path, shared: Path, stage: Callable[[str], None]
+) -> dict[str, float]:
     """Rehearse one unit of :func:`plan` (module docstring); raises what the real run raises."""
     with _group() as (rank, world):
         return _run(unit, steps, workdir, shared, stage, rank, world)
 
 
-def _run(unit: Mapping[str, Any], steps: int, workdir: Path, shared: Path, stage: Callable[[str], None],
-         rank: int, world: int) -> dict[str, float]:
+def _run(
+    unit: Mapping[str, Any],
+    steps: int,
+    workdir: Path,
+    shared: Path,
+    stage: Callable[[str], None],
+    rank: int,
+    world: int,
+) -> dict[str, float]:
     from model.experiment import run as run_cell
 
     if "variants" in unit:
@@ -269,8 +288,14 @@ def _run(unit: Mapping[str, Any], steps: int, workdir: Path, shared: Path, stage
     if world > 1:  # DDP finds an unused parameter at the step after: two run before the checkpoint
         steps = max(steps, 3)
     if isinstance(config.get("train"), Mapping):
-        config["train"] = {**config["train"], "steps": steps, "batch_size": BATCH * world, "log_every": 1,
-                           "checkpoint_every": 0, "num_workers": 0}
+        config["train"] = {
+            **config["train"],
+            "steps": steps,
+            "batch_size": BATCH * world,
+            "log_every": 1,
+            "checkpoint_every": 0,
+            "num_workers": 0,
+        }
     seconds: list[float] = []
     first = _Context(workdir, stage, [], stop_at=steps - 1)
     try:
@@ -290,8 +315,11 @@ def _run(unit: Mapping[str, Any], steps: int, workdir: Path, shared: Path, stage
     if metrics.get("pretrain.steps") != steps:
         raise RuntimeError(f"the resumed run ended at step {metrics.get('pretrain.steps')}, not {steps}")
     stage("done")
-    return {"seconds_per_step": sum(seconds) / len(seconds) if seconds else 0.0,
-            "params": metrics.get("params.total", 0.0), "ranks": world}
+    return {
+        "seconds_per_step": sum(seconds) / len(seconds) if seconds else 0.0,
+        "params": metrics.get("params.total", 0.0),
+        "ranks": world,
+    }
 
 
 # what `rehearse:` names: the protocol of sweeper.run.rehearse

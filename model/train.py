@@ -32,20 +32,21 @@ import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from timm.data.distributed_sampler import RepeatAugSampler
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset
 
 from model.config import TrainConfig, validate
 from model.data import Sample, Transform, VisionDataset, build_dataset, dataset_class, finalize
-from model.frameworks import Framework, build_framework
+from model.frameworks import build_framework
 from model.optim import Schedule, build_optimizer, clip_groups, param_groups
 from model.recipes import resolve
 from sweeper.task import TaskContext as Context
@@ -79,6 +80,7 @@ def _init_distributed() -> _Dist:
     if not dist.is_initialized():
         if "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
             import submitit.helpers
+
             submitit.helpers.TorchDistributedEnvironment().export()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             dist.init_process_group("nccl" if cuda else "gloo")
@@ -119,7 +121,7 @@ class _SampleStream(Dataset):
         self.dataset, self.transform, self.seed, self.repeats = dataset, transform, seed, repeats
         self.epoch_len = epoch_samples(len(dataset), repeats)
 
-    @lru_cache(maxsize=2)
+    @lru_cache(maxsize=2)  # noqa: B019 (the sampler lives as long as its run; 2 entries)
     def _order(self, epoch: int) -> torch.Tensor:
         if self.repeats > 1:
             sampler = _repeat_sampler(len(self.dataset), self.repeats)
@@ -197,9 +199,14 @@ class _Progress:
         if sys.stderr.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-            self.bar = Progress(TextColumn("pretrain"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} img/s"),
-                                TimeRemainingColumn())
+            self.bar = Progress(
+                TextColumn("pretrain"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[rate]} img/s"),
+                TimeRemainingColumn(),
+            )
             self.bar.add_task("pretrain", total=total, completed=start, loss="-", rate="-")
             self.bar.start()
 
@@ -212,16 +219,22 @@ class _Progress:
             return
         self.last = now
         left = now / max(done - self.start, 1) * (self.total - done)
-        print(f"pretrain {done}/{self.total} ({100 * done / self.total:.0f}%) loss {loss:.4f}, {rate:.1f} img/s, "
-              f"{now:.0f}s elapsed, ETA {left:.0f}s", file=sys.stderr, flush=True)
+        print(
+            f"pretrain {done}/{self.total} ({100 * done / self.total:.0f}%) loss {loss:.4f}, "
+            f"{rate:.1f} img/s, "
+            f"{now:.0f}s elapsed, ETA {left:.0f}s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.stop()
 
 
-def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None,
-             progress: bool = True) -> tuple[nn.Module, dict[str, float]]:
+def pretrain(
+    config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None, progress: bool = True
+) -> tuple[VisionTransformer, dict[str, float]]:
     """Pretrain the backbone described by config; resume from ckpt_dir when it holds a checkpoint.
 
     Returns (the backbone — a specialized timm VisionTransformer, the teacher's for
@@ -241,8 +254,12 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
 
     if checkpoint is not None and checkpoint["step"] >= checkpoint["total_steps"]:
         torch.manual_seed(seed)
-        framework = build_framework(model_cfg, framework_cfg, num_classes=checkpoint["num_classes"],
-                                    total_steps=checkpoint["total_steps"])
+        framework = build_framework(
+            model_cfg,
+            framework_cfg,
+            num_classes=checkpoint["num_classes"],
+            total_steps=checkpoint["total_steps"],
+        )
         framework.load_state_dict(checkpoint["framework"])
         return framework.backbone().eval(), {**checkpoint["summary"], "pretrain.steps_run": 0}
 
@@ -252,11 +269,17 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
     total = _total_steps(train, samples)
     schedule = Schedule(train, total, _steps_per_epoch(train, samples))
     if train.batch_size % env.world != 0:
-        raise ValueError(f"train.batch_size {train.batch_size} is not divisible by the "
-                         f"{env.world} DDP processes")
+        raise ValueError(
+            f"train.batch_size {train.batch_size} is not divisible by the {env.world} DDP processes"
+        )
     torch.manual_seed(seed)
-    framework = build_framework(model_cfg, framework_cfg, num_classes=dataset.num_classes,
-                                total_steps=total, steps_per_epoch=schedule.steps_per_epoch).to(env.device)
+    framework = build_framework(
+        model_cfg,
+        framework_cfg,
+        num_classes=dataset.num_classes,
+        total_steps=total,
+        steps_per_epoch=schedule.steps_per_epoch,
+    ).to(env.device)
     groups = param_groups(framework, train)
     optimizer = build_optimizer(groups, train)
     clipped = clip_groups(framework, groups, train)
@@ -270,21 +293,32 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
     model: nn.Module = framework
     if env.world > 1:
         model = DistributedDataParallel(  # every parameter gets a gradient: see model.vit's DDP note
-            framework, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            framework,
+            device_ids=[env.device.index] if env.device.type == "cuda" else None,
             gradient_as_bucket_view=True,  # gradients live in DDP's buckets: no second copy of them
-            broadcast_buffers=False)  # buffers (centers) are kept equal by all-reduced updates
+            broadcast_buffers=False,
+        )  # buffers (centers) are kept equal by all-reduced updates
     local_batch = train.batch_size // env.world
     loader = DataLoader(
         _SampleStream(dataset, framework.train_transform(), seed, train.repeated_aug),
-        batch_size=local_batch, sampler=range(start * train.batch_size + env.rank, total * train.batch_size, env.world),
+        batch_size=local_batch,
+        sampler=range(start * train.batch_size + env.rank, total * train.batch_size, env.world),
         collate_fn=framework.train_collate(),
-        num_workers=train.num_workers, pin_memory=env.device.type == "cuda")
+        num_workers=train.num_workers,
+        pin_memory=env.device.type == "cuda",
+    )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=env.device.type == "cuda")
 
     def state(step: int, summary: dict[str, float] | None = None) -> dict[str, Any]:
-        return {"step": step, "total_steps": total, "num_classes": dataset.num_classes,
-                "framework": framework.state_dict(), "optimizer": optimizer.state_dict(),
-                "train": train.model_dump(), "summary": summary}
+        return {
+            "step": step,
+            "total_steps": total,
+            "num_classes": dataset.num_classes,
+            "framework": framework.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "train": train.model_dump(),
+            "summary": summary,
+        }
 
     def save(step: int, summary: dict[str, float] | None = None) -> None:
         if env.rank == 0:
@@ -299,7 +333,7 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
         batches = iter(loader)
         for step in range(start, total):
             if ctx is not None:
-                ctx.checkpoint_if_requested(lambda: save(step))
+                ctx.checkpoint_if_requested(partial(save, step))
             batch = _to_device(next(batches), env.device)
             torch.manual_seed(_mix(seed, _STEP, step, env.rank))
             lr = schedule.apply(optimizer, step)
@@ -309,7 +343,7 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
             if env.world > 1:
                 dist.all_reduce(values)
                 values /= env.world
-            logged = dict(zip(losses, values.tolist()))
+            logged = dict(zip(losses, values.tolist(), strict=True))
             if not all(math.isfinite(v) for v in logged.values()):
                 raise NonFiniteLoss(step + 1, total, logged)
             optimizer.zero_grad(set_to_none=True)
@@ -319,7 +353,7 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
                     nn.utils.clip_grad_norm_(params, train.clip_grad)
             optimizer.step()
             framework.after_step(step)
-            window = [*window[-(train.log_every - 1):], logged] if train.log_every > 1 else [logged]
+            window = [*window[-(train.log_every - 1) :], logged] if train.log_every > 1 else [logged]
 
             done = step + 1
             if done % train.log_every == 0 or done == total:
@@ -339,8 +373,13 @@ def pretrain(config: dict, ckpt_dir: pathlib.Path, *, ctx: Context | None = None
 
     seconds = time.perf_counter() - begun
     summary = {f"pretrain.{k}": sum(w[k] for w in window) / len(window) for k in window[0]} if window else {}
-    summary.update({"pretrain.steps": float(total), "pretrain.steps_run": float(total - start),
-                    "pretrain.img_per_s": (total - start) * train.batch_size / seconds if seconds else 0.0,
-                    "pretrain.seconds": seconds})
+    summary.update(
+        {
+            "pretrain.steps": float(total),
+            "pretrain.steps_run": float(total - start),
+            "pretrain.img_per_s": (total - start) * train.batch_size / seconds if seconds else 0.0,
+            "pretrain.seconds": seconds,
+        }
+    )
     save(total, {**summary, "pretrain.steps_run": 0.0})
     return framework.backbone().eval(), summary

@@ -46,7 +46,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Literal, Union
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +65,19 @@ from torch.utils.flop_counter import (
 from model.droppath import SubsetBlock, draw_subset
 
 __all__ = [
-    "BLOCK_COMPONENTS", "PRESETS", "SCALES", "ComponentParams", "Flops", "ParamReport", "Spec",
-    "SpecError", "TokenSplit", "build_vit", "flops", "param_report", "spec_from_state_dict",
+    "BLOCK_COMPONENTS",
+    "PRESETS",
+    "SCALES",
+    "ComponentParams",
+    "Flops",
+    "ParamReport",
+    "Spec",
+    "SpecError",
+    "TokenSplit",
+    "build_vit",
+    "flops",
+    "param_report",
+    "spec_from_state_dict",
     "specialize",
 ]
 
@@ -86,8 +97,10 @@ _BLOCK_PATHS: dict[str, tuple[str, int]] = {
 BLOCK_COMPONENTS: tuple[str, ...] = tuple(_BLOCK_PATHS)
 _NAMED_FRACTIONS = {"first_third": Fraction(1, 3), "first_half": Fraction(1, 2)}
 _RATIO = re.compile(r"\d+/\d+")  # an exact fraction of the depth, e.g. '1/12'
-_SELECTION_HELP = ("'all', 'first_third', 'first_half', an int k >= 1 (first k blocks), "
-                   "a fraction in (0, 1] (a float or 'p/q') or a list of block indices")
+_SELECTION_HELP = (
+    "'all', 'first_third', 'first_half', an int k >= 1 (first k blocks), "
+    "a fraction in (0, 1] (a float or 'p/q') or a list of block indices"
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
     "none": {},
@@ -106,8 +119,14 @@ SCALES: dict[str, dict[str, Any]] = {
     "small": dict(embed_dim=384, depth=12, num_heads=6),
     "base": dict(embed_dim=768, depth=12, num_heads=12),
     "large": dict(embed_dim=1024, depth=24, num_heads=16),
-    "giant": dict(embed_dim=1536, depth=40, num_heads=24, mlp_ratio=2.66667 * 2,
-                  mlp_layer=SwiGLUPacked, act_layer=nn.SiLU),
+    "giant": dict(
+        embed_dim=1536,
+        depth=40,
+        num_heads=24,
+        mlp_ratio=2.66667 * 2,
+        mlp_layer=SwiGLUPacked,
+        act_layer=nn.SiLU,
+    ),
 }
 
 
@@ -115,7 +134,7 @@ class SpecError(ValueError):
     """A specialization spec a user can fix; the message names the key and what was expected."""
 
 
-Selection = Union[str, int, float, tuple[int, ...]]
+Selection = str | int | float | tuple[int, ...]
 
 
 def _check_selection(component: str, value: Any) -> Selection:
@@ -128,8 +147,9 @@ def _check_selection(component: str, value: Any) -> Selection:
                 raise SpecError(f"specialize.{component}: fraction {value!r} must be in (0, 1]")
             return value
         if value != "all" and value not in _NAMED_FRACTIONS:
-            raise SpecError(f"specialize.{component}: unknown block selection {value!r}; "
-                            f"expected {_SELECTION_HELP}")
+            raise SpecError(
+                f"specialize.{component}: unknown block selection {value!r}; expected {_SELECTION_HELP}"
+            )
         return value
     if isinstance(value, int):
         if value < 1:
@@ -139,8 +159,11 @@ def _check_selection(component: str, value: Any) -> Selection:
         if not 0.0 < value <= 1.0:
             raise SpecError(f"specialize.{component}: fraction {value} must be in (0, 1]")
         return value
-    if isinstance(value, Sequence) and value and all(
-            isinstance(i, int) and not isinstance(i, bool) for i in value):
+    if (
+        isinstance(value, Sequence)
+        and value
+        and all(isinstance(i, int) and not isinstance(i, bool) for i in value)
+    ):
         if min(value) < 0:
             raise SpecError(f"specialize.{component}: block indices must be >= 0, got {list(value)}")
         return tuple(sorted(set(value)))
@@ -172,21 +195,28 @@ class Spec:
             for name in value.split("+"):
                 name = name.strip()
                 if name not in PRESETS:
-                    raise SpecError(f"specialize: unknown preset {name!r}; expected one of "
-                                    f"{', '.join(PRESETS)} (combine with '+')")
+                    raise SpecError(
+                        f"specialize: unknown preset {name!r}; expected one of "
+                        f"{', '.join(PRESETS)} (combine with '+')"
+                    )
                 for key, sel in PRESETS[name].items():
                     if key in merged and merged[key] != sel:
-                        raise SpecError(f"specialize: presets in {value!r} disagree on {key} "
-                                        f"({merged[key]!r} vs {sel!r})")
+                        raise SpecError(
+                            f"specialize: presets in {value!r} disagree on {key} ({merged[key]!r} vs {sel!r})"
+                        )
                     merged[key] = sel
             return cls.parse({**merged, "skip_missing": True} if merged else {})
         if not isinstance(value, Mapping):
-            raise SpecError(f"specialize: got {type(value).__name__}; expected a mapping "
-                            f"component -> blocks, a preset name or null")
+            raise SpecError(
+                f"specialize: got {type(value).__name__}; expected a mapping "
+                f"component -> blocks, a preset name or null"
+            )
         unknown = set(value) - set(BLOCK_COMPONENTS) - {"final_norm", "registers", "skip_missing"}
         if unknown:
-            raise SpecError(f"specialize: unknown component {sorted(unknown)[0]!r}; expected one of "
-                            f"{', '.join(BLOCK_COMPONENTS)}, final_norm, registers")
+            raise SpecError(
+                f"specialize: unknown component {sorted(unknown)[0]!r}; expected one of "
+                f"{', '.join(BLOCK_COMPONENTS)}, final_norm, registers"
+            )
         for key in ("final_norm", "skip_missing"):
             if not isinstance(value.get(key, False), bool):
                 raise SpecError(f"specialize.{key}: got {value[key]!r}; expected true or false")
@@ -209,18 +239,24 @@ class Spec:
         for component, sel in self.components:
             if isinstance(sel, tuple):
                 if sel[-1] >= depth:
-                    raise SpecError(f"specialize.{component}: block index {sel[-1]} out of range "
-                                    f"for depth {depth} (expected 0..{depth - 1})")
+                    raise SpecError(
+                        f"specialize.{component}: block index {sel[-1]} out of range "
+                        f"for depth {depth} (expected 0..{depth - 1})"
+                    )
                 out[component] = list(sel)
                 continue
             if isinstance(sel, int):
                 if sel > depth:
-                    raise SpecError(f"specialize.{component}: first {sel} blocks out of range "
-                                    f"for depth {depth}")
+                    raise SpecError(
+                        f"specialize.{component}: first {sel} blocks out of range for depth {depth}"
+                    )
                 k = sel
             else:
-                frac = 1 if sel == "all" else _NAMED_FRACTIONS.get(sel) or (
-                    Fraction(sel) if isinstance(sel, str) else sel)
+                frac = (
+                    1
+                    if sel == "all"
+                    else ((_NAMED_FRACTIONS.get(sel) or Fraction(sel)) if isinstance(sel, str) else sel)
+                )
                 k = max(1, math.floor(frac * depth + Fraction(1, 2)))
             out[component] = list(range(k))
         return out
@@ -259,8 +295,17 @@ class _SplitLayerNorm(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, p: int, dim: int, eps: float, w_cls: torch.Tensor,
-                b_cls: torch.Tensor, w_patch: torch.Tensor, b_patch: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        p: int,
+        dim: int,
+        eps: float,
+        w_cls: torch.Tensor,
+        b_cls: torch.Tensor,
+        w_patch: torch.Tensor,
+        b_patch: torch.Tensor,
+    ) -> torch.Tensor:
         shape = (x.shape[-1],)
         x = x.contiguous()
         y, mean, rstd = torch.ops.aten.native_layer_norm(x, shape, w_patch, b_patch, eps)
@@ -274,9 +319,12 @@ class _SplitLayerNorm(torch.autograd.Function):
         x, mean, rstd, w_cls, b_cls, w_patch, b_patch = ctx.saved_tensors
         p, dim, shape, mask = ctx.p, ctx.dim, (x.shape[-1],), [True, True, True]
         gx, gw, gb = torch.ops.aten.native_layer_norm_backward(
-            g.contiguous(), x, shape, mean, rstd, w_patch, b_patch, mask)
+            g.contiguous(), x, shape, mean, rstd, w_patch, b_patch, mask
+        )
         cls = [t.narrow(dim, 0, p).contiguous() for t in (g, x, mean, rstd)]
-        gx_cls, gw_cls, gb_cls = torch.ops.aten.native_layer_norm_backward(*cls[:2], shape, *cls[2:], w_cls, b_cls, mask)
+        gx_cls, gw_cls, gb_cls = torch.ops.aten.native_layer_norm_backward(
+            *cls[:2], shape, *cls[2:], w_cls, b_cls, mask
+        )
         gx.narrow(dim, 0, p).copy_(gx_cls)
         return gx, None, None, None, gw_cls, gb_cls, gw - gw_cls, gb - gb_cls
 
@@ -309,20 +357,41 @@ class TokenSplit(nn.Module):
         """The forward with the tokens along ``dim`` (0 in a token-major block); no hooks.
         LayerNorm takes :class:`_SplitLayerNorm` where its input has the weights' dtype (the fp32
         stream, under autocast too; not autocast's bf16 q and k, which F.layer_norm upcasts)."""
-        if (_is_layer_norm(self.cls) and x.dtype == self.cls.weight.dtype
-                and not (self.cls._forward_hooks or self.cls._forward_pre_hooks
-                         or self.patch._forward_hooks or self.patch._forward_pre_hooks)):
-            return _SplitLayerNorm.apply(x, self.num_cls, dim, self.cls.eps, self.cls.weight,
-                                         self.cls.bias, self.patch.weight, self.patch.bias)
+        if (
+            _is_layer_norm(self.cls)
+            and x.dtype == self.cls.weight.dtype
+            and not (
+                self.cls._forward_hooks
+                or self.cls._forward_pre_hooks
+                or self.patch._forward_hooks
+                or self.patch._forward_pre_hooks
+            )
+        ):
+            return _SplitLayerNorm.apply(
+                x,
+                self.num_cls,
+                dim,
+                self.cls.eps,
+                self.cls.weight,
+                self.cls.bias,
+                self.patch.weight,
+                self.patch.bias,
+            )
         # split (not two narrows): its backward is one cat, not two zero-filled full-size grads.
         # Contiguous slices and grads keep the matmuls and bias-grad sums on their fast paths
         # (measured: 1.07x instead of 1.3x for a fully specialized tiny ViT train step on CPU).
         cls_x, patch_x = x.split([self.num_cls, x.size(dim) - self.num_cls], dim)
-        return torch.cat((_ContiguousGrad.apply(self.cls(cls_x.contiguous())),
-                          _ContiguousGrad.apply(self.patch(patch_x.contiguous()))), dim=dim)
+        return torch.cat(
+            (
+                _ContiguousGrad.apply(self.cls(cls_x.contiguous())),
+                _ContiguousGrad.apply(self.patch(patch_x.contiguous())),
+            ),
+            dim=dim,
+        )
 
-    def _duplicate_plain_weights(self, module: nn.Module, state_dict: dict[str, Any], prefix: str,
-                                 *args: Any) -> None:
+    def _duplicate_plain_weights(
+        self, module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any
+    ) -> None:
         for name in self.cls.state_dict():
             plain = prefix + name
             if plain in state_dict and prefix + "cls." + name not in state_dict:
@@ -341,13 +410,18 @@ def _path(module: nn.Module, route: int) -> nn.Module:
     return module
 
 
-def _streamable_mlp(mlp: nn.Module) -> bool:
-    linear = (isinstance(_path(getattr(mlp, "fc1", None), 0), nn.Linear)
-              and isinstance(_path(getattr(mlp, "fc2", None), 0), nn.Linear))
+def _streamable_mlp(mlp: object) -> bool:
+    fc1, fc2 = getattr(mlp, "fc1", None), getattr(mlp, "fc2", None)
+    linear = (
+        fc1 is not None
+        and fc2 is not None
+        and isinstance(_path(fc1, 0), nn.Linear)
+        and isinstance(_path(fc2, 0), nn.Linear)
+    )
     return linear and (type(mlp) is Mlp or (type(mlp) is GluMlp and mlp.chunk_dim == -1))
 
 
-def _mlp(mlp: nn.Module, route: int, x: torch.Tensor) -> torch.Tensor:
+def _mlp(mlp: Mlp | GluMlp, route: int, x: torch.Tensor) -> torch.Tensor:
     """timm's Mlp / GluMlp forward on the tokens of one path."""
     x = _path(mlp.fc1, route)(x)
     if type(mlp) is GluMlp:
@@ -358,8 +432,7 @@ def _mlp(mlp: nn.Module, route: int, x: torch.Tensor) -> torch.Tensor:
     return mlp.drop2(_path(mlp.fc2, route)(mlp.norm(mlp.drop1(x))))
 
 
-def _linear_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                 bias: torch.Tensor | None) -> None:
+def _linear_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
     """F.linear written into ``out``, a contiguous slice of a larger tensor."""
     out, x = out.flatten(0, -2), x.flatten(0, -2)
     if bias is None:
@@ -368,8 +441,14 @@ def _linear_into(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
         torch.addmm(bias, x, weight.t(), out=out)
 
 
-def _linear_grads(ctx: Any, g: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                  has_bias: bool, grad_x: torch.Tensor | None = None) -> tuple[Any, ...]:
+def _linear_grads(
+    ctx: Any,
+    g: torch.Tensor,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    has_bias: bool,
+    grad_x: torch.Tensor | None = None,
+) -> tuple[Any, ...]:
     """Grads of one path's linear (input into ``grad_x`` when given), as F.linear's backward."""
     g2, x2 = g.contiguous().flatten(0, -2), x.flatten(0, -2)
     gx = None
@@ -385,12 +464,19 @@ class _LinearJoin(torch.autograd.Function):
     concatenation of the outputs without its copy (attention's QKV input)."""
 
     @staticmethod
-    def forward(ctx: Any, x_cls: torch.Tensor, x_patch: torch.Tensor, w_cls: torch.Tensor,
-                b_cls: torch.Tensor | None, w_patch: torch.Tensor,
-                b_patch: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        ctx: Any,
+        x_cls: torch.Tensor,
+        x_patch: torch.Tensor,
+        w_cls: torch.Tensor,
+        b_cls: torch.Tensor | None,
+        w_patch: torch.Tensor,
+        b_patch: torch.Tensor | None,
+    ) -> torch.Tensor:
         p = x_cls.shape[0]
-        out = torch.empty((p + x_patch.shape[0], *x_cls.shape[1:-1], w_cls.shape[0]),
-                          dtype=x_cls.dtype, device=x_cls.device)
+        out = torch.empty(
+            (p + x_patch.shape[0], *x_cls.shape[1:-1], w_cls.shape[0]), dtype=x_cls.dtype, device=x_cls.device
+        )
         _linear_into(out[:p], x_cls, w_cls, b_cls)
         _linear_into(out[p:], x_patch, w_patch, b_patch)
         ctx.save_for_backward(x_cls, x_patch, w_cls, w_patch)
@@ -412,8 +498,15 @@ class _SplitLinear(torch.autograd.Function):
     (attention's output projection)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, p: int, w_cls: torch.Tensor, b_cls: torch.Tensor | None,
-                w_patch: torch.Tensor, b_patch: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        p: int,
+        w_cls: torch.Tensor,
+        b_cls: torch.Tensor | None,
+        w_patch: torch.Tensor,
+        b_patch: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, ...]:
         ctx.save_for_backward(x, w_cls, w_patch)
         ctx.p, ctx.has_bias = p, b_cls is not None
         return F.linear(x[:p], w_cls, b_cls), F.linear(x[p:], w_patch, b_patch)
@@ -423,10 +516,10 @@ class _SplitLinear(torch.autograd.Function):
         x, w_cls, w_patch = ctx.saved_tensors
         p = ctx.p
         gx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        _, gw_c, gb_c = _linear_grads(ctx, g_cls, x[:p], w_cls, ctx.has_bias,
-                                      None if gx is None else gx[:p])
-        _, gw_p, gb_p = _linear_grads(ctx, g_patch, x[p:], w_patch, ctx.has_bias,
-                                      None if gx is None else gx[p:])
+        _, gw_c, gb_c = _linear_grads(ctx, g_cls, x[:p], w_cls, ctx.has_bias, None if gx is None else gx[:p])
+        _, gw_p, gb_p = _linear_grads(
+            ctx, g_patch, x[p:], w_patch, ctx.has_bias, None if gx is None else gx[p:]
+        )
         return gx, None, gw_c, gb_c, gw_p, gb_p
 
 
@@ -434,11 +527,15 @@ class _AddJoin(torch.autograd.Function):
     """``cat([a_cls + b_cls, a_patch + b_patch])`` along tokens, added straight into one tensor."""
 
     @staticmethod
-    def forward(ctx: Any, a_cls: torch.Tensor, a_patch: torch.Tensor, b_cls: torch.Tensor,
-                b_patch: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any, a_cls: torch.Tensor, a_patch: torch.Tensor, b_cls: torch.Tensor, b_patch: torch.Tensor
+    ) -> torch.Tensor:
         p = a_cls.shape[0]
-        out = torch.empty((p + a_patch.shape[0], *a_cls.shape[1:]),
-                          dtype=torch.promote_types(a_cls.dtype, b_cls.dtype), device=a_cls.device)
+        out = torch.empty(
+            (p + a_patch.shape[0], *a_cls.shape[1:]),
+            dtype=torch.promote_types(a_cls.dtype, b_cls.dtype),
+            device=a_cls.device,
+        )
         torch.add(a_cls, b_cls, out=out[:p])
         torch.add(a_patch, b_patch, out=out[p:])
         ctx.p = p
@@ -446,21 +543,22 @@ class _AddJoin(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return g[:ctx.p], g[ctx.p:], g[:ctx.p], g[ctx.p:]
+        return g[: ctx.p], g[ctx.p :], g[: ctx.p], g[ctx.p :]
 
 
-def _linear_args(split: TokenSplit, *xs: torch.Tensor) -> list[Any]:
+def _linear_args(split: TokenSplit, x: torch.Tensor, *xs: torch.Tensor | int) -> list[Any]:
     """Inputs and both paths' weights, cast as autocast casts F.linear's."""
-    args = [*xs, split.cls.weight, split.cls.bias, split.patch.weight, split.patch.bias]
-    device = xs[0].device.type
+    args = [x, *xs, split.cls.weight, split.cls.bias, split.patch.weight, split.patch.bias]
+    device = x.device.type
     if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         dtype = torch.get_autocast_dtype(device)
         args = [a.to(dtype) if isinstance(a, torch.Tensor) else a for a in args]
     return args
 
 
-def _drop_path_mask(drop: nn.Module, batch: int, t: torch.Tensor,
-                    training: bool) -> torch.Tensor | None:
+def _drop_path_mask(
+    drop: nn.Identity | DropPath, batch: int, t: torch.Tensor, training: bool
+) -> torch.Tensor | None:
     """timm's per-sample stochastic-depth factor (one draw shared by both paths) for token-major
     ``t`` ([tokens, batch, dim]), or None."""
     if isinstance(drop, nn.Identity) or drop.drop_prob == 0.0 or not training:
@@ -513,17 +611,25 @@ class _SplitBlock(Block):
     @staticmethod
     def supports(block: nn.Module) -> bool:
         attn = getattr(block, "attn", None)
-        return (type(block) in (Block, SubsetBlock) and type(attn) is Attention and attn.gate is None
-                and isinstance(_path(attn.qkv, 0), nn.Linear) and _streamable_mlp(block.mlp)
-                and all(isinstance(d, (nn.Identity, DropPath))
-                        for d in (block.drop_path1, block.drop_path2)))
+        return (
+            type(block) in (Block, SubsetBlock)
+            and type(attn) is Attention
+            and attn.gate is None
+            and isinstance(_path(attn.qkv, 0), nn.Linear)
+            and _streamable_mlp(block.mlp)
+            and all(isinstance(d, (nn.Identity, DropPath)) for d in (block.drop_path1, block.drop_path2))
+        )
 
     def _hooked(self) -> bool:
-        return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
-                   or m._backward_pre_hooks for m in self.modules() if m is not self)
+        return any(
+            m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+            for m in self.modules()
+            if m is not self
+        )
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None = None,
-                is_causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None = None, is_causal: bool = False
+    ) -> torch.Tensor:
         if attn_mask is not None or is_causal or self._hooked():
             return super().forward(x, attn_mask=attn_mask, is_causal=is_causal)
         t = x.transpose(0, 1)  # free after another _SplitBlock
@@ -532,7 +638,7 @@ class _SplitBlock(Block):
         out = self._half(self._mlp, state, self.drop_path2).transpose(0, 1)
         return out if self.token_major_out else out.contiguous()
 
-    def _half(self, fn: Any, state: Any, drop: nn.Module) -> Any:
+    def _half(self, fn: Any, state: Any, drop: nn.Identity | DropPath) -> Any:
         """``fn(state, scale)`` for the whole batch with timm's per-sample stochastic-depth factor
         (one draw shared by both paths), or for DINOv2's batch subset (model.droppath) with its
         scale, written back into the untouched samples. ``state`` is token-major, one tensor or
@@ -542,17 +648,23 @@ class _SplitBlock(Block):
         if subset is None:
             return fn(state, _drop_path_mask(drop, first.shape[1], first, self.training))
         index, scale = subset
-        part = ([s.index_select(1, index) for s in state] if isinstance(state, list)
-                else state.index_select(1, index))
+        part = (
+            [s.index_select(1, index) for s in state]
+            if isinstance(state, list)
+            else state.index_select(1, index)
+        )
         out = fn(part, first.new_full((1, 1, 1), scale))
         if isinstance(out, list):  # the attention half of a whole sequence, left split
-            return [s.index_copy(1, index, o) for s, o in zip(state.split([o.shape[0] for o in out]), out)]
+            return [
+                s.index_copy(1, index, o)
+                for s, o in zip(state.split([o.shape[0] for o in out]), out, strict=True)
+            ]
         whole = torch.cat(state) if isinstance(state, list) else state
         return whole.index_copy(1, index, out.to(whole.dtype))
 
     def _attention(self, t: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor | list[torch.Tensor]:
         """norm1 -> attention -> proj -> ls1, added to ``t`` (split when proj or ls1 is)."""
-        attn = self.attn
+        attn = cast(Attention, self.attn)
         n, batch, _ = t.shape
         sizes, routes = (self.num_cls, n - self.num_cls), (0, 1)
         heads, head_dim = attn.num_heads, attn.head_dim
@@ -565,8 +677,13 @@ class _SplitBlock(Block):
             if not (isinstance(attn.q_norm, TokenSplit) or isinstance(attn.k_norm, TokenSplit)):
                 qkv = _LinearJoin.apply(*_linear_args(attn.qkv, *h))
             else:  # q/k norms per path, then q, k and v joined
-                per = [_path(attn.qkv, r)(h[r]).reshape(sizes[r], batch, 3, heads, head_dim)
-                       .permute(2, 1, 3, 0, 4).unbind(0) for r in routes]
+                per = [
+                    _path(attn.qkv, r)(h[r])
+                    .reshape(sizes[r], batch, 3, heads, head_dim)
+                    .permute(2, 1, 3, 0, 4)
+                    .unbind(0)
+                    for r in routes
+                ]
                 q = torch.cat([_path(attn.q_norm, r)(per[r][0]) for r in routes], 2)
                 k = torch.cat([_path(attn.k_norm, r)(per[r][1]) for r in routes], 2)
                 v = torch.cat([per[r][2] for r in routes], 2)
@@ -576,8 +693,7 @@ class _SplitBlock(Block):
             q, k, v = qkv.reshape(n, batch, 3, heads, head_dim).permute(2, 1, 3, 0, 4).unbind(0)
             q, k = attn.q_norm(q), attn.k_norm(k)
         if attn.fused_attn:
-            o = F.scaled_dot_product_attention(
-                q, k, v, dropout_p=attn.attn_drop.p if self.training else 0.0)
+            o = F.scaled_dot_product_attention(q, k, v, dropout_p=attn.attn_drop.p if self.training else 0.0)
         else:
             o = attn.attn_drop(((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)) @ v
 
@@ -585,21 +701,23 @@ class _SplitBlock(Block):
         o = attn.norm(o.permute(2, 0, 1, 3).reshape(n, batch, attn.attn_dim))
         if isinstance(attn.proj, TokenSplit) or isinstance(self.ls1, TokenSplit):
             if isinstance(attn.proj, TokenSplit):
-                o = _SplitLinear.apply(*_linear_args(attn.proj, o, self.num_cls))
+                parts = _SplitLinear.apply(*_linear_args(attn.proj, o, self.num_cls))
             else:
-                o = [attn.proj(o_r) for o_r in o.split(sizes)]
-            return [xs[r] + _scaled(_path(self.ls1, r)(attn.proj_drop(o[r])), mask) for r in routes]
+                parts = [attn.proj(o_r) for o_r in o.split(sizes)]
+            return [xs[r] + _scaled(_path(self.ls1, r)(attn.proj_drop(parts[r])), mask) for r in routes]
         return t + _scaled(self.ls1(attn.proj_drop(attn.proj(o))), mask)
 
     def _mlp(self, state: torch.Tensor | list[torch.Tensor], mask: torch.Tensor | None) -> torch.Tensor:
         """norm2 -> MLP -> ls2, added to ``state``; the paths joined (a whole token-major tensor)."""
-        mlp = self.mlp
+        mlp = cast(Mlp | GluMlp, self.mlp)
         routes = (0, 1)
-        if (any(isinstance(m, TokenSplit) for m in (mlp.fc1, mlp.fc2, self.ls2))
-                or (isinstance(state, list) and isinstance(self.norm2, TokenSplit))):
+        if any(isinstance(m, TokenSplit) for m in (mlp.fc1, mlp.fc2, self.ls2)) or (
+            isinstance(state, list) and isinstance(self.norm2, TokenSplit)
+        ):
             xs = state if isinstance(state, list) else state.split((self.num_cls, len(state) - self.num_cls))
-            residuals = [_scaled(_path(self.ls2, r)(_mlp(mlp, r, _path(self.norm2, r)(xs[r]))), mask)
-                         for r in routes]
+            residuals = [
+                _scaled(_path(self.ls2, r)(_mlp(mlp, r, _path(self.norm2, r)(xs[r]))), mask) for r in routes
+            ]
             return _AddJoin.apply(*xs, *residuals)
         if isinstance(state, list):
             state = torch.cat(state)
@@ -625,12 +743,13 @@ class Specialization(nn.Module):
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
         if Spec.parse(state["spec"]) != self.spec or state["num_cls_tokens"] != self.num_cls:
-            raise SpecError(f"checkpoint spec {state['spec']} ({state['num_cls_tokens']} CLS-path "
-                            f"tokens) differs from the model's {self.spec.to_dict()} "
-                            f"({self.num_cls}); specialize with spec_from_state_dict(state_dict)")
+            raise SpecError(
+                f"checkpoint spec {state['spec']} ({state['num_cls_tokens']} CLS-path "
+                f"tokens) differs from the model's {self.spec.to_dict()} "
+                f"({self.num_cls}); specialize with spec_from_state_dict(state_dict)"
+            )
 
-    def _accept_plain(self, module: nn.Module, state_dict: dict[str, Any], prefix: str,
-                      *args: Any) -> None:
+    def _accept_plain(self, module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
         state_dict.setdefault(prefix + "_extra_state", self.get_extra_state())
 
     def extra_repr(self) -> str:
@@ -652,8 +771,10 @@ def specialize(vit: VisionTransformer, spec: Spec | Mapping[str, Any] | str | No
     if hasattr(vit, "specialization"):
         raise SpecError("specialize: the model is already specialized")
     if spec.registers is not None and vit.num_reg_tokens == 0:
-        raise SpecError(f"specialize.registers: routed to {spec.registers!r} but the model has no "
-                        f"register tokens (registers: 0)")
+        raise SpecError(
+            f"specialize.registers: routed to {spec.registers!r} but the model has no "
+            f"register tokens (registers: 0)"
+        )
     if not spec:
         return vit
     if spec.registers == "patch":
@@ -672,26 +793,33 @@ def specialize(vit: VisionTransformer, spec: Spec | Mapping[str, Any] | str | No
             if _missing(getattr(parent, leaf, None)):
                 if spec.skip_missing:
                     break
-                raise SpecError(f"specialize.{component}: block {i} has no {path} "
-                                f"(e.g. ls1/ls2 need init_values, q_norm/k_norm need qk_norm=True)")
+                raise SpecError(
+                    f"specialize.{component}: block {i} has no {path} "
+                    f"(e.g. ls1/ls2 need init_values, q_norm/k_norm need qk_norm=True)"
+                )
             targets.append((parent, leaf, dim, component))
     if spec.final_norm:
         if not _missing(vit.norm):
             targets.append((vit, "norm", 1, "final_norm"))
         elif not spec.skip_missing:
-            raise SpecError("specialize.final_norm: the model has no token-level final norm "
-                            f"(global_pool={vit.global_pool!r} normalizes pooled patch features "
-                            "with fc_norm); drop final_norm from the spec")
+            raise SpecError(
+                "specialize.final_norm: the model has no token-level final norm "
+                f"(global_pool={vit.global_pool!r} normalizes pooled patch features "
+                "with fc_norm); drop final_norm from the spec"
+            )
     for parent, leaf, dim, component in targets:
         setattr(parent, leaf, TokenSplit(getattr(parent, leaf), num_cls, dim, component))
-    for block in vit.blocks:  # a block whose only specialized layers are norms keeps timm's forward
-        if _SplitBlock.supports(block) and any(isinstance(m, TokenSplit) for m in (
-                block.attn.qkv, block.attn.proj, block.ls1, block.mlp.fc1, block.mlp.fc2, block.ls2)):
+    # a block whose only specialized layers are norms keeps timm's forward
+    for block in cast(Sequence[Block], vit.blocks):
+        if _SplitBlock.supports(block) and any(
+            isinstance(m, TokenSplit)
+            for m in (block.attn.qkv, block.attn.proj, block.ls1, block.mlp.fc1, block.mlp.fc2, block.ls2)
+        ):
             block.__class__ = _SplitBlock
-            block.num_cls = num_cls
-    for block, after in zip(vit.blocks, [*vit.blocks[1:], None]):
-        if isinstance(block, _SplitBlock):
-            block.token_major_out = isinstance(after, _SplitBlock)
+            cast(_SplitBlock, block).num_cls = num_cls
+    for current, after in zip(vit.blocks, [*vit.blocks[1:], None], strict=True):
+        if isinstance(current, _SplitBlock):
+            current.token_major_out = isinstance(after, _SplitBlock)
     vit.specialization = Specialization(spec, num_cls)
     return vit
 
@@ -719,8 +847,13 @@ def build_vit(
     """
     if scale not in SCALES:
         raise SpecError(f"model.scale: unknown scale {scale!r}; expected one of {', '.join(SCALES)}")
-    vit = VisionTransformer(img_size=img_size, patch_size=patch_size, num_classes=num_classes,
-                            reg_tokens=registers, **{**SCALES[scale], **timm_kwargs})
+    vit = VisionTransformer(
+        img_size=img_size,
+        patch_size=patch_size,
+        num_classes=num_classes,
+        reg_tokens=registers,
+        **{**SCALES[scale], **timm_kwargs},
+    )
     return _specialize(vit, specialize)
 
 
@@ -757,24 +890,29 @@ def param_report(model: nn.Module) -> ParamReport:
         if isinstance(module, TokenSplit):
             blocks, extra = per.get(module.component, ([], 0))
             match = re.search(r"blocks\.(\d+)\.", name)
-            per[module.component] = (blocks + [int(match[1])] if match else blocks,
-                                      extra + sum(p.numel() for p in module.patch.parameters()))
+            per[module.component] = (
+                blocks + [int(match[1])] if match else blocks,
+                extra + sum(p.numel() for p in module.patch.parameters()),
+            )
     order = [*BLOCK_COMPONENTS, "final_norm"]
     comps = tuple(ComponentParams(c, tuple(per[c][0]), per[c][1]) for c in order if c in per)
-    return ParamReport(total=sum(p.numel() for p in model.parameters()),
-                       extra=sum(c.extra for c in comps), components=comps)
+    return ParamReport(
+        total=sum(p.numel() for p in model.parameters()), extra=sum(c.extra for c in comps), components=comps
+    )
 
 
 # The CPU SDPA kernel has no formula in torch.utils.flop_counter (it would count 0).
 _CPU_SDPA = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
 if _CPU_SDPA not in flop_registry:
+
     @register_flop_formula(_CPU_SDPA)
     def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
         return sdpa_flop_count(query_shape, key_shape, value_shape)
 
     @register_flop_formula(torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward)
-    def _cpu_sdpa_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args,
-                                out_shape=None, **kwargs) -> int:
+    def _cpu_sdpa_backward_flop(
+        grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+    ) -> int:
         return sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
@@ -792,8 +930,9 @@ def flops(model: VisionTransformer, img_size: int | tuple[int, int], batch_size:
     """
     h, w = (img_size, img_size) if isinstance(img_size, int) else img_size
     param = next(model.parameters())
-    x = torch.randn(batch_size, model.patch_embed.proj.in_channels, h, w,
-                    device=param.device, dtype=param.dtype)
+    x = torch.randn(
+        batch_size, model.patch_embed.proj.in_channels, h, w, device=param.device, dtype=param.dtype
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     with FlopCounterMode(display=False) as fwd:
         model(x)
@@ -813,13 +952,15 @@ def _ranges(blocks: Sequence[int]) -> str:
     return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs) or "-"
 
 
-def _print_report(scale: str, spec: str, img_size: int, patch_size: int, registers: int,
-                  num_classes: int) -> None:
+def _print_report(
+    scale: str, spec: str, img_size: int, patch_size: int, registers: int, num_classes: int
+) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    kw = dict(img_size=img_size, patch_size=patch_size, num_classes=num_classes,
-              registers=registers, device="meta")
+    kw: dict[str, Any] = dict(
+        img_size=img_size, patch_size=patch_size, num_classes=num_classes, registers=registers, device="meta"
+    )
     model = build_vit(scale, specialize=spec, **kw)
     report = param_report(model)
     fl, plain_fl = flops(model, img_size), flops(build_vit(scale, **kw), img_size)
@@ -827,22 +968,31 @@ def _print_report(scale: str, spec: str, img_size: int, patch_size: int, registe
     for col in ("component", "blocks", "extra params", "% of base"):
         table.add_column(col, justify="left" if col in ("component", "blocks") else "right")
     for c in report.components:
-        table.add_row(c.component, _ranges(c.blocks), f"{c.extra:,}",
-                      f"{100 * c.extra / report.base:.3f}")
+        table.add_row(c.component, _ranges(c.blocks), f"{c.extra:,}", f"{100 * c.extra / report.base:.3f}")
     table.add_section()
     table.add_row("total", "", f"{report.total:,}", f"+{report.extra_pct:.3f}")
     table.add_row("base (plain ViT)", "", f"{report.base:,}", "")
     table.add_section()
-    table.add_row("GFLOPs forward (plain ViT)", "", f"{fl.forward / 1e9:.3f}", f"({plain_fl.forward / 1e9:.3f})")
-    table.add_row("GFLOPs fwd+bwd (plain ViT)", "", f"{fl.forward_backward / 1e9:.3f}",
-                  f"({plain_fl.forward_backward / 1e9:.3f})")
+    table.add_row(
+        "GFLOPs forward (plain ViT)", "", f"{fl.forward / 1e9:.3f}", f"({plain_fl.forward / 1e9:.3f})"
+    )
+    table.add_row(
+        "GFLOPs fwd+bwd (plain ViT)",
+        "",
+        f"{fl.forward_backward / 1e9:.3f}",
+        f"({plain_fl.forward_backward / 1e9:.3f})",
+    )
     Console().print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m model.vit", description=(
-        "Parameter report and FLOPs (batch 1, 2 FLOPs per multiply-add) of a specialized ViT; "
-        "built on the meta device, so any scale is instant."))
+    parser = argparse.ArgumentParser(
+        prog="python -m model.vit",
+        description=(
+            "Parameter report and FLOPs (batch 1, 2 FLOPs per multiply-add) of a specialized ViT; "
+            "built on the meta device, so any scale is instant."
+        ),
+    )
     parser.add_argument("--scale", default="base", choices=list(SCALES))
     parser.add_argument("--spec", default="none", help=f"preset(s) joined by '+': {', '.join(PRESETS)}")
     parser.add_argument("--img-size", type=int, default=224)
@@ -851,8 +1001,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--num-classes", type=int, default=1000)
     args = parser.parse_args(argv)
     try:
-        _print_report(args.scale, args.spec, args.img_size, args.patch_size, args.registers,
-                      args.num_classes)
+        _print_report(args.scale, args.spec, args.img_size, args.patch_size, args.registers, args.num_classes)
     except SpecError as err:
         parser.exit(2, f"error: {err}\n")
 

@@ -15,7 +15,14 @@ import numpy as np
 from PIL import Image as PILImage
 
 from model.data.base import (
-    IGNORE_INDEX, DatasetError, Sample, Transform, VisionDataset, raw_sample, require_dir, require_root,
+    IGNORE_INDEX,
+    DatasetError,
+    Sample,
+    Transform,
+    VisionDataset,
+    raw_sample,
+    require_dir,
+    require_root,
 )
 
 _SPLIT_DIRS = {"train": "training", "val": "validation"}

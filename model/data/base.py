@@ -65,7 +65,9 @@ def require_dir(dataset: str, root: Path, rel: str) -> Path:
 def raw_sample(image: np.ndarray | PILImage.Image, **targets: Any) -> Sample:
     """Wrap an RGB image (H×W×3 uint8 or PIL) and its targets as v2 tv_tensors, ready for a transform."""
     array = np.asarray(image.convert("RGB") if isinstance(image, PILImage.Image) else image)
-    sample: Sample = {"image": tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))))}
+    sample: Sample = {
+        "image": tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1))))
+    }
     for key, value in targets.items():
         sample[key] = tv_tensors.Mask(torch.from_numpy(value)) if isinstance(value, np.ndarray) else value
     return sample
@@ -113,6 +115,9 @@ class VisionDataset(Dataset):
 
     def load(self, index: int) -> Sample:
         """The untransformed sample (see the module docstring for its types)."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> Sample:

@@ -8,7 +8,15 @@ from pathlib import Path
 import numpy as np
 from torchvision import datasets
 
-from model.data.base import IGNORE_INDEX, Sample, Transform, VisionDataset, raw_sample, require_dir, require_root
+from model.data.base import (
+    IGNORE_INDEX,
+    Sample,
+    Transform,
+    VisionDataset,
+    raw_sample,
+    require_dir,
+    require_root,
+)
 
 # labelId -> trainId lookup table, from the official class table that torchvision carries.
 TRAIN_IDS = np.full(256, IGNORE_INDEX, dtype=np.int64)
@@ -26,7 +34,9 @@ class Cityscapes(VisionDataset):
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None) -> None:
         super().__init__(split, transform)
         self.validate(root, split)
-        self.base = datasets.Cityscapes(str(Path(root).expanduser()), split=split, mode="fine", target_type="semantic")
+        self.base = datasets.Cityscapes(
+            str(Path(root).expanduser()), split=split, mode="fine", target_type="semantic"
+        )
 
     @classmethod
     def validate(cls, root: str | Path, split: str) -> None:

@@ -12,7 +12,10 @@ from PIL import Image
 
 # (height, width) of a typical image of each dataset (Cityscapes at half its 1024x2048)
 SIZES: dict[str, tuple[int, int]] = {
-    "imagefolder": (375, 500), "ade20k": (512, 683), "nyu": (480, 640), "cityscapes": (512, 1024),
+    "imagefolder": (375, 500),
+    "ade20k": (512, 683),
+    "nyu": (480, 640),
+    "cityscapes": (512, 1024),
 }
 _DONE = ".fixture"
 
@@ -28,7 +31,7 @@ def _rgb(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
 
 def _blocks(rng: np.random.Generator, size: tuple[int, int], low: int, high: int, dtype: type) -> np.ndarray:
     """A map of 8x8 constant regions (segments, surfaces) with values in [low, high)."""
-    coarse = rng.integers(low, high, (8, 8)).astype(dtype)
+    coarse: np.ndarray = rng.integers(low, high, (8, 8)).astype(dtype)
     rows, cols = np.arange(size[0]) * 8 // size[0], np.arange(size[1]) * 8 // size[1]
     return coarse[rows][:, cols]
 
@@ -70,12 +73,16 @@ def _cityscapes(root: Path, rng: np.random.Generator, images: int, num_classes: 
 
 
 WRITERS: dict[str, Callable[[Path, np.random.Generator, int, int], None]] = {
-    "imagefolder": _imagefolder, "ade20k": _ade20k, "nyu": _nyu, "cityscapes": _cityscapes,
+    "imagefolder": _imagefolder,
+    "ade20k": _ade20k,
+    "nyu": _nyu,
+    "cityscapes": _cityscapes,
 }
 
 
-def write_fixture(name: str, root: str | Path, *, images: int = 2, num_classes: int = 2,
-                  seed: int = 0) -> Path:
+def write_fixture(
+    name: str, root: str | Path, *, images: int = 2, num_classes: int = 2, seed: int = 0
+) -> Path:
     """Write dataset ``name`` under ``root`` (``images`` per split, per class for ImageFolder) unless a
     complete one is there already; returns ``root``."""
     if name not in WRITERS:

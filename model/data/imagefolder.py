@@ -8,7 +8,15 @@ from pathlib import Path
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, default_loader
 
-from model.data.base import DatasetError, Sample, Transform, VisionDataset, raw_sample, require_dir, require_root
+from model.data.base import (
+    DatasetError,
+    Sample,
+    Transform,
+    VisionDataset,
+    raw_sample,
+    require_dir,
+    require_root,
+)
 
 
 class ImageFolderDataset(VisionDataset):
@@ -36,7 +44,9 @@ class ImageFolderDataset(VisionDataset):
         path = require_dir(cls.name, require_root(cls.name, root), split)
         first = next((e for e in sorted(os.scandir(path), key=lambda e: e.name) if e.is_dir()), None)
         if first is None:
-            raise DatasetError(cls.name, root, f"{split}/ holds no class folders (expected {split}/<class>/<image>)")
+            raise DatasetError(
+                cls.name, root, f"{split}/ holds no class folders (expected {split}/<class>/<image>)"
+            )
         if not any(e.name.lower().endswith(IMG_EXTENSIONS) for e in os.scandir(first.path)):
             raise DatasetError(cls.name, root, f"class folder {split}/{first.name} holds no image files")
 

@@ -14,7 +14,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image as PILImage
 
-from model.data.base import DatasetError, Sample, Transform, VisionDataset, raw_sample, require_dir, require_root
+from model.data.base import (
+    DatasetError,
+    Sample,
+    Transform,
+    VisionDataset,
+    raw_sample,
+    require_dir,
+    require_root,
+)
 
 _SPLIT_DIRS = {"train": "sync", "val": "official_splits/test"}
 MM_PER_M = 1000.0
@@ -50,6 +58,8 @@ class NYUDepthV2(VisionDataset):
         path = self.depths[index]
         raw = PILImage.open(path)
         if raw.mode not in ("I;16", "I"):
-            raise DatasetError(self.name, self.root, f"{path.relative_to(self.root)} is not a 16-bit depth PNG")
+            raise DatasetError(
+                self.name, self.root, f"{path.relative_to(self.root)} is not a 16-bit depth PNG"
+            )
         depth = np.asarray(raw, dtype=np.float32) / MM_PER_M
         return raw_sample(PILImage.open(self.images[index]), depth=depth)

@@ -29,12 +29,31 @@ from PIL import Image as PILImage
 from model.data.base import Sample, Transform, VisionDataset, raw_sample
 
 SHAPES: tuple[str, ...] = (
-    "disc", "square", "triangle", "star", "ring", "cross", "ellipse", "semicircle", "crescent", "hexagon",
+    "disc",
+    "square",
+    "triangle",
+    "star",
+    "ring",
+    "cross",
+    "ellipse",
+    "semicircle",
+    "crescent",
+    "hexagon",
 )
 # Photographs and natural textures from skimage.data that load offline (no pooch download).
 TEXTURE_NAMES: tuple[str, ...] = (
-    "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry",
-    "brick", "grass", "gravel", "camera", "moon", "coins", "cell",
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "immunohistochemistry",
+    "brick",
+    "grass",
+    "gravel",
+    "camera",
+    "moon",
+    "coins",
+    "cell",
 )
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
@@ -86,7 +105,7 @@ def _textures(resolution: int) -> tuple[np.ndarray, ...]:
     for img in _photos():
         scale = min(1.0, 2 * resolution / min(img.size))
         size = (max(resolution, round(img.width * scale)), max(resolution, round(img.height * scale)))
-        out.append(np.asarray(img.resize(size, PILImage.BILINEAR), dtype=np.float32) / 255)
+        out.append(np.asarray(img.resize(size, PILImage.Resampling.BILINEAR), dtype=np.float32) / 255)
     return tuple(out)
 
 
@@ -103,6 +122,8 @@ class ProceduralShapes(VisionDataset):
     a shape's outline is a sign-consistent edge even a linear patch embedding sees; the random
     draws are again unchanged, only the colours are remapped).
     """
+
+    num_classes: int  # set by __init__ (the base allows None)
 
     name = "procedural"
     splits = ("train", "val", "test")
@@ -125,7 +146,9 @@ class ProceduralShapes(VisionDataset):
         if not 1 <= num_classes <= len(SHAPES):
             raise ValueError(f"procedural: num_classes must be in 1..{len(SHAPES)}, got {num_classes}")
         if resolution < 8 or size < 1 or max_distractors < 0 or not 0 <= texture <= 1:
-            raise ValueError("procedural: need resolution >= 8, size >= 1, max_distractors >= 0 and 0 <= texture <= 1")
+            raise ValueError(
+                "procedural: need resolution >= 8, size >= 1, max_distractors >= 0 and 0 <= texture <= 1"
+            )
         self.size, self.resolution, self.seed = size, resolution, seed
         self.num_classes, self.num_seg_classes = num_classes, num_classes + 1
         self.max_distractors, self.texture, self.contrast = max_distractors, float(texture), bool(contrast)
@@ -189,8 +212,16 @@ class ProceduralShapes(VisionDataset):
         radius = rng.uniform(0.2, 0.35)
         near = 0.35 / radius * rng.uniform(0.8, 1.1)  # larger shapes are nearer: ~0.8-2 m
         for _ in range(rng.integers(self.max_distractors + 1)):
-            self._draw(rng, image, mask, depth, int(rng.integers(self.num_classes)),
-                       rng.uniform(0.08, 0.16) * res, rng.uniform(0, res, 2), rng.uniform(near + 0.5, 3.0))
+            self._draw(
+                rng,
+                image,
+                mask,
+                depth,
+                int(rng.integers(self.num_classes)),
+                rng.uniform(0.08, 0.16) * res,
+                rng.uniform(0, res, 2),
+                rng.uniform(near + 0.5, 3.0),
+            )
         self._draw(rng, image, mask, depth, label, radius * res, rng.uniform(0.35, 0.65, 2) * res, near)
 
         haze = np.exp(-rng.uniform(0.03, 0.1) * depth)[..., None]

@@ -33,7 +33,9 @@ def dataset_class(name: str) -> type[VisionDataset]:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}") from None
 
 
-def build_dataset(name: str, split: str = "train", transform: Transform | None = None, **cfg: Any) -> VisionDataset:
+def build_dataset(
+    name: str, split: str = "train", transform: Transform | None = None, **cfg: Any
+) -> VisionDataset:
     """Build dataset ``name`` from its config keys (``root`` for the real ones; see each class)."""
     cls = dataset_class(name)
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "split", "transform"}

@@ -28,12 +28,20 @@ from typing import Literal
 import numpy as np
 
 from model.data.base import Sample, Transform, VisionDataset, raw_sample
-from model.data.procedural import SHAPES, _SPLIT_IDS, _shape_mask, _textures
+from model.data.procedural import _SPLIT_IDS, SHAPES, _shape_mask, _textures
 
 # Most distinct first, so that a small num_classes keeps the easiest patterns apart.
 PATTERNS: tuple[str, ...] = (
-    "stripes_0", "checker", "speckle", "stripes_90", "dots", "stripes_45", "grid", "stripes_135",
-    "checker_45", "zigzag",
+    "stripes_0",
+    "checker",
+    "speckle",
+    "stripes_90",
+    "dots",
+    "stripes_45",
+    "grid",
+    "stripes_135",
+    "checker_45",
+    "zigzag",
 )
 
 
@@ -74,6 +82,8 @@ class ProceduralScenes(VisionDataset):
     the pattern is random), ``contrast`` (light objects on a dark background, as ``procedural``'s).
     """
 
+    num_classes: int  # set by __init__ (the base allows None)
+
     name = "scenes"
     splits = ("train", "val", "test")
     needs_root = False
@@ -98,11 +108,15 @@ class ProceduralScenes(VisionDataset):
             raise ValueError(f"scenes: num_classes must be in 1..{len(PATTERNS)}, got {num_classes}")
         lo, hi = objects
         if resolution < 8 or size < 1 or not 1 <= lo <= hi:
-            raise ValueError(f"scenes: need resolution >= 8, size >= 1 and 1 <= objects[0] <= objects[1], "
-                             f"got resolution={resolution}, size={size}, objects={objects}")
+            raise ValueError(
+                f"scenes: need resolution >= 8, size >= 1 and 1 <= objects[0] <= objects[1], "
+                f"got resolution={resolution}, size={size}, objects={objects}"
+            )
         if not 0 < radius[0] <= radius[1] or period < 2 or noise < 0:
-            raise ValueError(f"scenes: need 0 < radius[0] <= radius[1], period >= 2 and noise >= 0, "
-                             f"got radius={radius}, period={period}, noise={noise}")
+            raise ValueError(
+                f"scenes: need 0 < radius[0] <= radius[1], period >= 2 and noise >= 0, "
+                f"got radius={radius}, period={period}, noise={noise}"
+            )
         self.size, self.resolution, self.seed = size, resolution, seed
         self.num_classes, self.num_seg_classes = num_classes, num_classes + 1
         self.objects, self.radius = (int(lo), int(hi)), (float(radius[0]), float(radius[1]))
@@ -155,7 +169,7 @@ class ProceduralScenes(VisionDataset):
         tex = bank[rng.integers(len(bank))]
         y, x = rng.integers(tex.shape[0] - res + 1), rng.integers(tex.shape[1] - res + 1)
         tint = rng.uniform(0, 1, 3).astype(np.float32)
-        image = np.float32(0.5) * tex[y:y + res, x:x + res] + np.float32(0.5) * tint
+        image: np.ndarray = np.float32(0.5) * tex[y : y + res, x : x + res] + np.float32(0.5) * tint
         if self.contrast:
             image *= np.float32(0.4)
         mask = np.zeros((res, res), np.int64)

@@ -36,46 +36,69 @@ def _blur(size: int) -> v2.GaussianBlur:
 
 
 def supervised_train(
-    size: int, scale: Range = (0.35, 1.0), jitter: float = 0.3,
-    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    size: int,
+    scale: Range = (0.35, 1.0),
+    jitter: float = 0.3,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
     interpolation: str = "bilinear",
 ) -> v2.Compose:
     """DeiT-III's "3-Augment": random resized crop, flip, one of grayscale / solarize / blur, colour
     jitter. The crop scale floor defaults to 0.35 rather than 0.08 so that small images keep their
     object; pass (0.08, 1.0) and ``interpolation="bicubic"`` for DeiT-III's ImageNet crop."""
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=scale, interpolation=INTERPOLATION[interpolation], antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomChoice([v2.Grayscale(num_output_channels=3), v2.RandomSolarize(128, p=1.0), _blur(size)]),
-        v2.ColorJitter(jitter, jitter, jitter),
-        *_normalize(mean, std),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(
+                size, scale=scale, interpolation=INTERPOLATION[interpolation], antialias=True
+            ),
+            v2.RandomHorizontalFlip(),
+            v2.RandomChoice(
+                [v2.Grayscale(num_output_channels=3), v2.RandomSolarize(128, p=1.0), _blur(size)]
+            ),
+            v2.ColorJitter(jitter, jitter, jitter),
+            *_normalize(mean, std),
+        ]
+    )
 
 
 def eval_transform(
-    size: int, crop_ratio: float = 0.875, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    size: int,
+    crop_ratio: float = 0.875,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
     """Resize the shorter side to size / crop_ratio, centre-crop ``size``, normalise (the usual eval)."""
-    return v2.Compose([
-        v2.Resize(round(size / crop_ratio), antialias=True), v2.CenterCrop(size), *_normalize(mean, std),
-    ])
+    return v2.Compose(
+        [
+            v2.Resize(round(size / crop_ratio), antialias=True),
+            v2.CenterCrop(size),
+            *_normalize(mean, std),
+        ]
+    )
 
 
 def dense_train(
-    size: int, scale: Range = (0.5, 1.0), jitter: float = 0.2,
-    mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    size: int,
+    scale: Range = (0.5, 1.0),
+    jitter: float = 0.2,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> v2.Compose:
     """Segmentation / depth training: one random resized crop and flip for image, mask and depth,
     colour jitter on the image only. No padding, so no fill value can leak into mask or depth."""
-    return v2.Compose([
-        v2.RandomResizedCrop(size, scale=scale, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ColorJitter(jitter, jitter, jitter),
-        *_normalize(mean, std),
-    ])
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=scale, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.ColorJitter(jitter, jitter, jitter),
+            *_normalize(mean, std),
+        ]
+    )
 
 
-def dense_eval(size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> v2.Compose:
+def dense_eval(
+    size: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> v2.Compose:
     """Segmentation / depth evaluation: shorter side to ``size``, centre crop (fixed shapes batch)."""
     return v2.Compose([v2.Resize(size, antialias=True), v2.CenterCrop(size), *_normalize(mean, std)])
 
@@ -95,24 +118,35 @@ class MultiCrop:
     """
 
     def __init__(
-        self, global_size: int = 224, local_size: int = 96, n_local: int = 8,
-        global_scale: Range = (0.32, 1.0), local_scale: Range = (0.05, 0.32),
-        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-        blur: tuple[float, float, float] = (1.0, 0.1, 0.5), interpolation: str = "bilinear",
-        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1), jitter_p: float = 0.8,
-        grayscale_p: float = 0.2, solarize_p: float = 0.2,
+        self,
+        global_size: int = 224,
+        local_size: int = 96,
+        n_local: int = 8,
+        global_scale: Range = (0.32, 1.0),
+        local_scale: Range = (0.05, 0.32),
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        blur: tuple[float, float, float] = (1.0, 0.1, 0.5),
+        interpolation: str = "bilinear",
+        jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1),
+        jitter_p: float = 0.8,
+        grayscale_p: float = 0.2,
+        solarize_p: float = 0.2,
     ) -> None:
         def crop(size: int, scale: Range, blur_p: float, solarize: float = 0.0) -> v2.Compose:
-            return v2.Compose([
-                v2.RandomResizedCrop(size, scale=scale, interpolation=INTERPOLATION[interpolation],
-                                     antialias=True),
-                v2.RandomHorizontalFlip(),
-                v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p),
-                v2.RandomGrayscale(p=grayscale_p),
-                v2.RandomApply([_blur(size)], p=blur_p),
-                v2.RandomSolarize(128, p=solarize),
-                *_normalize(mean, std),
-            ])
+            return v2.Compose(
+                [
+                    v2.RandomResizedCrop(
+                        size, scale=scale, interpolation=INTERPOLATION[interpolation], antialias=True
+                    ),
+                    v2.RandomHorizontalFlip(),
+                    v2.RandomApply([v2.ColorJitter(*jitter)], p=jitter_p),
+                    v2.RandomGrayscale(p=grayscale_p),
+                    v2.RandomApply([_blur(size)], p=blur_p),
+                    v2.RandomSolarize(128, p=solarize),
+                    *_normalize(mean, std),
+                ]
+            )
 
         self.n_local = n_local
         self.global1 = crop(global_size, global_scale, blur_p=blur[0])

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
-from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 
 from model.eval.analysis import METRICS as ANALYSIS_METRICS
 from model.eval.analysis import AnalysisConfig, analysis
@@ -34,21 +34,36 @@ EVALS: dict[str, Evaluation] = {
 }
 
 
-def parse_eval(name: str, raw: Mapping[str, Any], pretrain_data: Mapping[str, Any] | None = None) -> EvalConfig:
+def parse_eval(
+    name: str, raw: Mapping[str, Any], pretrain_data: Mapping[str, Any] | None = None
+) -> EvalConfig:
     """The validated config of evaluation ``name``; EvalError names the offending key."""
     if name not in EVALS:
         raise EvalError(f"eval.{name}: unknown evaluation; expected one of {', '.join(EVALS)}")
     return EVALS[name].config.parse(raw, pretrain_data)
 
 
-def run_eval(model: nn.Module, config: EvalConfig, cache: FeatureCache | None = None,
-             progress: bool = False) -> dict[str, float]:
+def run_eval(
+    model: VisionTransformer, config: EvalConfig, cache: FeatureCache | None = None, progress: bool = False
+) -> dict[str, float]:
     """Run one evaluation on a frozen backbone; its metrics without the ``<eval>.<dataset>`` prefix."""
     model.eval().requires_grad_(False)
     return EVALS[config.name].run(model, config, cache=cache, progress=progress)
 
 
 __all__ = [
-    "ANALYSIS_METRICS", "EVALS", "AnalysisConfig", "EvalConfig", "EvalError", "Evaluation", "FeatureCache",
-    "KNNConfig", "LinearClsConfig", "LinearDepthConfig", "LinearSegConfig", "any_size", "parse_eval", "run_eval",
+    "ANALYSIS_METRICS",
+    "EVALS",
+    "AnalysisConfig",
+    "EvalConfig",
+    "EvalError",
+    "Evaluation",
+    "FeatureCache",
+    "KNNConfig",
+    "LinearClsConfig",
+    "LinearDepthConfig",
+    "LinearSegConfig",
+    "any_size",
+    "parse_eval",
+    "run_eval",
 ]

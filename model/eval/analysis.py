@@ -23,10 +23,14 @@ the whole sequence), ``blocks[i].attn.qkv`` and ``blocks[i]``.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
+from timm.layers.attention import Attention
+from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
 from model.data import dense_eval
@@ -34,10 +38,21 @@ from model.eval.base import EvalConfig, EvalError, FeatureCache, any_size, progr
 from model.vit import TokenSplit
 
 METRICS: tuple[str, ...] = (
-    "cos_cls_patch_pre_norm1", "cos_cls_patch_post_norm1", "cos_patch_patch_pre_norm1",
-    "cos_patch_patch_post_norm1", "ln_inv_std_cls", "ln_inv_std_patch", "ln_gamma_abs_cls",
-    "ln_gamma_abs_patch", "ln_gamma_cos", "attn_cls_entropy", "attn_cls_patch_mass", "norm_cls",
-    "norm_patch", "outliers", "outlier_frac",
+    "cos_cls_patch_pre_norm1",
+    "cos_cls_patch_post_norm1",
+    "cos_patch_patch_pre_norm1",
+    "cos_patch_patch_post_norm1",
+    "ln_inv_std_cls",
+    "ln_inv_std_patch",
+    "ln_gamma_abs_cls",
+    "ln_gamma_abs_patch",
+    "ln_gamma_cos",
+    "attn_cls_entropy",
+    "attn_cls_patch_mass",
+    "norm_cls",
+    "norm_patch",
+    "outliers",
+    "outlier_frac",
 )
 
 
@@ -76,15 +91,16 @@ def _gammas(norm: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 class _Recorder:
     """Forward hooks that add per-image statistics of every block into running sums."""
 
-    def __init__(self, model: nn.Module, outlier_factor: float) -> None:
+    def __init__(self, model: VisionTransformer, outlier_factor: float) -> None:
         self.prefix = model.num_prefix_tokens
         self.factor = outlier_factor
         self.sums: dict[int, dict[str, float]] = defaultdict(lambda: defaultdict(float))
         self.handles = []
-        for i, block in enumerate(model.blocks):
+        for i, block in enumerate(cast(Sequence[Block], model.blocks)):
+            attn = cast(Attention, block.attn)
             self.handles += [
                 block.norm1.register_forward_hook(self._norm1(i)),
-                block.attn.qkv.register_forward_hook(self._qkv(i, block.attn)),
+                attn.qkv.register_forward_hook(self._qkv(i, attn)),
                 block.register_forward_hook(self._output(i)),
             ]
 
@@ -100,29 +116,34 @@ class _Recorder:
                 self._add(i, f"cos_patch_patch_{stage}_norm1", patch_patch)
             inv_std = x.float().var(-1, unbiased=False).add(1e-6).rsqrt()
             self._add(i, "ln_inv_std_cls", inv_std[:, 0])
-            self._add(i, "ln_inv_std_patch", inv_std[:, self.prefix:].mean(1))
+            self._add(i, "ln_inv_std_patch", inv_std[:, self.prefix :].mean(1))
+
         return hook
 
-    def _qkv(self, i: int, attn: nn.Module):
+    def _qkv(self, i: int, attn: Attention):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], qkv: torch.Tensor) -> None:
             b, n, _ = qkv.shape
             q, k, _v = qkv.reshape(b, n, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             q, k = attn.q_norm(q), attn.k_norm(k)
-            probs = ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).float().softmax(-1)[:, :, 0]  # [B, H, N]
+            probs = (
+                ((q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)).float().softmax(-1)[:, :, 0]
+            )  # [B, H, N]
             entropy = -(probs * probs.clamp(min=1e-12).log()).sum(-1)
             self._add(i, "attn_cls_entropy", entropy.mean(1))
-            self._add(i, "attn_cls_patch_mass", probs[..., self.prefix:].sum(-1).mean(1))
+            self._add(i, "attn_cls_patch_mass", probs[..., self.prefix :].sum(-1).mean(1))
+
         return hook
 
     def _output(self, i: int):
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
             norms = out.float().norm(dim=-1)
-            patch = norms[:, self.prefix:]
+            patch = norms[:, self.prefix :]
             high = (patch > self.factor * patch.median(1, keepdim=True).values).float().sum(1)
             self._add(i, "norm_cls", norms[:, 0])
             self._add(i, "norm_patch", patch.mean(1))
             self._add(i, "outliers", high)
             self._add(i, "outlier_frac", high / patch.shape[1])
+
         return hook
 
     def remove(self) -> None:
@@ -131,8 +152,12 @@ class _Recorder:
 
 
 @torch.no_grad()
-def analysis(model: nn.Module, config: AnalysisConfig, cache: FeatureCache | None = None,
-             progress: bool = False) -> dict[str, float]:
+def analysis(
+    model: VisionTransformer,
+    config: AnalysisConfig,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
     """``block<i>.<metric>`` for every block and every name in :data:`METRICS` (see the module
     docstring), averaged over the first ``max_images`` images of the validation split."""
     if getattr(model, "cls_token", None) is None:
@@ -149,7 +174,7 @@ def analysis(model: nn.Module, config: AnalysisConfig, cache: FeatureCache | Non
     finally:
         recorder.remove()
     out = {}
-    for i, block in enumerate(model.blocks):
+    for i, block in enumerate(cast(Sequence[Block], model.blocks)):
         stats = {name: total / count for name, total in recorder.sums[i].items()}
         g_cls, g_patch = _gammas(block.norm1)
         stats["ln_gamma_abs_cls"] = float(g_cls.abs().mean())

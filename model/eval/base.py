@@ -24,8 +24,9 @@ from typing import Any, ClassVar, Literal, Self
 import torch
 import torch.nn.functional as F
 from timm.layers import Format
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from model.data import VisionDataset, build_dataset, dataset_class, dense_eval, eval_transform
 from model.data.base import Transform
@@ -103,9 +104,11 @@ class EvalConfig:
             else:
                 close = difflib.get_close_matches(key, [*protocol, *accepted], n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise EvalError(f"{where}.{key}: unknown key{hint} (protocol keys: "
-                                f"{', '.join(sorted(protocol))}; {dataset} keys: "
-                                f"{', '.join(sorted(accepted))})")
+                raise EvalError(
+                    f"{where}.{key}: unknown key{hint} (protocol keys: "
+                    f"{', '.join(sorted(protocol))}; {dataset} keys: "
+                    f"{', '.join(sorted(accepted))})"
+                )
         config = cls(dataset=dataset, dataset_kwargs=dict(sorted(kwargs.items())), **values)
         config.validate()
         return config
@@ -125,45 +128,60 @@ class EvalConfig:
     def build(self, split: str, transform: Transform | None) -> VisionDataset:
         return build_dataset(self.dataset, split, transform, **self.dataset_kwargs)
 
-    def size(self, model: nn.Module) -> int:
+    def size(self, model: VisionTransformer) -> int:
         return self.img_size or model.patch_embed.img_size[0]
 
-    def loader(self, dataset: VisionDataset, batch_size: int | None = None, shuffle: bool = False,
-               generator: torch.Generator | None = None) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size or self.extract_batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers, generator=generator, drop_last=shuffle)
+    def loader(
+        self,
+        dataset: Dataset,
+        batch_size: int | None = None,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.extract_batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            generator=generator,
+            drop_last=shuffle,
+        )
 
 
 @contextmanager
-def any_size(model: nn.Module) -> Iterator[None]:
+def any_size(model: VisionTransformer) -> Iterator[None]:
     """Let a timm ViT take inputs of any size (position embeddings resampled, as DINOv2 evaluates
     at 512 px a backbone pretrained at 224). Restores the model's settings afterwards."""
     pe = model.patch_embed
     saved = (model.dynamic_img_size, pe.flatten, pe.output_fmt, pe.strict_img_size)
-    model.dynamic_img_size, pe.flatten, pe.output_fmt, pe.strict_img_size = True, False, Format.NHWC, False
+    # timm marks dynamic_img_size Final (for TorchScript); an eager model reads it on every forward
+    model.dynamic_img_size = True  # type: ignore[misc]
+    pe.flatten, pe.output_fmt, pe.strict_img_size = False, Format.NHWC, False
     try:
         yield
     finally:
-        model.dynamic_img_size, pe.flatten, pe.output_fmt, pe.strict_img_size = saved
+        model.dynamic_img_size, pe.flatten, pe.output_fmt, pe.strict_img_size = saved  # type: ignore[misc]
 
 
-def grid(model: nn.Module, height: int, width: int) -> tuple[int, int]:
+def grid(model: VisionTransformer, height: int, width: int) -> tuple[int, int]:
     ph, pw = model.patch_embed.patch_size
     return height // ph, width // pw
 
 
 @torch.no_grad()
-def tokens(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def tokens(model: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(CLS [B, D], patch tokens [B, D, h, w]) of the last layer after the final norm, on the CPU
     whatever the backbone's device (heads are small; features of a split may not fit a GPU)."""
     with any_size(model):
         out = model.forward_features(images.to(next(model.parameters()).device)).float().cpu()
     h, w = grid(model, *images.shape[-2:])
-    patches = out[:, model.num_prefix_tokens:]
+    patches = out[:, model.num_prefix_tokens :]
     return out[:, 0], patches.transpose(1, 2).reshape(out.shape[0], -1, h, w)
 
 
-def progress_iter(items: Iterable[Any], description: str, show: bool, total: int | None = None) -> Iterable[Any]:
+def progress_iter(
+    items: Iterable[Any], description: str, show: bool, total: int | None = None
+) -> Iterable[Any]:
     """A rich bar in a terminal; elsewhere (a cell's log) a line when the work starts and ends."""
     if not show:
         return items
@@ -178,9 +196,12 @@ def _lines(items: Iterable[Any], description: str) -> Iterator[Any]:
     started = time.perf_counter()
     print(f"{description}: started", file=sys.stderr, flush=True)
     count = 0
-    for count, item in enumerate(items, 1):
+    for item in items:
+        count += 1
         yield item
-    print(f"{description}: {count} batches in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True)
+    print(
+        f"{description}: {count} batches in {time.perf_counter() - started:.1f}s", file=sys.stderr, flush=True
+    )
 
 
 @dataclass
@@ -198,8 +219,15 @@ class Features:
 FeatureCache = dict[tuple[Any, ...], Features]
 
 
-def extract(model: nn.Module, config: EvalConfig, split: str, *, dense: bool, cache: FeatureCache | None,
-            progress: bool) -> Features:
+def extract(
+    model: VisionTransformer,
+    config: EvalConfig,
+    split: str,
+    *,
+    dense: bool,
+    cache: FeatureCache | None,
+    progress: bool,
+) -> Features:
     """Features of a whole split, computed once per (dataset, split, size, kind) and run: k-NN and
     the linear probe share the global features, segmentation and depth the dense ones."""
     size = config.size(model)
@@ -226,8 +254,9 @@ def extract(model: nn.Module, config: EvalConfig, split: str, *, dense: bool, ca
     return features
 
 
-def minibatches(tensors: Sequence[torch.Tensor], batch_size: int, generator: torch.Generator
-                ) -> Callable[[], Iterator[tuple[torch.Tensor, ...]]]:
+def minibatches(
+    tensors: Sequence[torch.Tensor], batch_size: int, generator: torch.Generator
+) -> Callable[[], Iterator[tuple[torch.Tensor, ...]]]:
     """One shuffled epoch over cached tensors per call; the last partial batch is dropped when
     there is more than one batch (BatchNorm heads need > 1 sample)."""
     n = len(tensors[0])
@@ -236,7 +265,7 @@ def minibatches(tensors: Sequence[torch.Tensor], batch_size: int, generator: tor
         order = torch.randperm(n, generator=generator)
         stop = n - n % batch_size if n > batch_size else n
         for i in range(0, stop, batch_size):
-            idx = order[i:i + batch_size]
+            idx = order[i : i + batch_size]
             yield tuple(t[idx] for t in tensors)
 
     return epoch
@@ -246,12 +275,20 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
     return max(1, n // batch_size) if n > batch_size else 1
 
 
-def fit(head: nn.Module, epoch: Callable[[], Iterable[tuple[torch.Tensor, ...]]], steps: int, lr: float,
-        weight_decay: float, loss_fn: Callable[..., torch.Tensor]) -> float:
+def fit(
+    head: nn.Module,
+    epoch: Callable[[], Iterable[tuple[torch.Tensor, ...]]],
+    steps: int,
+    lr: float,
+    weight_decay: float,
+    loss_fn: Callable[..., torch.Tensor],
+) -> float:
     """Train ``head`` for ``steps`` AdamW steps with a cosine schedule; returns the last loss.
     ``loss_fn(head, *batch)`` gives the loss of a batch from ``epoch()``."""
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))
+    )
     head.train()
     step, loss = 0, torch.tensor(float("nan"))
     while step < steps:

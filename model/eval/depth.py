@@ -15,9 +15,19 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from model.eval.base import EvalConfig, EvalError, FeatureCache, LinearDenseHead, extract, fit, minibatches, steps_per_epoch
+from model.eval.base import (
+    EvalConfig,
+    EvalError,
+    FeatureCache,
+    LinearDenseHead,
+    extract,
+    fit,
+    minibatches,
+    steps_per_epoch,
+)
 from model.eval.segmentation import streamed
 
 
@@ -50,9 +60,12 @@ class DepthHead(nn.Module):
         super().__init__()
         self.cls_concat, self.mode = config.cls_concat, config.head
         self.min_depth, self.max_depth = config.min_depth, max_depth
-        self.linear = LinearDenseHead(dim * (2 if config.cls_concat else 1),
-                                      config.bins if config.head == "bins" else 1)
-        self.register_buffer("centres", torch.linspace(config.min_depth, max_depth, config.bins).view(1, -1, 1, 1))
+        self.linear = LinearDenseHead(
+            dim * (2 if config.cls_concat else 1), config.bins if config.head == "bins" else 1
+        )
+        self.register_buffer(
+            "centres", torch.linspace(config.min_depth, max_depth, config.bins).view(1, -1, 1, 1)
+        )
 
     def forward(self, cls: torch.Tensor, patch: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         if self.cls_concat:
@@ -74,7 +87,7 @@ def silog(pred: torch.Tensor, target: torch.Tensor, variance_focus: float = 0.85
 def depth_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, list[float]]:
     """Per-image RMSE, AbsRel and δ<1.25 over valid pixels; images without any are skipped."""
     out: dict[str, list[float]] = {"rmse": [], "abs_rel": [], "delta1": []}
-    for p, t in zip(pred, target):
+    for p, t in zip(pred, target, strict=False):
         valid = t > 0
         if not valid.any():
             continue
@@ -85,12 +98,17 @@ def depth_scores(pred: torch.Tensor, target: torch.Tensor) -> dict[str, list[flo
     return out
 
 
-def linear_depth(model: nn.Module, config: LinearDepthConfig, cache: FeatureCache | None = None,
-                 progress: bool = False) -> dict[str, float]:
+def linear_depth(
+    model: VisionTransformer,
+    config: LinearDepthConfig,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
     """``rmse``, ``abs_rel`` and ``delta1`` of a linear depth head on last-layer tokens."""
     if not config.build(config.val_split, None).has_depth:
         raise EvalError(f"eval.{config.name}.dataset: {config.dataset} has no depth maps")
     train = extract(model, config, config.train_split, dense=True, cache=cache, progress=progress)
+    assert train.patch is not None and train.depth is not None  # dense, of a dataset with depth
     max_depth = config.max_depth or float(train.depth.max())
     torch.manual_seed(config.seed)
     head = DepthHead(model.embed_dim, config, max_depth)
@@ -99,17 +117,23 @@ def linear_depth(model: nn.Module, config: LinearDepthConfig, cache: FeatureCach
         return silog(h(cls, patch, depth.shape[-2:]), depth)
 
     if config.cache_features:
-        epoch = minibatches((train.cls, train.patch, train.depth), config.batch_size,
-                            torch.Generator().manual_seed(config.seed))
+        epoch = minibatches(
+            (train.cls, train.patch, train.depth),
+            config.batch_size,
+            torch.Generator().manual_seed(config.seed),
+        )
         per_epoch = steps_per_epoch(len(train.cls), config.batch_size)
     else:
         per_epoch, epoch = streamed(model, config, config.batch_size, "depth")
     fit(head, epoch, config.epochs * per_epoch, config.lr, config.weight_decay, loss)
 
     val = extract(model, config, config.val_split, dense=True, cache=cache, progress=progress)
+    assert val.patch is not None and val.depth is not None
     per_image: dict[str, list[float]] = {"rmse": [], "abs_rel": [], "delta1": []}
     with torch.no_grad():
-        for cls, patch, depth in zip(*(t.split(config.batch_size) for t in (val.cls, val.patch, val.depth))):
+        for cls, patch, depth in zip(
+            *(t.split(config.batch_size) for t in (val.cls, val.patch, val.depth)), strict=True
+        ):
             for key, values in depth_scores(head(cls, patch, depth.shape[-2:]), depth).items():
                 per_image[key].extend(values)
     if not per_image["rmse"]:

@@ -14,13 +14,21 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from timm.models.vision_transformer import VisionTransformer
 from torchvision.transforms import v2
 
 from model.data import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, dense_train
 from model.eval.base import (
-    EvalConfig, EvalError, FeatureCache, LinearDenseHead, extract, fit, minibatches, progress_iter,
-    steps_per_epoch, tokens,
+    EvalConfig,
+    EvalError,
+    FeatureCache,
+    LinearDenseHead,
+    extract,
+    fit,
+    minibatches,
+    progress_iter,
+    steps_per_epoch,
+    tokens,
 )
 
 
@@ -43,8 +51,9 @@ class LinearSegConfig(EvalConfig):
             raise EvalError(f"eval.{self.name}.val_size: {self.val_size} is below img_size {self.img_size}")
 
 
-def streamed(model: nn.Module, config: EvalConfig, batch_size: int, target: str
-             ) -> tuple[int, Callable[[], Iterator[tuple[torch.Tensor, ...]]]]:
+def streamed(
+    model: VisionTransformer, config: EvalConfig, batch_size: int, target: str
+) -> tuple[int, Callable[[], Iterator[tuple[torch.Tensor, ...]]]]:
     """(batches per epoch, epoch function yielding (CLS, patch tokens, target)) computing the
     features on the fly from dense_train-augmented crops."""
     dataset = config.build(config.train_split, dense_train(config.size(model)))
@@ -73,8 +82,14 @@ def scores(conf: torch.Tensor) -> dict[str, float]:
 
 
 @torch.no_grad()
-def slide(model: nn.Module, head: LinearDenseHead, image: torch.Tensor, crop: int, stride: int,
-          num_classes: int) -> torch.Tensor:
+def slide(
+    model: VisionTransformer,
+    head: LinearDenseHead,
+    image: torch.Tensor,
+    crop: int,
+    stride: int,
+    num_classes: int,
+) -> torch.Tensor:
     """Logits [C, H, W] of one image from overlapping crop×crop windows (averaged where they overlap)."""
     _, height, width = image.shape
     logits = torch.zeros(num_classes, height, width)
@@ -83,15 +98,19 @@ def slide(model: nn.Module, head: LinearDenseHead, image: torch.Tensor, crop: in
     xs = sorted({*range(0, max(width - crop, 0) + 1, stride), max(width - crop, 0)})
     for y in ys:
         for x in xs:
-            window = image[:, y:y + crop, x:x + crop]
+            window = image[:, y : y + crop, x : x + crop]
             out = head(tokens(model, window[None])[1], window.shape[-2:])[0]
-            logits[:, y:y + crop, x:x + crop] += out
-            count[:, y:y + crop, x:x + crop] += 1
+            logits[:, y : y + crop, x : x + crop] += out
+            count[:, y : y + crop, x : x + crop] += 1
     return logits / count
 
 
-def linear_seg(model: nn.Module, config: LinearSegConfig, cache: FeatureCache | None = None,
-               progress: bool = False) -> dict[str, float]:
+def linear_seg(
+    model: VisionTransformer,
+    config: LinearSegConfig,
+    cache: FeatureCache | None = None,
+    progress: bool = False,
+) -> dict[str, float]:
     """``miou`` and ``pixel_acc`` (%) of a linear head on last-layer patch tokens."""
     probe = config.build(config.val_split, None)
     if probe.num_seg_classes is None:
@@ -105,8 +124,12 @@ def linear_seg(model: nn.Module, config: LinearSegConfig, cache: FeatureCache | 
 
     if config.cache_features:
         train = extract(model, config, config.train_split, dense=True, cache=cache, progress=progress)
-        epoch = minibatches((train.cls, train.patch, train.mask), config.batch_size,
-                            torch.Generator().manual_seed(config.seed))
+        assert train.patch is not None and train.mask is not None  # dense, of a dataset with masks
+        epoch = minibatches(
+            (train.cls, train.patch, train.mask),
+            config.batch_size,
+            torch.Generator().manual_seed(config.seed),
+        )
         per_epoch = steps_per_epoch(len(train.patch), config.batch_size)
     else:
         per_epoch, epoch = streamed(model, config, config.batch_size, "mask")
@@ -117,12 +140,20 @@ def linear_seg(model: nn.Module, config: LinearSegConfig, cache: FeatureCache | 
     conf = torch.zeros(num_classes, num_classes, dtype=torch.long)
     if val_size == crop:
         val = extract(model, config, config.val_split, dense=True, cache=cache, progress=progress)
+        assert val.patch is not None and val.mask is not None
         with torch.no_grad():
-            for feats, mask in zip(val.patch.split(config.batch_size), val.mask.split(config.batch_size)):
+            for feats, mask in zip(
+                val.patch.split(config.batch_size), val.mask.split(config.batch_size), strict=True
+            ):
                 conf += confusion(head(feats, mask.shape[-2:]).argmax(1), mask, num_classes)
     else:
-        transform = v2.Compose([v2.Resize(val_size, antialias=True), v2.ToDtype(torch.float32, scale=True),
-                                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        transform = v2.Compose(
+            [
+                v2.Resize(val_size, antialias=True),
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
         dataset = config.build(config.val_split, transform)
         stride = config.stride or max(1, crop * 2 // 3)
         for i in progress_iter(range(len(dataset)), f"sliding {config.dataset}", progress):

@@ -25,17 +25,38 @@ def framework_class(name: str) -> type[Framework]:
     try:
         return FRAMEWORKS[name]
     except KeyError:
-        raise ValueError(f"framework.name: unknown framework {name!r}; known: {', '.join(FRAMEWORKS)}") from None
+        raise ValueError(
+            f"framework.name: unknown framework {name!r}; known: {', '.join(FRAMEWORKS)}"
+        ) from None
 
 
-def build_framework(model_cfg: Mapping[str, Any], framework_cfg: Mapping[str, Any], *,
-                    num_classes: int | None, total_steps: int,
-                    steps_per_epoch: float | None = None) -> Framework:
+def build_framework(
+    model_cfg: Mapping[str, Any],
+    framework_cfg: Mapping[str, Any],
+    *,
+    num_classes: int | None,
+    total_steps: int,
+    steps_per_epoch: float | None = None,
+) -> Framework:
     """Build the framework named by ``framework_cfg['name']`` (default dinov2) with its options."""
     cls = framework_class(framework_cfg.get("name", "dinov2"))
-    return cls.from_config(model_cfg, framework_cfg, num_classes=num_classes, total_steps=total_steps,
-                          steps_per_epoch=steps_per_epoch)
+    return cls.from_config(
+        model_cfg,
+        framework_cfg,
+        num_classes=num_classes,
+        total_steps=total_steps,
+        steps_per_epoch=steps_per_epoch,
+    )
 
 
-__all__ = ["DINO", "FRAMEWORKS", "IBOT", "DINOv2", "Framework", "Supervised", "build_framework",
-           "cosine_schedule", "framework_class"]
+__all__ = [
+    "DINO",
+    "FRAMEWORKS",
+    "IBOT",
+    "DINOv2",
+    "Framework",
+    "Supervised",
+    "build_framework",
+    "cosine_schedule",
+    "framework_class",
+]

@@ -25,7 +25,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 from torch.utils.data import default_collate
 
-from model.config import validate
+from model.config import Strict, validate
 from model.data import Sample, Transform
 from model.droppath import set_drop_path
 from model.vit import build_vit
@@ -42,8 +42,9 @@ def parse_options(cls: type, options: Mapping[str, Any], where: str) -> Any:
     return validate(cls, options, where)
 
 
-def build_backbone(model_cfg: Mapping[str, Any], *, num_classes: int = 0,
-                   **defaults: Any) -> VisionTransformer:
+def build_backbone(
+    model_cfg: Mapping[str, Any], *, num_classes: int = 0, **defaults: Any
+) -> VisionTransformer:
     """The (specialized) timm ViT of ``model_cfg``; ``defaults`` are framework-chosen timm kwargs
     (LayerScale, dynamic image size) that the model config may override. With
     ``drop_path_uniform`` (the default) every block drops its residuals at ``drop_path_rate``, as
@@ -59,11 +60,12 @@ def build_backbone(model_cfg: Mapping[str, Any], *, num_classes: int = 0,
 
 def patch_tokens(vit: VisionTransformer, tokens: torch.Tensor) -> torch.Tensor:
     """The patch tokens of a ``forward_features`` output: CLS and registers are prefix tokens."""
-    return tokens[:, vit.num_prefix_tokens:]
+    return tokens[:, vit.num_prefix_tokens :]
 
 
-def forward_masked(vit: VisionTransformer, images: torch.Tensor, masks: torch.Tensor,
-                   mask_token: torch.Tensor) -> torch.Tensor:
+def forward_masked(
+    vit: VisionTransformer, images: torch.Tensor, masks: torch.Tensor, mask_token: torch.Tensor
+) -> torch.Tensor:
     """``vit.forward_features`` with the patch embeddings at ``masks`` (B×N, bool) replaced by
     ``mask_token`` before positional embedding, as iBOT/DINOv2 do, through timm's own pieces.
 
@@ -102,16 +104,24 @@ class Framework(nn.Module):
     """Base class; see the module docstring for the contract."""
 
     name: ClassVar[str]
-    Options: ClassVar[type]
+    Options: ClassVar[type[Strict]]
 
     @classmethod
-    def from_config(cls, model_cfg: Mapping[str, Any], options: Mapping[str, Any], *,
-                    num_classes: int | None, total_steps: int,
-                    steps_per_epoch: float | None = None) -> Framework:
-        opts = parse_options(cls.Options, {k: v for k, v in options.items() if k not in ("name", "recipe")},
-                             "framework")
-        return cls(model_cfg, opts, num_classes=num_classes, total_steps=total_steps,
-                   steps_per_epoch=steps_per_epoch)
+    def from_config(
+        cls,
+        model_cfg: Mapping[str, Any],
+        options: Mapping[str, Any],
+        *,
+        num_classes: int | None,
+        total_steps: int,
+        steps_per_epoch: float | None = None,
+    ) -> Framework:
+        opts = parse_options(
+            cls.Options, {k: v for k, v in options.items() if k not in ("name", "recipe")}, "framework"
+        )
+        return cls(
+            model_cfg, opts, num_classes=num_classes, total_steps=total_steps, steps_per_epoch=steps_per_epoch
+        )
 
     def train_transform(self) -> Transform:
         raise NotImplementedError
@@ -130,8 +140,9 @@ class Framework(nn.Module):
         raise NotImplementedError
 
 
-def cosine_schedule(step: int, total: int, start: float, end: float, warmup_steps: int = 0,
-                    warmup_start: float = 0.0) -> float:
+def cosine_schedule(
+    step: int, total: int, start: float, end: float, warmup_steps: int = 0, warmup_start: float = 0.0
+) -> float:
     """Linear warmup from ``warmup_start`` to ``start``, then cosine from ``start`` to ``end`` at
     step ``total``: DINO's and DINOv2's ``CosineScheduler`` as a function of the step, used for the
     learning rate, weight decay, teacher momentum and temperature alike. As there, the warm-up is

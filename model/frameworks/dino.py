@@ -10,22 +10,30 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import torch
+from pydantic import Field
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
-from pydantic import Field
 from torchvision.transforms import v2
 
 from model.config import Strict
 from model.data import MultiCrop, Sample, Transform
 from model.frameworks.base import (
-    Framework, KeepKeys, build_backbone, cosine_schedule, forward_masked, patch_tokens,
+    Framework,
+    KeepKeys,
+    build_backbone,
+    cosine_schedule,
+    forward_masked,
+    patch_tokens,
 )
 from model.frameworks.heads import DINOHead
 from model.frameworks.losses import TeacherTargets, koleo_loss, soft_cross_entropy
 from model.frameworks.masking import CollateMasks, add_mask_seed
+
+if TYPE_CHECKING:
+    from model.frameworks.ibot import IBOTOptions
 
 
 class DINOOptions(Strict):
@@ -69,10 +77,17 @@ class DINO(Framework):
     """Self-distillation on the CLS token (plus masked patch tokens and KoLeo when enabled)."""
 
     name = "dino"
-    Options = DINOOptions
+    Options: ClassVar[type[Strict]] = DINOOptions
 
-    def __init__(self, model_cfg: Mapping[str, Any], opts: DINOOptions, *, num_classes: int | None,
-                 total_steps: int, steps_per_epoch: float | None = None) -> None:
+    def __init__(
+        self,
+        model_cfg: Mapping[str, Any],
+        opts: DINOOptions,
+        *,
+        num_classes: int | None,
+        total_steps: int,
+        steps_per_epoch: float | None = None,
+    ) -> None:
         super().__init__()
         self.opts = opts
         self.total_steps = total_steps
@@ -81,20 +96,30 @@ class DINO(Framework):
         # dynamic_img_size: local crops are smaller than global ones (interpolated pos. embedding)
         self.student = build_backbone(model_cfg, init_values=opts.layerscale, dynamic_img_size=True)
         dim = self.student.embed_dim
-        head = dict(out_dim=opts.out_dim, hidden_dim=opts.hidden_dim,
-                    bottleneck_dim=opts.bottleneck_dim, nlayers=opts.head_layers,
-                    norm_last_layer=opts.norm_last_layer)
+        head: dict[str, Any] = dict(
+            out_dim=opts.out_dim,
+            hidden_dim=opts.hidden_dim,
+            bottleneck_dim=opts.bottleneck_dim,
+            nlayers=opts.head_layers,
+            norm_last_layer=opts.norm_last_layer,
+        )
         self.head = DINOHead(dim, **head)
         self.targets = TeacherTargets(opts.out_dim, opts.centering, opts.center_momentum)
         # iBOT's own head (DINOv2 L/14, g/14), or the DINO head shared (DINOv2's default)
         separate = bool(self.ibot_weight) and getattr(opts, "ibot_separate_head", False)
+        ibot = cast("IBOTOptions", opts)  # read only with an iBOT weight, which only IBOTOptions has
         if separate:
             self.ibot_head = DINOHead(
-                dim, **{**head, "out_dim": opts.ibot_out_dim or opts.out_dim,
-                        "hidden_dim": opts.ibot_hidden_dim or opts.hidden_dim,
-                        "bottleneck_dim": opts.ibot_bottleneck_dim or opts.bottleneck_dim})
+                dim,
+                **{
+                    **head,
+                    "out_dim": ibot.ibot_out_dim or opts.out_dim,
+                    "hidden_dim": ibot.ibot_hidden_dim or opts.hidden_dim,
+                    "bottleneck_dim": ibot.ibot_bottleneck_dim or opts.bottleneck_dim,
+                },
+            )
         if self.ibot_weight:
-            patch_dim = (opts.ibot_out_dim or opts.out_dim) if separate else opts.out_dim
+            patch_dim = (ibot.ibot_out_dim or opts.out_dim) if separate else opts.out_dim
             self.patch_targets = TeacherTargets(patch_dim, opts.centering, opts.center_momentum)
             self.mask_token = nn.Parameter(torch.zeros(1, dim))
         self.teacher = copy.deepcopy(self.student)
@@ -127,11 +152,19 @@ class DINO(Framework):
         img, patch = self.student.patch_embed.img_size[0], self.student.patch_embed.patch_size[0]
         local = self.opts.local_size or max(patch, img // 2 // patch * patch)
         steps: list[Any] = [
-            MultiCrop(img, local, self.opts.n_local, tuple(self.opts.global_scale),
-                      tuple(self.opts.local_scale), blur=tuple(self.opts.blur),
-                      interpolation=self.opts.interpolation,
-                      jitter=tuple(self.opts.color_jitter), jitter_p=self.opts.color_jitter_p,
-                      grayscale_p=self.opts.grayscale, solarize_p=self.opts.solarize),
+            MultiCrop(
+                img,
+                local,
+                self.opts.n_local,
+                self.opts.global_scale,
+                self.opts.local_scale,
+                blur=self.opts.blur,
+                interpolation=self.opts.interpolation,
+                jitter=self.opts.color_jitter,
+                jitter_p=self.opts.color_jitter_p,
+                grayscale_p=self.opts.grayscale,
+                solarize_p=self.opts.solarize,
+            ),
             KeepKeys("image"),
         ]
         if self.ibot_weight:
@@ -142,12 +175,18 @@ class DINO(Framework):
         """With iBOT: the batch's block masks, stratified over its global crops (DINOv2's collate)."""
         if not self.ibot_weight:
             return super().train_collate()
-        return CollateMasks(self.student.patch_embed.grid_size, self.opts.mask_probability,
-                            tuple(self.opts.mask_ratio))
+        ibot = cast("IBOTOptions", self.opts)
+        return CollateMasks(self.student.patch_embed.grid_size, ibot.mask_probability, ibot.mask_ratio)
 
     def teacher_temp(self, step: int) -> float:
-        return cosine_schedule(step, self.total_steps, self.opts.teacher_temp, self.opts.teacher_temp,
-                               self.teacher_temp_warmup, self.opts.warmup_teacher_temp)
+        return cosine_schedule(
+            step,
+            self.total_steps,
+            self.opts.teacher_temp,
+            self.opts.teacher_temp,
+            self.teacher_temp_warmup,
+            self.opts.warmup_teacher_temp,
+        )
 
     def forward(self, batch: Sample, step: int) -> dict[str, torch.Tensor]:
         crops = batch["image"]
@@ -168,10 +207,16 @@ class DINO(Framework):
             s_tokens = self.student.forward_features(globals_)
         s_cls = list(self.head(s_tokens[:, 0]).chunk(2))
         if len(crops) > 2:
-            s_cls += self.head(self.student.forward_features(torch.cat(crops[2:]))[:, 0]).chunk(len(crops) - 2)
-        terms = [soft_cross_entropy(t_cls[i], s_cls[v], student_temp).mean()
-                 for i in range(2) for v in range(len(s_cls)) if v != i]
-        losses = {"dino": sum(terms) / len(terms)}
+            s_cls += self.head(self.student.forward_features(torch.cat(crops[2:]))[:, 0]).chunk(
+                len(crops) - 2
+            )
+        terms = [
+            soft_cross_entropy(t_cls[i], s_cls[v], student_temp).mean()
+            for i in range(2)
+            for v in range(len(s_cls))
+            if v != i
+        ]
+        losses = {"dino": cast(torch.Tensor, sum(terms)) / len(terms)}
         loss = self.opts.dino_weight * losses["dino"]
 
         if masks is not None:
@@ -179,10 +224,12 @@ class DINO(Framework):
             s_patch = s_head(patch_tokens(self.student, s_tokens)[masks])
             # each image's masked tokens weigh 1 / its count; the sum is averaged over all images
             weight = (1.0 / masks.sum(-1).clamp(min=1)).unsqueeze(1).expand_as(masks)[masks]
-            losses["ibot"] = (soft_cross_entropy(t_patch, s_patch, student_temp) * weight).sum() / masks.shape[0]
+            losses["ibot"] = (
+                soft_cross_entropy(t_patch, s_patch, student_temp) * weight
+            ).sum() / masks.shape[0]
             loss = loss + self.ibot_weight * losses["ibot"]
         if self.koleo_weight:
-            losses["koleo"] = sum(koleo_loss(c) for c in s_tokens[:, 0].chunk(2))
+            losses["koleo"] = cast(torch.Tensor, sum(koleo_loss(c) for c in s_tokens[:, 0].chunk(2)))
             loss = loss + self.koleo_weight * losses["koleo"]
         return {"loss": loss, **losses}
 
@@ -196,7 +243,7 @@ class DINO(Framework):
         """EMA of the student into the teacher, momentum on a cosine schedule towards 1."""
         m = self.momentum(step)
         for student, teacher in self._pairs():
-            t_params = list(teacher.parameters())
+            t_params: list[torch.Tensor] = list(teacher.parameters())
             torch._foreach_mul_(t_params, m)
             torch._foreach_add_(t_params, [p.detach() for p in student.parameters()], alpha=1 - m)
 

@@ -16,12 +16,19 @@ class DINOHead(nn.Module):
     it at 1, which bounds the logits to [-1, 1] so that a temperature sets the sharpness alone.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden_dim: int = 512, bottleneck_dim: int = 128,
-                 nlayers: int = 3, norm_last_layer: bool = False) -> None:
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 512,
+        bottleneck_dim: int = 128,
+        nlayers: int = 3,
+        norm_last_layer: bool = False,
+    ) -> None:
         super().__init__()
         dims = [in_dim] + [hidden_dim] * (nlayers - 1)
         layers: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in zip(dims[:-1], dims[1:], strict=True):
             layers += [nn.Linear(a, b), nn.GELU()]
         layers.append(nn.Linear(dims[-1], bottleneck_dim))
         self.mlp = nn.Sequential(*layers)

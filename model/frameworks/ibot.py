@@ -8,8 +8,11 @@ output for the same, unmasked view at the masked positions. The head is the DINO
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
+from model.config import Strict
 from model.frameworks.dino import DINO, DINOOptions
 
 
@@ -25,4 +28,4 @@ class IBOTOptions(DINOOptions):
 
 class IBOT(DINO):
     name = "ibot"
-    Options = IBOTOptions
+    Options: ClassVar[type[Strict]] = IBOTOptions

@@ -38,10 +38,14 @@ class TeacherTargets(nn.Module):
     The center is a buffer, so it travels with the framework's state dict into checkpoints.
     """
 
+    center: torch.Tensor
+
     def __init__(self, out_dim: int, centering: str = "center", momentum: float = 0.9) -> None:
         super().__init__()
         if centering not in CENTERINGS:
-            raise ValueError(f"framework.centering: got {centering!r}; expected one of {', '.join(CENTERINGS)}")
+            raise ValueError(
+                f"framework.centering: got {centering!r}; expected one of {', '.join(CENTERINGS)}"
+            )
         self.centering = centering
         self.momentum = momentum
         self.register_buffer("center", torch.zeros(1, out_dim))

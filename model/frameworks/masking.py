@@ -19,8 +19,15 @@ from torch.utils.data import default_collate
 from model.data import Sample
 
 
-def block_mask(height: int, width: int, num_masking: int, rng: np.random.Generator, min_patches: int = 4,
-               max_patches: float | None = None, min_aspect: float = 0.3) -> np.ndarray:
+def block_mask(
+    height: int,
+    width: int,
+    num_masking: int,
+    rng: np.random.Generator,
+    min_patches: int = 4,
+    max_patches: float | None = None,
+    min_aspect: float = 0.3,
+) -> np.ndarray:
     """DINOv2's MaskingGenerator: add random rectangles of ``min_patches`` to ``max_patches``
     patches (log-uniform aspect ratio in [min_aspect, 1 / min_aspect], 10 tries each) until
     ``num_masking`` of the ``height``×``width`` patches are masked or no rectangle fits."""
@@ -37,7 +44,7 @@ def block_mask(height: int, width: int, num_masking: int, rng: np.random.Generat
             h, w = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
             if h < height and w < width:
                 top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
-                region = mask[top:top + h, left:left + w]
+                region = mask[top : top + h, left : left + w]
                 new = h * w - int(region.sum())
                 if 0 < new <= budget:
                     region[...] = True
@@ -49,8 +56,13 @@ def block_mask(height: int, width: int, num_masking: int, rng: np.random.Generat
     return mask
 
 
-def batch_masks(n_images: int, grid: tuple[int, int], probability: float, ratio: tuple[float, float],
-                rng: np.random.Generator) -> torch.Tensor:
+def batch_masks(
+    n_images: int,
+    grid: tuple[int, int],
+    probability: float,
+    ratio: tuple[float, float],
+    rng: np.random.Generator,
+) -> torch.Tensor:
     """Masks (``n_images`` × patches, bool) of a batch's global crops: ``int(n_images *
     probability)`` masked, the i-th of them with a ratio uniform in the i-th of as many equal bins
     of ``ratio``, ``int(patches * ratio)`` patches in blocks of at most half the patches (DINOv2's
@@ -84,6 +96,7 @@ class CollateMasks:
         seeds = [int(s["mask_seed"]) for s in samples]
         batch = default_collate([{k: v for k, v in s.items() if k != "mask_seed"} for s in samples])
         n_global = 2 * len(samples)
-        batch["ibot_mask"] = batch_masks(n_global, self.grid, self.probability, self.ratio,
-                                         np.random.default_rng(seeds))
+        batch["ibot_mask"] = batch_masks(
+            n_global, self.grid, self.probability, self.ratio, np.random.default_rng(seeds)
+        )
         return batch

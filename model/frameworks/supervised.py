@@ -42,8 +42,10 @@ class SupervisedOptions(Strict):
     def _bce_without_smoothing(cls, value: float, info: ValidationInfo) -> float:
         mixed = info.data.get("mixup") or info.data.get("cutmix")
         if value > 0 and info.data.get("loss") == "bce" and mixed:
-            raise ValueError("0 with loss bce and mixup or cutmix (binarised, smoothed targets make "
-                             "every class a positive)")
+            raise ValueError(
+                "0 with loss bce and mixup or cutmix (binarised, smoothed targets make "
+                "every class a positive)"
+            )
         return value
 
 
@@ -65,8 +67,15 @@ class Supervised(Framework):
     name = "supervised"
     Options = SupervisedOptions
 
-    def __init__(self, model_cfg: Mapping[str, Any], opts: SupervisedOptions, *,
-                 num_classes: int | None, total_steps: int, steps_per_epoch: float | None = None) -> None:
+    def __init__(
+        self,
+        model_cfg: Mapping[str, Any],
+        opts: SupervisedOptions,
+        *,
+        num_classes: int | None,
+        total_steps: int,
+        steps_per_epoch: float | None = None,
+    ) -> None:
         super().__init__()
         if not num_classes:
             raise ValueError("framework supervised: the dataset has no image labels (num_classes)")
@@ -75,21 +84,34 @@ class Supervised(Framework):
         self.img_size = model_cfg.get("img_size", 32)
         self.vit = build_backbone(model_cfg, num_classes=num_classes, init_values=opts.layerscale)
         # DeiT-III's main.py: per batch, prob 1, mixup or cutmix with p 0.5, lam corrected for cutmix
-        self.mixup = (Mixup(mixup_alpha=opts.mixup, cutmix_alpha=opts.cutmix,
-                            label_smoothing=opts.label_smoothing, num_classes=num_classes)
-                      if opts.mixup or opts.cutmix else None)
+        self.mixup = (
+            Mixup(
+                mixup_alpha=opts.mixup,
+                cutmix_alpha=opts.cutmix,
+                label_smoothing=opts.label_smoothing,
+                num_classes=num_classes,
+            )
+            if opts.mixup or opts.cutmix
+            else None
+        )
 
     def train_transform(self) -> Transform:
-        crop = supervised_train(self.img_size, scale=tuple(self.opts.crop_scale), jitter=self.opts.jitter,
-                                interpolation=self.opts.interpolation)
+        crop = supervised_train(
+            self.img_size,
+            scale=self.opts.crop_scale,
+            jitter=self.opts.jitter,
+            interpolation=self.opts.interpolation,
+        )
         return v2.Compose([crop, KeepKeys("image", "label")])
 
     def targets(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, soft targets): mixed by timm's Mixup when on, else one-hot (smoothed for CE)."""
         if self.mixup is not None:
             if len(images) % 2:
-                raise ValueError(f"framework.mixup / cutmix: timm's Mixup needs an even batch per process; "
-                                 f"got {len(images)}")
+                raise ValueError(
+                    f"framework.mixup / cutmix: timm's Mixup needs an even batch per process; "
+                    f"got {len(images)}"
+                )
             with _numpy_seeded_from_torch():
                 return self.mixup(images, labels)
         smoothing = self.opts.label_smoothing if self.opts.loss == "ce" else 0.0

@@ -12,7 +12,6 @@ import pytest
 import yaml
 from PIL import Image
 
-from sweeper.errors import UserError
 from sweeper.run.precheck import precheck
 from sweeper.study import load_study
 
@@ -87,27 +86,46 @@ MISTAKES = {
     "unknown key": (lambda raw: _set(raw, "train.lrr", 1e-3), "train.lrr: unknown key; did you mean 'lr'?"),
     "wrong type": (lambda raw: _set(raw, "train.lr", "abc"), "train.lr: got 'abc'; expected a valid number"),
     "out of range": (lambda raw: _set(raw, "train.batch_size", 0), "train.batch_size: got 0; expected >= 1"),
-    "unknown scale": (lambda raw: _set(raw, "model.scale", "huge"),
-                      "model.scale: got 'huge'; expected 'micro'"),
-    "unknown framework": (lambda raw: _set(raw, "framework.name", "byol"),
-                          "framework.name: unknown framework 'byol'; expected one of deit3, dino"),
-    "unknown framework key": (lambda raw: _set(raw, "framework.layerscal", None),
-                              "framework.layerscal: unknown key; did you mean 'layerscale'?"),
-    "unknown recipe": (lambda raw: _set(raw, "framework.recipe", "dinov3"),
-                       "framework.recipe: unknown recipe 'dinov3'; expected one of cpu, dinov2"),
-    "unknown data key": (lambda raw: _set(raw, "data.nmae", "x"),
-                         "data.nmae: unknown key; did you mean 'name'?"),
-    "relative data root": (lambda raw: raw["base"].update(data={"name": "imagefolder", "root": "imagenet"}),
-                           "data.root: 'imagenet' is relative, but the task runs in its run directory; "
-                           "give an absolute path"),
-    "unknown eval key": (lambda raw: _set(raw, "eval.knn.kk", 20),
-                         "eval.knn.kk: unknown key; did you mean 'k'?"),
-    "unknown section": (lambda raw: raw["base"].update(trian={"lr": 1}),
-                        "trian: unknown section; did you mean 'train'?"),
-    "runtime": (lambda raw: _set(raw, "runtime.threads", "two"),
-                "runtime.threads: got 'two'; expected a valid integer"),
-    "unimportable task": (lambda raw: raw.update(task="model.experimentt:run"),
-                          "task: cannot import 'model.experimentt:run': ModuleNotFoundError"),
+    "unknown scale": (
+        lambda raw: _set(raw, "model.scale", "huge"),
+        "model.scale: got 'huge'; expected 'micro'",
+    ),
+    "unknown framework": (
+        lambda raw: _set(raw, "framework.name", "byol"),
+        "framework.name: unknown framework 'byol'; expected one of deit3, dino",
+    ),
+    "unknown framework key": (
+        lambda raw: _set(raw, "framework.layerscal", None),
+        "framework.layerscal: unknown key; did you mean 'layerscale'?",
+    ),
+    "unknown recipe": (
+        lambda raw: _set(raw, "framework.recipe", "dinov3"),
+        "framework.recipe: unknown recipe 'dinov3'; expected one of cpu, dinov2",
+    ),
+    "unknown data key": (
+        lambda raw: _set(raw, "data.nmae", "x"),
+        "data.nmae: unknown key; did you mean 'name'?",
+    ),
+    "relative data root": (
+        lambda raw: raw["base"].update(data={"name": "imagefolder", "root": "imagenet"}),
+        "data.root: 'imagenet' is relative, but the task runs in its run directory; give an absolute path",
+    ),
+    "unknown eval key": (
+        lambda raw: _set(raw, "eval.knn.kk", 20),
+        "eval.knn.kk: unknown key; did you mean 'k'?",
+    ),
+    "unknown section": (
+        lambda raw: raw["base"].update(trian={"lr": 1}),
+        "trian: unknown section; did you mean 'train'?",
+    ),
+    "runtime": (
+        lambda raw: _set(raw, "runtime.threads", "two"),
+        "runtime.threads: got 'two'; expected a valid integer",
+    ),
+    "unimportable task": (
+        lambda raw: raw.update(task="model.experimentt:run"),
+        "task: cannot import 'model.experimentt:run': ModuleNotFoundError",
+    ),
 }
 
 
@@ -142,20 +160,33 @@ def test_each_mistake_is_refused_at_plan_with_one_line_naming_file_cell_and_key(
     assert not (cwd / "results.db").exists()  # nothing recorded
 
 
-@pytest.mark.parametrize("specialize, registers, expected", [
-    ({"ls1": "all"}, 0, "specialize.ls1: block 0 has no ls1"),
-    ({"qkv": [12]}, 0, "specialize.qkv: block index 12 out of range for depth 4"),
-    ({"norm1": "all", "registers": "patch"}, 0, "routed to 'patch' but the model has no register tokens"),
-])
+@pytest.mark.parametrize(
+    "specialize, registers, expected",
+    [
+        ({"ls1": "all"}, 0, "specialize.ls1: block 0 has no ls1"),
+        ({"qkv": [12]}, 0, "specialize.qkv: block index 12 out of range for depth 4"),
+        ({"norm1": "all", "registers": "patch"}, 0, "routed to 'patch' but the model has no register tokens"),
+    ],
+)
 def test_a_spec_the_model_cannot_take_is_refused_by_check(specialize, registers, expected):
     """Built on the meta device at check time: what only the model knows is refused before submission."""
     from model.experiment import check
 
-    config = {"model": {"scale": "micro", "img_size": 32, "patch_size": 8, "registers": registers,
-                        "specialize": specialize},
-              "framework": {"name": "supervised", "recipe": "cpu", "layerscale": None},
-              "data": {"name": "procedural"}, "train": {"steps": 10}}
+    config = {
+        "model": {
+            "scale": "micro",
+            "img_size": 32,
+            "patch_size": 8,
+            "registers": registers,
+            "specialize": specialize,
+        },
+        "framework": {"name": "supervised", "recipe": "cpu", "layerscale": None},
+        "data": {"name": "procedural"},
+        "train": {"steps": 10},
+    }
     problems = check(config)
-    assert len(problems) == 1 and problems[0].startswith("model: cannot be built: ") and expected in problems[0]
+    assert (
+        len(problems) == 1 and problems[0].startswith("model: cannot be built: ") and expected in problems[0]
+    )
     config["model"].update(specialize={"norm1": "all"})
     assert check(config) == []

@@ -12,8 +12,21 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from model.data import (
-    ADE20K, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, SHAPES, Cityscapes, DatasetError, ImageFolderDataset,
-    MultiCrop, NYUDepthV2, ProceduralShapes, build_dataset, check_root, dense_train, eval_transform,
+    ADE20K,
+    IGNORE_INDEX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SHAPES,
+    Cityscapes,
+    DatasetError,
+    ImageFolderDataset,
+    MultiCrop,
+    NYUDepthV2,
+    ProceduralShapes,
+    build_dataset,
+    check_root,
+    dense_train,
+    eval_transform,
     supervised_train,
 )
 from model.data.base import raw_sample
@@ -87,10 +100,17 @@ def test_procedural_easy_variant_keeps_layout_and_makes_shapes_light_on_dark() -
     """texture=0 + contrast (the quickstart's easy variant) only recolours: same draws, so the same
     labels, masks and depth as the default; flat fills, and every shape pixel is lighter than every
     background pixel (the sign-consistent edge a micro ViT learns within a CPU minute)."""
-    plain, easy = ProceduralShapes(size=6, resolution=32), ProceduralShapes(size=6, resolution=32, texture=0, contrast=True)
+    plain, easy = (
+        ProceduralShapes(size=6, resolution=32),
+        ProceduralShapes(size=6, resolution=32, texture=0, contrast=True),
+    )
     for i in range(6):
         a, b = plain[i], easy[i]
-        assert a["label"] == b["label"] and torch.equal(a["mask"], b["mask"]) and torch.equal(a["depth"], b["depth"])
+        assert (
+            a["label"] == b["label"]
+            and torch.equal(a["mask"], b["mask"])
+            and torch.equal(a["depth"], b["depth"])
+        )
         assert not torch.equal(a["image"], b["image"])
         image, mask = b["image"].float(), b["mask"][0] if b["mask"].ndim == 3 else b["mask"]
         image = image / 255 if b["image"].dtype == torch.uint8 else image
@@ -112,7 +132,11 @@ def test_procedural_rejects_bad_config() -> None:
 def test_default_collate_batches_samples() -> None:
     batch = next(iter(DataLoader(ProceduralShapes(size=8, resolution=16), batch_size=4)))
     assert batch["image"].shape == (4, 3, 16, 16)
-    assert batch["label"].shape == (4,) and batch["mask"].shape == (4, 16, 16) and batch["depth"].shape == (4, 16, 16)
+    assert (
+        batch["label"].shape == (4,)
+        and batch["mask"].shape == (4, 16, 16)
+        and batch["depth"].shape == (4, 16, 16)
+    )
 
 
 # --- real-format loaders on fixtures ------------------------------------------------------------
@@ -150,7 +174,11 @@ def test_ade20k_reads_challenge_layout_and_shifts_labels(tmp_path: Path) -> None
         assert set(s) == {"image", "mask"} and s["image"].shape == (3, 16, 16)
         expected = np.where(ann == 0, IGNORE_INDEX, ann.astype(np.int64) - 1)
         assert torch.equal(s["mask"], torch.from_numpy(expected))
-        assert s["mask"][0, :4].tolist() == [IGNORE_INDEX] * 4 and s["mask"][0, 4] == 0 and s["mask"][0, 8] == 149
+        assert (
+            s["mask"][0, :4].tolist() == [IGNORE_INDEX] * 4
+            and s["mask"][0, 4] == 0
+            and s["mask"][0, 8] == 149
+        )
 
 
 def test_ade20k_missing_annotation_is_named(tmp_path: Path) -> None:
@@ -186,7 +214,9 @@ def test_nyu_rejects_missing_or_8bit_depth(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="not a 16-bit depth PNG"):
         NYUDepthV2(tmp_path, "train")[1]
     (tmp_path / "official_splits/test/bathroom/sync_depth_00045.png").unlink()
-    with pytest.raises(DatasetError, match="missing depth official_splits/test/bathroom/sync_depth_00045.png"):
+    with pytest.raises(
+        DatasetError, match="missing depth official_splits/test/bathroom/sync_depth_00045.png"
+    ):
         NYUDepthV2(tmp_path, "val")
 
 
@@ -240,7 +270,9 @@ def test_check_root_catches_half_layouts(tmp_path: Path) -> None:
 
 
 def test_registry_errors_list_what_is_known() -> None:
-    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; known: ade20k, cityscapes, imagefolder, nyu"):
+    with pytest.raises(
+        ValueError, match="unknown dataset 'imagenet'; known: ade20k, cityscapes, imagefolder, nyu"
+    ):
         build_dataset("imagenet")
     with pytest.raises(ValueError, match=r"unknown config key\(s\) \['res'\]"):
         build_dataset("procedural", res=32)

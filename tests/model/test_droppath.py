@@ -13,8 +13,14 @@ from model.droppath import SubsetBlock, SubsetDropPath, set_drop_path
 from model.frameworks.base import build_backbone
 from model.vit import specialize
 
-CFG = {"scale": "micro", "depth": 2, "img_size": 16, "patch_size": 4, "drop_path_rate": 0.5,
-       "drop_path_subset": True}
+CFG = {
+    "scale": "micro",
+    "depth": 2,
+    "img_size": 16,
+    "patch_size": 4,
+    "drop_path_rate": 0.5,
+    "drop_path_subset": True,
+}
 
 
 def _vit(seed: int = 0, **kw):
@@ -90,7 +96,7 @@ def test_specialized_block_equals_plain_with_batch_subsets(spec):
         model.train()
         torch.manual_seed(3)
         out = model.forward_features(images)
-        (out ** 2).mean().backward()
+        (out**2).mean().backward()
         outs.append(out)
     torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
     summed: dict[str, torch.Tensor] = {}  # a specialized layer's two copies share the plain layer's gradient

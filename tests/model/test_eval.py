@@ -104,8 +104,9 @@ def test_linear_depth_scores_and_masks_invalid_pixels(trained_model):
     out = evaluate(trained_model, "linear_depth", epochs=8)
     assert set(out) == {"rmse", "abs_rel", "delta1"}
     assert out["rmse"] > 0 and out["abs_rel"] > 0 and 0 <= out["delta1"] <= 100
-    regression = evaluate(trained_model, "linear_depth", head="regression", epochs=1, size=64,
-                          cache_features=False)
+    regression = evaluate(
+        trained_model, "linear_depth", head="regression", epochs=1, size=64, cache_features=False
+    )
     assert all(math.isfinite(v) for v in regression.values())
 
     target = torch.tensor([[[2.0, 0.0], [4.0, 0.0]]])
@@ -128,7 +129,9 @@ def test_analysis_covers_every_block_with_stable_names():
 
 def test_analysis_attention_entropy_matches_the_materialised_attention(random_model):
     """Recomputed q·k attention of the CLS query equals timm's own unfused attention matrix."""
-    images = torch.stack([build_dataset("procedural", "val", dense_eval(32), size=8)[i]["image"] for i in range(8)])
+    images = torch.stack(
+        [build_dataset("procedural", "val", dense_eval(32), size=8)[i]["image"] for i in range(8)]
+    )
     seen = []
     block = random_model.blocks[1]
     block.attn.fused_attn = False

@@ -29,10 +29,10 @@ def test_check_accepts_the_quickstart_and_names_bad_keys(tmp_path):
     (problem,) = check(bad)
     assert problem.startswith("eval.linear_seg: ade20k root") and "does not exist" in problem
     assert check({**QUICKSTART, "eval": {"knn2": {"dataset": "procedural"}}}) == [
-        "eval.knn2: unknown evaluation; expected one of knn, linear_cls, linear_seg, linear_depth, analysis"]
+        "eval.knn2: unknown evaluation; expected one of knn, linear_cls, linear_seg, linear_depth, analysis"
+    ]
     assert any(p.startswith("model.scale") for p in check({**QUICKSTART, "model": {"scale": "huge"}}))
-    assert check({**QUICKSTART, "runtime": {"threads": 0}}) == [
-        "runtime.threads: got 0; expected >= 1"]
+    assert check({**QUICKSTART, "runtime": {"threads": 0}}) == ["runtime.threads: got 0; expected >= 1"]
 
 
 def test_eval_only_rerun_and_a_new_eval_do_not_retrain(tmp_path):
@@ -40,11 +40,14 @@ def test_eval_only_rerun_and_a_new_eval_do_not_retrain(tmp_path):
 
     from model.experiment import LocalContext, run
 
-    config = {"model": {"scale": "micro", "img_size": 32, "patch_size": 4, "depth": 2},
-              "framework": {"name": "supervised", "recipe": "cpu"},
-              "data": {"name": "procedural", "num_classes": 4, "size": 128},
-              "train": {"steps": 3, "batch_size": 16, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 2},
-              "eval": {"knn": {"dataset": "procedural", "size": 64}}, "seed": 0}
+    config = {
+        "model": {"scale": "micro", "img_size": 32, "patch_size": 4, "depth": 2},
+        "framework": {"name": "supervised", "recipe": "cpu"},
+        "data": {"name": "procedural", "num_classes": 4, "size": 128},
+        "train": {"steps": 3, "batch_size": 16, "lr": 1e-3, "warmup_steps": 1, "checkpoint_every": 2},
+        "eval": {"knn": {"dataset": "procedural", "size": 64}},
+        "seed": 0,
+    }
     threads = torch.get_num_threads()
     try:
         first = run({**config, "runtime": {"threads": 1}}, LocalContext(tmp_path / "a", tmp_path / "cache"))

@@ -21,8 +21,14 @@ torch.set_num_threads(2)
 MODEL = {"scale": "micro", "img_size": 16, "patch_size": 4, "depth": 2, "specialize": "norms+qkv_third"}
 # center_momentum 0.5 (DINO: 0.9): with 0.9 the first few dozen steps are dominated by the center
 # catching up from 0 (the loss rises towards ln(out_dim)), which hides whether the student learns
-SMALL_HEAD = {"recipe": "cpu", "out_dim": 256, "hidden_dim": 128, "bottleneck_dim": 64, "n_local": 2,
-              "center_momentum": 0.5}
+SMALL_HEAD = {
+    "recipe": "cpu",
+    "out_dim": 256,
+    "hidden_dim": 128,
+    "bottleneck_dim": 64,
+    "n_local": 2,
+    "center_momentum": 0.5,
+}
 
 
 class Recorder:
@@ -48,10 +54,13 @@ def _batch(framework, n: int = 8) -> dict:
 @pytest.mark.parametrize("name,registers", [("supervised", 0), ("dino", 0), ("ibot", 1), ("dinov2", 2)])
 def test_framework_trains_and_loss_goes_down(tmp_path, name, registers):
     options = {"recipe": "cpu"} if name == "supervised" else SMALL_HEAD
-    config = {"seed": 0, "model": {**MODEL, "registers": registers},
-              "framework": {"name": name, **options},
-              "data": {"name": "procedural", "num_classes": 4, "size": 64},
-              "train": {"steps": 40, "batch_size": 16, "lr": 5e-4, "warmup_steps": 4, "log_every": 10}}
+    config = {
+        "seed": 0,
+        "model": {**MODEL, "registers": registers},
+        "framework": {"name": name, **options},
+        "data": {"name": "procedural", "num_classes": 4, "size": 64},
+        "train": {"steps": 40, "batch_size": 16, "lr": 5e-4, "warmup_steps": 4, "log_every": 10},
+    }
     ctx = Recorder()
     backbone, summary = pretrain(config, tmp_path, ctx=ctx, progress=False)
     losses = [m["pretrain.loss"] for _, m in ctx.reports]
@@ -59,8 +68,12 @@ def test_framework_trains_and_loss_goes_down(tmp_path, name, registers):
     assert losses[-1] < losses[0], losses
     assert summary["pretrain.steps"] == 40 and summary["pretrain.steps_run"] == 40
     assert backbone.num_reg_tokens == registers and not backbone.training
-    expected_terms = {"supervised": set(), "dino": {"dino"}, "ibot": {"dino", "ibot"},
-                      "dinov2": {"dino", "ibot", "koleo"}}[name]
+    expected_terms = {
+        "supervised": set(),
+        "dino": {"dino"},
+        "ibot": {"dino", "ibot"},
+        "dinov2": {"dino", "ibot", "koleo"},
+    }[name]
     assert {k.removeprefix("pretrain.") for k in summary} >= expected_terms | {"loss"}
 
 
@@ -120,8 +133,9 @@ def test_block_mask_counts():
 
 
 def test_teacher_is_an_ema_of_the_student_and_stays_in_eval():
-    fw = build_framework(MODEL, {"name": "ibot", **SMALL_HEAD, "momentum_teacher": 0.9},
-                         num_classes=None, total_steps=100)
+    fw = build_framework(
+        MODEL, {"name": "ibot", **SMALL_HEAD, "momentum_teacher": 0.9}, num_classes=None, total_steps=100
+    )
     fw.train()
     assert not fw.teacher.training and fw.student.training
     assert not any(p.requires_grad for p in fw.teacher.parameters())
@@ -134,5 +148,5 @@ def test_teacher_is_an_ema_of_the_student_and_stays_in_eval():
             p.add_(1.0)
     before = [p.clone() for p in fw.teacher.parameters()]
     fw.after_step(0)  # step 0: momentum 0.9
-    for t0, t1, s in zip(before, fw.teacher.parameters(), fw.student.parameters()):
+    for t0, t1, s in zip(before, fw.teacher.parameters(), fw.student.parameters(), strict=True):
         torch.testing.assert_close(t1, 0.9 * t0 + 0.1 * s)

@@ -23,55 +23,114 @@ DATA = {"name": "imagefolder", "root": "/datasets/imagenet"}
 
 # recipes.md §1a (cfg:L<n> of ssl_default_config.yaml = vitl16_short.yaml) and §2
 DINOV2_VITL16 = {
-    "model.patch_size": 16, "model.img_size": 224, "model.drop_path_rate": 0.3,
-    "model.drop_path_uniform": True, "model.drop_path_subset": True,
-    "framework.dino_weight": 1.0, "framework.koleo_weight": 0.1, "framework.out_dim": 65536,
-    "framework.bottleneck_dim": 256, "framework.head_layers": 3, "framework.hidden_dim": 2048,
-    "framework.ibot_weight": 1.0, "framework.mask_probability": 0.5, "framework.mask_ratio": (0.1, 0.5),
-    "framework.ibot_separate_head": False, "framework.centering": "center",
-    "framework.momentum_teacher": 0.992, "framework.momentum_teacher_end": 1.0,
-    "framework.warmup_teacher_temp": 0.04, "framework.teacher_temp": 0.07,
-    "framework.warmup_teacher_temp_epochs": 30, "framework.layerscale": 1e-5,
-    "framework.student_temp": 0.1, "framework.center_momentum": 0.9,
-    "framework.global_scale": (0.32, 1.0), "framework.n_local": 8, "framework.local_scale": (0.05, 0.32),
-    "framework.local_size": 96, "framework.blur": (0.0, 0.9, 0.5), "framework.interpolation": "bicubic",
+    "model.patch_size": 16,
+    "model.img_size": 224,
+    "model.drop_path_rate": 0.3,
+    "model.drop_path_uniform": True,
+    "model.drop_path_subset": True,
+    "framework.dino_weight": 1.0,
+    "framework.koleo_weight": 0.1,
+    "framework.out_dim": 65536,
+    "framework.bottleneck_dim": 256,
+    "framework.head_layers": 3,
+    "framework.hidden_dim": 2048,
+    "framework.ibot_weight": 1.0,
+    "framework.mask_probability": 0.5,
+    "framework.mask_ratio": (0.1, 0.5),
+    "framework.ibot_separate_head": False,
+    "framework.centering": "center",
+    "framework.momentum_teacher": 0.992,
+    "framework.momentum_teacher_end": 1.0,
+    "framework.warmup_teacher_temp": 0.04,
+    "framework.teacher_temp": 0.07,
+    "framework.warmup_teacher_temp_epochs": 30,
+    "framework.layerscale": 1e-5,
+    "framework.student_temp": 0.1,
+    "framework.center_momentum": 0.9,
+    "framework.global_scale": (0.32, 1.0),
+    "framework.n_local": 8,
+    "framework.local_scale": (0.05, 0.32),
+    "framework.local_size": 96,
+    "framework.blur": (0.0, 0.9, 0.5),
+    "framework.interpolation": "bicubic",
     "framework.norm_last_layer": False,
-    "train.betas": (0.9, 0.999), "train.optimizer": "adamw", "train.epochs": 100, "train.epoch_length": 1250,
-    "train.lr": 4e-3, "train.lr_scaling": "sqrt_wrt_1024", "train.warmup_epochs": 10, "train.min_lr": 1e-6,
-    "train.weight_decay": 0.04, "train.weight_decay_end": 0.4, "train.clip_grad": 3.0,
-    "train.clip_grad_per_module": True, "train.freeze_last_layer_epochs": 1, "train.patch_embed_lr_mult": 0.2,
-    "train.layerwise_decay": 0.9, "train.batch_size": 2048, "train.warmup_lr": 0.0,
-    "train.decay_tokens": True, "train.lr_step": "step", "train.repeated_aug": 1,
+    "train.betas": (0.9, 0.999),
+    "train.optimizer": "adamw",
+    "train.epochs": 100,
+    "train.epoch_length": 1250,
+    "train.lr": 4e-3,
+    "train.lr_scaling": "sqrt_wrt_1024",
+    "train.warmup_epochs": 10,
+    "train.min_lr": 1e-6,
+    "train.weight_decay": 0.04,
+    "train.weight_decay_end": 0.4,
+    "train.clip_grad": 3.0,
+    "train.clip_grad_per_module": True,
+    "train.freeze_last_layer_epochs": 1,
+    "train.patch_embed_lr_mult": 0.2,
+    "train.layerwise_decay": 0.9,
+    "train.batch_size": 2048,
+    "train.warmup_lr": 0.0,
+    "train.decay_tokens": True,
+    "train.lr_step": "step",
+    "train.repeated_aug": 1,
 }
 # recipes.md §4: README_revenge.md IN-1k pretraining, B row; timm's cosine scheduler defaults
 DEIT3_VITB = {
-    "model.patch_size": 16, "model.img_size": 192, "model.drop_path_rate": 0.2,
-    "model.drop_path_uniform": True, "model.drop_path_subset": False,
-    "framework.loss": "bce", "framework.label_smoothing": 0.0, "framework.layerscale": 1e-4,
-    "framework.crop_scale": (0.08, 1.0), "framework.interpolation": "bicubic", "framework.jitter": 0.3,
-    "framework.mixup": 0.8, "framework.cutmix": 1.0,
-    "train.optimizer": "lamb", "train.lr": 3e-3, "train.lr_scaling": "none", "train.batch_size": 2048,
-    "train.epochs": 800, "train.weight_decay": 0.05, "train.weight_decay_end": None, "train.warmup_epochs": 5,
-    "train.warmup_lr": 1e-6, "train.min_lr": 1e-5, "train.betas": (0.9, 0.999), "train.clip_grad": None,
+    "model.patch_size": 16,
+    "model.img_size": 192,
+    "model.drop_path_rate": 0.2,
+    "model.drop_path_uniform": True,
+    "model.drop_path_subset": False,
+    "framework.loss": "bce",
+    "framework.label_smoothing": 0.0,
+    "framework.layerscale": 1e-4,
+    "framework.crop_scale": (0.08, 1.0),
+    "framework.interpolation": "bicubic",
+    "framework.jitter": 0.3,
+    "framework.mixup": 0.8,
+    "framework.cutmix": 1.0,
+    "train.optimizer": "lamb",
+    "train.lr": 3e-3,
+    "train.lr_scaling": "none",
+    "train.batch_size": 2048,
+    "train.epochs": 800,
+    "train.weight_decay": 0.05,
+    "train.weight_decay_end": None,
+    "train.warmup_epochs": 5,
+    "train.warmup_lr": 1e-6,
+    "train.min_lr": 1e-5,
+    "train.betas": (0.9, 0.999),
+    "train.clip_grad": None,
     "train.decay_tokens": False,  # timm: no decay on pos_embed and cls_token
-    "train.lr_step": "epoch", "train.repeated_aug": 3,  # timm's scheduler stepped per epoch; RASampler
+    "train.lr_step": "epoch",
+    "train.repeated_aug": 3,  # timm's scheduler stepped per epoch; RASampler
 }
 
 
 def _cell(framework: str, scale: str, **framework_keys) -> dict:
-    return {"model": {"scale": scale}, "framework": {"name": framework, **framework_keys}, "data": dict(DATA),
-            "train": {}, "seed": 0}
+    return {
+        "model": {"scale": scale},
+        "framework": {"name": framework, **framework_keys},
+        "data": dict(DATA),
+        "train": {},
+        "seed": 0,
+    }
 
 
 def _resolved(config: dict) -> dict:
     return {key: tuple(v) if isinstance(v, list) else v for key, v, _ in describe(config)}
 
 
-@pytest.mark.parametrize("config,reference", [
-    (_cell("dinov2", "large"), DINOV2_VITL16),
-    (_cell("dinov2", "large", recipe="dinov2"), DINOV2_VITL16),
-    (_cell("deit3", "base"), DEIT3_VITB),
-], ids=["dinov2-vitl16-by-default", "dinov2-vitl16", "deit3-vitb"])
+@pytest.mark.parametrize(
+    "config,reference",
+    [
+        (_cell("dinov2", "large"), DINOV2_VITL16),
+        (_cell("dinov2", "large", recipe="dinov2"), DINOV2_VITL16),
+        (_cell("deit3", "base"), DEIT3_VITB),
+    ],
+    ids=["dinov2-vitl16-by-default", "dinov2-vitl16", "deit3-vitb"],
+)
 def test_resolved_reference_configs_equal_recipes_md_key_by_key(config, reference):
     resolved = _resolved(config)
     for key, value in reference.items():
@@ -87,22 +146,35 @@ def _schedule(config: dict, dataset_len: int = 1_281_167) -> Schedule:
     return Schedule(train, _total_steps(train, samples), _steps_per_epoch(train, samples))
 
 
-def _cosine_scheduler(base: float, final: float, total: int, warmup: int = 0,
-                      start: float = 0.0) -> np.ndarray:
+def _cosine_scheduler(
+    base: float, final: float, total: int, warmup: int = 0, start: float = 0.0
+) -> np.ndarray:
     """DINOv2's CosineScheduler array as recipes.md §2 states it: linspace(start, base, warmup), both
     ends included, then final + (base - final)(1 + cos(pi i / n)) / 2 for i < n = total - warmup."""
     i = np.arange(total - warmup)
-    return np.concatenate([np.linspace(start, base, warmup),
-                           final + 0.5 * (base - final) * (1 + np.cos(np.pi * i / len(i)))])
+    return np.concatenate(
+        [np.linspace(start, base, warmup), final + 0.5 * (base - final) * (1 + np.cos(np.pi * i / len(i)))]
+    )
 
 
 def test_schedules_equal_dinov2_cosine_scheduler_at_every_step():
-    train = validate(TrainConfig, {"steps": 30, "lr": 1.0, "min_lr": 0.1, "warmup_steps": 7,
-                                   "weight_decay": 0.04, "weight_decay_end": 0.4}, "train")
+    train = validate(
+        TrainConfig,
+        {
+            "steps": 30,
+            "lr": 1.0,
+            "min_lr": 0.1,
+            "warmup_steps": 7,
+            "weight_decay": 0.04,
+            "weight_decay_end": 0.4,
+        },
+        "train",
+    )
     s = Schedule(train, 30, 3.0)
     np.testing.assert_allclose([s.lr(i) for i in range(30)], _cosine_scheduler(1.0, 0.1, 30, 7), atol=1e-12)
-    np.testing.assert_allclose([s.weight_decay(i) for i in range(30)], _cosine_scheduler(0.04, 0.4, 30),
-                               atol=1e-12)
+    np.testing.assert_allclose(
+        [s.weight_decay(i) for i in range(30)], _cosine_scheduler(0.04, 0.4, 30), atol=1e-12
+    )
 
 
 def test_dinov2_vitl16_schedules_at_first_warmup_end_and_last_step():
@@ -122,8 +194,13 @@ def test_dinov2_vitl16_schedules_at_first_warmup_end_and_last_step():
 
     resolved = resolve(_cell("dinov2", "large"))[0]
     small = {**resolved["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4}  # schedules only
-    fw = build_framework({"scale": "micro", "depth": 1, "img_size": 32, "patch_size": 16}, small,
-                         num_classes=None, total_steps=s.total, steps_per_epoch=s.steps_per_epoch)
+    fw = build_framework(
+        {"scale": "micro", "depth": 1, "img_size": 32, "patch_size": 16},
+        small,
+        num_classes=None,
+        total_steps=s.total,
+        steps_per_epoch=s.steps_per_epoch,
+    )
     assert fw.teacher_temp_warmup == 37_500
     assert fw.teacher_temp(0) == pytest.approx(0.04) and fw.teacher_temp(37_499) == pytest.approx(0.07)
     assert fw.teacher_temp(125_000 - 1) == pytest.approx(0.07)
@@ -145,6 +222,7 @@ def test_deit3_vitb_lr_is_timms_scheduler_stepped_once_an_epoch():
         assert s.lr(first) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12), epoch
         timm_schedule.step(epoch)
     assert s.lr(0) == s.lr(math.ceil(per_epoch)) == pytest.approx(1e-6)  # epochs 0 and 1
+
     def cosine(t: int) -> float:
         return 1e-5 + 0.5 * (3e-3 - 1e-5) * (1 + math.cos(math.pi * t / 800))
 
@@ -157,8 +235,12 @@ def test_layerwise_decay_patch_embed_multiplier_and_frozen_last_layer():
     resolved = resolve(_cell("dinov2", "large"))[0]
     train = validate(TrainConfig, resolved["train"], "train")
     options = {**resolved["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4}
-    fw = build_framework({"scale": "micro", "depth": 3, "img_size": 32, "patch_size": 16}, options,
-                         num_classes=None, total_steps=10)
+    fw = build_framework(
+        {"scale": "micro", "depth": 3, "img_size": 32, "patch_size": 16},
+        options,
+        num_classes=None,
+        total_steps=10,
+    )
     names = {id(p): n for n, p in fw.named_parameters()}
     groups = param_groups(fw, train)
     mult = {names[id(p)]: (g["lr_mult"], g["last_layer"]) for g in groups for p in g["params"]}
@@ -182,10 +264,13 @@ def test_no_cpu_value_is_a_default_of_a_paper_scale_study():
     quick = _resolved(_cell("supervised", "micro", recipe="cpu"))
     assert quick["train.batch_size"] == 64 and quick["framework.crop_scale"] == (0.35, 1.0)
     problems = check({**_cell("dinov2", "micro"), "data": {"name": "procedural"}})
-    assert problems == ["framework.recipe: recipe dinov2 has no values for model.scale 'micro'; "
-                        "expected small, base or large (recipe cpu for CPU-scale models)"]
+    assert problems == [
+        "framework.recipe: recipe dinov2 has no values for model.scale 'micro'; "
+        "expected small, base or large (recipe cpu for CPU-scale models)"
+    ]
     assert check({**_cell("dinov2", "base", recipe="deit3"), "data": {"name": "procedural"}}) == [
-        "framework.recipe: recipe 'deit3' is for supervised, deit3, not framework 'dinov2'"]
+        "framework.recipe: recipe 'deit3' is for supervised, deit3, not framework 'dinov2'"
+    ]
 
 
 def test_print_config_shows_each_value_and_its_source(tmp_path, capsys):
@@ -218,18 +303,35 @@ def test_print_config_of_one_cell_of_a_study(capsys):
 TINY = {"depth": 1, "embed_dim": 48, "num_heads": 2, "img_size": 32, "patch_size": 16}
 
 
-@pytest.mark.parametrize("framework,scale,overrides", [
-    ({"name": "dinov2", "out_dim": 64, "hidden_dim": 32, "bottleneck_dim": 16, "n_local": 2,
-      "local_size": 16},
-     "large", {"epoch_length": 1}),
-    ({"name": "deit3"}, "base", {}),
-], ids=["dinov2", "deit3"])
+@pytest.mark.parametrize(
+    "framework,scale,overrides",
+    [
+        (
+            {
+                "name": "dinov2",
+                "out_dim": 64,
+                "hidden_dim": 32,
+                "bottleneck_dim": 16,
+                "n_local": 2,
+                "local_size": 16,
+            },
+            "large",
+            {"epoch_length": 1},
+        ),
+        ({"name": "deit3"}, "base", {}),
+    ],
+    ids=["dinov2", "deit3"],
+)
 def test_reference_recipes_train_a_few_steps(tmp_path, framework, scale, overrides):
     from model.train import pretrain
 
-    config = {"seed": 0, "model": {"scale": scale, **TINY}, "framework": framework,
-              "data": {"name": "procedural", "num_classes": 4, "size": 16},
-              "train": {"steps": 3, "batch_size": 4, **overrides}}
+    config = {
+        "seed": 0,
+        "model": {"scale": scale, **TINY},
+        "framework": framework,
+        "data": {"name": "procedural", "num_classes": 4, "size": 16},
+        "train": {"steps": 3, "batch_size": 4, **overrides},
+    }
     backbone, summary = pretrain(config, tmp_path, progress=False)
     assert summary["pretrain.steps"] == 3 and math.isfinite(summary["pretrain.loss"])
     assert backbone.blocks[0].drop_path1.drop_prob == resolve(config)[0]["model"]["drop_path_rate"]
@@ -248,7 +350,7 @@ def test_ibot_masks_are_stratified_per_batch_as_dinov2_collate():
         counts = masks.sum(-1)
         assert masks.shape == (n, 196) and (counts > 0).sum() == 8
         ratios = sorted(c / 196 for c in counts.tolist() if c)
-        for r, low, high in zip(ratios, edges[:-1], edges[1:]):
+        for r, low, high in zip(ratios, edges[:-1], edges[1:], strict=True):
             assert low - 0.05 <= r <= high, (seed, ratios)
         positions.add(tuple((counts > 0).tolist()))
     assert len(positions) > 1  # shuffled over the crops
@@ -257,9 +359,12 @@ def test_ibot_masks_are_stratified_per_batch_as_dinov2_collate():
     from model.data import build_dataset, finalize
 
     resolved = resolve(_cell("dinov2", "large"))[0]
-    fw = build_framework({**TINY, "scale": "large", "img_size": 64, "patch_size": 8},
-                         {**resolved["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4,
-                          "n_local": 0}, num_classes=None, total_steps=10)
+    fw = build_framework(
+        {**TINY, "scale": "large", "img_size": 64, "patch_size": 8},
+        {**resolved["framework"], "out_dim": 16, "hidden_dim": 8, "bottleneck_dim": 4, "n_local": 0},
+        num_classes=None,
+        total_steps=10,
+    )
     data = build_dataset("procedural", "train", size=4, num_classes=4, resolution=64)
 
     def batch(seed: int) -> dict:
@@ -300,8 +405,10 @@ def test_deit3_mixes_with_timms_mixup_and_binarises_the_targets():
     crop = fw.train_transform().transforms[0].transforms[0]
     assert crop.interpolation == InterpolationMode.BICUBIC
     smoothed = {**_cell("deit3", "base", label_smoothing=0.1), "data": {"name": "procedural"}}
-    assert check(smoothed) == ["framework.label_smoothing: got 0.1; expected 0 with loss bce and mixup or "
-                               "cutmix (binarised, smoothed targets make every class a positive)"]
+    assert check(smoothed) == [
+        "framework.label_smoothing: got 0.1; expected 0 with loss bce and mixup or "
+        "cutmix (binarised, smoothed targets make every class a positive)"
+    ]
 
 
 def test_repeated_augmentation_deals_timms_sampler_across_ranks():
@@ -325,11 +432,20 @@ def test_repeated_augmentation_deals_timms_sampler_across_ranks():
 def test_training_key_hashes_the_resolved_config():
     from model.experiment import training_key
 
-    quick = {"model": {"scale": "micro"}, "framework": {"name": "dinov2", "recipe": "cpu"},
-             "data": {"name": "procedural"}, "train": {"steps": 5}, "seed": 0}
-    spelled = {**quick, "model": {"scale": "micro", "img_size": 32, "drop_path_rate": 0.0},
-               "framework": {**quick["framework"], "out_dim": 1024}, "train": {"steps": 5, "batch_size": 64},
-               "data": {"name": "procedural", "num_classes": 10}}
+    quick = {
+        "model": {"scale": "micro"},
+        "framework": {"name": "dinov2", "recipe": "cpu"},
+        "data": {"name": "procedural"},
+        "train": {"steps": 5},
+        "seed": 0,
+    }
+    spelled = {
+        **quick,
+        "model": {"scale": "micro", "img_size": 32, "drop_path_rate": 0.0},
+        "framework": {**quick["framework"], "out_dim": 1024},
+        "train": {"steps": 5, "batch_size": 64},
+        "data": {"name": "procedural", "num_classes": 10},
+    }
     assert training_key(spelled) == training_key(quick)  # the preset's and defaults' values spelled out
     assert training_key({**quick, "train": {"steps": 5, "batch_size": 32}}) != training_key(quick)
     paper = _cell("dinov2", "large")

@@ -22,32 +22,51 @@ TRAIN = {"steps": 500, "batch_size": 64, "lr": 1e-3, "warmup_steps": 50}
 
 
 def _config(seed: int = 0, specialize: dict | None = None, framework: str = "supervised", **evals) -> dict:
-    return {"seed": seed, "model": {**MICRO, "specialize": specialize or {}},
-            "framework": {"name": framework, "recipe": "cpu"},
-            "data": {"name": "imagefolder", "root": "/nonexistent/imagenet"}, "train": dict(TRAIN),
-            "eval": evals or {"knn": {"dataset": "imagefolder"}}}
+    return {
+        "seed": seed,
+        "model": {**MICRO, "specialize": specialize or {}},
+        "framework": {"name": framework, "recipe": "cpu"},
+        "data": {"name": "imagefolder", "root": "/nonexistent/imagenet"},
+        "train": dict(TRAIN),
+        "eval": evals or {"knn": {"dataset": "imagefolder"}},
+    }
 
 
 def test_plan_rehearses_each_training_config_once_and_each_evaluation_once_per_model():
-    configs = [_config(0), _config(1), _config(0, framework="dino"),
-               _config(0, knn={"dataset": "imagefolder", "k": 5}), _config(0, micro := {"norm1": "all"}),
-               _config(1, {"qkv": 2}), _config(0, micro, framework="dino"),
-               _config(2, micro, linear_cls={"dataset": "imagefolder"})]
+    configs = [
+        _config(0),
+        _config(1),
+        _config(0, framework="dino"),
+        _config(0, knn={"dataset": "imagefolder", "k": 5}),
+        _config(0, micro := {"norm1": "all"}),
+        _config(1, {"qkv": 2}),
+        _config(0, micro, framework="dino"),
+        _config(2, micro, linear_cls={"dataset": "imagefolder"}),
+    ]
     units = plan(configs)
     assert [u["cells"] for u in units] == [[0, 1, 3], [2], [4, 5, 7], [6]]  # seeds and evaluations aside
     assert [u.get("variants") for u in units] == [None, None, [micro, {"qkv": 2}], [micro]]
     assert [u["evals"] for u in units] == [
-        [["knn", {"dataset": "imagefolder"}], ["knn", {"dataset": "imagefolder", "k": 5}],
-         ["linear_cls", {"dataset": "imagefolder"}]],  # a variant's evaluation, on the full unit's model
+        [
+            ["knn", {"dataset": "imagefolder"}],
+            ["knn", {"dataset": "imagefolder", "k": 5}],
+            ["linear_cls", {"dataset": "imagefolder"}],
+        ],  # a variant's evaluation, on the full unit's model
         [],  # the same model as the first unit's: its evaluations ran there
-        [], [],
+        [],
+        [],
     ]
     assert "eval" not in units[0]["config"] and units[0]["config"]["seed"] == 0
 
 
 def test_a_variants_unit_builds_runs_and_reloads_each_spec_and_fails_at_the_spec_it_cannot_build(tmp_path):
-    (_, unit) = plan([_config(0), _config(0, {"qkv": 2, "ls1": "all", "final_norm": True}),
-                      _config(0, {"registers": "patch", "norm1": 1})])
+    (_, unit) = plan(
+        [
+            _config(0),
+            _config(0, {"qkv": 2, "ls1": "all", "final_norm": True}),
+            _config(0, {"registers": "patch", "norm1": 1}),
+        ]
+    )
     unit["config"]["model"]["registers"] = 2  # registers routed with the patches need registers
     stages: list[str] = []
     figures = run(unit, steps=2, workdir=tmp_path, shared=tmp_path, stage=stages.append)
@@ -75,15 +94,25 @@ def test_fixtures_are_read_by_the_real_loaders(tmp_path, name):
 
 
 def test_run_trains_restores_and_evaluates_on_fixtures_of_every_format(tmp_path):
-    evals = {"knn": {"dataset": "imagefolder"},
-             "linear_seg": {"dataset": "ade20k", "root": "/nonexistent/ADEChallengeData2016", "img_size": 64},
-             "linear_depth": {"dataset": "nyu", "root": "/nonexistent/nyu"}}
+    evals = {
+        "knn": {"dataset": "imagefolder"},
+        "linear_seg": {"dataset": "ade20k", "root": "/nonexistent/ADEChallengeData2016", "img_size": 64},
+        "linear_depth": {"dataset": "nyu", "root": "/nonexistent/nyu"},
+    }
     other = {"linear_seg": {"dataset": "cityscapes", "root": "/nonexistent/cityscapes", "val_size": 48}}
     (unit,) = plan([_config(**evals), _config(**other)])
     stages: list[str] = []
     figures = run(unit, steps=3, workdir=tmp_path / "work", shared=tmp_path / "shared", stage=stages.append)
-    assert stages == ["data", "train", "resume", "eval knn", "eval linear_seg", "eval linear_depth",
-                      "eval linear_seg", "done"]
+    assert stages == [
+        "data",
+        "train",
+        "resume",
+        "eval knn",
+        "eval linear_seg",
+        "eval linear_depth",
+        "eval linear_seg",
+        "done",
+    ]
     assert figures["seconds_per_step"] > 0 and figures["params"] > 0
     written = sorted(p.name.split("-")[0] for p in (tmp_path / "shared").iterdir())
     assert written == ["ade20k", "cityscapes", "imagefolder", "nyu"]
@@ -127,8 +156,8 @@ def _selected(study: str) -> tuple[list, list]:
     from sweeper.study import load_study
 
     loaded, args = load_study(ROOT / "studies" / study), COVER[study]
-    only = [v for k, v in zip(args, args[1:]) if k == "--only"]
-    cover = [v for k, v in zip(args, args[1:]) if k == "--cover"] or None
+    only = [v for k, v in zip(args, args[1:], strict=False) if k == "--only"]
+    cover = [v for k, v in zip(args, args[1:], strict=False) if k == "--cover"] or None
     return loaded.cells, select(loaded, parse_only(loaded, only), cover)
 
 
@@ -139,8 +168,9 @@ def _pair(cell) -> tuple[str, str]:
 def _training(cell) -> str:
     """The cell's training config less its specialization (what a variants unit shares)."""
     config = {k: v for k, v in cell.config.items() if k not in ("seed", "eval")}
-    return json.dumps({**config, "model": {k: v for k, v in config["model"].items() if k != "specialize"}},
-                      sort_keys=True)
+    return json.dumps(
+        {**config, "model": {k: v for k, v in config["model"].items() if k != "specialize"}}, sort_keys=True
+    )
 
 
 def test_every_pair_a_study_leaves_out_of_its_rehearsal_trains_as_one_the_shared_study_rehearses():
@@ -155,17 +185,34 @@ def test_every_pair_a_study_leaves_out_of_its_rehearsal_trains_as_one_the_shared
 @pytest.mark.parametrize("study", sorted(p.name for p in (ROOT / "studies").glob("*.yaml")))
 def test_every_shipped_study_passes_its_rehearsal(tmp_path, study):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", "from sweeper.cli import app; app()", "rehearse",
-                           str(ROOT / "studies" / study), "--json", *COVER.get(study, [])],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=1800)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from sweeper.cli import app; app()",
+            "rehearse",
+            str(ROOT / "studies" / study),
+            "--json",
+            *COVER.get(study, []),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=1800,
+    )
     assert proc.stdout, proc.stderr[-3000:]
     units = json.loads(proc.stdout)["units"]
     failed = [(u["labels"], u["stage"], u["error"]) for u in units if not u["ok"]]
     assert not failed and proc.returncode == 0, failed
     assert not (tmp_path / "results.db").exists()
     if study == SHARED:
-        pairs = {(s, f) for u in units for s in u["labels"]["model.scale"].split("|")
-                 for f in u["labels"]["framework.name"].split("|")}
+        pairs = {
+            (s, f)
+            for u in units
+            for s in u["labels"]["model.scale"].split("|")
+            for f in u["labels"]["framework.name"].split("|")
+        }
         assert pairs == {(s, f) for s in ("small", "base", "large") for f in ("dinov2", "deit3")}
         assert len({v for u in units for v in u["labels"]["model.specialize"].split("|")}) == 5
     if study in COVER and "--max-processes" not in COVER[study]:  # multi-GPU jobs: their DDP path, 2 ranks

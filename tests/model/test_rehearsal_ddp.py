@@ -40,9 +40,14 @@ resources:
 def _rehearse(tmp_path: Path, study: str) -> tuple[int, list[dict]]:
     path = tmp_path / "study.yaml"
     path.write_text(textwrap.dedent(study))
-    proc = subprocess.run([sys.executable, "-c", "from sweeper.cli import app; app()", "rehearse", str(path),
-                           "--json"], capture_output=True, text=True, cwd=tmp_path, timeout=900,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.run(
+        [sys.executable, "-c", "from sweeper.cli import app; app()", "rehearse", str(path), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=900,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert proc.stdout, proc.stderr[-3000:]
     return proc.returncode, json.loads(proc.stdout)["units"]
 
@@ -50,17 +55,26 @@ def _rehearse(tmp_path: Path, study: str) -> tuple[int, list[dict]]:
 def test_plan_rehearses_each_world_size_apart_with_two_processes_at_most():
     config = {"model": {"scale": "micro"}, "framework": {"name": "deit3"}, "train": {}, "eval": {"knn": {}}}
     units = plan([config, config, config, config], [1, 4, 16, 4])
-    assert [(u["world"], u["processes"], u["cells"]) for u in units] == [(1, 1, [0]), (4, 2, [1, 3]), (16, 2, [2])]
+    assert [(u["world"], u["processes"], u["cells"]) for u in units] == [
+        (1, 1, [0]),
+        (4, 2, [1, 3]),
+        (16, 2, [2]),
+    ]
     assert [len(u["evals"]) for u in units] == [1, 0, 0]  # the same model: evaluated once
 
 
 def test_a_global_batch_that_does_not_divide_over_the_job_s_processes_fails_at_train(tmp_path):
-    config = {"model": {"scale": "micro", "img_size": 32, "patch_size": 8},
-              "framework": {"name": "deit3", "recipe": "cpu"}, "data": {"name": "procedural", "size": 16},
-              "train": {"steps": 10, "batch_size": 64}}
+    config = {
+        "model": {"scale": "micro", "img_size": 32, "patch_size": 8},
+        "framework": {"name": "deit3", "recipe": "cpu"},
+        "data": {"name": "procedural", "size": 16},
+        "train": {"steps": 10, "batch_size": 64},
+    }
     (unit,) = plan([config], [3])
     stages: list[str] = []
-    with pytest.raises(ValueError, match="train.batch_size 64 is not divisible by the 3 processes of the job"):
+    with pytest.raises(
+        ValueError, match="train.batch_size 64 is not divisible by the 3 processes of the job"
+    ):
         run(unit, steps=2, workdir=tmp_path / "w", shared=tmp_path / "s", stage=stages.append)
     assert stages == ["data", "train"]
 
@@ -72,7 +86,9 @@ def test_a_job_of_2_nodes_x_2_gpus_is_rehearsed_by_two_ddp_ranks(tmp_path):
     data = "{name: procedural, num_classes: 4, size: 64}"
     code, units = _rehearse(tmp_path, STUDY % (SPECIALIZED, data, "[deit3]"))
     assert code == 0, units
-    assert [(u["processes"], u["stage"], u["ok"], u["figures"]["ranks"]) for u in units] == [(2, "done", True, 2)]
+    assert [(u["processes"], u["stage"], u["ok"], u["figures"]["ranks"]) for u in units] == [
+        (2, "done", True, 2)
+    ]
 
 
 def test_a_failure_in_rank_1_alone_is_named_with_its_rank(tmp_path):

@@ -53,8 +53,9 @@ def test_scenes_masks_are_exact() -> None:
 def test_scenes_class_is_the_texture_not_the_colour_or_shape() -> None:
     """Objects of one class differ in colour (so colour is no shortcut to the class)."""
     ds = ProceduralScenes(size=30, num_classes=1, resolution=32, objects=(1, 1), noise=0.0)
-    means = torch.stack([ds.load(i)["image"].permute(1, 2, 0)[ds.load(i)["mask"] > 0].float().mean(0)
-                         for i in range(len(ds))])
+    means = torch.stack(
+        [ds.load(i)["image"].permute(1, 2, 0)[ds.load(i)["mask"] > 0].float().mean(0) for i in range(len(ds))]
+    )
     assert means.std(0).min() > 25  # uint8 units: the class's mean colour varies widely
 
 
@@ -66,9 +67,10 @@ def test_scenes_config_is_strict_and_needs_no_root() -> None:
     with pytest.raises(ValueError, match="unknown config key"):
         build_dataset("scenes", size=4, object=(1, 2))
     check_root("scenes", None)
-    cell = {"model": {"scale": "micro", "img_size": 32, "patch_size": 8},
-            "framework": {"name": "supervised", "recipe": "cpu"},
-            "data": {"name": "scenes", "resolution": 32, "objekts": [1, 2]},
-            "train": {"steps": 10}}
+    cell = {
+        "model": {"scale": "micro", "img_size": 32, "patch_size": 8},
+        "framework": {"name": "supervised", "recipe": "cpu"},
+        "data": {"name": "scenes", "resolution": 32, "objekts": [1, 2]},
+        "train": {"steps": 10},
+    }
     assert check(cell) == ["data.objekts: unknown key; did you mean 'objects'?"]
-

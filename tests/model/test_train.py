@@ -22,8 +22,13 @@ DATA = {"name": "procedural", "num_classes": 4, "size": 24}
 
 
 def _config(framework: dict, steps: int = 6, **train) -> dict:
-    return {"seed": 1, "model": dict(MODEL), "framework": {"recipe": "cpu", **framework}, "data": dict(DATA),
-            "train": {"steps": steps, "batch_size": 8, "log_every": 1, "warmup_steps": 2, **train}}
+    return {
+        "seed": 1,
+        "model": dict(MODEL),
+        "framework": {"recipe": "cpu", **framework},
+        "data": dict(DATA),
+        "train": {"steps": steps, "batch_size": 8, "log_every": 1, "warmup_steps": 2, **train},
+    }
 
 
 class Preempted(Exception):
@@ -116,8 +121,13 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, config: dict, out: str) -> None:
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     recorder = Recorder()
     backbone, _ = pretrain(config, __import__("pathlib").Path(out) / "ckpt", ctx=recorder, progress=False)
@@ -130,11 +140,17 @@ def _ddp_worker(rank: int, world: int, port: int, config: dict, out: str) -> Non
 # without find_unused_parameters); ibot + sinkhorn: the Sinkhorn marginals are global statistics. iBOT
 # masks are drawn per rank's batch, as DINOv2's collate does per GPU, so they cannot match one process:
 # none here.
-@pytest.mark.parametrize("framework,spec", [
-    ({"name": "dino"}, "all"),
-    pytest.param({"name": "ibot", "centering": "sinkhorn", "mask_probability": 0.0}, "norms+qkv_third",
-                 marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "framework,spec",
+    [
+        ({"name": "dino"}, "all"),
+        pytest.param(
+            {"name": "ibot", "centering": "sinkhorn", "mask_probability": 0.0},
+            "norms+qkv_third",
+            marks=pytest.mark.slow,
+        ),
+    ],
+)
 def test_ddp_two_processes_match_one(tmp_path, framework, spec):
     config = _config({**framework, **SMALL_HEAD}, steps=4)
     config["model"]["specialize"] = spec
@@ -144,13 +160,16 @@ def test_ddp_two_processes_match_one(tmp_path, framework, spec):
     ddp = torch.load(tmp_path / "rank0.pt", weights_only=False)
     assert sorted(ddp["losses"]) == [1, 2, 3, 4]
     for step, loss in single.losses.items():
-        assert ddp["losses"][step] == pytest.approx(loss, rel=1e-4), json.dumps([single.losses, ddp["losses"]])
+        assert ddp["losses"][step] == pytest.approx(loss, rel=1e-4), json.dumps(
+            [single.losses, ddp["losses"]]
+        )
     for key, value in _state(backbone).items():
         torch.testing.assert_close(ddp["state"][key], value, rtol=1e-3, atol=1e-4)
 
 
 # The quickstart's recipe (studies/quickstart.yaml) at 600 steps instead of 1200; ~55 s on one
-# thread (trained 59.6 vs random 41.0 top-1 when written). Why these settings: on the default textured data a micro ViT stays at ln(4) for 800+ supervised steps (random fg/bg
+# thread (trained 59.6 vs random 41.0 top-1 when written). Why these settings: on the default
+# textured data a micro ViT stays at ln(4) for 800+ supervised steps (random fg/bg
 # colours make the outline an XOR-like cue); light flat shapes on a dark background make it a
 # sign-consistent edge that a patch-8 ViT picks up within a few hundred steps. DINOv2 and DINO did
 # not beat random init in this budget (their CLS loss drifts to ln(out_dim)), hence DeiT-III-style CE.
@@ -161,12 +180,30 @@ def test_pretraining_beats_a_random_init_on_knn(tmp_path):
     from model.frameworks import build_framework
     from model.recipes import resolve
 
-    data = {"name": "procedural", "num_classes": 4, "size": 4096, "max_distractors": 0, "texture": 0, "contrast": True}
+    data = {
+        "name": "procedural",
+        "num_classes": 4,
+        "size": 4096,
+        "max_distractors": 0,
+        "texture": 0,
+        "contrast": True,
+    }
     model = {"scale": "micro", "img_size": 32, "patch_size": 8}
-    framework = {"name": "supervised", "recipe": "cpu", "loss": "ce", "layerscale": None,
-                 "crop_scale": [0.8, 1.0], "jitter": 0.0}
-    config = {"seed": 0, "model": model, "framework": framework, "data": data,
-              "train": {"steps": 600, "batch_size": 32, "lr": 2e-3, "warmup_steps": 30}}
+    framework = {
+        "name": "supervised",
+        "recipe": "cpu",
+        "loss": "ce",
+        "layerscale": None,
+        "crop_scale": [0.8, 1.0],
+        "jitter": 0.0,
+    }
+    config = {
+        "seed": 0,
+        "model": model,
+        "framework": framework,
+        "data": data,
+        "train": {"steps": 600, "batch_size": 32, "lr": 2e-3, "warmup_steps": 30},
+    }
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as a quickstart cell runs
     try:

@@ -8,10 +8,9 @@ import pytest
 import timm
 import torch
 import torch.distributed as dist
+from timm.models.vision_transformer import Block
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-
-from timm.models.vision_transformer import Block
 
 from model.vit import (
     BLOCK_COMPONENTS,
@@ -31,8 +30,15 @@ IMG = 16
 
 def _micro(**kw) -> nn.Module:
     """A 2-block micro ViT with every optional component present (qk_norm, LayerScale)."""
-    kw = {"depth": 2, "qk_norm": True, "init_values": 0.1, "img_size": IMG, "patch_size": 4,
-          "num_classes": 5, **kw}
+    kw = {
+        "depth": 2,
+        "qk_norm": True,
+        "init_values": 0.1,
+        "img_size": IMG,
+        "patch_size": 4,
+        "num_classes": 5,
+        **kw,
+    }
     return build_vit(kw.pop("scale", "micro"), **kw)
 
 
@@ -79,7 +85,7 @@ def test_fresh_specialization_preserves_outputs(component, registers, route, poo
         feats = special.forward_intermediates(x, return_prefix_tokens=True, norm=True, output_fmt="NLC")
         ref = plain.forward_intermediates(x, return_prefix_tokens=True, norm=True, output_fmt="NLC")
     assert len(feats[1]) == 2  # per-block tokens, each (patch tokens, prefix tokens)
-    for (p, c), (rp, rc) in zip(feats[1], ref[1]):
+    for (p, c), (rp, rc) in zip(feats[1], ref[1], strict=True):
         assert (p - rp).abs().max() <= 1e-5 and (c - rc).abs().max() <= 1e-5
 
 
@@ -109,7 +115,7 @@ def test_paths_diverge_after_one_step_and_every_parameter_gets_a_gradient():
     splits = [m for m in model.modules() if isinstance(m, TokenSplit)]
     assert len(splits) == 2 * len(BLOCK_COMPONENTS) + 1
     for m in splits:
-        for (name, a), (_, b) in zip(m.cls.named_parameters(), m.patch.named_parameters()):
+        for (name, a), (_, b) in zip(m.cls.named_parameters(), m.patch.named_parameters(), strict=True):
             assert not torch.equal(a, b), f"{m.component}.{name} did not diverge"
 
 
@@ -143,13 +149,20 @@ def test_a_specialized_layer_norm_equals_its_two_copies_each_on_its_tokens(dim):
     ref = torch.cat([split.cls(x.narrow(dim, 0, 3)), split.patch(x.narrow(dim, 3, 7))], dim)
     g = torch.randn_like(ref)
     inputs = [x, *split.parameters()]
-    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g)):
+    for a, b in zip(torch.autograd.grad(out, inputs, g), torch.autograd.grad(ref, inputs, g), strict=True):
         assert (a - b).abs().max() < 1e-12
     assert torch.autograd.gradcheck(lambda x: split.along(x, dim), (x,))
 
 
-@pytest.mark.parametrize("spec", ["all", "norms+qkv_third", {"proj": "all", "fc2": [1]},
-                                  {"ls1": "all", "k_norm": "all", "registers": "patch"}])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "all",
+        "norms+qkv_third",
+        {"proj": "all", "fc2": [1]},
+        {"ls1": "all", "k_norm": "all", "registers": "patch"},
+    ],
+)
 def test_streamed_blocks_match_per_layer_forward_and_hooks_see_the_whole_sequence(spec):
     """The block forward that keeps the two paths apart equals timm's per-layer forward (values and
     gradients, in training with stochastic depth), and a forward hook on norm1 / attn.qkv (as
@@ -176,8 +189,10 @@ def test_streamed_blocks_match_per_layer_forward_and_hooks_see_the_whole_sequenc
     seen = []
     streamed.eval()
     block = streamed.blocks[0]
-    hooks = [block.norm1.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.shape))),
-             block.attn.qkv.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.shape)))]
+    hooks = [
+        block.norm1.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.shape))),
+        block.attn.qkv.register_forward_hook(lambda m, i, o: seen.append((i[0].shape, o.shape))),
+    ]
     with torch.no_grad():
         hooked = streamed(x)
     for h in hooks:
@@ -185,8 +200,10 @@ def test_streamed_blocks_match_per_layer_forward_and_hooks_see_the_whole_sequenc
     with torch.no_grad():
         assert (hooked - streamed(x)).abs().max() <= 1e-5
     n, d = (IMG // 4) ** 2 + 3, 96
-    assert seen == [(torch.Size([3, n, d]), torch.Size([3, n, d])),
-                    (torch.Size([3, n, d]), torch.Size([3, n, 3 * d]))]
+    assert seen == [
+        (torch.Size([3, n, d]), torch.Size([3, n, d])),
+        (torch.Size([3, n, d]), torch.Size([3, n, 3 * d])),
+    ]
 
 
 def test_flops_equal_plain_forward_and_backward():
@@ -210,8 +227,14 @@ def test_flops_count_cpu_sdpa_like_the_math_path():
 
 
 def _analytic_extra(d: int, depth: int, blocks: dict[str, int], final_norm: bool, mlp: int = 4) -> int:
-    per = {"norm1": 2 * d, "norm2": 2 * d, "qkv": 3 * d * d + 3 * d, "proj": d * d + d,
-           "fc1": mlp * d * d + mlp * d, "fc2": mlp * d * d + d}
+    per = {
+        "norm1": 2 * d,
+        "norm2": 2 * d,
+        "qkv": 3 * d * d + 3 * d,
+        "proj": d * d + d,
+        "fc1": mlp * d * d + mlp * d,
+        "fc2": mlp * d * d + d,
+    }
     return sum(per[c] * n for c, n in blocks.items()) + (2 * d if final_norm else 0)
 
 
@@ -293,29 +316,37 @@ def test_torch_compile_matches_eager():
         assert (compiled(_x()) - special(_x())).abs().max() <= 1e-5
 
 
-@pytest.mark.parametrize("spec,depth,expected", [
-    ("norms+qkv_third", 12, {"norm1": list(range(12)), "qkv": [0, 1, 2, 3], "norm2": list(range(12))}),
-    ({"qkv": "first_third"}, 24, {"qkv": list(range(8))}),
-    ({"qkv": "first_third"}, 40, {"qkv": list(range(13))}),
-    ({"qkv": "first_third"}, 4, {"qkv": [0]}),
-    ({"qkv": 0.01}, 12, {"qkv": [0]}),  # at least one block
-    ({"qkv": 0.125}, 12, {"qkv": [0, 1]}),  # 1.5 rounds half up
-    ({"qkv": 1}, 12, {"qkv": [0]}),  # int: first k
-    ({"qkv": 1.0}, 12, {"qkv": list(range(12))}),  # float: fraction
-    ({"qkv": "1/12"}, 12, {"qkv": [0]}),  # exact fraction: the same share at every depth
-    ({"qkv": "1/12"}, 24, {"qkv": [0, 1]}),
-    ({"qkv": "2/3"}, 24, {"qkv": list(range(16))}),
-    ({"qkv": "12/12"}, 12, {"qkv": list(range(12))}),
-    ({"fc1": [5, 2, 2]}, 12, {"fc1": [2, 5]}),
-    ("qkv_half", 24, {"qkv": list(range(12))}),
-])
+@pytest.mark.parametrize(
+    "spec,depth,expected",
+    [
+        ("norms+qkv_third", 12, {"norm1": list(range(12)), "qkv": [0, 1, 2, 3], "norm2": list(range(12))}),
+        ({"qkv": "first_third"}, 24, {"qkv": list(range(8))}),
+        ({"qkv": "first_third"}, 40, {"qkv": list(range(13))}),
+        ({"qkv": "first_third"}, 4, {"qkv": [0]}),
+        ({"qkv": 0.01}, 12, {"qkv": [0]}),  # at least one block
+        ({"qkv": 0.125}, 12, {"qkv": [0, 1]}),  # 1.5 rounds half up
+        ({"qkv": 1}, 12, {"qkv": [0]}),  # int: first k
+        ({"qkv": 1.0}, 12, {"qkv": list(range(12))}),  # float: fraction
+        ({"qkv": "1/12"}, 12, {"qkv": [0]}),  # exact fraction: the same share at every depth
+        ({"qkv": "1/12"}, 24, {"qkv": [0, 1]}),
+        ({"qkv": "2/3"}, 24, {"qkv": list(range(16))}),
+        ({"qkv": "12/12"}, 12, {"qkv": list(range(12))}),
+        ({"fc1": [5, 2, 2]}, 12, {"fc1": [2, 5]}),
+        ("qkv_half", 24, {"qkv": list(range(12))}),
+    ],
+)
 def test_spec_resolves_by_depth(spec, depth, expected):
     assert Spec.parse(spec).resolve(depth) == expected
 
 
 def test_spec_yaml_form_and_presets():
-    yaml_spec = {"norm1": "first_third", "norm2": "first_third", "qkv": "first_third",
-                 "final_norm": True, "registers": "cls"}
+    yaml_spec = {
+        "norm1": "first_third",
+        "norm2": "first_third",
+        "qkv": "first_third",
+        "final_norm": True,
+        "registers": "cls",
+    }
     spec = Spec.parse(yaml_spec)
     assert Spec.parse(spec.to_dict()) == spec and spec.final_norm and spec.registers == "cls"
     assert not Spec.parse({}) and not Spec.parse(None) and not Spec.parse("none")
@@ -323,21 +354,24 @@ def test_spec_yaml_form_and_presets():
     assert not hasattr(specialize(_micro(), None), "specialization")
 
 
-@pytest.mark.parametrize("spec,kw,match", [
-    ({"mlp": "all"}, {}, "unknown component 'mlp'"),
-    ("norms+bogus", {}, "unknown preset 'bogus'"),
-    ({"qkv": [0, 2]}, {}, r"specialize.qkv: block index 2 out of range for depth 2"),
-    ({"qkv": 3}, {}, r"specialize.qkv: first 3 blocks out of range"),
-    ({"qkv": 0.0}, {}, r"specialize.qkv: fraction 0.0 must be in \(0, 1\]"),
-    ({"qkv": 1.5}, {}, r"specialize.qkv: fraction 1.5 must be in \(0, 1\]"),
-    ({"qkv": "first_quarter"}, {}, "specialize.qkv: unknown block selection"),
-    ({"qkv": "13/12"}, {}, r"specialize.qkv: fraction '13/12' must be in \(0, 1\]"),
-    ({"qkv": "0/12"}, {}, r"specialize.qkv: fraction '0/12' must be in \(0, 1\]"),
-    ({"qkv": "all", "registers": "cls"}, {}, "specialize.registers: .* no register tokens"),
-    ({"qkv": "all", "registers": "middle"}, {"registers": 2}, "specialize.registers: got 'middle'"),
-    ({"ls1": "all"}, {"init_values": None}, "specialize.ls1: block 0 has no ls1"),
-    ({"final_norm": "yes"}, {}, "specialize.final_norm: got 'yes'"),
-])
+@pytest.mark.parametrize(
+    "spec,kw,match",
+    [
+        ({"mlp": "all"}, {}, "unknown component 'mlp'"),
+        ("norms+bogus", {}, "unknown preset 'bogus'"),
+        ({"qkv": [0, 2]}, {}, r"specialize.qkv: block index 2 out of range for depth 2"),
+        ({"qkv": 3}, {}, r"specialize.qkv: first 3 blocks out of range"),
+        ({"qkv": 0.0}, {}, r"specialize.qkv: fraction 0.0 must be in \(0, 1\]"),
+        ({"qkv": 1.5}, {}, r"specialize.qkv: fraction 1.5 must be in \(0, 1\]"),
+        ({"qkv": "first_quarter"}, {}, "specialize.qkv: unknown block selection"),
+        ({"qkv": "13/12"}, {}, r"specialize.qkv: fraction '13/12' must be in \(0, 1\]"),
+        ({"qkv": "0/12"}, {}, r"specialize.qkv: fraction '0/12' must be in \(0, 1\]"),
+        ({"qkv": "all", "registers": "cls"}, {}, "specialize.registers: .* no register tokens"),
+        ({"qkv": "all", "registers": "middle"}, {"registers": 2}, "specialize.registers: got 'middle'"),
+        ({"ls1": "all"}, {"init_values": None}, "specialize.ls1: block 0 has no ls1"),
+        ({"final_norm": "yes"}, {}, "specialize.final_norm: got 'yes'"),
+    ],
+)
 def test_bad_specs_raise_one_clear_error(spec, kw, match):
     with pytest.raises(SpecError, match=match):
         specialize(_micro(**kw), spec)
