@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 venv=$(bash scripts/venv.sh)
-exec "$venv/bin/python" -m pytest "$@"
+exec "$venv/bin/python" -m pytest --durations=25 "$@"  # the slowest tests, to keep CI short

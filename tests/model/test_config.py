@@ -100,7 +100,7 @@ MISTAKES = {
     ),
     "unknown recipe": (
         lambda raw: _set(raw, "framework.recipe", "dinov3"),
-        "framework.recipe: unknown recipe 'dinov3'; expected one of cpu, dinov2",
+        "framework.recipe: unknown recipe 'dinov3'; expected one of cpu, cpu_ssl, dinov2",
     ),
     "unknown data key": (
         lambda raw: _set(raw, "data.nmae", "x"),
