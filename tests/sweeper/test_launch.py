@@ -334,12 +334,14 @@ def test_ctrl_c_or_a_closed_terminal_stops_the_watch_not_the_lanes(env, sig):
     study = write(env / "watch.yaml", "echo", {"x": 1, "sleep": 1.5, "log": str(log)}, "x: [1, 2, 3, 4]")
     sweeper = str(Path(sys.executable).parent / "sweeper")
     with open(env / "out.txt", "w") as out:  # a file, not a pipe that lanes could hold open
-        # Its own process group, as a shell's foreground job.
+        # Its own process group, as a shell's foreground job, with the signals' default actions (a
+        # test run started in the background, or under nohup, would have them ignored).
         watch = subprocess.Popen(
             [sweeper, "launch", "watch.yaml", "--wait"],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)],
         )
         runs = [RunDir.of("runs", c.key) for c in study.cells]
         wait_for(
