@@ -165,8 +165,8 @@ def check(config: Mapping[str, Any]) -> list[str]:
     """Every problem of a cell's config the orchestrator can show before submitting, one line
     each naming its key path: unknown keys (with a did-you-mean), wrong types and out-of-range
     values in every section (model.config, the framework's options, the dataset's keyword
-    arguments, evaluations), an unknown recipe, framework or dataset, and dataset roots that are
-    relative or cannot serve the needed splits."""
+    arguments, evaluations), an unknown recipe, framework or dataset, dataset roots that are
+    relative or cannot serve the needed splits, and a model that cannot be built (_check_build)."""
     from model.frameworks import framework_class
 
     problems: list[str] = []
