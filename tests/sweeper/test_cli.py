@@ -225,3 +225,10 @@ def test_status_piped_keeps_every_key_label_and_detail_whole(env):
     rows = [line for line in result.output.splitlines() if "ValueError" in line]
     assert len(rows) == 2 and all(c.key in result.output for c in study.cells)
     assert any(long in row and "ValueError: bad value x=1" in row for row in rows)  # one line each, whole
+
+
+def test_help_paragraphs_reflow_to_the_terminal_width():
+    """A docstring's source line breaks are not kept: at 80 columns no line ends mid-sentence short."""
+    result = CliRunner().invoke(app, ["rehearse", "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert "(the real model, framework, crops and schedules;" in " ".join(result.output.split())
+    assert "model, framework, crops" in result.output  # one line, not broken where the source is
