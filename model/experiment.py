@@ -49,7 +49,7 @@ from model.config import ConfigError, ModelConfig, RuntimeConfig, TrainConfig, d
 from model.data import DatasetError, check_root
 from model.eval import EvalConfig, EvalError, parse_eval, run_eval
 from model.recipes import default_recipe, resolve
-from model.vit import SpecError, flops, param_report
+from model.vit import SCALES, Spec, SpecError, flops, param_report
 from sweeper.task import TaskContext as Context
 
 TRAINING_KEYS: tuple[str, ...] = ("model", "framework", "data", "train", "seed")
@@ -98,7 +98,8 @@ def training_key(config: Mapping[str, Any]) -> str:
     preset's or a default's value, another omitting it: trained twice) and, worse, keep a key when
     a preset or a default changes, so that a cached backbone trained with the old values would be
     reused. Resolved, any change to what trains changes the key; a new option changes every key
-    once (a cache miss, never a wrong hit). A config that does not resolve is hashed as written
+    once (a cache miss, never a wrong hit). The specialization is keyed by the blocks it builds,
+    so ``qkv: first_third`` and ``qkv: 1`` of a 4-block model share one backbone. A config that does not resolve is hashed as written
     (its run fails in ``check`` or ``pretrain`` with the message)."""
     try:
         resolved = {
@@ -109,6 +110,8 @@ def training_key(config: Mapping[str, Any]) -> str:
         data = dict(config.get("data") or {"name": "procedural"})  # model.train's default
         resolved["data"] = data_model(str(data.get("name"))).model_validate(data).model_dump()
         resolved["seed"] = int(config.get("seed", 0))
+        depth = resolved["model.depth"] or SCALES[resolved["model.scale"]]["depth"]
+        resolved["model.specialize"] = Spec.parse(resolved["model.specialize"]).canonical(depth)
     except (ConfigError, SpecError, ValueError, TypeError):  # pydantic's ValidationError is a ValueError
         return _hash({k: config.get(k) for k in TRAINING_KEYS})
     return _hash(resolved)

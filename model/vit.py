@@ -261,6 +261,11 @@ class Spec:
             out[component] = list(range(k))
         return out
 
+    def canonical(self, depth: int) -> dict[str, Any]:
+        """What the spec builds at ``depth``, whatever its spelling ('first_third', 1, '1/3' or
+        [0] name the same blocks of a 4-block model): the identity of a trained backbone."""
+        return {"blocks": self.resolve(depth), "final_norm": self.final_norm, "registers": self.registers}
+
     def to_dict(self) -> dict[str, Any]:
         """The YAML/checkpoint form; ``Spec.parse(spec.to_dict()) == spec``."""
         out: dict[str, Any] = {c: list(s) if isinstance(s, tuple) else s for c, s in self.components}
@@ -728,21 +733,23 @@ class Specialization(nn.Module):
     """Parameter-free child ``vit.specialization`` that carries the spec in the state dict.
 
     Its extra state (key ``specialization._extra_state``) is ``{"spec": Spec.to_dict(),
-    "num_cls_tokens": int}``; loading a checkpoint with another spec raises SpecError, and a plain
-    timm state dict (without the key) loads as is.
+    "num_cls_tokens": int}``; loading a checkpoint whose spec builds other blocks raises SpecError
+    (one spelled differently loads), and a plain timm state dict (without the key) loads as is.
     """
 
-    def __init__(self, spec: Spec, num_cls: int) -> None:
+    def __init__(self, spec: Spec, num_cls: int, depth: int) -> None:
         super().__init__()
         self.spec = spec
         self.num_cls = num_cls
+        self.depth = depth
         self.register_load_state_dict_pre_hook(self._accept_plain)
 
     def get_extra_state(self) -> dict[str, Any]:
         return {"spec": self.spec.to_dict(), "num_cls_tokens": self.num_cls}
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        if Spec.parse(state["spec"]) != self.spec or state["num_cls_tokens"] != self.num_cls:
+        theirs = Spec.parse(state["spec"]).canonical(self.depth)
+        if theirs != self.spec.canonical(self.depth) or state["num_cls_tokens"] != self.num_cls:
             raise SpecError(
                 f"checkpoint spec {state['spec']} ({state['num_cls_tokens']} CLS-path "
                 f"tokens) differs from the model's {self.spec.to_dict()} "
@@ -820,7 +827,7 @@ def specialize(vit: VisionTransformer, spec: Spec | Mapping[str, Any] | str | No
     for current, after in zip(vit.blocks, [*vit.blocks[1:], None], strict=True):
         if isinstance(current, _SplitBlock):
             current.token_major_out = isinstance(after, _SplitBlock)
-    vit.specialization = Specialization(spec, num_cls)
+    vit.specialization = Specialization(spec, num_cls, len(vit.blocks))
     return vit
 
 
