@@ -45,8 +45,8 @@ def print_table(table: Table, console: Console = out, *, keep: int | None = None
     Outside a terminal (a pipe, a file) it is printed at its full width, however wide. In a
     terminal too narrow for it, it is split into several tables, each repeating the first `keep`
     columns (default: the leading left-aligned ones, the row labels), and says so. The caption is
-    printed below as plain lines (wrapped in a terminal, never outside one), not folded into the
-    table's width.
+    printed below as plain lines, wrapped to the terminal, or outside one to the table's width
+    (at least the console's: 80 columns, or $COLUMNS), not folded into the table's width.
     """
     caption = str(table.caption or "")
     if keep is None:
@@ -67,7 +67,7 @@ def print_table(table: Table, console: Console = out, *, keep: int | None = None
     for part in parts:
         console.print(part)
     for line in caption.splitlines():
-        console.print(line, markup=False, highlight=False, soft_wrap=not console.is_terminal)
+        console.print(line, markup=False, highlight=False)
 
 
 def print_all(group: Group) -> None:

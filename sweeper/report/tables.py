@@ -129,6 +129,18 @@ def _col_title(summary: Summary, key: tuple, sep: str) -> str:
     return sep.join([*(f"{a}={v}" for a, v in zip(summary.cols, key[:-1], strict=False)), key[-1]])
 
 
+def _dotted_lines(metric: str, width: int = 16) -> str:
+    """A long metric name broken after its dots into lines of at most ``width`` characters (a
+    part longer than that keeps its line), so that a column is as wide as its values, not its
+    name: 'linear_seg.procedural.miou' takes 15 columns instead of 26."""
+    lines = [""]
+    for part in metric.replace(".", ".\n").split("\n"):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
+
+
 def _legend(summary: Summary, used: set[str]) -> list[str]:
     lines = [f"{FLAGS[c]} {FLAG_LEGEND[c]}" for c in FLAGS if FLAGS[c] in used]
     lines += _direction_legend(summary)
@@ -332,7 +344,7 @@ def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
         summary = replace(summary, cells=summary.cells[keys.isin(pd.MultiIndex.from_tuples(shown))])
     entries, columns = _entries(summary), _columns(summary)
     table = Table(title=f"{summary.study}", title_justify="left", show_lines=bool(summary.baseline))
-    titles = [_col_title(summary, c, "\n") for c in columns]
+    titles = [_col_title(summary, (*c[:-1], _dotted_lines(c[-1])), "\n") for c in columns]
     add_columns(table, (*summary.rows, *titles), right=titles)
     used: set[str] = set()
     for r in shown:

@@ -167,12 +167,12 @@ def test_ddp_two_processes_match_one(tmp_path, framework, spec):
         torch.testing.assert_close(ddp["state"][key], value, rtol=1e-3, atol=1e-4)
 
 
-# The quickstart's recipe (studies/quickstart.yaml) at 600 steps instead of 1200; ~55 s on one
+# The supervised cpu recipe (the contrast in studies/cpu/*.yaml) at 600 steps; ~55 s on one
 # thread (trained 59.6 vs random 41.0 top-1 when written). Why these settings: on the default
 # textured data a micro ViT stays at ln(4) for 800+ supervised steps (random fg/bg
 # colours make the outline an XOR-like cue); light flat shapes on a dark background make it a
-# sign-consistent edge that a patch-8 ViT picks up within a few hundred steps. DINOv2 and DINO did
-# not beat random init in this budget (their CLS loss drifts to ln(out_dim)), hence DeiT-III-style CE.
+# sign-consistent edge that a patch-8 ViT picks up within a few hundred steps. (Self-supervised
+# pretraining at this scale has its own preset and test: cpu_ssl, tests/model/test_ssl_cpu.py.)
 @pytest.mark.slow
 def test_pretraining_beats_a_random_init_on_knn(tmp_path):
     """Issue #5: the quickstart's numbers mean something only if training moves the features."""
