@@ -99,8 +99,9 @@ def training_key(config: Mapping[str, Any]) -> str:
     a preset or a default changes, so that a cached backbone trained with the old values would be
     reused. Resolved, any change to what trains changes the key; a new option changes every key
     once (a cache miss, never a wrong hit). The specialization is keyed by the blocks it builds,
-    so ``qkv: first_third`` and ``qkv: 1`` of a 4-block model share one backbone. A config that does not resolve is hashed as written
-    (its run fails in ``check`` or ``pretrain`` with the message)."""
+    so ``qkv: first_third`` and ``qkv: 1`` of a 4-block model share one backbone. A config that
+    does not resolve is hashed as written (its run fails in ``check`` or ``pretrain`` with the
+    message)."""
     try:
         resolved = {
             path: value

@@ -129,10 +129,10 @@ def _col_title(summary: Summary, key: tuple, sep: str) -> str:
     return sep.join([*(f"{a}={v}" for a, v in zip(summary.cols, key[:-1], strict=False)), key[-1]])
 
 
-def _dotted_lines(metric: str, width: int = 16) -> str:
-    """A long metric name broken after its dots into lines of at most ``width`` characters (a
-    part longer than that keeps its line), so that a column is as wide as its values, not its
-    name: 'linear_seg.procedural.miou' takes 15 columns instead of 26."""
+def _dotted_lines(metric: str, width: int) -> str:
+    """A metric name broken after its dots into lines of at most ``width`` characters (a part
+    longer than that keeps its line), so that a column is as wide as its values, not its name:
+    over values like '34.3 ± 0.9', 'linear_seg.procedural.miou' takes 11 columns, not 26."""
     lines = [""]
     for part in metric.replace(".", ".\n").split("\n"):
         if lines[-1] and len(lines[-1]) + len(part) > width:
@@ -344,9 +344,9 @@ def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
         summary = replace(summary, cells=summary.cells[keys.isin(pd.MultiIndex.from_tuples(shown))])
     entries, columns = _entries(summary), _columns(summary)
     table = Table(title=f"{summary.study}", title_justify="left", show_lines=bool(summary.baseline))
-    titles = [_col_title(summary, (*c[:-1], _dotted_lines(c[-1])), "\n") for c in columns]
-    add_columns(table, (*summary.rows, *titles), right=titles)
+    widths = dict.fromkeys(columns, 1)  # of each column's widest value, in characters
     used: set[str] = set()
+    body = []
     for r in shown:
         cells = [str(v) for v in r]
         for c in columns:
@@ -354,15 +354,25 @@ def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
             if e is None or not e.value:
                 cells.append("[dim]–[/]")
                 continue
+            value = e.value + (f" ± {e.spread}" if e.spread else "") + e.flags + (f" n={e.n}" if e.n else "")
+            delta = e.delta + (" " + e.interval if e.interval else "")
+            widths[c] = max(widths[c], len(value), len(delta))
             text = e.value + (f" ± {e.spread}" if e.spread else "")
             text = f"[bold]{text}[/]" if e.best else text
             text += f"[yellow]{e.flags}[/]" if e.flags else ""
             text += f" [dim]n={e.n}[/]" if e.n else ""
             if e.delta:
-                style = {1: "green", -1: "red", 0: "dim"}[e.verdict]
-                text += f"\n[{style}]{e.delta}{' ' + e.interval if e.interval else ''}[/]"
+                text += f"\n[{ {1: 'green', -1: 'red', 0: 'dim'}[e.verdict] }]{delta}[/]"
             used.update(e.flags)
             cells.append(text)
+        body.append(cells)
+    for c in columns:  # a column group's title ('framework=supervised') widens its columns too
+        widths[c] = max(
+            [widths[c], 8, *(len(f"{a}={v}") for a, v in zip(summary.cols, c[:-1], strict=False))]
+        )
+    titles = [_col_title(summary, (*c[:-1], _dotted_lines(c[-1], widths[c])), "\n") for c in columns]
+    add_columns(table, (*summary.rows, *titles), right=titles)
+    for cells in body:
         table.add_row(*cells)
     caption = _legend(summary, used)
     if len(shown) < len(rows):

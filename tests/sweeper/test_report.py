@@ -798,3 +798,37 @@ def test_api_load_never_creates_a_store(tmp_path):
     with pytest.raises(UserError, match="no results store at"):
         api_load("abl", db=f"sqlite:///{tmp_path / 'typo.db'}")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_quickstarts_table_fits_80_columns_in_a_pipe(store_url, write_study, monkeypatch):
+    """Issue 18 §4: the quickstart's report (2 variants × 3 seeds, the three metrics
+    scripts/quickstart.sh asks for, deltas with wide intervals) fits an 80-column terminal and a
+    pipe: metric names break after their dots, the footnotes wrap, no value is cut."""
+    variants = "    baseline: {}\n    norms+qkv_third: {qkv: first_third}"
+    text = STUDY.format(name="quick", variants=variants, baseline="baseline")
+    study = load_study(write_study(text.replace("  model.scale: [small, base]\n", ""), "quick.yaml"))
+    knn = {"baseline": [80.0, 35.0, 76.0], "norms+qkv_third": [20.0, 95.0, 56.0]}  # deltas -60, +60, -20
+    with Store(store_url) as store:
+        store.plan(study)
+        for cell in study.cells:
+            variant = cell.labels["model.specialize"]
+            attempt = store.add_attempt(cell.key, executor="debug", state=CellState.RUNNING)
+            store.update_attempt(attempt, state=CellState.COMPLETED)
+            metrics = {
+                "knn.procedural.top1": knn[variant][cell.seed],
+                "linear_seg.procedural.miou": 34.25 + cell.seed + (variant != "baseline") * 0.5 * cell.seed,
+                "params.extra_pct": 6.09 * (variant != "baseline"),
+            }
+            store.add_metrics(cell.key, "eval", metrics)
+    wanted = ["-m", "knn.*.top1", "-m", "linear_seg.*.miou", "-m", "params.extra_pct"]
+    piped = invoke(store_url, monkeypatch, "quick", *wanted, env={"COLUMNS": "80"})
+    assert piped.exit_code == 0, piped.output
+    assert max(map(len, piped.output.splitlines())) <= 80, piped.output
+    assert "-6.7 [-158.4, +145.1]" in piped.output and "63.7 ± 24.9" in piped.output
+    assert "+6.09 %" in piped.output and "split into" not in piped.output
+    assert column_titles(piped.output) == [
+        "model.specialize",
+        "knn.procedural.top1",
+        "linear_seg.procedural.miou",
+        "params.extra_pct",
+    ]
