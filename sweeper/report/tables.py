@@ -362,7 +362,8 @@ def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
             text += f"[yellow]{e.flags}[/]" if e.flags else ""
             text += f" [dim]n={e.n}[/]" if e.n else ""
             if e.delta:
-                text += f"\n[{ {1: 'green', -1: 'red', 0: 'dim'}[e.verdict] }]{delta}[/]"
+                style = {1: "green", -1: "red", 0: "dim"}[e.verdict]
+                text += f"\n[{style}]{delta}[/]"
             used.update(e.flags)
             cells.append(text)
         body.append(cells)
