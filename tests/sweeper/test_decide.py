@@ -18,7 +18,7 @@ from sweeper.run.rundir import RunDir, write_json
 from sweeper.run.status import Status
 from sweeper.scheduler import JobState
 from sweeper.store import Cause, CellState, SchedulerState, Store
-from tests.sweeper.orchestration import write
+from tests.sweeper.orchestration import submitted, write
 
 
 @pytest.fixture(scope="module")
@@ -109,17 +109,9 @@ def test_an_attempt_judged_killed_is_read_again_and_completes_with_its_result(en
     run = RunDir.of(study.workdir, cell.key)
     with Store() as store:
         store.plan(study)
-        store.add_attempt(
-            cell.key,
-            executor="local",
-            state=CellState.INTERRUPTED,
-            token="t1",
-            run_dir=str(run.path),
-            job_id=str(dead_pid),
-            cause="KILLED",
-            detail="the worker process died mid-cell",
+        submitted(
+            store, cell, run, I, str(dead_pid), cause="KILLED", detail="the worker process died mid-cell"
         )
-        write_json(run.attempt, {"token": "t1", "number": 1})
         write_json(run.status, _worker(dead_pid))
         (s,) = ingest(store, study)
         assert (s.state, s.cause) == (I, "KILLED")

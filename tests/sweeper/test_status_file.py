@@ -14,7 +14,7 @@ from sweeper.ingest import ingest
 from sweeper.run.rundir import RunDir, write_json
 from sweeper.run.status import Status, StatusError
 from sweeper.store import Cause, CellState, Store
-from tests.sweeper.orchestration import write
+from tests.sweeper.orchestration import submitted, write
 
 # Files as the worker before sweeper.run.status wrote them (json.dumps of its dicts), one per way a cell
 # ends: kind -> (the file, its state, its cause).
@@ -121,15 +121,7 @@ def test_ingest_fails_only_the_cell_whose_status_holds_no_status_and_says_why(en
     with Store() as store:
         store.plan(study)
         for cell, run in runs.values():
-            store.add_attempt(
-                cell.key,
-                executor="local",
-                state=CellState.RUNNING,
-                token="t1",
-                run_dir=str(run.path),
-                job_id="4194321",  # no such process
-            )
-            write_json(run.attempt, {"token": "t1", "number": 1})
+            submitted(store, cell, run, CellState.RUNNING, "4194321")  # no such process
             write_json(run.status, {"state": "COMPLETED", "token": "t1", "pid": 4194321})
             write_json(run.result, {"score": 1.0})
         write_json(runs["b"][1].status, {"state": "RUNNING", "token": "t1", "pid": "4194321"})
