@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +25,7 @@ from sweeper.run.rundir import (
     read_json,
     write_json,
 )
-from sweeper.run.status import Status, StatusError
+from sweeper.run.status import Status
 from sweeper.scheduler import JobState, backend
 from sweeper.store import (
     ACTIVE,
@@ -179,8 +178,8 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
                 not_submitted.append(a)
                 del job_ids[a.id]
             else:  # the scheduler call went out and a worker took the cell: adopt it
-                with suppress(StatusError):  # a status.json that holds none fails the cell below, saying why
-                    job_ids[a.id] = Status.read(run.status).job_id
+                # (a status.json holding no status fails the cell below, saying why)
+                job_ids[a.id] = Status.read(run.status, strict=False).job_id
     settled = [a for a in active if a.id in job_ids]
     jobs = _job_states(study, [(a.executor, job_ids[a.id]) for a in settled])
     changes, metric_rows, synced = [], [], []

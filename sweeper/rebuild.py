@@ -15,7 +15,7 @@ from pathlib import Path
 
 from sweeper.ingest import CellStatus, cell_metrics, ingest, submissions_dir
 from sweeper.run.rundir import RunDir, read_dict
-from sweeper.run.status import Status, StatusError
+from sweeper.run.status import Status
 from sweeper.store import ACTIVE, Cause, CellState, Store
 from sweeper.study import Study
 
@@ -60,7 +60,7 @@ def rebuild(store: Store, study: Study) -> Rebuilt:
     for key, a in store.latest_attempts(list(runs)).items():
         if a.state in ACTIVE:
             continue  # its metrics are ingested when it ends
-        status = _status(runs[key])
+        status = Status.read(runs[key].status, strict=False)
         cell_rows, _ = cell_metrics(key, runs[key], a.number, status if status.token == a.token else Status())
         rows += cell_rows
         keys.append(key)
@@ -91,7 +91,7 @@ def _attempt(run: RunDir, number: int, expected: dict, known, executor: str) -> 
         }
     elif number == expected["number"]:  # submitted: its job, if one is known, is asked as `status` asks it
         token = str(expected.get("token"))
-        status = _status(run)
+        status = Status.read(run.status, strict=False)
         jobs = read_dict(submissions_dir(run.path.parent.parent) / f"{token}.json").get("jobs")
         job_id = (jobs.get(run.path.name) if isinstance(jobs, dict) else None) or (
             status.job_id if status.token == token else None
@@ -112,14 +112,6 @@ def _attempt(run: RunDir, number: int, expected: dict, known, executor: str) -> 
             "detail": "rebuilt: its run directory keeps no record of how this attempt ended",
         }
     return row | {"number": number, "run_dir": str(run.path)}
-
-
-def _status(run: RunDir) -> Status:
-    """The cell's status.json; one holding no status counts as none (ingestion fails the cell, saying why)."""
-    try:
-        return Status.read(run.status)
-    except StatusError:
-        return Status()
 
 
 def _time(ts) -> datetime | None:

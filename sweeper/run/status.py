@@ -7,7 +7,8 @@ The file's keys are these fields' names; a field that is None is left out, so a 
 workers have always written it, and files already on disk read as they are. Missing, torn or
 non-object content reads as an empty Status (a worker not started yet, or killed mid-write; one
 bad file stops no reader). An object whose known keys hold what no worker writes raises
-StatusError, naming the file and the key; keys this version does not know are ignored.
+StatusError, naming the file and the key (unless read with strict=False); keys this version does
+not know are ignored.
 """
 
 from __future__ import annotations
@@ -68,8 +69,16 @@ class Status:
         return cls(**values)
 
     @classmethod
-    def read(cls, path: Path) -> Status:
-        return cls.of(read_json(path), path)
+    def read(cls, path: Path, *, strict: bool = True) -> Status:
+        """strict=False: a file holding no status reads as none, as a torn one does (for readers that
+        look only for their own submission's word: the worker, `sweeper rebuild`; ingestion, strict,
+        fails the cell with the reason)."""
+        try:
+            return cls.of(read_json(path), path)
+        except StatusError:
+            if strict:
+                raise
+            return cls()
 
 
 def _typed(*types: type) -> Any:

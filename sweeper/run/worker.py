@@ -212,7 +212,7 @@ class Worker(submitit.helpers.Checkpointable):
         expected = read_json(run.attempt) or {}
         if expected.get("token") != self.token:
             return False  # resubmitted since: a newer attempt owns this cell
-        if _ended(Status.read(run.status), self.token):
+        if _ended(Status.read(run.status, strict=False), self.token):
             return False  # this submission took it to an end already (a lane its controller restarted)
         # Lanes sharing a list claim each cell; an array task (same id after a requeue) claims its own.
         # A claim also loses to the controller's "void", when it took back a submission it lost.
@@ -223,7 +223,7 @@ class Worker(submitit.helpers.Checkpointable):
         ending = self._ending
         assert ending is not None  # __call__ made it
         attempt = (read_json(run.attempt) or {}).get("number", 1)
-        previous = Status.read(run.status)
+        previous = Status.read(run.status, strict=False)
         restarts = 0
         if previous.token == self.token:
             restarts = (-1 if previous.restarts is None else previous.restarts) + 1
@@ -305,7 +305,7 @@ class Worker(submitit.helpers.Checkpointable):
             ctx.saved.wait(timeout=CHECKPOINT_GRACE_S)
             if ctx.rank == 0:
                 replace(
-                    Status.read(run.status),
+                    Status.read(run.status, strict=False),
                     state=CellState.INTERRUPTED,
                     cause=Cause.REQUEUED,
                     checkpointed=ctx.saved.is_set(),
@@ -333,7 +333,7 @@ def _ended(status: Status, token: str) -> bool:
 
 def _record_give_up(run: RunDir, token: str) -> None:
     """SLURM's time limit came once too often: submitit ends the job instead of requeueing it."""
-    status = Status.read(run.status)
+    status = Status.read(run.status, strict=False)
     if status.token == token and status.state in (CellState.RUNNING, CellState.INTERRUPTED):
         replace(
             status,

@@ -7,12 +7,14 @@ The end-to-end writers (a real worker under each backend) are in test_launch*.py
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from sweeper.ingest import ingest
 from sweeper.run.rundir import RunDir, write_json
 from sweeper.run.status import Status, StatusError
+from sweeper.run.worker import Worker
 from sweeper.store import Cause, CellState, Store
 from tests.sweeper.orchestration import submitted, write
 
@@ -113,6 +115,29 @@ def test_a_value_no_worker_writes_is_named_with_its_file_and_key(tmp_path, key, 
     with pytest.raises(StatusError) as e:
         Status.read(path)
     assert str(e.value).startswith(f"{path}: '{key}' is {value!r}; {expected}")
+
+
+def test_read_not_strict_a_value_no_worker_writes_reads_as_no_status(tmp_path):
+    write_json(tmp_path / "status.json", {"state": "RUNNING", "token": "t", "pid": "x"})
+    assert Status.read(tmp_path / "status.json", strict=False) == Status()
+
+
+def test_a_worker_runs_a_cell_whose_status_holds_no_status(tmp_path):
+    """Its earlier word unreadable, a worker runs the cell as if it had none (one bad file stops no job)."""
+    run = RunDir.of(tmp_path, "k")
+    write_json(run.config, {"x": 1, "seed": 0})
+    write_json(run.attempt, {"token": "t1", "number": 1})
+    write_json(run.status, {"state": "RUNNING", "token": "t1", "pid": "not a pid"})
+    assert Worker("tests.sweeper.tasks:echo", str(tmp_path), ["k"], "t1", capture=False)() == {
+        "k": "COMPLETED"
+    }
+    status = Status.read(run.status)
+    assert (status.state, status.token, status.restarts, status.pid) == (
+        CellState.COMPLETED,
+        "t1",
+        0,
+        os.getpid(),
+    )
 
 
 def test_ingest_fails_only_the_cell_whose_status_holds_no_status_and_says_why(env):
