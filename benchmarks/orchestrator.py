@@ -25,6 +25,7 @@ os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH",
 from sweeper.ingest import ingest  # noqa: E402
 from sweeper.launch import launch  # noqa: E402
 from sweeper.run.rundir import RunDir, write_json  # noqa: E402
+from sweeper.run.status import Status  # noqa: E402
 from sweeper.store import CellState, Store  # noqa: E402
 from sweeper.study import load_study  # noqa: E402
 
@@ -64,9 +65,8 @@ def bench_ingest(folder: Path, n: int = 10_000, metrics: int = 30) -> None:
         )
         for c in study.cells:
             run = RunDir.of(study.workdir, c.key)
-            write_json(
-                run.status,
-                {"state": "COMPLETED", "token": token, "host": "node", "pid": 1, "started": 0, "ended": 1},
+            Status(state=CellState.COMPLETED, token=token, host="node", pid=1, started=0, ended=1).write(
+                run.status
             )
             write_json(run.result, {f"m{i}": float(i) for i in range(metrics)})
         t = time.perf_counter()

@@ -25,6 +25,7 @@ from sweeper.run.rundir import (
     read_json,
     write_json,
 )
+from sweeper.run.status import Status
 from sweeper.scheduler import JobState, backend
 from sweeper.store import (
     ACTIVE,
@@ -69,14 +70,12 @@ def launcher_alive(manifest: dict) -> bool:
     return int(manifest.get("pid", 0)) > 0 and pid_alive(int(manifest["pid"]))
 
 
-def _worker_dead_here(status: dict) -> bool:
-    return (
-        status.get("host") == socket.gethostname() and "pid" in status and not pid_alive(int(status["pid"]))
-    )
+def _worker_dead_here(status: Status) -> bool:
+    return status.host == socket.gethostname() and status.pid is not None and not pid_alive(status.pid)
 
 
 def decide(
-    attempt_state: str, token: str, run: RunDir, status: dict, job: JobState
+    attempt_state: str, token: str, run: RunDir, status: Status, job: JobState
 ) -> tuple[str, str | None, str | None]:
     """The new (state, cause, detail) of an attempt from its run directory (status.json) and the scheduler.
 
@@ -86,35 +85,32 @@ def decide(
     """
     if run.result.exists():
         return CellState.COMPLETED, None, None
-    mine = status.get("token") == token
+    mine = status.token == token
     alive = job.state in ALIVE
     # Pruned: stopped by the request, or ended (or never started) after it; a multi-process task
     # runs to its end, and its result (above) wins.
     if run.prune.exists() and (
-        mine
-        and status.get("state") == CellState.PRUNED
-        or not alive
-        or status.get("state") != CellState.RUNNING
+        mine and status.state == CellState.PRUNED or not alive or status.state != CellState.RUNNING
     ):
         return CellState.PRUNED, Cause.PRUNED, run.prune.read_text().strip()
-    if mine and status.get("state") == CellState.FAILED:
-        return CellState.FAILED, status.get("cause", Cause.EXCEPTION), status.get("error")
-    if mine and status.get("state") == CellState.INTERRUPTED:
-        if status.get("cause") == Cause.TIMEOUT:  # a local lane's own clock, or SLURM's limit once too often
+    if mine and status.state == CellState.FAILED:
+        return CellState.FAILED, status.cause or Cause.EXCEPTION, status.error
+    if mine and status.state == CellState.INTERRUPTED:
+        if status.cause == Cause.TIMEOUT:  # a local lane's own clock, or SLURM's limit once too often
             return (
                 CellState.INTERRUPTED,
                 Cause.TIMEOUT,
-                status.get("detail")
+                status.detail
                 or (
                     "ran past its timeout_min; resumes from its checkpoint"
-                    if status.get("checkpointed")
+                    if status.checkpointed
                     else "ran past its timeout_min and did not save in time"
                 ),
             )
         if alive:
             return CellState.PENDING, None, "requeued"
         return CellState.INTERRUPTED, job.cause or Cause.PREEMPTED, "interrupted; resumes from its checkpoint"
-    if mine and status.get("state") == CellState.RUNNING:
+    if mine and status.state == CellState.RUNNING:
         return _running(run, status, job)
     # The job has not started this cell (yet).
     if alive:
@@ -128,7 +124,7 @@ def decide(
     return CellState.INTERRUPTED, Cause.LOST, "the job ended without running this cell"
 
 
-def _running(run: RunDir, status: dict, job: JobState) -> tuple[str, str | None, str | None]:
+def _running(run: RunDir, status: Status, job: JobState) -> tuple[str, str | None, str | None]:
     """A cell whose worker said RUNNING and wrote nothing since."""
     if job.state == SchedulerState.CANCELLED:
         return CellState.CANCELLED, Cause.CANCELLED, "cancelled while running"
@@ -182,7 +178,8 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
                 not_submitted.append(a)
                 del job_ids[a.id]
             else:  # the scheduler call went out and a worker took the cell: adopt it
-                job_ids[a.id] = read_dict(run.status).get("job_id")
+                # (a status.json holding no status fails the cell below, saying why)
+                job_ids[a.id] = Status.read(run.status, strict=False).job_id
     settled = [a for a in active if a.id in job_ids]
     jobs = _job_states(study, [(a.executor, job_ids[a.id]) for a in settled])
     changes, metric_rows, synced = [], [], []
@@ -236,21 +233,21 @@ def ingest(store: Store, study: Study) -> list[CellStatus]:
 def _settle(a: Attempt, run: RunDir, job_id: str | None, job: JobState) -> tuple[dict, list[dict] | None]:
     """The attempt's change, and when it ended, its cell's metrics as the run directory holds them
     (None: nothing to store, as for an attempt judged before that the scheduler still sees so)."""
-    status = read_dict(run.status)
+    status = Status.read(run.status)
     state, cause, detail = decide(a.state, a.token, run, status, job)
     change = {"id": a.id, "cell_key": a.cell_key, "state": state, "cause": cause, "detail": detail}
     if job_id != a.job_id:
         change["job_id"] = job_id
-    if status.get("token") == a.token and a.started_at is None and status.get("started"):
-        change |= {"host": status.get("host"), "started_at": _utc(status["started"])}
+    if status.token == a.token and a.started_at is None and status.started:
+        change |= {"host": status.host, "started_at": _utc(status.started)}
     if state not in ENDED:
         if a.ended_at is not None:  # judged ended, and SLURM runs it again
             change["ended_at"] = None
         return change, None
     if a.state in ENDED and (state, cause, detail) == (a.state, a.cause, a.detail):
         return change, None
-    change["ended_at"] = _utc(status.get("ended") or time.time())
-    rows, fault = cell_metrics(a.cell_key, run, a.number, status if status.get("token") == a.token else {})
+    change["ended_at"] = _utc(status.ended or time.time())
+    rows, fault = cell_metrics(a.cell_key, run, a.number, status if status.token == a.token else Status())
     if state == CellState.COMPLETED and fault:
         change |= {"state": CellState.FAILED, "cause": fault[0], "detail": fault[1]}
     record(run, a, change)
@@ -293,7 +290,7 @@ def _default_executor(kind: str) -> DebugExecutor | LocalExecutor | SlurmExecuto
 
 
 def cell_metrics(
-    key: str, run: RunDir, attempt: int, status: dict
+    key: str, run: RunDir, attempt: int, status: Status
 ) -> tuple[list[dict], tuple[str, str] | None]:
     """The cell's metric rows as its run directory holds them, and what is wrong with `attempt`'s values.
 
@@ -319,7 +316,7 @@ def cell_metrics(
                 f"result.json: {describe(values.invalid)}; expected a number for each metric",
             )
     else:
-        values = Values.of(status.get("result")) if status.get("state") == CellState.FAILED else Values()
+        values = Values.of(status.result) if status.state == CellState.FAILED else Values()
     rows = [
         {"cell_key": key, "attempt": attempt, "stage": "final", "name": n, "step": None, "value": v}
         for n, v in values.finite.items()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from sweeper.ingest import CellStatus, cell_metrics, ingest, submissions_dir
 from sweeper.run.rundir import RunDir, read_dict
+from sweeper.run.status import Status
 from sweeper.store import ACTIVE, Cause, CellState, Store
 from sweeper.study import Study
 
@@ -59,9 +60,8 @@ def rebuild(store: Store, study: Study) -> Rebuilt:
     for key, a in store.latest_attempts(list(runs)).items():
         if a.state in ACTIVE:
             continue  # its metrics are ingested when it ends
-        status = read_dict(runs[key].status)
-        mine = status if status.get("token") == a.token else {}
-        cell_rows, _ = cell_metrics(key, runs[key], a.number, mine)
+        status = Status.read(runs[key].status, strict=False)
+        cell_rows, _ = cell_metrics(key, runs[key], a.number, status if status.token == a.token else Status())
         rows += cell_rows
         keys.append(key)
     store.replace_metrics(keys, rows)
@@ -91,10 +91,10 @@ def _attempt(run: RunDir, number: int, expected: dict, known, executor: str) -> 
         }
     elif number == expected["number"]:  # submitted: its job, if one is known, is asked as `status` asks it
         token = str(expected.get("token"))
-        status = read_dict(run.status)
+        status = Status.read(run.status, strict=False)
         jobs = read_dict(submissions_dir(run.path.parent.parent) / f"{token}.json").get("jobs")
         job_id = (jobs.get(run.path.name) if isinstance(jobs, dict) else None) or (
-            status.get("job_id") if status.get("token") == token else None
+            status.job_id if status.token == token else None
         )
         row = {
             "token": token,

@@ -6,7 +6,8 @@ from them.
 
     <workdir>/cells/<key>/config.json     the resolved config (written by the controller)
                          attempt.json     {token, number}: the submission this directory expects
-                         status.json      state, cause, host, pid, job id, times, restarts, error
+                         status.json      the worker's word: state, cause, host, pid, job id, times,
+                                          restarts, error (typed: sweeper.run.status)
                          heartbeat        touched by the worker while the task runs
                          metrics.jsonl    {"step", "attempt", "metrics"[, "nonfinite"]} lines from ctx.report;
                                           a resumed run's first report of a metric drops what earlier

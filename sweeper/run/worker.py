@@ -33,6 +33,7 @@ import time
 import traceback
 from collections.abc import Callable
 from contextlib import chdir
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ import submitit
 from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
 
 from sweeper.run.rundir import RunDir, Values, describe, read_json, write_json
+from sweeper.run.status import Status
 from sweeper.states import ENDED, Cause, CellState
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
@@ -132,7 +134,7 @@ class WorkerContext:
             raise Interrupted()
 
 
-def failure_cause(exc: BaseException) -> str:
+def failure_cause(exc: BaseException) -> Cause:
     """The worker's own classification; resume policy follows it."""
     name = type(exc).__name__
     if name in {"OutOfMemoryError", "MemoryError"}:
@@ -210,7 +212,7 @@ class Worker(submitit.helpers.Checkpointable):
         expected = read_json(run.attempt) or {}
         if expected.get("token") != self.token:
             return False  # resubmitted since: a newer attempt owns this cell
-        if _ended(read_json(run.status) or {}, self.token):
+        if _ended(Status.read(run.status, strict=False), self.token):
             return False  # this submission took it to an end already (a lane its controller restarted)
         # Lanes sharing a list claim each cell; an array task (same id after a requeue) claims its own.
         # A claim also loses to the controller's "void", when it took back a submission it lost.
@@ -221,20 +223,22 @@ class Worker(submitit.helpers.Checkpointable):
         ending = self._ending
         assert ending is not None  # __call__ made it
         attempt = (read_json(run.attempt) or {}).get("number", 1)
-        previous = read_json(run.status) or {}
-        restarts = previous.get("restarts", -1) + 1 if previous.get("token") == self.token else 0
-        status = {
-            "state": CellState.RUNNING,
-            "token": self.token,
-            "attempt": attempt,
-            "job_id": job_id,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": time.time(),
-            "restarts": restarts,
-        }
+        previous = Status.read(run.status, strict=False)
+        restarts = 0
+        if previous.token == self.token:
+            restarts = (-1 if previous.restarts is None else previous.restarts) + 1
+        status = Status(
+            state=CellState.RUNNING,
+            token=self.token,
+            attempt=attempt,
+            job_id=job_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started=time.time(),
+            restarts=restarts,
+        )
         if rank == 0:
-            write_json(run.status, status)
+            status.write(run.status)
         config = read_json(run.config)
         requested = self._requested = threading.Event()
         if ending.is_set():  # after the assignment: checkpoint() may run between any two lines
@@ -259,32 +263,33 @@ class Worker(submitit.helpers.Checkpointable):
         self._ctx = self._current = None
         if "interrupted" in outcome:
             if why and not ending.is_set():  # the lane's clock or `sweeper cancel`: record it, go on
-                write_json(run.status, status | _STOPPED[why] | {"checkpointed": True, "ended": time.time()})
+                replace(status, **_STOPPED[why], checkpointed=True, ended=time.time()).write(run.status)
                 return _STOPPED[why]["state"]
             return CellState.INTERRUPTED  # else checkpoint() records it and requeues the job
-        status["ended"] = time.time()
+        status = replace(status, ended=time.time())
         if "pruned" in outcome:
             if rank == 0:
-                write_json(
-                    run.status, status | {"state": CellState.PRUNED, "reason": run.prune.read_text().strip()}
+                replace(status, state=CellState.PRUNED, reason=run.prune.read_text().strip()).write(
+                    run.status
                 )
             return CellState.PRUNED
         if "error" in outcome:
             exc, tb = outcome["error"]
-            status |= {
-                "state": CellState.FAILED,
-                "cause": failure_cause(exc),
-                "error": f"{type(exc).__name__}: {exc}",
-                "traceback": tb,
-            }
+            status = replace(
+                status,
+                state=CellState.FAILED,
+                cause=failure_cause(exc),
+                error=f"{type(exc).__name__}: {exc}",
+                traceback=tb,
+            )
             if isinstance(exc, NonFiniteMetric) and "result" in outcome:  # the finite values are kept
-                status["result"] = outcome["result"]
+                status = replace(status, result=outcome["result"])
             if rank == 0:
-                write_json(run.status, status)
+                status.write(run.status)
             return CellState.FAILED
         if rank == 0:
             write_json(run.result, outcome["result"])
-            write_json(run.status, status | {"state": CellState.COMPLETED})
+            replace(status, state=CellState.COMPLETED).write(run.status)
         return CellState.COMPLETED
 
     # ------------------------------------------------------------------ preemption / time limit
@@ -298,55 +303,47 @@ class Worker(submitit.helpers.Checkpointable):
             self._requested.set()
         if ctx is not None and run is not None:
             ctx.saved.wait(timeout=CHECKPOINT_GRACE_S)
-            status = read_json(run.status) or {}
             if ctx.rank == 0:
-                write_json(
-                    run.status,
-                    status
-                    | {
-                        "state": CellState.INTERRUPTED,
-                        "cause": Cause.REQUEUED,
-                        "checkpointed": ctx.saved.is_set(),
-                        "ended": time.time(),
-                    },
-                )
+                replace(
+                    Status.read(run.status, strict=False),
+                    state=CellState.INTERRUPTED,
+                    cause=Cause.REQUEUED,
+                    checkpointed=ctx.saved.is_set(),
+                    ended=time.time(),
+                ).write(run.status)
         return super().checkpoint(*args, **kwargs)
 
 
 # Why a worker asked a task to save and stop (_join), and what the cell's status then records.
-_STOPPED: dict[str, dict[str, str]] = {
+_STOPPED: dict[str, dict[str, Any]] = {
     Cause.TIMEOUT: {"state": CellState.INTERRUPTED, "cause": Cause.TIMEOUT},
     Cause.CANCELLED: {"state": CellState.CANCELLED, "cause": Cause.CANCELLED},
 }
 
 
-def _ended(status: dict, token: str) -> bool:
+def _ended(status: Status, token: str) -> bool:
     """Did the attempt `token` end this cell (not merely get interrupted by a requeue)?"""
-    state = status.get("state")
-    return status.get("token") == token and (
+    state = status.state
+    return status.token == token and (
         state in ENDED - {CellState.INTERRUPTED}
         or state == CellState.INTERRUPTED
-        and status.get("cause") == Cause.TIMEOUT
+        and status.cause == Cause.TIMEOUT
     )
 
 
 def _record_give_up(run: RunDir, token: str) -> None:
     """SLURM's time limit came once too often: submitit ends the job instead of requeueing it."""
-    status = read_json(run.status) or {}
-    if status.get("token") == token and status.get("state") in (CellState.RUNNING, CellState.INTERRUPTED):
-        write_json(
-            run.status,
-            status
-            | {
-                "state": CellState.INTERRUPTED,
-                "cause": Cause.TIMEOUT,
-                "ended": time.time(),
-                "detail": "reached the time limit (timeout_min) too many times: submitit stopped "
-                "requeueing it; "
-                "`sweeper resume` continues it"
-                + (" from its checkpoint" if status.get("checkpointed") else ""),
-            },
-        )
+    status = Status.read(run.status, strict=False)
+    if status.token == token and status.state in (CellState.RUNNING, CellState.INTERRUPTED):
+        replace(
+            status,
+            state=CellState.INTERRUPTED,
+            cause=Cause.TIMEOUT,
+            ended=time.time(),
+            detail="reached the time limit (timeout_min) too many times: submitit stopped "
+            "requeueing it; "
+            "`sweeper resume` continues it" + (" from its checkpoint" if status.checkpointed else ""),
+        ).write(run.status)
 
 
 def _join(
@@ -354,7 +351,7 @@ def _join(
     requested: threading.Event,
     limit: float | None,
     run: RunDir,
-    status: dict,
+    status: Status,
     lane: bool,
 ) -> str | None:
     """Wait for the task. `limit` seconds in, or once the cell has a `cancel` file (`sweeper cancel`),
@@ -379,7 +376,7 @@ def _join(
     requested.set()
     thread.join(timeout=CHECKPOINT_GRACE_S)
     if thread.is_alive():
-        write_json(run.status, status | _STOPPED[why] | {"checkpointed": False, "ended": time.time()})
+        replace(status, **_STOPPED[why], checkpointed=False, ended=time.time()).write(run.status)
         if why == Cause.TIMEOUT:
             print(
                 f"sweeper: past its time limit ({(limit or 0) / 60:g} min) the task did not save within "

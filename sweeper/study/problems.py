@@ -1,13 +1,33 @@
-"""pydantic's validation errors as sweeper's: one line per problem, naming the key path and what it wants."""
+"""A study file's problems, one line each naming the key path and what it wants: those the expansion
+finds (Problems, gathered so that one run names them all) and pydantic's, translated."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from pydantic import (
     ValidationError,
 )
 
-from sweeper.errors import did_you_mean
+from sweeper.errors import SpecError, did_you_mean
 from sweeper.study.config import join_path
+
+
+@dataclass
+class Problems:
+    """What is wrong with one study file so far (key path, message), and its warnings."""
+
+    file: str
+    found: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, where: str, message: str) -> None:
+        self.found.append((where, message))
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise SpecError(self.file, self.found)
+
 
 _EXPECTED = {
     "string_pattern_mismatch": {

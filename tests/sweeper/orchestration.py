@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from sweeper.ingest import ingest
+from sweeper.run.rundir import RunDir, write_json
 from sweeper.store import CellState, Store
 from sweeper.study import load_study
 
@@ -39,6 +40,14 @@ def write(
         )
     )
     return load_study(path)
+
+
+def submitted(store: Store, cell, run: RunDir, state: str, job_id: str, **extra) -> None:
+    """Attempt 1 (token t1) of `cell` on the local executor, as a launch records it, and its attempt.json."""
+    store.add_attempt(
+        cell.key, executor="local", state=state, token="t1", run_dir=str(run.path), job_id=job_id, **extra
+    )
+    write_json(run.attempt, {"token": "t1", "number": 1})
 
 
 def wait_done(store: Store, study, timeout: float = 90) -> list:

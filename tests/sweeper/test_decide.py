@@ -6,7 +6,6 @@ returns. The SLURM end-to-end counterparts are in test_launch_slurm.py.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -16,9 +15,10 @@ import pytest
 
 from sweeper.ingest import STALE_AFTER_S, decide, ingest
 from sweeper.run.rundir import RunDir, write_json
+from sweeper.run.status import Status
 from sweeper.scheduler import JobState
 from sweeper.store import Cause, CellState, SchedulerState, Store
-from tests.sweeper.orchestration import write
+from tests.sweeper.orchestration import submitted, write
 
 
 @pytest.fixture(scope="module")
@@ -73,14 +73,14 @@ I, P, R, C = CellState.INTERRUPTED, CellState.PENDING, CellState.RUNNING, CellSt
 )
 def test_the_scheduler_state_wins_over_a_dead_worker_pid(tmp_path, dead_pid, job, expected):
     run = _run(tmp_path, _worker(dead_pid))
-    assert decide(R, "t1", run, json.loads(run.status.read_text()), job) == expected
+    assert decide(R, "t1", run, Status.read(run.status), job) == expected
 
 
 def test_a_live_worker_is_running_and_a_result_completes_whatever_was_judged(tmp_path, dead_pid):
     run = _run(tmp_path, _worker(os.getpid()))
-    assert decide(R, "t1", run, _worker(os.getpid()), JobState("RUNNING", shared=True))[0] == R
+    assert decide(R, "t1", run, Status.of(_worker(os.getpid())), JobState("RUNNING", shared=True))[0] == R
     write_json(run.result, {"acc": 1.0})
-    assert decide(I, "t1", run, _worker(dead_pid), JobState("FINISHED"))[0] == CellState.COMPLETED
+    assert decide(I, "t1", run, Status.of(_worker(dead_pid)), JobState("FINISHED"))[0] == CellState.COMPLETED
 
 
 @pytest.mark.parametrize(
@@ -92,14 +92,14 @@ def test_a_live_worker_is_running_and_a_result_completes_whatever_was_judged(tmp
 )
 def test_a_checkpointed_worker_is_pending_while_its_job_is_requeued(tmp_path, dead_pid, job, expected):
     status = _worker(dead_pid, state="INTERRUPTED", cause="REQUEUED", checkpointed=True)
-    assert decide(R, "t1", _run(tmp_path, status), status, job) == expected
+    assert decide(R, "t1", _run(tmp_path, status), Status.of(status), job) == expected
 
 
 def test_submitits_give_up_after_too_many_timeouts_is_a_timeout(tmp_path, dead_pid):
     detail = "reached the time limit (timeout_min) too many times: submitit stopped requeueing it"
     status = _worker(dead_pid, state="INTERRUPTED", cause="TIMEOUT", checkpointed=True, detail=detail)
     job = JobState("FAILED", "KILLED")  # submitit ends the job with an error
-    assert decide(R, "t1", _run(tmp_path, status), status, job) == (I, "TIMEOUT", detail)
+    assert decide(R, "t1", _run(tmp_path, status), Status.of(status), job) == (I, "TIMEOUT", detail)
 
 
 def test_an_attempt_judged_killed_is_read_again_and_completes_with_its_result(env, dead_pid):
@@ -109,17 +109,9 @@ def test_an_attempt_judged_killed_is_read_again_and_completes_with_its_result(en
     run = RunDir.of(study.workdir, cell.key)
     with Store() as store:
         store.plan(study)
-        store.add_attempt(
-            cell.key,
-            executor="local",
-            state=CellState.INTERRUPTED,
-            token="t1",
-            run_dir=str(run.path),
-            job_id=str(dead_pid),
-            cause="KILLED",
-            detail="the worker process died mid-cell",
+        submitted(
+            store, cell, run, I, str(dead_pid), cause="KILLED", detail="the worker process died mid-cell"
         )
-        write_json(run.attempt, {"token": "t1", "number": 1})
         write_json(run.status, _worker(dead_pid))
         (s,) = ingest(store, study)
         assert (s.state, s.cause) == (I, "KILLED")
@@ -258,5 +250,5 @@ def test_decide_over_every_scheduler_state_worker_status_and_heartbeat_age(
     expected = DECIDED[kind][list(JOBS).index(job)]
     if stale:
         expected = STALE.get((kind, job), expected)
-    state, cause, _ = decide(R, "t1", run, status or {}, JOBS[job])
+    state, cause, _ = decide(R, "t1", run, Status.read(run.status), JOBS[job])
     assert (state, cause) == expected

@@ -50,6 +50,11 @@ def test_sql_lives_in_the_store_only():
 # The layers, bottom to top: a module imports only from its own layer or those below, never above.
 LAYERS = [
     ("sweeper.errors", "sweeper.states", "sweeper.task"),
+    # a study file: read and checked; the expanded study as data; its steps; expand runs them in order
+    ("sweeper.study.loading", "sweeper.study.config", "sweeper.study.schema", "sweeper.study.problems"),
+    ("sweeper.study.expanded",),
+    ("sweeper.study.axes", "sweeper.study.rules"),
+    ("sweeper.study.cells", "sweeper.study.search_plan"),
     ("sweeper.study",),
     ("sweeper.store",),
     ("sweeper.run", "sweeper.scheduler"),
