@@ -7,7 +7,6 @@ import time
 from collections import Counter
 from contextlib import nullcontext
 from enum import StrEnum
-from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -45,7 +44,9 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        out.print(f"sweeper {package_version('sweeper')}")
+        from importlib.metadata import version  # only here: every other command would pay for it
+
+        out.print(f"sweeper {version('sweeper')}")
         raise typer.Exit()
 
 

@@ -448,9 +448,13 @@ def test_training_key_hashes_the_resolved_config():
     }
     assert training_key(spelled) == training_key(quick)  # the preset's and defaults' values spelled out
     assert training_key({**quick, "train": {"steps": 5, "batch_size": 32}}) != training_key(quick)
-    third, first = ({**quick, "model": {"scale": "micro", "specialize": {"qkv": q}}} for q in ("first_third", 1))
+    third, first = (
+        {**quick, "model": {"scale": "micro", "specialize": {"qkv": q}}} for q in ("first_third", 1)
+    )
     assert training_key(third) == training_key(first)  # the same block of 4: one backbone, trained once
-    assert training_key({**quick, "model": {"scale": "micro", "specialize": {"qkv": 2}}}) != training_key(first)
+    assert training_key({**quick, "model": {"scale": "micro", "specialize": {"qkv": 2}}}) != training_key(
+        first
+    )
     paper = _cell("dinov2", "large")
     explicit = {**paper, "framework": {**paper["framework"], "recipe": "dinov2", "n_local": 8}}
     assert training_key(explicit) == training_key(paper)
