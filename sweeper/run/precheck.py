@@ -67,7 +67,7 @@ _UNIMPORTABLE = 3  # the child's exit code when the task or the check cannot be 
 
 
 def main() -> None:
-    from sweeper.run.worker import import_object
+    from sweeper.task import import_object
 
     loaded = []
     for what, spec in zip(("task", "check"), sys.argv[1:], strict=False):
