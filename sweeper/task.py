@@ -8,6 +8,7 @@ against these and never imports the worker (sweeper.run.worker.WorkerContext is 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,5 +30,13 @@ class TaskContext(Protocol):
 # run(config, ctx) -> final metrics by name; check(config) -> problems (empty: fine)
 Task = Callable[[dict[str, Any], TaskContext], Mapping[str, float]]
 Check = Callable[[dict[str, Any]], list[str]]
+
+
+def import_object(spec: str) -> Callable:
+    """The object a "module.path:name" string names (a study's task or check). Here, not in the
+    worker, so that plan's check child imports the task and no more (not submitit)."""
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = ["Check", "Task", "TaskContext"]

@@ -1,10 +1,12 @@
-"""CLI plumbing shared by every command: the store option, user-error handling, the plan's colours."""
+"""CLI plumbing shared by the commands: the store option, user-error handling, the plan's colours,
+the options several commands take and the study a name or a file gives."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -13,6 +15,16 @@ from sweeper.report.console import err
 
 if TYPE_CHECKING:
     from sweeper.store import Store
+    from sweeper.study import Study
+
+OnlyOption = Annotated[
+    list[str] | None, typer.Option("--only", help="Only cells with axis=value (repeatable).")
+]
+MaxCellsOption = Annotated[
+    int | None, typer.Option("--max-cells", min=1, help="Submit at most this many cells.")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+StudyArgument = Annotated[str, typer.Argument(help="Study name or YAML file.", show_default=False)]
 
 CATEGORIES = ("new", "running", "done", "failed", "orphaned")
 STYLE = {"new": "cyan", "running": "yellow", "done": "green", "failed": "red", "orphaned": "dim"}
@@ -44,3 +56,14 @@ def user_errors(fn: Callable) -> Callable:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+def study_spec(study: str) -> Study:
+    """The study as its file says (a name is looked up in the store's record of the file)."""
+    from sweeper.study import load_study, parse_study
+
+    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
+        return load_study(study)
+    with open_store(create=False) as store:
+        row = store.study_row(study)
+    return parse_study(row.spec_text, row.file)

@@ -12,14 +12,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from sweeper.errors import UserError
-from sweeper.study import Cell, Study, canonical
+
+if TYPE_CHECKING:  # the child imports this module too: it pays for the task, not for pydantic
+    from sweeper.study import Cell, Study
 
 
 def precheck(study: Study, cells: list[Cell]) -> None:
     """Raise one UserError saying that the task cannot be imported, or listing the problems
     `study.check` finds, naming the cells; else return."""
+    from sweeper.study import canonical
+
     if not cells:
         return
     unique: dict[str, Cell] = {}
@@ -62,7 +67,7 @@ _UNIMPORTABLE = 3  # the child's exit code when the task or the check cannot be 
 
 
 def main() -> None:
-    from sweeper.run.worker import import_object
+    from sweeper.task import import_object
 
     loaded = []
     for what, spec in zip(("task", "check"), sys.argv[1:], strict=False):

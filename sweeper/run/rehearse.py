@@ -330,7 +330,7 @@ def as_json(rows: list[Row]) -> list[dict]:
 
 def main() -> None:
     """The child: plan, or run one unit; JSON lines on the real stdout, the task's prints on stderr."""
-    from sweeper.run.worker import import_object
+    from sweeper.task import import_object
 
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever the task prints must not mix with the protocol

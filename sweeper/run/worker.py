@@ -23,7 +23,6 @@ Kept light on imports: every job pays for them at start-up.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import socket
@@ -43,6 +42,7 @@ from submitit.local.local import LOCAL_REQUEUE_RETURN_CODE
 from sweeper.run.rundir import RunDir, Values, describe, read_json, write_json
 from sweeper.run.status import Status
 from sweeper.states import ENDED, Cause, CellState
+from sweeper.task import import_object
 
 HEARTBEAT_S = float(os.environ.get("SWEEPER_HEARTBEAT_S", "15"))
 CHECKPOINT_GRACE_S = float(os.environ.get("SWEEPER_CHECKPOINT_GRACE_S", "60"))
@@ -431,12 +431,6 @@ def _failing(exc: Exception, tb: str) -> Callable:
         raise RuntimeError(f"cannot import the task: {type(exc).__name__}: {exc}\n{tb}")
 
     return task
-
-
-def import_object(spec: str) -> Callable:
-    """The object a "module.path:name" string names (a study's task or check)."""
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 def _job_environment() -> submitit.JobEnvironment | None:

@@ -54,6 +54,7 @@ from sweeper.store.models import (
     Metric,
     SearchCell,
     StudyRow,
+    use_dialect,
     utcnow,
 )
 from sweeper.study import Cell, Study
@@ -125,6 +126,7 @@ class Store:
             self.engine = create_engine(self.url, echo=echo, connect_args=_connect_args(self.url))
         except (ArgumentError, NoSuchModuleError, ImportError) as e:
             raise UserError(f"--db {self.url}: not a usable database URL ({e})") from None
+        use_dialect(self.engine.dialect.name)
         if not create:
             self._require_existing()
         if self.engine.dialect.name == "sqlite":

@@ -133,29 +133,62 @@ def test_sweeper_never_imports_model():
     assert not re.search(r"^\s*(from model\b|import model\b)", text, re.M)
 
 
+HEAVY = [
+    "pandas",
+    "numpy",
+    "matplotlib",
+    "optuna",
+    "scipy",
+    "sqlalchemy",
+    "sqlalchemy.dialects.postgresql",
+    "pydantic",
+    "torch",
+    "submitit",
+    "importlib.metadata",
+]
+
+
+def _heavy_imported(code: str, cwd: Path = ROOT, stdin: str = "") -> list[str]:
+    """The HEAVY modules a Python process running `code` has imported when it exits."""
+    shown = f"*(m for m in {HEAVY!r} if m in sys.modules)"
+    hook = f"import atexit, sys; atexit.register(lambda: print({shown}, file=sys.stderr))"
+    done = subprocess.run(
+        [sys.executable, "-c", f"{hook}\n{code}"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=os.environ | {"PYTHONPATH": str(ROOT), "SWEEPER_DB": str(cwd / "results.db")},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stderr.splitlines()[-1].split() if done.stderr.strip() else []
+
+
 def test_the_command_line_starts_without_the_heavy_libraries():
     """`sweeper --help` (and every command, before it runs) imports none of them: each command
     imports what it uses (benchmarks/cli_startup.py times the commands)."""
-    heavy = [
-        "pandas",
-        "numpy",
-        "matplotlib",
-        "optuna",
-        "scipy",
-        "sqlalchemy",
-        "pydantic",
-        "torch",
-        "submitit",
-    ]
+    assert _heavy_imported("from sweeper.cli import app") == []
+
+
+SMALL = "study: small\ntask: tests.sweeper.tasks:echo\nbase: {x: 1}\naxes:\n  x: [1, 2]\nseeds: 2\n"
+
+
+def test_plan_and_status_import_only_the_store_and_the_schema(tmp_path):
+    """`plan` and `status` of a study on SQLite need SQLAlchemy and pydantic (typer's own parsing
+    imports it too, and it imports importlib.metadata), not the report's, the search's or the jobs'
+    libraries, nor PostgreSQL's dialect."""
+    (tmp_path / "small.yaml").write_text(SMALL)
+    cli = "import sys; from sweeper.cli import app; sys.argv = ['sweeper', *{!r}]; app()"
+    for args in (["plan", "small.yaml"], ["status", "small"]):
+        imported = set(_heavy_imported(cli.format(args), tmp_path))
+        assert imported - {"sqlalchemy", "pydantic", "importlib.metadata"} == set(), args
+
+
+def test_the_check_child_imports_the_task_not_the_study_schema():
+    """plan and launch start `python -m sweeper.run.precheck` to import the task: it pays for the
+    task's imports, not for pydantic, SQLAlchemy or submitit."""
     code = (
-        f"import sys; from sweeper.cli import app; print(' '.join(m for m in {heavy!r} if m in sys.modules))"
+        "import runpy, sys; sys.argv = ['precheck', 'tests.sweeper.tasks:echo']; "
+        "runpy.run_module('sweeper.run.precheck', run_name='__main__')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        check=True,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-    )
-    assert done.stdout.split() == []
+    assert _heavy_imported(code, stdin="[]") == []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeper.cli.app import _running
+from sweeper.cli.views import running_cells
 from sweeper.ingest import CellStatus
 from sweeper.launch import launch
 from sweeper.progress import Eta, Lines
@@ -78,9 +78,9 @@ def test_the_eta_uses_finished_durations_and_the_running_cells_step_of_total(sto
 
 
 def test_the_live_view_shows_step_of_total_for_running_cells():
-    text = _running(cells("RUNNING", "COMPLETED", progress={"step": 5, "total": 20})).plain
+    text = running_cells(cells("RUNNING", "COMPLETED", progress={"step": 5, "total": 20})).plain
     assert "k0 0  step 5/20 (25%)" in text and "k1" not in text
-    assert "step 7\n" in _running(cells("RUNNING", progress={"step": 7})).plain
+    assert "step 7\n" in running_cells(cells("RUNNING", progress={"step": 7})).plain
 
 
 def test_launch_wait_in_a_pipe_prints_progress_lines_with_an_eta(env, monkeypatch):

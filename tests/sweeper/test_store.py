@@ -128,6 +128,17 @@ def test_schema_is_versioned_and_a_newer_store_is_refused(store_url):
         Store(store_url)
 
 
+def test_the_final_values_index_is_partial_on_each_backend(store_url):
+    """The report's covering index holds final values only (PostgreSQL's condition is set when its
+    store opens, so that SQLite commands never import that dialect)."""
+    with Store(store_url) as store, store.engine.connect() as c:
+        if store.engine.dialect.name == "sqlite":
+            q = "SELECT sql FROM sqlite_master WHERE name = 'ix_metrics_final'"
+        else:
+            q = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_metrics_final'"
+        assert "step IS NULL" in c.execute(text(q)).scalar_one()
+
+
 def test_sqlite_runs_in_wal_mode_with_a_busy_timeout(tmp_path):
     with Store(f"sqlite:///{tmp_path / 'r.db'}") as store, store.engine.connect() as c:
         assert c.execute(text("PRAGMA journal_mode")).scalar() == "wal"
