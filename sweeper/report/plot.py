@@ -22,6 +22,7 @@ from sweeper.report.load import Loaded, load
 from sweeper.report.options import ErrorBar
 from sweeper.report.scope import final_scope, search_study
 from sweeper.report.statistics import t_quantile
+from sweeper.report.tables import dotted_lines
 from sweeper.search import trials
 from sweeper.store import Store
 from sweeper.study import SEED_AXIS, Study, study_name
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 BLOCK_AXIS = "block"
 STEP = "step"  # the x of a training curve (values reported per step)
 BLOCK = re.compile(r"(?<![^.])block(\d+)(?![^.])")  # a whole name segment: analysis.x.block3.cos…
+Y_LABEL_WIDTH = 32  # characters a y label fits along a panel's height; a longer name breaks after dots
 
 
 def _long(loaded: Loaded, x: str, series: list[str], facet: str | None) -> pd.DataFrame:
@@ -180,7 +182,7 @@ def figure(
             ax.set_title(f"{col} = {facet}")
         ax.set_xlabel(x)
         ax.grid(alpha=0.3)
-    panels[0].set_ylabel(y)
+    panels[0].set_ylabel(dotted_lines(y, Y_LABEL_WIDTH))
     fig.suptitle(f"{title}{': ' if title else ''}{_bars(data, error)}", fontsize="medium")
     if series:
         shown = [n for n in names if n in handles]
@@ -253,7 +255,7 @@ def curve_figure(
             ax.set_title(f"{col} = {facet}")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    panels[0].set_ylabel(y)
+    panels[0].set_ylabel(dotted_lines(y, Y_LABEL_WIDTH))
     # With seeds, the legend's last entry says what the band is.
     said = "mean over seeds" if seeds > 1 else "one seed per curve, no band"
     fig.suptitle(f"{title}{': ' if title else ''}{said}", fontsize="medium")

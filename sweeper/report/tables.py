@@ -129,7 +129,7 @@ def _col_title(summary: Summary, key: tuple, sep: str) -> str:
     return sep.join([*(f"{a}={v}" for a, v in zip(summary.cols, key[:-1], strict=False)), key[-1]])
 
 
-def _dotted_lines(metric: str, width: int) -> str:
+def dotted_lines(metric: str, width: int) -> str:
     """A metric name broken after its dots into lines of at most ``width`` characters (a part
     longer than that keeps its line), so that a column is as wide as its values, not its name:
     over values like '34.3 ± 0.9', 'linear_seg.procedural.miou' takes 11 columns, not 26."""
@@ -371,7 +371,7 @@ def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
         widths[c] = max(
             [widths[c], 8, *(len(f"{a}={v}") for a, v in zip(summary.cols, c[:-1], strict=False))]
         )
-    titles = [_col_title(summary, (*c[:-1], _dotted_lines(c[-1], widths[c])), "\n") for c in columns]
+    titles = [_col_title(summary, (*c[:-1], dotted_lines(c[-1], widths[c])), "\n") for c in columns]
     add_columns(table, (*summary.rows, *titles), right=titles)
     for cells in body:
         table.add_row(*cells)
