@@ -7,6 +7,7 @@ is named where it is written instead of making cells that silently ignore it.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from typing import Any
 
 from sweeper.errors import did_you_mean
@@ -50,7 +51,7 @@ def parse_factors(p: Problems, axes: dict[str, Any], base: dict) -> list[list[Ax
             if found_axis:
                 out.append([found_axis])
     names = [a.name for f in out for a in f]
-    for dup in sorted({n for n in names if names.count(n) > 1}):
+    for dup in sorted(n for n, k in Counter(names).items() if k > 1):
         p.add(f"axes.{dup}", "this axis is declared more than once")
     return out
 
@@ -69,7 +70,7 @@ def axis(p: Problems, raw_name: str, values: Any, where: str, base: dict) -> Axi
             p.add(where, "empty axis; expected at least one value")
             return None
         seen = [canonical(v) for v in values]
-        dups = sorted({s for s in seen if seen.count(s) > 1})
+        dups = sorted(s for s, k in Counter(seen).items() if k > 1)  # one pass: an axis may hold 10,000
         if dups:
             p.add(where, f"duplicate values {', '.join(dups)}")
         check_path(p, base, name, where, declared_new)
