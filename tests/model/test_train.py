@@ -1,6 +1,6 @@
 """model.train.pretrain: resume equals the uninterrupted run, a finished run is not retrained,
 DDP over 2 CPU processes (gloo) equals one process, a non-finite loss stops the run,
-and (slow) the quickstart recipe beats a random init on k-NN."""
+and (slow) the supervised cpu recipe (the CPU studies' contrast) beats a random init on k-NN."""
 
 from __future__ import annotations
 
@@ -175,7 +175,7 @@ def test_ddp_two_processes_match_one(tmp_path, framework, spec):
 # pretraining at this scale has its own preset and test: cpu_ssl, tests/model/test_ssl_cpu.py.)
 @pytest.mark.slow
 def test_pretraining_beats_a_random_init_on_knn(tmp_path):
-    """Issue #5: the quickstart's numbers mean something only if training moves the features."""
+    """Issue #5: the supervised contrast's numbers mean something only if training moves the features."""
     from model.eval import parse_eval, run_eval
     from model.frameworks import build_framework
     from model.recipes import resolve
@@ -205,7 +205,7 @@ def test_pretraining_beats_a_random_init_on_knn(tmp_path):
         "train": {"steps": 600, "batch_size": 32, "lr": 2e-3, "warmup_steps": 30},
     }
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as a quickstart cell runs
+    torch.set_num_threads(1)  # as a CPU study cell runs
     try:
         trained, _ = pretrain(config, tmp_path, progress=False)
     finally:
