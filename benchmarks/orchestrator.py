@@ -4,6 +4,9 @@ time of a 50-cell study of 1-second tasks, its relaunch, and a controller killed
 
     python benchmarks/orchestrator.py [--skip-slurm] [--cells-per-job 5]
 
+The run directories go to $TMPDIR: with TMPDIR=/dev/shm the ingest figure measures the code, not
+the disk (on a shared VM disk the same ingest varies 5-20 s, most of it in the kernel).
+
 Run it from the repository root (the study's task, tests.sweeper.tasks:echo, must import).
 """
 
