@@ -11,7 +11,7 @@ mkdir -p "$(dirname "$venv")"
 exec 9>"$venv.lock"
 flock 9  # concurrent callers (parallel test runs, helpers) wait for one build
 if [ ! -f "$venv/.complete" ]; then
-  echo "sweeper: building the environment in $venv (first time only, a few minutes)" >&2
+  printf 'sweeper: building the environment (first time only, a few minutes) in\n  %s\n' "$venv" >&2
   rm -rf "$venv"
   { "${PYTHON:-python3}" -m venv "$venv" &&
     "$venv/bin/pip" install --upgrade pip "setuptools>=77" wheel &&

@@ -112,7 +112,8 @@ def _utc(when: datetime) -> datetime:
 def eta_text(seconds: float | None, active: bool) -> str:
     if not active:
         return "finished"
-    return "ETA after the first cell finishes" if seconds is None else f"ETA {duration(seconds)}"
+    # Short: a line must fit 80 columns in a log (an ETA needs one finished cell's duration).
+    return "no ETA yet" if seconds is None else f"ETA {duration(seconds)}"
 
 
 class Lines:

@@ -35,7 +35,7 @@ def _metrics_once(s: Session) -> None:
             "GROUP BY cell_key, attempt, name, COALESCE(step, -1))"
         )
     )
-    next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())  # type: ignore[attr-defined]
+    next(i for i in Metric.__table__.indexes if i.name == "ux_metrics_once").create(s.connection())
 
 
 def _execute(s: Session, statement: str) -> None:
