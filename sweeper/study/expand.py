@@ -20,7 +20,7 @@ from sweeper.study.cells import build_cells, check_signal_delay
 from sweeper.study.config import SEED_AXIS, canonical, expand_dotted
 from sweeper.study.expanded import Axis, Study
 from sweeper.study.loading import load_yaml
-from sweeper.study.problems import Problems, pydantic_problems
+from sweeper.study.problems import Problems, pydantic_problems, unknown_keys, without_keys
 from sweeper.study.rules import baseline, rule
 from sweeper.study.schema import StudyFile
 from sweeper.study.search_plan import search_plan
@@ -52,11 +52,27 @@ def parse_study(text: str, file: str = "<study>", *, cells: bool = True) -> Stud
     raw = load_yaml(text, file)
     if not isinstance(raw, dict):
         raise SpecError(file, [("", "expected a mapping with keys study, task, base, axes, …")])
-    try:
-        spec = StudyFile.model_validate(raw)
-    except ValidationError as e:
-        raise SpecError(file, pydantic_problems(e)) from None
-    return expand(spec, file, text, raw, cells)
+    return expand(validate_file(raw, file), file, text, raw, cells)
+
+
+def validate_file(raw: dict, file: str) -> StudyFile:
+    """The validated file, or one SpecError naming all its problems. An unknown key stops the checks
+    of the rest of its mapping, so the file is validated again without the unknown keys until no
+    new one is found: a typo never hides a bad value beside it."""
+    found: list[tuple[str, str]] = []
+    while True:
+        try:
+            spec = StudyFile.model_validate(raw)
+        except ValidationError as e:
+            found += [p for p in pydantic_problems(e) if p not in found]
+            unknown = unknown_keys(e)
+            if not unknown:
+                raise SpecError(file, found) from None
+            raw = without_keys(raw, unknown)
+        else:
+            if found:
+                raise SpecError(file, found)
+            return spec
 
 
 def expand(spec: StudyFile, file: str, text: str, raw: dict, with_cells: bool = True) -> Study:

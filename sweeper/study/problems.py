@@ -3,7 +3,9 @@ finds (Problems, gathered so that one run names them all) and pydantic's, transl
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydantic import (
     ValidationError,
@@ -85,3 +87,27 @@ def pydantic_problems(err: ValidationError) -> list[tuple[str, str]]:
             got = "" if e["type"] == "missing" else f", got {e['input']!r}"
             problems.append((join_path(*loc), f"{e['msg'].lower()}{got}"))
     return problems
+
+
+Location = tuple[str | int, ...]
+
+
+def unknown_keys(err: ValidationError) -> list[tuple[Location, str]]:
+    """(where, key) of each unknown key pydantic reported: where is its mapping's location."""
+    return [(tuple(e["loc"]), e["ctx"]["key"]) for e in err.errors() if e["type"] == "unknown_key"]
+
+
+def without_keys(raw: dict, keys: list[tuple[Location, str]]) -> dict:
+    """A copy of the file's mapping without `keys`. A location may name a discriminator's tag (the
+    executor's kind, a parameter's type), which is no key of the file: it is stepped over."""
+    out = copy.deepcopy(raw)
+    for where, key in keys:
+        node: Any = out
+        for part in where:
+            if isinstance(node, dict) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int):
+                node = node[part]
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return out

@@ -255,6 +255,25 @@ def test_bad_input_names_the_key_path_and_what_was_expected(body, path, expected
     assert expected in message, message
 
 
+def test_an_unknown_key_hides_no_other_problem_of_its_mapping_or_the_file():
+    """Pydantic stops checking a mapping at its unknown key; the file is checked again without it."""
+    message = problems(
+        "seedz: 2\n"
+        "executor: {kind: slurm, cells_per_jobb: 2, array_parallelism: 0}\n"
+        "resources: {default: {timeout_min: -1, cpus_per_tsk: 2}}\n"
+    )
+    lines = message.splitlines()
+    for path, expected in [
+        ("seedz", "did you mean 'seeds'"),
+        ("executor.cells_per_jobb", "did you mean 'cells_per_job'"),
+        ("executor.array_parallelism", "greater than 0, got 0"),
+        ("resources.default.cpus_per_tsk", "did you mean 'cpus_per_task'"),
+        ("resources.default.timeout_min", "greater than 0, got -1"),
+    ]:
+        assert sum(line.startswith(f"s.yaml: {path}: ") and expected in line for line in lines) == 1, message
+    assert len(lines) == 5, message
+
+
 def test_malformed_task_and_name():
     message = problems("", head="study: 'my study'\ntask: model.experiment.run\n")
     assert "s.yaml: task: expected a 'module.path:function' string" in message
