@@ -5,6 +5,9 @@ with one line per problem naming the study file, a cell and the key path."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -140,24 +143,32 @@ def test_the_library_studies_share_norm_vs_qkvs_base():
     assert all(bases[name] == bases["norm_vs_qkv"] for name in LIBRARY)
 
 
-@pytest.mark.slow  # ~13 plans of a process that imports torch each; ~2 min for norm_vs_qkv
+def _plan(path: Path) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-c", "from sweeper.cli import app; app()", "plan", str(path)]
+    return subprocess.run(
+        command, cwd=path.parent, capture_output=True, text=True, env={**os.environ, "COLUMNS": "300"}
+    )
+
+
+@pytest.mark.slow  # ~13 plans of a process that imports torch each, two at a time; ~30 s a study
 @pytest.mark.parametrize("study", OWN_BASE, ids=lambda p: p.stem)
 def test_each_mistake_is_refused_at_plan_with_one_line_naming_file_cell_and_key(study, cwd, datasets):
-    from typer.testing import CliRunner
-
-    from sweeper.cli import app
-
-    for name, (edit, expected) in MISTAKES.items():
-        path = _copy(study, cwd, datasets, edit)
-        result = CliRunner().invoke(app, ["plan", str(path)], env={"COLUMNS": "300"})
-        message = " ".join(result.output.split())
-        assert result.exit_code == 2, (name, result.output)
-        assert expected in message, (name, result.output)
+    paths = {}
+    for i, (name, (edit, _)) in enumerate(MISTAKES.items()):
+        (cwd / str(i)).mkdir()
+        paths[name] = _copy(study, cwd / str(i), datasets, edit)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # each waits on its check child's torch import
+        results = dict(zip(paths, pool.map(_plan, paths.values()), strict=True))
+    for name, (_, expected) in MISTAKES.items():
+        path, output = paths[name], results[name].stdout + results[name].stderr
+        message = " ".join(output.split())
+        assert results[name].returncode == 2, (name, output)
+        assert expected in message, (name, output)
         if name != "unimportable task":
-            lines = [line for line in result.output.splitlines() if expected[:20] in line]
-            assert len(lines) == 1 and f"{path}: " in lines[0] and "cell {" in lines[0], (name, result.output)
-        assert "Traceback" not in result.output
-    assert not (cwd / "results.db").exists()  # nothing recorded
+            lines = [line for line in output.splitlines() if expected[:20] in line]
+            assert len(lines) == 1 and f"{path}: " in lines[0] and "cell {" in lines[0], (name, output)
+        assert "Traceback" not in output
+    assert not list(cwd.rglob("results.db"))  # nothing recorded
 
 
 @pytest.mark.parametrize(
