@@ -5,7 +5,8 @@ no `check:` hook: a study's check imports its task's code, e.g. torch, which is 
 not the CLI's); `report` over the 10,000 cells x 3 seeds x 30 metrics store of
 benchmarks/report.py, as a terminal shows it (50 rows; a pipe or a file gets all 10,000 groups).
 Prints the median and the best wall time of N runs, and the median CPU time (the child's user +
-system, its own children included), the steadier figure on a loaded machine.
+system, its own children included), the steadier figure on a loaded machine. Then what `report`
+pays before any statistics: each import in a fresh process, and its two store reads.
 
     python benchmarks/cli_startup.py [--repeat 5] [--code DIR] [--report-db URL]
 
@@ -92,6 +93,41 @@ def main() -> None:
                 f"  {label:<48}{statistics.median(wall):6.2f} s {min(wall):6.2f} s  "
                 f"CPU {statistics.median(cpu):5.2f} s"
             )
+        print_floor(args.code, report_db, args.repeat)
+
+
+def print_floor(code: Path, report_db: str, repeat: int) -> None:
+    """What `report` pays before any statistics: its imports (each in a fresh process, after the
+    interpreter's own start) and its two store reads of the 10,000-cell study (in this process)."""
+    env = os.environ | {"PYTHONPATH": f"{code}{os.pathsep}{ROOT}"}
+    print("report's floor (medians): imports in a fresh process, and the store reads it makes")
+    for module in ("sweeper.cli", "sqlalchemy.orm", "pandas", "scipy.special"):
+        probe = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+        runs = [
+            float(
+                subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout
+            )
+            for _ in range(repeat)
+        ]
+        print(f"  import {module:<42}{statistics.median(runs):6.2f} s")
+    sys.path.insert(0, str(code))
+    from sweeper.store import Store  # noqa: PLC0415 - the checkout's (--code)
+
+    with Store(report_db) as store:
+        study_id = store.study_row("bench").id
+        for label, read in (
+            ("members (30,000 cells)", lambda: store.members(study_id)),
+            (
+                "final metrics but analysis.* (270,000 rows)",
+                lambda: store.metric_values(study_id, analysis=False),
+            ),
+        ):
+            runs = []
+            for _ in range(repeat):
+                start = time.perf_counter()
+                read()
+                runs.append(time.perf_counter() - start)
+            print(f"  read {label:<44}{statistics.median(runs):6.2f} s")
 
 
 if __name__ == "__main__":
