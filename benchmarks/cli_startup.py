@@ -101,7 +101,7 @@ def print_floor(code: Path, report_db: str, repeat: int) -> None:
     interpreter's own start) and its two store reads of the 10,000-cell study (in this process)."""
     env = os.environ | {"PYTHONPATH": f"{code}{os.pathsep}{ROOT}"}
     print("report's floor (medians): imports in a fresh process, and the store reads it makes")
-    for module in ("sweeper.cli", "sqlalchemy.orm", "pandas", "scipy.special"):
+    for module in ("sweeper.cli", "sweeper.store", "pandas", "scipy.special"):
         probe = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
         runs = [
             float(
