@@ -111,7 +111,7 @@ def print_floor(code: Path, report_db: str, repeat: int) -> None:
         ]
         print(f"  import {module:<42}{statistics.median(runs):6.2f} s")
     sys.path.insert(0, str(code))
-    from sweeper.store import Store  # noqa: PLC0415 - the checkout's (--code)
+    from sweeper.store import Store  # noqa: PLC0415 - --code's, unless building the store imported one
 
     with Store(report_db) as store:
         study_id = store.study_row("bench").id

@@ -150,7 +150,7 @@ def _plan(path: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.slow  # ~13 plans of a process that imports torch each, two at a time; ~30 s a study
+@pytest.mark.slow  # ~13 plans of a process that imports torch each, two at a time; ~35 s a study
 @pytest.mark.parametrize("study", OWN_BASE, ids=lambda p: p.stem)
 def test_each_mistake_is_refused_at_plan_with_one_line_naming_file_cell_and_key(study, cwd, datasets):
     paths = {}
