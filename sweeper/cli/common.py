@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -60,9 +59,9 @@ def user_errors(fn: Callable) -> Callable:
 
 def study_spec(study: str) -> Study:
     """The study as its file says (a name is looked up in the store's record of the file)."""
-    from sweeper.study import load_study, parse_study
+    from sweeper.study import is_study_file, load_study, parse_study
 
-    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
+    if is_study_file(study):
         return load_study(study)
     with open_store(create=False) as store:
         row = store.study_row(study)

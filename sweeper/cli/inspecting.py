@@ -26,7 +26,7 @@ from sweeper.states import CellState, category
 
 @user_errors
 def studies(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List the studies in the store."""
     with open_store(create=False) as store:
@@ -64,7 +64,7 @@ def show(
         list[ShownState] | None,
         typer.Option("--state", case_sensitive=False, help="Only cells in these states (repeatable)."),
     ] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List a study's cells with their labels and states."""
     from sweeper.study import study_name

@@ -31,7 +31,7 @@ if TYPE_CHECKING:  # the commands import what they use: `sweeper --help` imports
 @user_errors
 def plan(
     study_file: Annotated[Path, typer.Argument(help="The study YAML file.", show_default=False)],
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    as_json: JsonOption = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the totals line.")] = False,
 ) -> None:
     """Validate, expand and check a study (task and `check`), record it and show what a launch would do."""

@@ -354,13 +354,13 @@ def render_rich(summary: Summary, max_rows: int | None = None) -> Table:
             if e is None or not e.value:
                 cells.append("[dim]–[/]")
                 continue
-            value = e.value + (f" ± {e.spread}" if e.spread else "") + e.flags + (f" n={e.n}" if e.n else "")
+            mean = e.value + (f" ± {e.spread}" if e.spread else "")
+            count = f"n={e.n}" if e.n else ""
             delta = e.delta + (" " + e.interval if e.interval else "")
-            widths[c] = max(widths[c], len(value), len(delta))
-            text = e.value + (f" ± {e.spread}" if e.spread else "")
-            text = f"[bold]{text}[/]" if e.best else text
+            widths[c] = max(widths[c], len(mean + e.flags) + (len(count) + 1 if count else 0), len(delta))
+            text = f"[bold]{mean}[/]" if e.best else mean
             text += f"[yellow]{e.flags}[/]" if e.flags else ""
-            text += f" [dim]n={e.n}[/]" if e.n else ""
+            text += f" [dim]{count}[/]" if count else ""
             if e.delta:
                 style = {1: "green", -1: "red", 0: "dim"}[e.verdict]
                 text += f"\n[{style}]{delta}[/]"

@@ -7,7 +7,7 @@ Everything else in sweeper reads a study through `load_study` / `parse_study`.
 """
 
 from sweeper.study.config import SEED_AXIS, canonical, cell_key, merge, set_path
-from sweeper.study.expand import load_study, parse_study, study_name
+from sweeper.study.expand import is_study_file, load_study, parse_study, study_name
 from sweeper.study.expanded import TRIAL_LABEL, Axis, Cell, SearchPlan, Study
 from sweeper.study.loading import load_yaml
 from sweeper.study.schema import (
@@ -50,5 +50,6 @@ __all__ = [
     "parse_study",
     "sampler_class",
     "set_path",
+    "is_study_file",
     "study_name",
 ]

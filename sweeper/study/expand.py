@@ -38,11 +38,14 @@ def load_study(path: str | Path) -> Study:
     return parse_study(text, file)
 
 
+def is_study_file(study: str) -> bool:
+    """Whether a command's study argument is a file (else it is a study's name)."""
+    return study.endswith((".yaml", ".yml")) or Path(study).is_file()
+
+
 def study_name(study: str) -> str:
     """A study is named by its name, or by its file (whose `study:` key is read)."""
-    if study.endswith((".yaml", ".yml")) or Path(study).is_file():
-        return load_study(study).name
-    return study
+    return load_study(study).name if is_study_file(study) else study
 
 
 def parse_study(text: str, file: str = "<study>", *, cells: bool = True) -> Study:
